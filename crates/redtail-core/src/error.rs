@@ -1,0 +1,122 @@
+//! The core error type shared by every backend and feature crate.
+
+use std::{fmt, time::Duration};
+
+/// A boxed error from a backend implementation, kept as the source of an [`Error`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type of `redtail-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error reply sent by the Redis server, such as `WRONGTYPE ...` or `NOSCRIPT ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    message: String,
+}
+
+impl ServerError {
+    /// Wraps a server error line, for example `ERR value is not an integer or out of range`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+
+    /// The error code: the first word of the reply (`ERR`, `WRONGTYPE`, `NOSCRIPT`, `READONLY`, ...).
+    pub fn code(&self) -> &str {
+        self.message.split_whitespace().next().unwrap_or("")
+    }
+
+    /// The whole reply line as the server sent it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Everything that can go wrong when talking to Redis through a [`Backend`](crate::Backend).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with an error reply.
+    #[error("redis replied with an error: {0}")]
+    Server(#[from] ServerError),
+    /// No reply arrived within the timeout.
+    /// Whether the command was applied is unknown: it may have reached the server.
+    #[error("redis did not answer within {0:?}; the command may or may not have been applied")]
+    Timeout(Duration),
+    /// The connection could not be made or was lost before the command was sent or answered.
+    #[error("cannot reach redis: {source}")]
+    Connection {
+        /// What the client library reported.
+        #[source]
+        source: BoxError,
+    },
+    /// The keys of one transaction or script map to different cluster hash slots.
+    #[error(
+        "keys of one {what} must share a hash slot, found slots {first} and {other}; build them from one `Namespace::tagged` namespace"
+    )]
+    CrossSlot {
+        /// `transaction` or `script`.
+        what: &'static str,
+        /// Slot of the first key.
+        first: u16,
+        /// Slot of the first key that differs.
+        other: u16,
+    },
+    /// The reply did not have the shape the caller expected.
+    #[error("unexpected reply from redis: expected {expected}, got {got}")]
+    UnexpectedReply {
+        /// What the caller expected, such as `an integer`.
+        expected: &'static str,
+        /// A short description of what arrived.
+        got: String,
+    },
+    /// A value could not be encoded or decoded by a [`Codec`](crate::Codec).
+    #[error("cannot {action} value: {source}")]
+    Codec {
+        /// `encode` or `decode`.
+        action: &'static str,
+        /// The codec's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A caller-supplied value was rejected before anything was sent.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The backend is shutting down and takes no new commands.
+    #[error("the redis backend is shutting down and takes no new commands")]
+    ShuttingDown,
+    /// Any other backend failure, with its source kept.
+    #[error("redis backend error: {source}")]
+    Backend {
+        /// What the backend reported.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// The server error reply, when this error is one.
+    pub fn server(&self) -> Option<&ServerError> {
+        match self {
+            Error::Server(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the server answered `code` (for example `NOSCRIPT` or `WRONGTYPE`).
+    pub fn is_server_code(&self, code: &str) -> bool {
+        self.server().is_some_and(|e| e.code() == code)
+    }
+
+    /// Whether the error means Redis could not be reached or did not answer in time.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Timeout(_) | Error::Connection { .. } | Error::ShuttingDown)
+    }
+}

@@ -1,0 +1,64 @@
+//! `Script`: a Lua script from `lua/*.lua`, with its SHA-1 computed once.
+
+use std::fmt;
+
+/// A Lua script run with `EVALSHA`.
+///
+/// Scripts live in `lua/*.lua` files of each crate and are loaded with `include_str!`, so they are
+/// reviewed as Lua. A crate keeps each one in a `static` built once:
+///
+/// ```
+/// use std::sync::LazyLock;
+/// use redtail_core::Script;
+///
+/// static INCR_WITH_TTL: LazyLock<Script> = LazyLock::new(|| {
+///     Script::new("incr_with_ttl", "local n = redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], ARGV[1], 'NX') return n")
+/// });
+/// assert_eq!(INCR_WITH_TTL.sha().len(), 40);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Script {
+    name: &'static str,
+    source: &'static str,
+    sha: String,
+}
+
+impl Script {
+    /// A script named `name` (used in logs and errors) with Lua `source`.
+    pub fn new(name: &'static str, source: &'static str) -> Self {
+        let sha = sha1_smol::Sha1::from(source).digest().to_string();
+        Self { name, source, sha }
+    }
+
+    /// The name given to [`Script::new`].
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The Lua source, sent with `SCRIPT LOAD` when the server does not know the script.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The lowercase hex SHA-1 of the source, as `EVALSHA` expects.
+    pub fn sha(&self) -> &str {
+        &self.sha
+    }
+}
+
+impl fmt::Debug for Script {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Script").field("name", &self.name).field("sha", &self.sha).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha_matches_redis_script_load() {
+        // `redis-cli SCRIPT LOAD "return 1"` answers this digest.
+        assert_eq!(Script::new("one", "return 1").sha(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+}
