@@ -1,1 +1,67 @@
-//! placeholder
+//! Shared setup for redtail's suites against real Redis: each suite is written once and run
+//! against every deployment with [`for_each_deployment!`].
+
+use std::{sync::Arc, time::Duration};
+
+use redtail_connection::{Config, Redis};
+use redtail_core::{Backend, Namespace};
+pub use redtail_testkit::{Deployment, TestRedis};
+
+/// The error type of test bodies, so they can use `?`.
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// What one test works with: servers, a connected client, and a namespace of its own.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The servers; kept alive for the test's duration.
+    pub servers: TestRedis,
+    /// The client under test.
+    pub redis: Redis,
+    /// The same client behind the trait, as feature crates see it.
+    pub backend: Arc<dyn Backend>,
+    /// Keys of this test only.
+    pub ns: Namespace,
+}
+
+impl Ctx {
+    /// Servers of `kind` (shared through the environment when set) and a connected client.
+    pub async fn new(kind: Deployment) -> Ctx {
+        Self::with(TestRedis::shared_or_owned(kind), |c| c).await
+    }
+
+    /// Servers of `kind` owned by this test, so faults can be injected, and a client whose
+    /// configuration `tune` adjusts.
+    pub async fn owned(kind: Deployment, tune: impl FnOnce(Config) -> Config) -> Ctx {
+        Self::with(TestRedis::owned(kind), tune).await
+    }
+
+    async fn with(servers: redtail_testkit::Result<TestRedis>, tune: impl FnOnce(Config) -> Config) -> Ctx {
+        let servers = servers.unwrap_or_else(|e| panic!("cannot get test servers: {e}"));
+        let config = Config::from_url(servers.url()).unwrap_or_else(|e| panic!("bad test URL {}: {e}", servers.url()));
+        let config = tune(config.with_command_timeout(Duration::from_secs(2)));
+        let redis = Redis::connect(config).await.unwrap_or_else(|e| panic!("cannot connect to {}: {e}", servers.url()));
+        let ns = servers.namespace();
+        Ctx { backend: Arc::new(redis.clone()), redis, ns, servers }
+    }
+}
+
+/// Runs each named `async fn(Deployment) -> TestResult` as a test on standalone, cluster and
+/// sentinel deployments.
+#[macro_export]
+macro_rules! for_each_deployment {
+    ($($name:ident),* $(,)?) => {
+        $crate::for_each_deployment!(@mod standalone Standalone $($name),*);
+        $crate::for_each_deployment!(@mod cluster Cluster $($name),*);
+        $crate::for_each_deployment!(@mod sentinel Sentinel $($name),*);
+    };
+    (@mod $module:ident $kind:ident $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> $crate::TestResult {
+                    super::$name($crate::Deployment::$kind).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,297 @@
+//! `Config`: where Redis is and how to talk to it, from a URL, `REDIS_URL` or a builder.
+
+use std::time::Duration;
+
+use fred::types::{
+    RespVersion,
+    config::{Config as FredConfig, ServerConfig},
+};
+
+use crate::{Error, Result};
+
+/// The URL schemes `Config::from_url` accepts.
+const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis-cluster",
+    "rediss-cluster",
+    "redis-sentinel",
+    "rediss-sentinel",
+    "redis+unix",
+];
+
+/// How to reach Redis and how patient to be with it.
+///
+/// The defaults carry the original design over and close its gaps: reconnect forever with a
+/// delay of `min(attempt * 50 ms, 2 s)`, at most 3 attempts per command after dropped
+/// connections (state-changing scripts are sent once), and a 5 s command timeout so that a stalled
+/// server never hangs a request.
+///
+/// ```
+/// use std::time::Duration;
+/// use redtail_connection::Config;
+///
+/// let config = Config::from_url("redis://:secret@127.0.0.1:6379/0")?
+///     .with_pool_size(4)
+///     .with_command_timeout(Duration::from_secs(2));
+/// assert_eq!(config.target(), "redis://127.0.0.1:6379");
+/// # Ok::<(), redtail_connection::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    pub(crate) fred: FredConfig,
+    pub(crate) pool_size: usize,
+    pub(crate) blocking_connections: usize,
+    pub(crate) command_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) health_timeout: Duration,
+    pub(crate) max_command_attempts: u32,
+    pub(crate) reconnect: Backoff,
+    target: String,
+}
+
+/// The reconnect delay: `min(attempt * step, max)`, retried forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Added to the delay at each attempt.
+    pub step: Duration,
+    /// The longest delay between attempts.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before reconnect attempt `attempt` (counting from 1).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        self.step.saturating_mul(attempt).min(self.max)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { step: Duration::from_millis(50), max: Duration::from_secs(2) }
+    }
+}
+
+impl Config {
+    /// Parses a URL:
+    /// `redis://[[user]:password@]host[:port][/db]`, `rediss://` for TLS,
+    /// `redis-cluster://host:port?node=host:port&node=...`,
+    /// `redis-sentinel://host:port/db?sentinelServiceName=name&node=host:port`,
+    /// `redis+unix:///path/to/redis.sock`.
+    pub fn from_url(url: &str) -> Result<Config> {
+        let shown = redact(url);
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(Error::Config(format!(
+                "cannot parse redis URL `{shown}`: no scheme (expected for example redis://127.0.0.1:6379)"
+            )));
+        };
+        if !SCHEMES.contains(&scheme) {
+            return Err(Error::Config(format!(
+                "cannot parse redis URL `{shown}`: unknown scheme `{scheme}` (expected one of {})",
+                SCHEMES.join(", ")
+            )));
+        }
+        if rest.is_empty() || rest.starts_with('/') && scheme != "redis+unix" {
+            return Err(Error::Config(format!("cannot parse redis URL `{shown}`: no host")));
+        }
+        #[cfg(not(feature = "tls"))]
+        if scheme.starts_with("rediss") {
+            return Err(Error::Config(format!(
+                "cannot use `{shown}`: TLS needs the `tls` feature of redtail-connection"
+            )));
+        }
+        let mut fred = FredConfig::from_url(url)
+            .map_err(|e| Error::Config(format!("cannot parse redis URL `{shown}`: {}", e.details())))?;
+        if scheme == "redis-sentinel" || scheme == "rediss-sentinel" {
+            if !url.contains("sentinelServiceName=") {
+                return Err(Error::Config(format!(
+                    "cannot use `{shown}`: a sentinel URL needs `?sentinelServiceName=<primary name>`"
+                )));
+            }
+        }
+        fred.fail_fast = false;
+        Ok(Config {
+            fred,
+            pool_size: 2,
+            blocking_connections: 2,
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            health_timeout: Duration::from_secs(1),
+            max_command_attempts: 3,
+            reconnect: Backoff::default(),
+            target: target_of(&shown),
+        })
+    }
+
+    /// Reads `REDIS_URL`, or `redis://127.0.0.1:6379` when it is unset.
+    pub fn from_env() -> Result<Config> {
+        match std::env::var("REDIS_URL") {
+            Ok(url) => Config::from_url(&url).map_err(|e| Error::Config(format!("REDIS_URL: {e}"))),
+            Err(std::env::VarError::NotPresent) => Config::from_url("redis://127.0.0.1:6379"),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(Error::Config("REDIS_URL is not valid UTF-8".to_owned()))
+            }
+        }
+    }
+
+    /// Number of multiplexed connections commands are spread over (per cluster node). Default 2.
+    #[must_use]
+    pub fn with_pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size.clamp(1, 64);
+        self
+    }
+
+    /// Number of connections reserved for blocking commands. Default 2.
+    #[must_use]
+    pub fn with_blocking_connections(mut self, n: usize) -> Self {
+        self.blocking_connections = n.clamp(1, 64);
+        self
+    }
+
+    /// How long a command may wait for its reply. Default 5 s.
+    #[must_use]
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How long [`Redis::connect`](crate::Redis::connect) waits for the first connection. Default 10 s.
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long [`Redis::health`](crate::Redis::health) waits before reporting down. Default 1 s.
+    #[must_use]
+    pub fn with_health_timeout(mut self, timeout: Duration) -> Self {
+        self.health_timeout = timeout;
+        self
+    }
+
+    /// How many times a command is written in all when connections drop under it. Default 3.
+    /// Scripts are always written once.
+    #[must_use]
+    pub fn with_max_command_attempts(mut self, attempts: u32) -> Self {
+        self.max_command_attempts = attempts.max(1);
+        self
+    }
+
+    /// The reconnect backoff. Default `min(attempt * 50 ms, 2 s)`.
+    #[must_use]
+    pub fn with_reconnect(mut self, backoff: Backoff) -> Self {
+        self.reconnect = backoff;
+        self
+    }
+
+    /// ACL username and password, replacing any from the URL.
+    #[must_use]
+    pub fn with_credentials(mut self, username: Option<String>, password: impl Into<String>) -> Self {
+        self.fred.username = username;
+        self.fred.password = Some(password.into());
+        self
+    }
+
+    /// Speaks RESP3 (`HELLO 3`) instead of RESP2. Default off.
+    #[must_use]
+    pub fn with_resp3(mut self, on: bool) -> Self {
+        self.fred.version = if on { RespVersion::RESP3 } else { RespVersion::RESP2 };
+        self
+    }
+
+    /// The server this configuration points at, without credentials, for logs and errors.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Whether this is a cluster configuration.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.fred.server, ServerConfig::Clustered { .. })
+    }
+
+    /// The command timeout.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+}
+
+/// The URL with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// `scheme://host:port` (or the socket path) from a redacted URL.
+fn target_of(shown: &str) -> String {
+    let Some((scheme, rest)) = shown.split_once("://") else { return shown.to_owned() };
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    if scheme == "redis+unix" {
+        return format!("{scheme}://{}", rest.split('?').next().unwrap_or(rest));
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    format!("{scheme}://{}", &rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_error(url: &str) -> String {
+        match Config::from_url(url) {
+            Ok(_) => panic!("{url} parsed"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unknown_scheme_names_the_choices() {
+        let msg = config_error("redi://x");
+        assert!(msg.contains("unknown scheme `redi`"), "{msg}");
+        assert!(msg.contains("redis-sentinel"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_urls_are_refused_with_reason() {
+        assert!(config_error("127.0.0.1:6379").contains("no scheme"));
+        assert!(config_error("redis://").contains("no host"));
+        assert!(config_error("redis://h:notaport").contains("cannot parse"));
+        assert!(config_error("redis-sentinel://h:26379").contains("sentinelServiceName"));
+    }
+
+    #[test]
+    fn passwords_never_appear_in_messages() {
+        let msg = config_error("redis://user:hunter2@h:notaport");
+        assert!(!msg.contains("hunter2"), "{msg}");
+        let config = Config::from_url("redis://user:hunter2@h:6379/2").ok();
+        assert_eq!(config.map(|c| c.target().to_owned()).as_deref(), Some("redis://h:6379"));
+    }
+
+    #[test]
+    fn backoff_follows_policy() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(1), Duration::from_millis(50));
+        assert_eq!(b.delay(10), Duration::from_millis(500));
+        assert_eq!(b.delay(40), Duration::from_secs(2));
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn every_scheme_parses() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001",
+            "redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster",
+            "redis+unix:///tmp/redis.sock",
+        ] {
+            assert!(Config::from_url(url).is_ok(), "{url}");
+        }
+    }
+}

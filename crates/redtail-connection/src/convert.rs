@@ -1,0 +1,87 @@
+//! Conversions between fred's types and redtail-core's.
+
+use std::time::Duration;
+
+use fred::{
+    error::{Error as FredError, ErrorKind},
+    types::{ClusterHash, CustomCommand, Resp3Frame, Value as FredValue},
+};
+use redtail_core::{Arg, Bytes, Cmd, Error, ServerError, Value};
+
+/// A fred command and its arguments from a core [`Cmd`].
+pub(crate) fn command(cmd: Cmd, blocking: bool) -> (CustomCommand, Vec<FredValue>) {
+    let (name, args, slot) = cmd.into_parts();
+    let hash = slot.map_or(ClusterHash::Random, ClusterHash::Custom);
+    let args = args.into_iter().map(|a: Arg| FredValue::Bytes(a.into_bytes())).collect();
+    (CustomCommand::new_static(name, hash, blocking), args)
+}
+
+/// A core value from a fred value.
+pub(crate) fn value(v: FredValue) -> Value {
+    match v {
+        FredValue::Null => Value::Nil,
+        FredValue::Integer(i) => Value::Int(i),
+        FredValue::String(s) => Value::Bytes(Bytes::from(s.into_inner())),
+        FredValue::Bytes(b) => Value::Bytes(b),
+        FredValue::Double(d) => Value::Double(d),
+        FredValue::Boolean(b) => Value::Bool(b),
+        FredValue::Queued => Value::Bytes(Bytes::from_static(b"QUEUED")),
+        FredValue::Array(a) => Value::Array(a.into_iter().map(value).collect()),
+        FredValue::Map(m) => Value::Map(m.inner().into_iter().map(|(k, v)| (Value::Bytes(k.inner().clone()), value(v))).collect()),
+    }
+}
+
+/// A core value from a raw reply frame; unlike fred's conversion, nested error replies are kept
+/// as [`Value::Error`] (an `EXEC` reply holds one per failed command).
+pub(crate) fn frame(f: Resp3Frame) -> Value {
+    let error = |data: &[u8]| Value::Error(ServerError::new(String::from_utf8_lossy(data)));
+    match f {
+        Resp3Frame::Null => Value::Nil,
+        Resp3Frame::Number { data, .. } => Value::Int(data),
+        Resp3Frame::Double { data, .. } => Value::Double(data),
+        Resp3Frame::Boolean { data, .. } => Value::Bool(data),
+        Resp3Frame::BlobString { data, .. }
+        | Resp3Frame::SimpleString { data, .. }
+        | Resp3Frame::VerbatimString { data, .. }
+        | Resp3Frame::BigNumber { data, .. } => Value::Bytes(data),
+        Resp3Frame::SimpleError { data, .. } => error(data.as_bytes()),
+        Resp3Frame::BlobError { data, .. } => error(&data),
+        Resp3Frame::Array { data, .. } | Resp3Frame::Push { data, .. } => Value::Array(data.into_iter().map(frame).collect()),
+        Resp3Frame::Set { data, .. } => Value::Array(data.into_iter().map(frame).collect()),
+        Resp3Frame::Map { data, .. } => Value::Map(data.into_iter().map(|(k, v)| (frame(k), frame(v))).collect()),
+        _ => Value::Error(ServerError::new("ERR reply frame type not supported by redtail")),
+    }
+}
+
+/// Whether fred's error carries an error reply from the server rather than a client failure.
+fn is_server_reply(e: &FredError) -> bool {
+    let server_kinds = matches!(
+        e.kind(),
+        ErrorKind::Unknown | ErrorKind::InvalidArgument | ErrorKind::InvalidCommand | ErrorKind::Auth | ErrorKind::Cluster
+    );
+    let code = e.details().split_whitespace().next().unwrap_or("");
+    server_kinds && code.len() >= 2 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// A core error from fred's; `timeout` is the limit that applied, for the message.
+pub(crate) fn error(e: FredError, timeout: Duration) -> Error {
+    if is_server_reply(&e) {
+        return Error::Server(ServerError::new(e.details()));
+    }
+    match e.kind() {
+        ErrorKind::Timeout => Error::Timeout(timeout),
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure => Error::Connection { source: Box::new(e) },
+        _ => Error::Backend { source: Box::new(e) },
+    }
+}
+
+/// A reply of a pipeline or transaction: error replies stay in place as [`Value::Error`].
+pub(crate) fn reply(r: Result<FredValue, FredError>, timeout: Duration) -> Result<Value, Error> {
+    match r {
+        Ok(v) => Ok(value(v)),
+        Err(e) => match error(e, timeout) {
+            Error::Server(s) => Ok(Value::Error(s)),
+            other => Err(other),
+        },
+    }
+}

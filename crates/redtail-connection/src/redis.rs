@@ -1,0 +1,636 @@
+//! `Redis`: the [`Backend`] on a real server, through fred.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use fred::{
+    clients::{ExclusivePool, Pool, SubscriberClient},
+    interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface},
+    prelude::{Builder, Server},
+    types::{
+        Value as FredValue,
+        config::{ConnectionConfig, Options, PerformanceConfig, ReconnectError, ReconnectPolicy},
+    },
+};
+use redtail_core::{
+    Arg, Backend, Bytes, Cmd, Cursor, Error, Key, Message, Pattern, Result, ScanPage, Script, Subscription, Value,
+    async_trait, same_slot,
+};
+use tokio::sync::{Notify, OnceCell, mpsc};
+
+use crate::{Config, convert};
+
+/// Commands that [`Backend::call`] refuses because another method does the job safely.
+const REFUSED: &[(&str, &str)] = &[
+    ("MULTI", "use Backend::transaction"),
+    ("EXEC", "use Backend::transaction"),
+    ("WATCH", "use Backend::transaction or a script"),
+    ("SUBSCRIBE", "use Backend::subscribe"),
+    ("PSUBSCRIBE", "use Backend::subscribe"),
+    ("SSUBSCRIBE", "use Backend::subscribe"),
+    ("MONITOR", "it takes over the connection"),
+    ("QUIT", "use Redis::shutdown"),
+    ("EVAL", "use Backend::eval with a Script"),
+    ("EVALSHA", "use Backend::eval with a Script"),
+    ("BLMOVE", "use Backend::blocking"),
+    ("BRPOPLPUSH", "use Backend::blocking"),
+    ("BLPOP", "use Backend::blocking"),
+    ("BRPOP", "use Backend::blocking"),
+    ("BZPOPMIN", "use Backend::blocking"),
+    ("BZPOPMAX", "use Backend::blocking"),
+    ("BLMPOP", "use Backend::blocking"),
+    ("BZMPOP", "use Backend::blocking"),
+];
+
+/// A Redis deployment (standalone, cluster or sentinel) behind the [`Backend`] trait.
+///
+/// Cheap to clone; clones share connections. Build one per process with [`Redis::connect`].
+#[derive(Clone)]
+pub struct Redis {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    pool: Pool,
+    blocking: ExclusivePool,
+    // Connections held for a whole MULTI/EXEC exchange.
+    exclusive: ExclusivePool,
+    pubsub: OnceCell<PubSub>,
+    closing: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    builder: Builder,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis").field("target", &self.inner.config.target()).finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Connects and waits until the server answers, within the connect timeout.
+    ///
+    /// A malformed configuration, a wrong password, or a server that cannot be reached each give
+    /// one [`Error::Connect`](crate::Error::Connect) naming the problem; `connect` never retries
+    /// past its timeout.
+    pub async fn connect(config: Config) -> crate::Result<Redis> {
+        let redis = Redis::new(config)?;
+        redis.ready().await?;
+        Ok(redis)
+    }
+
+    /// Builds the client and connects in the background; commands wait for the connection.
+    /// Must be called within a Tokio runtime.
+    pub fn new(config: Config) -> crate::Result<Redis> {
+        let builder = builder(&config);
+        let to_config_error = |e: fred::error::Error| crate::Error::Config(format!("cannot build redis client: {e}"));
+        let pool = builder.build_pool(config.pool_size).map_err(to_config_error)?;
+        let blocking = builder.build_exclusive_pool(config.blocking_connections).map_err(to_config_error)?;
+        let exclusive = builder.build_exclusive_pool(config.pool_size).map_err(to_config_error)?;
+        for client in pool.clients() {
+            log_events(client, config.reconnect);
+        }
+        drop(pool.connect_pool());
+        for held in [blocking.clone(), exclusive.clone()] {
+            tokio::spawn(async move { drop(held.connect_pool().await) });
+        }
+        Ok(Redis {
+            inner: Arc::new(Inner {
+                config,
+                pool,
+                blocking,
+                exclusive,
+                pubsub: OnceCell::new(),
+                closing: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+                builder,
+            }),
+        })
+    }
+
+    /// Waits until every pooled connection is up, or fails with the reason it is not.
+    pub async fn ready(&self) -> crate::Result<()> {
+        let config = &self.inner.config;
+        let deadline = tokio::time::Instant::now() + config.connect_timeout;
+        for client in self.inner.pool.clients() {
+            let mut errors = client.error_rx();
+            loop {
+                if client.is_connected() {
+                    break;
+                }
+                let wait = tokio::time::timeout_at(deadline, async {
+                    tokio::select! {
+                        r = client.wait_for_connect() => r,
+                        e = errors.recv() => match e {
+                            Ok((e, _)) => Err(e),
+                            Err(_) => Ok(()),
+                        },
+                    }
+                });
+                match wait.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(connect_error(config, e)),
+                    Err(_) => {
+                        return Err(crate::Error::Connect {
+                            target: config.target().to_owned(),
+                            reason: format!(
+                                "no connection within {:?}; check that the server runs and the address is right",
+                                config.connect_timeout
+                            ),
+                            source: None,
+                        });
+                    }
+                }
+            }
+        }
+        // A PING proves the connection is usable (authenticated, not loading).
+        self.call(Cmd::new("PING")).await.map_err(|e| crate::Error::Connect {
+            target: config.target().to_owned(),
+            reason: format!("the server does not answer PING: {e}"),
+            source: Some(e),
+        })?;
+        Ok(())
+    }
+
+    /// The configuration this backend was built from.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// How many pooled connections are up, out of how many.
+    pub fn pool_state(&self) -> (usize, usize) {
+        let clients = self.inner.pool.clients();
+        (clients.iter().filter(|c| c.is_connected()).count(), clients.len())
+    }
+
+    pub(crate) fn health_client(&self) -> &fred::clients::Client {
+        self.inner.pool.next()
+    }
+
+    /// Stops taking new commands, waits up to `deadline` for those in flight, then closes every
+    /// connection. Commands issued after the call fail with [`Error::ShuttingDown`].
+    pub async fn shutdown(&self, deadline: Duration) {
+        let inner = &self.inner;
+        if inner.closing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let drained = tokio::time::timeout(deadline, async {
+            loop {
+                let idle = inner.idle.notified();
+                if inner.in_flight.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                idle.await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                in_flight = inner.in_flight.load(Ordering::SeqCst),
+                "redis shutdown deadline passed with commands in flight; closing anyway"
+            );
+        }
+        if let Some(pubsub) = inner.pubsub.get() {
+            let _ = pubsub.client.quit().await;
+        }
+        let _ = inner.pool.quit().await;
+        let _ = inner.blocking.quit().await;
+        let _ = inner.exclusive.quit().await;
+        tracing::info!(target = inner.config.target(), "redis connections closed");
+    }
+
+    fn enter(&self) -> Result<InFlight<'_>> {
+        let inner = &self.inner;
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(inner);
+        if inner.closing.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(guard)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.inner.config.command_timeout
+    }
+
+    fn error(&self, e: fred::error::Error) -> Error {
+        convert::error(e, self.timeout())
+    }
+
+    async fn send(&self, cmd: Cmd, options: &Options) -> Result<Value> {
+        let (command, args) = convert::command(cmd, false);
+        let client = self.inner.pool.next();
+        client
+            .with_options(options)
+            .custom::<FredValue, _>(command, args)
+            .await
+            .map(convert::value)
+            .map_err(|e| self.error(e))
+    }
+
+    async fn pubsub(&self) -> Result<&PubSub> {
+        self.inner
+            .pubsub
+            .get_or_try_init(|| async {
+                let client = self.inner.builder.build_subscriber_client().map_err(|e| self.error(e))?;
+                log_events(&client, self.inner.config.reconnect);
+                client.init().await.map_err(|e| self.error(e))?;
+                // Resubscribe every tracked channel after a reconnect.
+                let _ = client.manage_subscriptions();
+                Ok(PubSub::start(client))
+            })
+            .await
+    }
+
+    async fn primaries(&self) -> Result<Vec<Option<Server>>> {
+        let client = self.inner.pool.next();
+        if !client.is_clustered() {
+            return Ok(vec![None]);
+        }
+        let state = match client.cached_cluster_state() {
+            Some(state) => state,
+            None => {
+                client.sync_cluster().await.map_err(|e| self.error(e))?;
+                client.cached_cluster_state().ok_or_else(|| Error::Backend {
+                    source: "the cluster routing table is not known yet".into(),
+                })?
+            }
+        };
+        let mut nodes = state.unique_primary_nodes();
+        nodes.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        Ok(nodes.into_iter().map(Some).collect())
+    }
+}
+
+/// Counts a command in flight until dropped, so that shutdown can wait for it.
+struct InFlight<'a>(&'a Inner);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Redis {
+    async fn call(&self, cmd: Cmd) -> Result<Value> {
+        if let Some((_, what)) = REFUSED.iter().find(|(name, _)| cmd.name().eq_ignore_ascii_case(name)) {
+            return Err(Error::InvalidInput(format!("Backend::call cannot send {}: {what}", cmd.name())));
+        }
+        let _guard = self.enter()?;
+        self.send(cmd, &Options::default()).await
+    }
+
+    async fn pipeline(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
+        let _guard = self.enter()?;
+        let pipeline = self.inner.pool.next().pipeline();
+        for cmd in cmds {
+            let (command, args) = convert::command(cmd, false);
+            let _: () = pipeline.custom(command, args).await.map_err(|e| self.error(e))?;
+        }
+        let timeout = self.timeout();
+        pipeline.try_all::<FredValue>().await.into_iter().map(|r| convert::reply(r, timeout)).collect()
+    }
+
+    async fn transaction(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
+        let slot = same_slot("transaction", cmds.iter().flat_map(Cmd::slots))?;
+        let _guard = self.enter()?;
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        // MULTI/EXEC is sent by hand on a connection held for the whole exchange: nothing else
+        // can slip between MULTI and EXEC, and the raw EXEC reply keeps per-command errors,
+        // which fred's own transactions turn into one error for the whole call.
+        let client = self.inner.exclusive.acquire().await;
+        let hash = slot.map_or(fred::types::ClusterHash::Random, fred::types::ClusterHash::Custom);
+        // Sent once: a transaction written again after a dropped connection could apply twice.
+        let options = Options { max_attempts: Some(1), cluster_hash: Some(hash.clone()), ..Options::default() };
+        let client = client.with_options(&options);
+        let send = |cmd: Cmd| {
+            let (command, args) = convert::command(cmd, false);
+            client.custom_raw(command, args)
+        };
+        let queued = |reply: std::result::Result<fred::types::Resp3Frame, fred::error::Error>| match reply {
+            Ok(frame) => match convert::frame(frame) {
+                Value::Error(e) => Err(Error::Server(e)),
+                value => Ok(value),
+            },
+            Err(e) => Err(self.error(e)),
+        };
+        queued(send(Cmd::new("MULTI")).await)?;
+        for cmd in cmds {
+            if let Err(e) = queued(send(cmd).await) {
+                // Rejected while queueing (a syntax error): nothing has been applied.
+                let _ = send(Cmd::new("DISCARD")).await;
+                return Err(e);
+            }
+        }
+        match queued(send(Cmd::new("EXEC")).await)? {
+            Value::Array(replies) => Ok(replies),
+            other => Err(Error::UnexpectedReply { expected: "the EXEC array", got: other.describe() }),
+        }
+    }
+
+    async fn eval(&self, script: &Script, keys: &[Key], args: Vec<Arg>) -> Result<Value> {
+        // Keyless scripts still need one node to load into and run on: slot 0.
+        let slot = same_slot("script", keys.iter().map(Key::slot))?.unwrap_or(0);
+        let _guard = self.enter()?;
+        // Written at most once: if the connection drops after the write, the script may have run,
+        // and running it again could count a rate-limit hit twice.
+        let once = Options { max_attempts: Some(1), ..Options::default() };
+        let evalsha = || {
+            let mut cmd = Cmd::new("EVALSHA").arg(script.sha()).arg(keys.len());
+            for key in keys {
+                cmd = cmd.key(key);
+            }
+            cmd.args(args.iter().cloned())
+        };
+        match self.send(evalsha(), &once).await {
+            Err(e) if e.is_server_code("NOSCRIPT") => {
+                tracing::debug!(script = script.name(), "script not cached on the server; loading it");
+                let load = Cmd::new("SCRIPT").arg("LOAD").arg(script.source());
+                let (command, load_args) = convert::command(load, false);
+                let client = self.inner.pool.next();
+                let loaded = client
+                    .with_options(&Options { cluster_hash: Some(fred::types::ClusterHash::Custom(slot)), ..Options::default() })
+                    .custom::<FredValue, _>(command, load_args)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                let loaded = convert::value(loaded).into_string()?;
+                if loaded != script.sha() {
+                    return Err(Error::UnexpectedReply { expected: "the script's SHA-1", got: loaded });
+                }
+                self.send(evalsha(), &once).await
+            }
+            other => other,
+        }
+    }
+
+    async fn scan(&self, cursor: Cursor, pattern: &Pattern, count: u32) -> Result<ScanPage> {
+        let _guard = self.enter()?;
+        let primaries = self.primaries().await?;
+        let Some(node) = primaries.get(cursor.shard as usize) else {
+            return Ok(ScanPage { keys: Vec::new(), next: None });
+        };
+        let options = Options { cluster_node: node.clone(), ..Options::default() };
+        let cmd = Cmd::new("SCAN").arg(cursor.position).arg("MATCH").arg(pattern.as_bytes()).arg("COUNT").arg(count.max(1));
+        let reply = self.send(cmd, &options).await?.into_array()?;
+        let mut reply = reply.into_iter();
+        let (Some(position), Some(keys)) = (reply.next(), reply.next()) else {
+            return Err(Error::UnexpectedReply { expected: "a SCAN reply", got: "a short array".to_owned() });
+        };
+        let position: u64 = position.into_string()?.parse().map_err(|_| Error::UnexpectedReply {
+            expected: "a numeric SCAN cursor",
+            got: "text".to_owned(),
+        })?;
+        let keys = keys.into_array()?.into_iter().map(|k| k.into_bytes().map(Key::from_raw)).collect::<Result<_>>()?;
+        let next = if position != 0 {
+            Some(Cursor { shard: cursor.shard, position })
+        } else if (cursor.shard as usize) + 1 < primaries.len() {
+            Some(Cursor { shard: cursor.shard + 1, position: 0 })
+        } else {
+            None
+        };
+        Ok(ScanPage { keys, next })
+    }
+
+    async fn publish(&self, channel: &str, message: Bytes) -> Result<u64> {
+        let _guard = self.enter()?;
+        let receivers = self.send(Cmd::new("PUBLISH").arg(channel).arg(message), &Options::default()).await?;
+        Ok(u64::try_from(receivers.as_int()?).unwrap_or(0))
+    }
+
+    async fn subscribe(&self, channels: &[&str]) -> Result<Subscription> {
+        if channels.is_empty() {
+            return Err(Error::InvalidInput("subscribe needs at least one channel".to_owned()));
+        }
+        let _guard = self.enter()?;
+        let pubsub = self.pubsub().await?;
+        pubsub.subscribe(channels, self.timeout()).await
+    }
+
+    async fn blocking(&self, cmd: Cmd) -> Result<Value> {
+        let block = block_duration(&cmd)?;
+        let _guard = self.enter()?;
+        let timeout = block + self.timeout();
+        let client = self.inner.blocking.acquire().await;
+        let (command, args) = convert::command(cmd, true);
+        let options = Options { timeout: Some(timeout), max_attempts: Some(1), ..Options::default() };
+        client
+            .with_options(&options)
+            .custom::<FredValue, _>(command, args)
+            .await
+            .map(convert::value)
+            .map_err(|e| convert::error(e, timeout))
+    }
+}
+
+/// How long a blocking command may block, from its own timeout argument; 0 (forever) is refused,
+/// because a connection lost during an endless block would never be noticed.
+fn block_duration(cmd: &Cmd) -> Result<Duration> {
+    let args = cmd.arguments();
+    let name = cmd.name().to_ascii_uppercase();
+    let (raw, millis) = if name == "XREAD" || name == "XREADGROUP" {
+        let block = args.iter().position(|a| a.as_bytes().eq_ignore_ascii_case(b"BLOCK"));
+        (block.and_then(|i| args.get(i + 1)), true)
+    } else if matches!(name.as_str(), "BLMPOP" | "BZMPOP") {
+        (args.first(), false)
+    } else {
+        (args.last(), false)
+    };
+    let parsed = raw
+        .and_then(|a| std::str::from_utf8(a.as_bytes()).ok())
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0);
+    match parsed {
+        Some(v) if v > 0.0 => Ok(Duration::from_secs_f64(if millis { v / 1000.0 } else { v })),
+        Some(_) => Err(Error::InvalidInput(format!(
+            "{name} with timeout 0 blocks forever; use a finite timeout and loop, so a lost connection is noticed"
+        ))),
+        None => Err(Error::InvalidInput(format!("{name} is not a blocking command with a timeout argument redtail can read"))),
+    }
+}
+
+/// fred's client settings from ours.
+fn builder(config: &Config) -> Builder {
+    let mut builder = Builder::from_config(config.fred.clone());
+    builder.set_policy(reconnect_policy(config.reconnect));
+    builder.set_performance_config(PerformanceConfig {
+        default_command_timeout: config.command_timeout,
+        ..PerformanceConfig::default()
+    });
+    builder.set_connection_config(ConnectionConfig {
+        connection_timeout: config.connect_timeout.min(Duration::from_secs(5)),
+        internal_command_timeout: config.command_timeout,
+        max_command_attempts: config.max_command_attempts,
+        // A primary demoted in a failover answers READONLY: reconnect to find the new one.
+        reconnect_errors: vec![
+            ReconnectError::ReadOnly,
+            ReconnectError::ClusterDown,
+            ReconnectError::Loading,
+            ReconnectError::MasterDown,
+        ],
+        ..ConnectionConfig::default()
+    });
+    builder
+}
+
+/// fred's policy for our backoff. fred never reconnects without a policy; 0 attempts means forever.
+fn reconnect_policy(backoff: crate::Backoff) -> ReconnectPolicy {
+    let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    ReconnectPolicy::Linear { attempts: 0, max_attempts: 0, max_delay: millis(backoff.max), delay: millis(backoff.step), jitter: 0 }
+}
+
+/// Logs connection events of `client` with `tracing`.
+fn log_events<C: EventInterface + ClientLike>(client: &C, backoff: crate::Backoff) {
+    let attempts = Arc::new(AtomicU64::new(0));
+    let on_error = Arc::clone(&attempts);
+    let _ = client.on_error(move |(error, server)| {
+        let attempt = on_error.fetch_add(1, Ordering::Relaxed) + 1;
+        let delay = backoff.delay(u32::try_from(attempt).unwrap_or(u32::MAX));
+        let server = server.map(|s| s.to_string()).unwrap_or_default();
+        tracing::warn!(%server, %error, attempt, delay_ms = delay.as_millis() as u64, "redis connection error; reconnecting");
+        async { Ok(()) }
+    });
+    let _ = client.on_reconnect(move |server| {
+        let attempts = attempts.swap(0, Ordering::Relaxed);
+        tracing::info!(%server, after_errors = attempts, "redis connected");
+        async { Ok(()) }
+    });
+}
+
+/// The error for a failed first connection, naming the likely cause.
+fn connect_error(config: &Config, e: fred::error::Error) -> crate::Error {
+    let details = e.details().to_owned();
+    let reason = match e.kind() {
+        fred::error::ErrorKind::Auth => format!("authentication failed ({details}); check the username and password"),
+        fred::error::ErrorKind::IO => format!("{details}; check that the server runs and the address is right"),
+        _ => details,
+    };
+    crate::Error::Connect { target: config.target().to_owned(), reason, source: Some(convert::error(e, config.connect_timeout)) }
+}
+
+/// The subscriber connection and the routing of its messages to [`Subscription`]s.
+struct PubSub {
+    client: SubscriberClient,
+    routes: Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>>,
+    next_id: AtomicU64,
+}
+
+impl PubSub {
+    fn start(client: SubscriberClient) -> PubSub {
+        let routes: Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>> = Arc::default();
+        let mut messages = client.message_rx();
+        let task_routes = Arc::clone(&routes);
+        tokio::spawn(async move {
+            loop {
+                let message = match messages.recv().await {
+                    Ok(m) => m,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(lost = n, "pub/sub messages dropped: subscribers are too slow");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let channel = String::from_utf8_lossy(message.channel.as_bytes()).into_owned();
+                let payload = match convert::value(message.value) {
+                    Value::Bytes(b) => b,
+                    other => Bytes::from(other.describe()),
+                };
+                let routes = task_routes.lock().unwrap_or_else(|p| p.into_inner());
+                for (_, sender) in routes.get(&channel).into_iter().flatten() {
+                    let message = Message { channel: channel.clone(), payload: payload.clone() };
+                    if sender.try_send(message).is_err() {
+                        tracing::warn!(%channel, "pub/sub subscriber is full or gone; message dropped for it");
+                    }
+                }
+            }
+        });
+        PubSub { client, routes, next_id: AtomicU64::new(0) }
+    }
+
+    async fn subscribe(&self, channels: &[&str], timeout: Duration) -> Result<Subscription> {
+        let (sender, receiver) = mpsc::channel(1024);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let owned: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
+        {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            for channel in &owned {
+                routes.entry(channel.clone()).or_default().push((id, sender.clone()));
+            }
+        }
+        let guard = Unsubscribe { id, channels: owned.clone(), routes: Arc::clone(&self.routes), client: self.client.clone() };
+        self.client.subscribe(owned).await.map_err(|e| convert::error(e, timeout))?;
+        Ok(Subscription::new(receiver, guard))
+    }
+}
+
+/// Removes a subscription's routes on drop, and unsubscribes channels nobody listens to anymore.
+struct Unsubscribe {
+    id: u64,
+    channels: Vec<String>,
+    routes: Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>>,
+    client: SubscriberClient,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let mut unused = Vec::new();
+        {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            for channel in &self.channels {
+                if let Some(senders) = routes.get_mut(channel) {
+                    senders.retain(|(id, _)| *id != self.id);
+                    if senders.is_empty() {
+                        routes.remove(channel);
+                        unused.push(channel.clone());
+                    }
+                }
+            }
+        }
+        if !unused.is_empty() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let client = self.client.clone();
+                runtime.spawn(async move {
+                    let _ = client.unsubscribe(unused).await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fred_reconnect_delays_follow_the_backoff() {
+        let backoff = crate::Backoff::default();
+        let mut policy = reconnect_policy(backoff);
+        for attempt in 1..=100 {
+            let delay = policy.next_delay().map(Duration::from_millis);
+            assert_eq!(delay, Some(backoff.delay(attempt)), "attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn block_durations_are_read_from_the_command() {
+        let blmove = Cmd::new("BLMOVE").arg("a").arg("b").arg("LEFT").arg("RIGHT").arg("1.5");
+        assert_eq!(block_duration(&blmove).ok(), Some(Duration::from_millis(1500)));
+        let xread = Cmd::new("XREAD").arg("BLOCK").arg(250).arg("STREAMS").arg("s").arg("$");
+        assert_eq!(block_duration(&xread).ok(), Some(Duration::from_millis(250)));
+        let forever = Cmd::new("BZPOPMIN").arg("z").arg(0);
+        assert!(matches!(block_duration(&forever), Err(Error::InvalidInput(m)) if m.contains("forever")));
+    }
+}

@@ -1,0 +1,412 @@
+//! `TestRedis`: a standalone server, a cluster or a sentinel set for one test, with faults.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use redtail_core::Namespace;
+
+use crate::{
+    Error, Result,
+    resp::Reply,
+    server::{Process, nanos, wait_until},
+};
+
+/// The name sentinels monitor the primary under.
+pub const SENTINEL_SERVICE: &str = "redtail";
+
+/// The kinds of deployment a suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Deployment {
+    /// One `redis-server`.
+    Standalone,
+    /// Six nodes: three primaries with one replica each.
+    Cluster,
+    /// A primary, a replica and three sentinels.
+    Sentinel,
+}
+
+impl Deployment {
+    /// The variable that names an existing deployment of this kind.
+    pub fn env(self) -> &'static str {
+        match self {
+            Deployment::Standalone => "REDIS_URL",
+            Deployment::Cluster => "REDIS_CLUSTER_URL",
+            Deployment::Sentinel => "REDIS_SENTINEL_URL",
+        }
+    }
+}
+
+/// Test Redis servers, stopped (by pid, with SIGKILL) and their folder removed on drop.
+///
+/// ```no_run
+/// use redtail_testkit::TestRedis;
+///
+/// let redis = TestRedis::standalone()?;      // REDIS_URL, else a fresh redis-server
+/// let url = redis.url();                      // give this to the client under test
+/// let prefix = redis.namespace();             // keys of this test only
+/// # Ok::<(), redtail_testkit::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct TestRedis {
+    deployment: Deployment,
+    url: String,
+    servers: Vec<Process>,
+    sentinels: Vec<Process>,
+    root: Option<PathBuf>,
+}
+
+impl TestRedis {
+    /// A standalone server: `REDIS_URL` when set, else a new `redis-server`.
+    pub fn standalone() -> Result<TestRedis> {
+        Self::shared_or_owned(Deployment::Standalone)
+    }
+
+    /// A cluster: `REDIS_CLUSTER_URL` when set, else six new nodes.
+    pub fn cluster() -> Result<TestRedis> {
+        Self::shared_or_owned(Deployment::Cluster)
+    }
+
+    /// A sentinel set: `REDIS_SENTINEL_URL` when set, else a primary, a replica and three sentinels.
+    pub fn sentinel() -> Result<TestRedis> {
+        Self::shared_or_owned(Deployment::Sentinel)
+    }
+
+    /// A deployment of `kind`, from its environment variable when set, else started.
+    pub fn shared_or_owned(kind: Deployment) -> Result<TestRedis> {
+        match std::env::var(kind.env()) {
+            Ok(url) if !url.is_empty() => {
+                Ok(TestRedis { deployment: kind, url, servers: Vec::new(), sentinels: Vec::new(), root: None })
+            }
+            _ => Self::owned(kind),
+        }
+    }
+
+    /// A deployment of `kind` started for this caller alone, ignoring the environment, so that
+    /// faults can be injected.
+    pub fn owned(kind: Deployment) -> Result<TestRedis> {
+        Self::start(kind, false)
+    }
+
+    /// A standalone server of its own with append-only persistence, so a restart keeps its data.
+    pub fn standalone_persistent() -> Result<TestRedis> {
+        Self::start(Deployment::Standalone, true)
+    }
+
+    fn start(kind: Deployment, persistent: bool) -> Result<TestRedis> {
+        #[cfg(feature = "testcontainers")]
+        if kind == Deployment::Standalone && !persistent && !crate::container::redis_server_installed() {
+            return crate::container::standalone();
+        }
+        let root = std::env::temp_dir().join(format!("redtail-test-{}-{}", std::process::id(), unique()));
+        let mut this =
+            TestRedis { deployment: kind, url: String::new(), servers: Vec::new(), sentinels: Vec::new(), root: Some(root.clone()) };
+        let persistence: &[&str] =
+            if persistent { &["--appendonly", "yes", "--appendfsync", "always", "--save", ""] } else { &["--appendonly", "no", "--save", ""] };
+        let started = match kind {
+            Deployment::Standalone => {
+                this.servers.push(Process::start(&root, "standalone", persistence, None)?);
+                this.url = format!("redis://127.0.0.1:{}", this.servers[0].port);
+                Ok(())
+            }
+            Deployment::Cluster => this.start_cluster(&root, persistence),
+            Deployment::Sentinel => this.start_sentinel(&root, persistence),
+        };
+        match started {
+            Ok(()) => Ok(this),
+            // Name the variable of the deployment asked for, not the standalone one.
+            Err(Error::NotInstalled { .. }) => Err(Error::NotInstalled { env: kind.env() }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn start_cluster(&mut self, root: &std::path::Path, persistence: &[&str]) -> Result<()> {
+        let mut args = vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
+        args.extend_from_slice(persistence);
+        for i in 0..6 {
+            self.servers.push(Process::start(root, &format!("cluster{i}"), &args, None)?);
+        }
+        let nodes: Vec<String> = self.servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotInstalled { env: "REDIS_CLUSTER_URL" },
+                _ => Error::Io { context: "run redis-cli --cluster create".to_owned(), source: e },
+            })?;
+        if !output.status.success() {
+            return Err(Error::Unexpected(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" | ")
+            )));
+        }
+        self.wait_cluster_ok()?;
+        self.url = format!(
+            "redis-cluster://{}?{}",
+            nodes[0],
+            nodes[1..].iter().map(|n| format!("node={n}")).collect::<Vec<_>>().join("&")
+        );
+        Ok(())
+    }
+
+    fn wait_cluster_ok(&self) -> Result<()> {
+        wait_until("cluster_state:ok on every node", Duration::from_secs(30), || {
+            for server in &self.servers {
+                let info = server.command(&["CLUSTER", "INFO"])?.text().unwrap_or_default();
+                if !info.contains("cluster_state:ok") || !info.contains("cluster_known_nodes:6") {
+                    return Ok(false);
+                }
+                // Replicas must be synced, or a failover right after start would lose the slots.
+                if server.info_field("replication", "role")?.as_deref() == Some("slave")
+                    && server.info_field("replication", "master_link_status")?.as_deref() != Some("up")
+                {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn start_sentinel(&mut self, root: &std::path::Path, persistence: &[&str]) -> Result<()> {
+        let primary = Process::start(root, "primary", persistence, None)?;
+        let primary_port = primary.port.to_string();
+        let mut replica_args = vec!["--replicaof", "127.0.0.1", primary_port.as_str()];
+        replica_args.extend_from_slice(persistence);
+        let replica = Process::start(root, "replica", &replica_args, None)?;
+        self.servers.push(primary);
+        self.servers.push(replica);
+        let monitored = self.servers[0].port;
+        for i in 0..3 {
+            let config = move |port: u16| {
+                format!(
+                    "port {port}\nbind 127.0.0.1\nsentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {monitored} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                     sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
+                     sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+                )
+            };
+            self.sentinels.push(Process::start(root, &format!("sentinel{i}"), &["--sentinel"], Some(&config))?);
+        }
+        wait_until("the replica to sync", Duration::from_secs(20), || {
+            Ok(self.servers[1].info_field("replication", "master_link_status")?.as_deref() == Some("up"))
+        })?;
+        wait_until("sentinels to see each other and the replica", Duration::from_secs(30), || {
+            for sentinel in &self.sentinels {
+                let master = sentinel.command(&["SENTINEL", "MASTER", SENTINEL_SERVICE])?;
+                let field = |name: &str| field_of(&master, name);
+                if field("num-other-sentinels").as_deref() != Some("2") || field("num-slaves").as_deref() != Some("1") {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })?;
+        let ports: Vec<String> = self.sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        self.url = format!(
+            "redis-sentinel://{}/0?sentinelServiceName={SENTINEL_SERVICE}&{}",
+            ports[0],
+            ports[1..].iter().map(|n| format!("node={n}")).collect::<Vec<_>>().join("&")
+        );
+        Ok(())
+    }
+
+    /// The URL to connect to (`redis://`, `redis-cluster://` or `redis-sentinel://`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The kind of deployment.
+    pub fn deployment(&self) -> Deployment {
+        self.deployment
+    }
+
+    /// A key namespace no other test uses, so tests can share a server and run in parallel.
+    pub fn namespace(&self) -> Namespace {
+        let prefix = format!("t{}x{}x{}", std::process::id(), unique(), nanos() % 1_000_000);
+        // The prefix holds only ASCII letters and digits, which `Namespace::new` always accepts.
+        Namespace::new(prefix.clone()).unwrap_or_else(|_| unreachable!("prefix {prefix} is valid"))
+    }
+
+    fn owned_servers(&self, fault: &'static str) -> Result<&[Process]> {
+        if self.root.is_none() {
+            return Err(Error::External { fault, env: self.deployment.env() });
+        }
+        Ok(&self.servers)
+    }
+
+    /// The data node that is primary now: the standalone server, the sentinel set's current
+    /// primary, or (cluster) the primary of the first node's slots.
+    fn primary(&self, fault: &'static str) -> Result<&Process> {
+        let servers = self.owned_servers(fault)?;
+        for server in servers {
+            if server.info_field("replication", "role")?.as_deref() == Some("master") {
+                return Ok(server);
+            }
+        }
+        Err(Error::Unexpected("no data node reports role master".to_owned()))
+    }
+
+    /// Ports of the data nodes (not sentinels) the harness owns.
+    pub fn data_ports(&self) -> Vec<u16> {
+        self.servers.iter().map(|s| s.port).collect()
+    }
+
+    /// Sends a command to the data node on `port`, for assertions a client should not make.
+    pub fn admin(&self, port: u16, args: &[&str]) -> Result<Reply> {
+        crate::resp::command(port, args)
+    }
+
+    /// Kills the primary with SIGKILL. Restart it with [`TestRedis::restart_killed`].
+    pub fn kill_primary(&self) -> Result<u16> {
+        let primary = self.primary("kill")?;
+        primary.kill();
+        Ok(primary.port)
+    }
+
+    /// Starts a killed data node again on its port and folder (a cluster node rejoins).
+    pub fn restart_killed(&self, port: u16) -> Result<()> {
+        let server = self.owned_servers("restart")?.iter().find(|s| s.port == port);
+        let server = server.ok_or_else(|| Error::Unexpected(format!("no data node on port {port}")))?;
+        server.restart()
+    }
+
+    /// Pauses every data node (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) -> Result<()> {
+        self.owned_servers("pause")?.iter().try_for_each(|s| s.signal("STOP"))
+    }
+
+    /// Resumes paused data nodes (SIGCONT).
+    pub fn resume(&self) -> Result<()> {
+        self.owned_servers("resume")?.iter().try_for_each(|s| s.signal("CONT"))
+    }
+
+    /// Drops every client connection on every data node (`CLIENT KILL TYPE normal|pubsub`).
+    pub fn drop_clients(&self) -> Result<()> {
+        for server in self.owned_servers("drop_clients")? {
+            for kind in ["normal", "pubsub"] {
+                expect_ok_or_int(server.command(&["CLIENT", "KILL", "TYPE", kind])?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties the script cache of every data node (`SCRIPT FLUSH`).
+    pub fn script_flush(&self) -> Result<()> {
+        for server in self.owned_servers("script_flush")? {
+            expect_ok_or_int(server.command(&["SCRIPT", "FLUSH"])?)?;
+        }
+        Ok(())
+    }
+
+    /// Cluster: a replica takes over its primary's slots (`CLUSTER FAILOVER`); returns its port.
+    pub fn cluster_failover(&self) -> Result<u16> {
+        let servers = self.owned_servers("cluster_failover")?;
+        let mut replica = None;
+        for server in servers {
+            if server.info_field("replication", "role")?.as_deref() == Some("slave") {
+                replica = Some(server);
+                break;
+            }
+        }
+        let replica = replica.ok_or_else(|| Error::Unexpected("no cluster replica to fail over to".to_owned()))?;
+        expect_ok_or_int(replica.command(&["CLUSTER", "FAILOVER"])?)?;
+        wait_until("the cluster replica to become primary", Duration::from_secs(20), || {
+            Ok(replica.info_field("replication", "role")?.as_deref() == Some("master"))
+        })?;
+        self.wait_cluster_ok()?;
+        Ok(replica.port)
+    }
+
+    /// Sentinel: forces a failover (`SENTINEL FAILOVER`) and waits until every sentinel names the
+    /// new primary; returns its port.
+    pub fn sentinel_failover(&self) -> Result<u16> {
+        if self.sentinels.is_empty() {
+            return Err(Error::External { fault: "sentinel_failover", env: self.deployment.env() });
+        }
+        let old = self.current_primary_port()?;
+        expect_ok_or_int(self.sentinels[0].command(&["SENTINEL", "FAILOVER", SENTINEL_SERVICE])?)?;
+        self.wait_new_primary(old)
+    }
+
+    /// Demotes the primary to a replica of the other data node with `REPLICAOF`, promoting that
+    /// node, without closing any connection: clients writing to the old primary get `READONLY`.
+    /// Sentinels then notice the switch and follow it. Returns the new primary's port.
+    pub fn demote_primary(&self) -> Result<u16> {
+        let servers = self.owned_servers("demote_primary")?;
+        if self.deployment != Deployment::Sentinel {
+            return Err(Error::Unexpected("demote_primary needs a sentinel deployment".to_owned()));
+        }
+        let old = self.primary("demote_primary")?;
+        let new = servers.iter().find(|s| s.port != old.port).ok_or_else(|| Error::Unexpected("no replica".to_owned()))?;
+        expect_ok_or_int(new.command(&["REPLICAOF", "NO", "ONE"])?)?;
+        expect_ok_or_int(old.command(&["REPLICAOF", "127.0.0.1", &new.port.to_string()])?)?;
+        Ok(new.port)
+    }
+
+    /// The port of the primary the sentinels name now.
+    pub fn current_primary_port(&self) -> Result<u16> {
+        let Some(sentinel) = self.sentinels.first() else {
+            return self.primary("current_primary_port").map(|p| p.port);
+        };
+        match sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])? {
+            Reply::Array(Some(addr)) if addr.len() == 2 => addr[1]
+                .text()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| Error::Unexpected("sentinel gave a bad port".to_owned())),
+            other => Err(Error::Unexpected(format!("sentinel answered {other:?}"))),
+        }
+    }
+
+    /// Waits until every sentinel names a primary other than `old` and that node is a primary.
+    pub fn wait_new_primary(&self, old: u16) -> Result<u16> {
+        let mut new = old;
+        wait_until("sentinels to agree on a new primary", Duration::from_secs(30), || {
+            let mut ports = Vec::new();
+            for sentinel in &self.sentinels {
+                if let Reply::Array(Some(addr)) = sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])? {
+                    ports.push(addr.get(1).and_then(Reply::text).and_then(|p| p.parse::<u16>().ok()));
+                }
+            }
+            let Some(Some(first)) = ports.first().copied() else { return Ok(false) };
+            new = first;
+            let agreed = ports.len() == self.sentinels.len() && ports.iter().all(|p| *p == Some(first)) && first != old;
+            let is_primary = crate::resp::command(first, &["ROLE"])
+                .map(|r| matches!(r, Reply::Array(Some(ref a)) if a.first().and_then(Reply::text).as_deref() == Some("master")))
+                .unwrap_or(false);
+            Ok(agreed && is_primary)
+        })?;
+        Ok(new)
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.sentinels.clear();
+        self.servers.clear();
+        if let Some(root) = &self.root {
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+}
+
+fn expect_ok_or_int(reply: Reply) -> Result<()> {
+    match reply {
+        Reply::Error(e) => Err(Error::Unexpected(e)),
+        _ => Ok(()),
+    }
+}
+
+/// A field of a flat `[name, value, name, value, ...]` reply such as `SENTINEL MASTER`.
+fn field_of(reply: &Reply, name: &str) -> Option<String> {
+    let Reply::Array(Some(items)) = reply else { return None };
+    items.chunks(2).find(|pair| pair[0].text().as_deref() == Some(name)).and_then(|pair| pair.get(1)?.text())
+}
+
+fn unique() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,205 @@
+//! Every `Backend` method, on standalone, cluster and sentinel deployments.
+
+use std::{collections::HashSet, sync::LazyLock, time::Duration};
+
+use redtail_core::{Bytes, Cmd, Cursor, Error, Key, Script, Value};
+use redtail_tests::{Ctx, Deployment, TestResult, for_each_deployment};
+
+static INCR_BY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("test_incr_by", "return redis.call('INCRBY', KEYS[1], ARGV[1]) + redis.call('INCRBY', KEYS[2], ARGV[1])")
+});
+
+for_each_deployment!(
+    call_reads_writes_and_reports_server_errors,
+    call_refuses_commands_with_a_dedicated_method,
+    pipeline_spans_slots_and_keeps_errors_in_place,
+    transaction_is_atomic_and_refuses_cross_slot,
+    eval_runs_scripts_on_one_slot,
+    scan_finds_every_key_of_the_namespace_and_nothing_else,
+    hostile_key_parts_round_trip_and_stay_in_namespace,
+    publish_reaches_subscribers,
+    blocking_commands_do_not_stall_other_traffic,
+);
+
+/// Keys spread over many slots (no hash tag), so cluster tests cross nodes.
+fn spread_keys(ctx: &Ctx, n: usize) -> Vec<Key> {
+    (0..n).map(|i| ctx.ns.key(["k", &i.to_string()])).collect()
+}
+
+async fn call_reads_writes_and_reports_server_errors(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    let key = ctx.ns.key(["counter"]);
+    assert!(ctx.backend.call(Cmd::new("GET").key(&key)).await?.is_nil());
+    assert!(ctx.backend.call(Cmd::new("SET").key(&key).arg(41).arg("EX").arg(60)).await?.is_ok());
+    assert_eq!(ctx.backend.call(Cmd::new("INCR").key(&key)).await?.as_int()?, 42);
+    let ttl = ctx.backend.call(Cmd::new("TTL").key(&key)).await?.as_int()?;
+    assert!((1..=60).contains(&ttl), "ttl {ttl}");
+    let list = ctx.ns.key(["list"]);
+    ctx.backend.call(Cmd::new("RPUSH").key(&list).arg("a")).await?;
+    let wrong = ctx.backend.call(Cmd::new("INCR").key(&list)).await;
+    assert!(matches!(&wrong, Err(e) if e.is_server_code("WRONGTYPE")), "{wrong:?}");
+    ctx.backend.call(Cmd::new("DEL").key(&list)).await?;
+    Ok(())
+}
+
+async fn call_refuses_commands_with_a_dedicated_method(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    for name in ["MULTI", "SUBSCRIBE", "EVALSHA", "BLMOVE"] {
+        let refused = ctx.backend.call(Cmd::new(name).arg("x")).await;
+        assert!(matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("use Backend::")), "{name}: {refused:?}");
+    }
+    Ok(())
+}
+
+async fn pipeline_spans_slots_and_keeps_errors_in_place(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    let keys = spread_keys(&ctx, 20);
+    let slots: HashSet<u16> = keys.iter().map(Key::slot).collect();
+    assert!(slots.len() > 10, "keys must cover several slots");
+    let mut cmds: Vec<Cmd> = keys.iter().enumerate().map(|(i, k)| Cmd::new("SET").key(k).arg(i).arg("EX").arg(60)).collect();
+    cmds.push(Cmd::new("LPUSH").key(&keys[3]).arg("x"));
+    cmds.extend(keys.iter().map(|k| Cmd::new("GET").key(k)));
+    let replies = ctx.backend.pipeline(cmds).await?;
+    assert_eq!(replies.len(), 41);
+    assert!(replies[..20].iter().all(Value::is_ok));
+    assert!(matches!(&replies[20], Value::Error(e) if e.code() == "WRONGTYPE"), "{:?}", replies[20]);
+    for (i, reply) in replies[21..].iter().enumerate() {
+        assert_eq!(reply.as_int()?, i64::try_from(i)?);
+    }
+    Ok(())
+}
+
+async fn transaction_is_atomic_and_refuses_cross_slot(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    let user = ctx.ns.tagged("user:1");
+    let (a, b) = (user.key(["a"]), user.key(["b"]));
+    let replies = ctx
+        .backend
+        .transaction(vec![
+            Cmd::new("SET").key(&a).arg("x").arg("EX").arg(60),
+            Cmd::new("INCR").key(&a),
+            Cmd::new("INCRBY").key(&b).arg(5),
+            Cmd::new("EXPIRE").key(&b).arg(60),
+        ])
+        .await?;
+    assert!(replies[0].is_ok());
+    assert!(matches!(&replies[1], Value::Error(e) if e.code() == "ERR"), "{:?}", replies[1]);
+    assert_eq!(replies[2].as_int()?, 5, "later commands still ran");
+    assert_eq!(replies.len(), 4);
+    let single = ctx.backend.transaction(vec![Cmd::new("GET").key(&b)]).await?;
+    assert_eq!(single.len(), 1);
+    assert_eq!(single[0].as_int()?, 5);
+
+    let elsewhere = ctx.ns.tagged("user:2").key(["a"]);
+    assert_ne!(elsewhere.slot(), a.slot());
+    let refused = ctx.backend.transaction(vec![Cmd::new("GET").key(&a), Cmd::new("GET").key(&elsewhere)]).await;
+    assert!(matches!(refused, Err(Error::CrossSlot { what: "transaction", .. })), "{refused:?}");
+    let refused = ctx.backend.transaction(vec![Cmd::new("DEL").key(&a).key(&elsewhere)]).await;
+    assert!(matches!(refused, Err(Error::CrossSlot { .. })), "{refused:?}");
+    assert_eq!(ctx.backend.call(Cmd::new("EXISTS").key(&a)).await?.as_int()?, 1, "refused transactions send nothing");
+    Ok(())
+}
+
+async fn eval_runs_scripts_on_one_slot(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    // Several subjects on different slots, each script call on one slot.
+    for user in ["u1", "u2", "u3", "u4"] {
+        let ns = ctx.ns.tagged(user);
+        let keys = [ns.key(["x"]), ns.key(["y"])];
+        assert_eq!(ctx.backend.eval(&INCR_BY, &keys, vec![3.into()]).await?.as_int()?, 6);
+        assert_eq!(ctx.backend.eval(&INCR_BY, &keys, vec![1.into()]).await?.as_int()?, 8);
+        ctx.backend.call(Cmd::new("DEL").key(&keys[0]).key(&keys[1])).await?;
+    }
+    let crossing = [ctx.ns.tagged("u1").key(["x"]), ctx.ns.tagged("u2").key(["x"])];
+    let refused = ctx.backend.eval(&INCR_BY, &crossing, vec![1.into()]).await;
+    assert!(matches!(refused, Err(Error::CrossSlot { what: "script", .. })), "{refused:?}");
+    let failing = Script::new("test_fails", "return redis.call('INCR', KEYS[1])");
+    let list = ctx.ns.key(["list"]);
+    ctx.backend.call(Cmd::new("RPUSH").key(&list).arg("a")).await?;
+    let failed = ctx.backend.eval(&failing, std::slice::from_ref(&list), vec![]).await;
+    assert!(matches!(&failed, Err(e) if e.server().is_some()), "{failed:?}");
+    ctx.backend.call(Cmd::new("DEL").key(&list)).await?;
+    Ok(())
+}
+
+async fn scan_finds_every_key_of_the_namespace_and_nothing_else(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    let keys = spread_keys(&ctx, 120);
+    let mut cmds: Vec<Cmd> = keys.iter().map(|k| Cmd::new("SET").key(k).arg(1).arg("EX").arg(60)).collect();
+    // Neighbours the pattern must not match: another part name, and a part with glob characters.
+    let near = [ctx.ns.key(["kk", "1"]), ctx.ns.key(["k*", "1"]), ctx.ns.key(["x"])];
+    cmds.extend(near.iter().map(|k| Cmd::new("SET").key(k).arg(1).arg("EX").arg(60)));
+    ctx.backend.pipeline(cmds).await?;
+
+    let pattern = ctx.ns.pattern(["k"]);
+    let mut found = HashSet::new();
+    let mut cursor = Some(Cursor::START);
+    let mut steps = 0;
+    while let Some(at) = cursor {
+        let page = ctx.backend.scan(at, &pattern, 50).await?;
+        found.extend(page.keys.into_iter().map(|k| k.as_bytes().to_vec()));
+        cursor = page.next;
+        steps += 1;
+        assert!(steps < 10_000, "scan does not finish");
+    }
+    let expected: HashSet<Vec<u8>> = keys.iter().map(|k| k.as_bytes().to_vec()).collect();
+    assert_eq!(found, expected);
+    let all: Vec<Cmd> = keys.iter().chain(&near).map(|k| Cmd::new("DEL").key(k)).collect();
+    ctx.backend.pipeline(all).await?;
+    Ok(())
+}
+
+async fn hostile_key_parts_round_trip_and_stay_in_namespace(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    let hostile: [&[u8]; 8] = [b"a}b:*{c", b"{", b"}", b"*", b"?[x]", b"with space", b"line\nbreak", &[0xff, 0xfe, 0x00, b'{']];
+    let prefix = format!("{}:", ctx.ns.prefix());
+    for part in hostile {
+        let user = ctx.ns.tagged(part);
+        let key = user.key(["v"]);
+        assert_eq!(key.slot(), user.slot(), "a tag decides the slot");
+        assert!(key.as_bytes().starts_with(prefix.as_bytes()));
+        let plain = ctx.ns.key([b"p".as_slice(), part]);
+        let replies = ctx
+            .backend
+            .transaction(vec![Cmd::new("SET").key(&key).arg(part).arg("EX").arg(60), Cmd::new("GET").key(&key)])
+            .await?;
+        assert_eq!(replies[1].clone().into_bytes()?.as_ref(), part);
+        ctx.backend.call(Cmd::new("SET").key(&plain).arg(part).arg("EX").arg(60)).await?;
+        assert_eq!(ctx.backend.call(Cmd::new("GET").key(&plain)).await?.into_bytes()?.as_ref(), part);
+        ctx.backend.call(Cmd::new("DEL").key(&key)).await?;
+        ctx.backend.call(Cmd::new("DEL").key(&plain)).await?;
+    }
+    Ok(())
+}
+
+async fn publish_reaches_subscribers(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    let channel = format!("{}:events", ctx.ns.prefix());
+    let mut subscription = ctx.backend.subscribe(&[&channel]).await?;
+    ctx.backend.publish(&channel, Bytes::from_static(b"hello")).await?;
+    let message = tokio::time::timeout(Duration::from_secs(5), subscription.recv()).await?;
+    let message = message.ok_or("subscription closed")?;
+    assert_eq!((message.channel.as_str(), message.payload.as_ref()), (channel.as_str(), b"hello".as_slice()));
+    assert!(matches!(ctx.backend.subscribe(&[]).await, Err(Error::InvalidInput(_))));
+    Ok(())
+}
+
+async fn blocking_commands_do_not_stall_other_traffic(kind: Deployment) -> TestResult {
+    let ctx = Ctx::new(kind).await;
+    let queue = ctx.ns.tagged("q");
+    let (waiting, active) = (queue.key(["waiting"]), queue.key(["active"]));
+    let backend = ctx.backend.clone();
+    let cmd = Cmd::new("BLMOVE").key(&waiting).key(&active).arg("LEFT").arg("RIGHT").arg(10);
+    let pop = tokio::spawn(async move { backend.blocking(cmd).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // If the push waited behind the blocking command, BLMOVE would time out with nil instead.
+    ctx.backend.call(Cmd::new("RPUSH").key(&waiting).arg("job-1")).await?;
+    let moved = pop.await??;
+    assert_eq!(moved.into_bytes()?.as_ref(), b"job-1");
+    let forever = ctx.backend.blocking(Cmd::new("BLMOVE").key(&waiting).key(&active).arg("LEFT").arg("RIGHT").arg(0)).await;
+    assert!(matches!(forever, Err(Error::InvalidInput(_))));
+    let timed_out = ctx.backend.blocking(Cmd::new("BZPOPMIN").key(&queue.key(["z"])).arg("0.1")).await?;
+    assert!(timed_out.is_nil());
+    ctx.backend.call(Cmd::new("DEL").key(&active)).await?;
+    Ok(())
+}
