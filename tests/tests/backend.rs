@@ -6,7 +6,10 @@ use redtail_core::{Bytes, Cmd, Cursor, Error, Key, Script, Value};
 use redtail_tests::{Ctx, Deployment, TestResult, for_each_deployment};
 
 static INCR_BY: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("test_incr_by", "return redis.call('INCRBY', KEYS[1], ARGV[1]) + redis.call('INCRBY', KEYS[2], ARGV[1])")
+    Script::new(
+        "test_incr_by",
+        "return redis.call('INCRBY', KEYS[1], ARGV[1]) + redis.call('INCRBY', KEYS[2], ARGV[1])",
+    )
 });
 
 for_each_deployment!(
@@ -56,7 +59,8 @@ async fn pipeline_spans_slots_and_keeps_errors_in_place(kind: Deployment) -> Tes
     let keys = spread_keys(&ctx, 20);
     let slots: HashSet<u16> = keys.iter().map(Key::slot).collect();
     assert!(slots.len() > 10, "keys must cover several slots");
-    let mut cmds: Vec<Cmd> = keys.iter().enumerate().map(|(i, k)| Cmd::new("SET").key(k).arg(i).arg("EX").arg(60)).collect();
+    let mut cmds: Vec<Cmd> =
+        keys.iter().enumerate().map(|(i, k)| Cmd::new("SET").key(k).arg(i).arg("EX").arg(60)).collect();
     cmds.push(Cmd::new("LPUSH").key(&keys[3]).arg("x"));
     cmds.extend(keys.iter().map(|k| Cmd::new("GET").key(k)));
     let replies = ctx.backend.pipeline(cmds).await?;
@@ -151,7 +155,8 @@ async fn scan_finds_every_key_of_the_namespace_and_nothing_else(kind: Deployment
 
 async fn hostile_key_parts_round_trip_and_stay_in_namespace(kind: Deployment) -> TestResult {
     let ctx = Ctx::new(kind).await;
-    let hostile: [&[u8]; 8] = [b"a}b:*{c", b"{", b"}", b"*", b"?[x]", b"with space", b"line\nbreak", &[0xff, 0xfe, 0x00, b'{']];
+    let hostile: [&[u8]; 8] =
+        [b"a}b:*{c", b"{", b"}", b"*", b"?[x]", b"with space", b"line\nbreak", &[0xff, 0xfe, 0x00, b'{']];
     let prefix = format!("{}:", ctx.ns.prefix());
     for part in hostile {
         let user = ctx.ns.tagged(part);
@@ -196,7 +201,8 @@ async fn blocking_commands_do_not_stall_other_traffic(kind: Deployment) -> TestR
     ctx.backend.call(Cmd::new("RPUSH").key(&waiting).arg("job-1")).await?;
     let moved = pop.await??;
     assert_eq!(moved.into_bytes()?.as_ref(), b"job-1");
-    let forever = ctx.backend.blocking(Cmd::new("BLMOVE").key(&waiting).key(&active).arg("LEFT").arg("RIGHT").arg(0)).await;
+    let forever =
+        ctx.backend.blocking(Cmd::new("BLMOVE").key(&waiting).key(&active).arg("LEFT").arg("RIGHT").arg(0)).await;
     assert!(matches!(forever, Err(Error::InvalidInput(_))));
     let timed_out = ctx.backend.blocking(Cmd::new("BZPOPMIN").key(&queue.key(["z"])).arg("0.1")).await?;
     assert!(timed_out.is_nil());

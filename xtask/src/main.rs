@@ -1,1 +1,206 @@
-fn main() {}
+//! `cargo xtask`: the project's automation: CI, tests against real servers, and local servers.
+//!
+//! Commands (see `cargo xtask help`) shell out to cargo and to `redis-server`; the only library
+//! used is redtail-testkit, which starts the servers.
+
+use std::{
+    env,
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    time::Instant,
+};
+
+use redtail_testkit::{Deployment, TestRedis};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+  ci                       everything CI checks: fmt, clippy, tidy, tests on real servers, docs, cargo-deny
+  test [-- <nextest args>] the test suites with a standalone, a cluster and a sentinel deployment up
+  tour                     start a redis-server and run the Backend tour example against it
+  redis [standalone|cluster|sentinel]
+                           start local servers, print their URLs, stop them on Enter or Ctrl-C
+";
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("test") => test(&args[1..]),
+        Some("tour") => tour(),
+        Some("redis") => redis(args.get(1).map(String::as_str)),
+        Some("help" | "--help" | "-h") | None => {
+            eprint!("{HELP}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{HELP}")),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Runs a command in the workspace root, failing with its name when it fails.
+fn run<I, S>(program: &str, args: I, envs: &[(&str, &str)]) -> Result
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let shown = format!("{program} {}", args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+    eprintln!("\n==> {shown}");
+    let started = Instant::now();
+    let status = Command::new(program)
+        .args(&args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+    eprintln!("<== {shown}: {status} in {:.1} s", started.elapsed().as_secs_f64());
+    if status.success() { Ok(()) } else { Err(format!("`{shown}` failed: {status}")) }
+}
+
+fn ci() -> Result {
+    let started = Instant::now();
+    run("cargo", ["fmt", "--all", "--", "--check"], &[])?;
+    tidy()?;
+    run("cargo", ["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
+    // The container fallback is optional; make sure it still builds.
+    run("cargo", ["clippy", "-p", "redtail-testkit", "--features", "testcontainers", "--", "-D", "warnings"], &[])?;
+    test(&[])?;
+    run("cargo", ["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    deny()?;
+    eprintln!("\nci passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Starts one deployment of each kind and runs every test with their URLs in the environment;
+/// tests that inject faults start servers of their own.
+fn test(extra: &[String]) -> Result {
+    let servers = start_all()?;
+    let envs: Vec<(&str, &str)> = servers.iter().map(|s| (s.deployment().env(), s.url())).collect();
+    let extra = extra.iter().skip_while(|a| *a == "--");
+    if has("cargo-nextest") {
+        let mut args =
+            vec!["nextest".to_owned(), "run".to_owned(), "--workspace".to_owned(), "--no-fail-fast".to_owned()];
+        args.extend(extra.cloned());
+        run("cargo", &args, &envs)?;
+        // nextest does not run doctests.
+        run("cargo", ["test", "--workspace", "--doc"], &envs)
+    } else {
+        let mut args = vec!["test".to_owned(), "--workspace".to_owned(), "--no-fail-fast".to_owned()];
+        args.extend(extra.cloned());
+        run("cargo", &args, &envs)
+    }
+}
+
+fn start_all() -> Result<Vec<TestRedis>> {
+    [Deployment::Standalone, Deployment::Cluster, Deployment::Sentinel]
+        .into_iter()
+        .map(|kind| {
+            let servers = TestRedis::owned(kind).map_err(|e| e.to_string())?;
+            eprintln!("{:<18} {}", kind.env(), servers.url());
+            Ok(servers)
+        })
+        .collect()
+}
+
+/// The main job until the demo service lands: a server of its own and the tour example.
+fn tour() -> Result {
+    let server = TestRedis::owned(Deployment::Standalone).map_err(|e| e.to_string())?;
+    run("cargo", ["run", "--quiet", "-p", "redtail-connection", "--example", "tour"], &[("REDIS_URL", server.url())])
+}
+
+fn redis(kind: Option<&str>) -> Result {
+    let kinds = match kind {
+        None => vec![Deployment::Standalone, Deployment::Cluster, Deployment::Sentinel],
+        Some("standalone") => vec![Deployment::Standalone],
+        Some("cluster") => vec![Deployment::Cluster],
+        Some("sentinel") => vec![Deployment::Sentinel],
+        Some(other) => return Err(format!("unknown deployment `{other}` (expected standalone, cluster or sentinel)")),
+    };
+    let servers: Vec<TestRedis> =
+        kinds.into_iter().map(TestRedis::owned).collect::<std::result::Result<_, _>>().map_err(|e| e.to_string())?;
+    for s in &servers {
+        println!("export {}='{}'", s.deployment().env(), s.url());
+    }
+    eprintln!("servers are up; press Enter (or Ctrl-C) to stop them");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
+}
+
+fn has(binary: &str) -> bool {
+    Command::new(binary).arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// Installs cargo-deny when missing, then checks licenses, bans and sources (the advisory
+/// database cannot be fetched on machines without internet access).
+fn deny() -> Result {
+    if !has("cargo-deny") {
+        run("cargo", ["install", "--locked", "cargo-deny"], &[])?;
+    }
+    run("cargo", ["deny", "--offline", "check", "licenses", "bans", "sources"], &[])
+}
+
+/// Repository rules no compiler checks.
+fn tidy() -> Result {
+    eprintln!("\n==> tidy");
+    let mut problems = Vec::new();
+    let root = root();
+    for dir in ["crates", "tests", "xtask", "examples"] {
+        walk(&root.join(dir), &mut |path| {
+            let Ok(text) = fs::read_to_string(path) else { return };
+            let relative = path.strip_prefix(&root).unwrap_or(path).display().to_string();
+            if path.extension().is_some_and(|e| e == "rs") && !text.trim_start().starts_with("//!") {
+                problems.push(format!("{relative}: every .rs file starts with a `//!` line saying what it is"));
+            }
+            let library = relative.starts_with("crates/") && (relative.contains("/src/") || relative.contains("/lua/"));
+            if library && !relative.starts_with("crates/redtail-testkit/") {
+                for (n, line) in text.lines().enumerate() {
+                    if uses_keys_command(line) {
+                        problems.push(format!("{relative}:{}: the KEYS command blocks the server; use SCAN", n + 1));
+                    }
+                }
+            }
+        });
+    }
+    if problems.is_empty() {
+        eprintln!("<== tidy: ok");
+        Ok(())
+    } else {
+        Err(format!("tidy found {} problem(s):\n  {}", problems.len(), problems.join("\n  ")))
+    }
+}
+
+/// Whether a line of Rust or Lua sends the `KEYS` command (the `KEYS[1]` table of a script is fine).
+fn uses_keys_command(line: &str) -> bool {
+    let upper = line.to_ascii_uppercase();
+    ["\"KEYS\"", "'KEYS'"].iter().any(|quoted| upper.contains(quoted))
+}
+
+fn walk(dir: &Path, visit: &mut dyn FnMut(&Path)) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                walk(&path, visit);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs" || e == "lua") {
+            visit(&path);
+        }
+    }
+}

@@ -10,15 +10,8 @@ use fred::types::{
 use crate::{Error, Result};
 
 /// The URL schemes `Config::from_url` accepts.
-const SCHEMES: &[&str] = &[
-    "redis",
-    "rediss",
-    "redis-cluster",
-    "rediss-cluster",
-    "redis-sentinel",
-    "rediss-sentinel",
-    "redis+unix",
-];
+const SCHEMES: &[&str] =
+    &["redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel", "rediss-sentinel", "redis+unix"];
 
 /// How to reach Redis and how patient to be with it.
 ///
@@ -101,15 +94,13 @@ impl Config {
                 "cannot use `{shown}`: TLS needs the `tls` feature of redtail-connection"
             )));
         }
+        if scheme.ends_with("-sentinel") && !url.contains("sentinelServiceName=") {
+            return Err(Error::Config(format!(
+                "cannot use `{shown}`: a sentinel URL needs `?sentinelServiceName=<primary name>`"
+            )));
+        }
         let mut fred = FredConfig::from_url(url)
             .map_err(|e| Error::Config(format!("cannot parse redis URL `{shown}`: {}", e.details())))?;
-        if scheme == "redis-sentinel" || scheme == "rediss-sentinel" {
-            if !url.contains("sentinelServiceName=") {
-                return Err(Error::Config(format!(
-                    "cannot use `{shown}`: a sentinel URL needs `?sentinelServiceName=<primary name>`"
-                )));
-            }
-        }
         fred.fail_fast = false;
         Ok(Config {
             fred,
@@ -129,9 +120,7 @@ impl Config {
         match std::env::var("REDIS_URL") {
             Ok(url) => Config::from_url(&url).map_err(|e| Error::Config(format!("REDIS_URL: {e}"))),
             Err(std::env::VarError::NotPresent) => Config::from_url("redis://127.0.0.1:6379"),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(Error::Config("REDIS_URL is not valid UTF-8".to_owned()))
-            }
+            Err(std::env::VarError::NotUnicode(_)) => Err(Error::Config("REDIS_URL is not valid UTF-8".to_owned())),
         }
     }
 

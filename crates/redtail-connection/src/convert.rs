@@ -21,13 +21,15 @@ pub(crate) fn value(v: FredValue) -> Value {
     match v {
         FredValue::Null => Value::Nil,
         FredValue::Integer(i) => Value::Int(i),
-        FredValue::String(s) => Value::Bytes(Bytes::from(s.into_inner())),
+        FredValue::String(s) => Value::Bytes(s.into_inner()),
         FredValue::Bytes(b) => Value::Bytes(b),
         FredValue::Double(d) => Value::Double(d),
         FredValue::Boolean(b) => Value::Bool(b),
         FredValue::Queued => Value::Bytes(Bytes::from_static(b"QUEUED")),
         FredValue::Array(a) => Value::Array(a.into_iter().map(value).collect()),
-        FredValue::Map(m) => Value::Map(m.inner().into_iter().map(|(k, v)| (Value::Bytes(k.inner().clone()), value(v))).collect()),
+        FredValue::Map(m) => {
+            Value::Map(m.inner().into_iter().map(|(k, v)| (Value::Bytes(k.inner().clone()), value(v))).collect())
+        }
     }
 }
 
@@ -46,7 +48,9 @@ pub(crate) fn frame(f: Resp3Frame) -> Value {
         | Resp3Frame::BigNumber { data, .. } => Value::Bytes(data),
         Resp3Frame::SimpleError { data, .. } => error(data.as_bytes()),
         Resp3Frame::BlobError { data, .. } => error(&data),
-        Resp3Frame::Array { data, .. } | Resp3Frame::Push { data, .. } => Value::Array(data.into_iter().map(frame).collect()),
+        Resp3Frame::Array { data, .. } | Resp3Frame::Push { data, .. } => {
+            Value::Array(data.into_iter().map(frame).collect())
+        }
         Resp3Frame::Set { data, .. } => Value::Array(data.into_iter().map(frame).collect()),
         Resp3Frame::Map { data, .. } => Value::Map(data.into_iter().map(|(k, v)| (frame(k), frame(v))).collect()),
         _ => Value::Error(ServerError::new("ERR reply frame type not supported by redtail")),
@@ -57,7 +61,11 @@ pub(crate) fn frame(f: Resp3Frame) -> Value {
 fn is_server_reply(e: &FredError) -> bool {
     let server_kinds = matches!(
         e.kind(),
-        ErrorKind::Unknown | ErrorKind::InvalidArgument | ErrorKind::InvalidCommand | ErrorKind::Auth | ErrorKind::Cluster
+        ErrorKind::Unknown
+            | ErrorKind::InvalidArgument
+            | ErrorKind::InvalidCommand
+            | ErrorKind::Auth
+            | ErrorKind::Cluster
     );
     let code = e.details().split_whitespace().next().unwrap_or("");
     server_kinds && code.len() >= 2 && code.bytes().all(|b| b.is_ascii_uppercase())

@@ -84,7 +84,8 @@ impl Redis {
         let started = Instant::now();
         let _: fred::types::Value = client.ping(None).await.map_err(|e| convert::error(e, timeout))?;
         let latency = started.elapsed();
-        let info = self.call(redtail_core::Cmd::new("INFO").arg("server").arg("replication").arg("memory").arg("clients"));
+        let info =
+            self.call(redtail_core::Cmd::new("INFO").arg("server").arg("replication").arg("memory").arg("clients"));
         let info = info.await?.into_string()?;
         Ok((latency, info))
     }

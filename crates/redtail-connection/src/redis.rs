@@ -245,7 +245,7 @@ impl Redis {
                 log_events(&client, self.inner.config.reconnect);
                 client.init().await.map_err(|e| self.error(e))?;
                 // Resubscribe every tracked channel after a reconnect.
-                let _ = client.manage_subscriptions();
+                drop(client.manage_subscriptions());
                 Ok(PubSub::start(client))
             })
             .await
@@ -260,9 +260,9 @@ impl Redis {
             Some(state) => state,
             None => {
                 client.sync_cluster().await.map_err(|e| self.error(e))?;
-                client.cached_cluster_state().ok_or_else(|| Error::Backend {
-                    source: "the cluster routing table is not known yet".into(),
-                })?
+                client
+                    .cached_cluster_state()
+                    .ok_or_else(|| Error::Backend { source: "the cluster routing table is not known yet".into() })?
             }
         };
         let mut nodes = state.unique_primary_nodes();
@@ -363,7 +363,10 @@ impl Backend for Redis {
                 let (command, load_args) = convert::command(load, false);
                 let client = self.inner.pool.next();
                 let loaded = client
-                    .with_options(&Options { cluster_hash: Some(fred::types::ClusterHash::Custom(slot)), ..Options::default() })
+                    .with_options(&Options {
+                        cluster_hash: Some(fred::types::ClusterHash::Custom(slot)),
+                        ..Options::default()
+                    })
                     .custom::<FredValue, _>(command, load_args)
                     .await
                     .map_err(|e| self.error(e))?;
@@ -384,16 +387,17 @@ impl Backend for Redis {
             return Ok(ScanPage { keys: Vec::new(), next: None });
         };
         let options = Options { cluster_node: node.clone(), ..Options::default() };
-        let cmd = Cmd::new("SCAN").arg(cursor.position).arg("MATCH").arg(pattern.as_bytes()).arg("COUNT").arg(count.max(1));
+        let cmd =
+            Cmd::new("SCAN").arg(cursor.position).arg("MATCH").arg(pattern.as_bytes()).arg("COUNT").arg(count.max(1));
         let reply = self.send(cmd, &options).await?.into_array()?;
         let mut reply = reply.into_iter();
         let (Some(position), Some(keys)) = (reply.next(), reply.next()) else {
             return Err(Error::UnexpectedReply { expected: "a SCAN reply", got: "a short array".to_owned() });
         };
-        let position: u64 = position.into_string()?.parse().map_err(|_| Error::UnexpectedReply {
-            expected: "a numeric SCAN cursor",
-            got: "text".to_owned(),
-        })?;
+        let position: u64 = position
+            .into_string()?
+            .parse()
+            .map_err(|_| Error::UnexpectedReply { expected: "a numeric SCAN cursor", got: "text".to_owned() })?;
         let keys = keys.into_array()?.into_iter().map(|k| k.into_bytes().map(Key::from_raw)).collect::<Result<_>>()?;
         let next = if position != 0 {
             Some(Cursor { shard: cursor.shard, position })
@@ -458,7 +462,9 @@ fn block_duration(cmd: &Cmd) -> Result<Duration> {
         Some(_) => Err(Error::InvalidInput(format!(
             "{name} with timeout 0 blocks forever; use a finite timeout and loop, so a lost connection is noticed"
         ))),
-        None => Err(Error::InvalidInput(format!("{name} is not a blocking command with a timeout argument redtail can read"))),
+        None => Err(Error::InvalidInput(format!(
+            "{name} is not a blocking command with a timeout argument redtail can read"
+        ))),
     }
 }
 
@@ -489,25 +495,31 @@ fn builder(config: &Config) -> Builder {
 /// fred's policy for our backoff. fred never reconnects without a policy; 0 attempts means forever.
 fn reconnect_policy(backoff: crate::Backoff) -> ReconnectPolicy {
     let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
-    ReconnectPolicy::Linear { attempts: 0, max_attempts: 0, max_delay: millis(backoff.max), delay: millis(backoff.step), jitter: 0 }
+    ReconnectPolicy::Linear {
+        attempts: 0,
+        max_attempts: 0,
+        max_delay: millis(backoff.max),
+        delay: millis(backoff.step),
+        jitter: 0,
+    }
 }
 
 /// Logs connection events of `client` with `tracing`.
 fn log_events<C: EventInterface + ClientLike>(client: &C, backoff: crate::Backoff) {
     let attempts = Arc::new(AtomicU64::new(0));
     let on_error = Arc::clone(&attempts);
-    let _ = client.on_error(move |(error, server)| {
+    drop(client.on_error(move |(error, server)| {
         let attempt = on_error.fetch_add(1, Ordering::Relaxed) + 1;
         let delay = backoff.delay(u32::try_from(attempt).unwrap_or(u32::MAX));
         let server = server.map(|s| s.to_string()).unwrap_or_default();
         tracing::warn!(%server, %error, attempt, delay_ms = delay.as_millis() as u64, "redis connection error; reconnecting");
         async { Ok(()) }
-    });
-    let _ = client.on_reconnect(move |server| {
+    }));
+    drop(client.on_reconnect(move |server| {
         let attempts = attempts.swap(0, Ordering::Relaxed);
         tracing::info!(%server, after_errors = attempts, "redis connected");
         async { Ok(()) }
-    });
+    }));
 }
 
 /// The error for a failed first connection, naming the likely cause.
@@ -518,19 +530,26 @@ fn connect_error(config: &Config, e: fred::error::Error) -> crate::Error {
         fred::error::ErrorKind::IO => format!("{details}; check that the server runs and the address is right"),
         _ => details,
     };
-    crate::Error::Connect { target: config.target().to_owned(), reason, source: Some(convert::error(e, config.connect_timeout)) }
+    crate::Error::Connect {
+        target: config.target().to_owned(),
+        reason,
+        source: Some(convert::error(e, config.connect_timeout)),
+    }
 }
+
+/// Senders of each channel's subscriptions, by subscription id.
+type Routes = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>>;
 
 /// The subscriber connection and the routing of its messages to [`Subscription`]s.
 struct PubSub {
     client: SubscriberClient,
-    routes: Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>>,
+    routes: Routes,
     next_id: AtomicU64,
 }
 
 impl PubSub {
     fn start(client: SubscriberClient) -> PubSub {
-        let routes: Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>> = Arc::default();
+        let routes: Routes = Arc::default();
         let mut messages = client.message_rx();
         let task_routes = Arc::clone(&routes);
         tokio::spawn(async move {
@@ -570,7 +589,8 @@ impl PubSub {
                 routes.entry(channel.clone()).or_default().push((id, sender.clone()));
             }
         }
-        let guard = Unsubscribe { id, channels: owned.clone(), routes: Arc::clone(&self.routes), client: self.client.clone() };
+        let guard =
+            Unsubscribe { id, channels: owned.clone(), routes: Arc::clone(&self.routes), client: self.client.clone() };
         self.client.subscribe(owned).await.map_err(|e| convert::error(e, timeout))?;
         Ok(Subscription::new(receiver, guard))
     }
@@ -580,7 +600,7 @@ impl PubSub {
 struct Unsubscribe {
     id: u64,
     channels: Vec<String>,
-    routes: Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>>,
+    routes: Routes,
     client: SubscriberClient,
 }
 
@@ -599,13 +619,13 @@ impl Drop for Unsubscribe {
                 }
             }
         }
-        if !unused.is_empty() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let client = self.client.clone();
-                runtime.spawn(async move {
-                    let _ = client.unsubscribe(unused).await;
-                });
-            }
+        if !unused.is_empty()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.unsubscribe(unused).await;
+            });
         }
     }
 }

@@ -39,10 +39,7 @@ impl Namespace {
         let prefix = prefix.into();
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
         if prefix.is_empty() || prefix.len() > 128 {
-            return Err(Error::InvalidInput(format!(
-                "key prefix must be 1 to 128 characters, got {}",
-                prefix.len()
-            )));
+            return Err(Error::InvalidInput(format!("key prefix must be 1 to 128 characters, got {}", prefix.len())));
         }
         if let Some(bad) = prefix.chars().find(|c| !allowed(*c)) {
             return Err(Error::InvalidInput(format!(
@@ -256,12 +253,11 @@ pub fn unescape(escaped: &[u8]) -> Option<Vec<u8>> {
 
 /// The part of `key` that Redis Cluster hashes: the content of the first `{...}` when non-empty.
 pub fn hash_tag(key: &[u8]) -> &[u8] {
-    if let Some(open) = key.iter().position(|&b| b == b'{') {
-        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
-            if len > 0 {
-                return &key[open + 1..open + 1 + len];
-            }
-        }
+    if let Some(open) = key.iter().position(|&b| b == b'{')
+        && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
     }
     key
 }

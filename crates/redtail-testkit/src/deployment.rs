@@ -57,6 +57,8 @@ pub struct TestRedis {
     servers: Vec<Process>,
     sentinels: Vec<Process>,
     root: Option<PathBuf>,
+    // A container from the testcontainers fallback, stopped on drop.
+    container: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl TestRedis {
@@ -78,9 +80,14 @@ impl TestRedis {
     /// A deployment of `kind`, from its environment variable when set, else started.
     pub fn shared_or_owned(kind: Deployment) -> Result<TestRedis> {
         match std::env::var(kind.env()) {
-            Ok(url) if !url.is_empty() => {
-                Ok(TestRedis { deployment: kind, url, servers: Vec::new(), sentinels: Vec::new(), root: None })
-            }
+            Ok(url) if !url.is_empty() => Ok(TestRedis {
+                deployment: kind,
+                url,
+                servers: Vec::new(),
+                sentinels: Vec::new(),
+                root: None,
+                container: None,
+            }),
             _ => Self::owned(kind),
         }
     }
@@ -102,10 +109,19 @@ impl TestRedis {
             return crate::container::standalone();
         }
         let root = std::env::temp_dir().join(format!("redtail-test-{}-{}", std::process::id(), unique()));
-        let mut this =
-            TestRedis { deployment: kind, url: String::new(), servers: Vec::new(), sentinels: Vec::new(), root: Some(root.clone()) };
-        let persistence: &[&str] =
-            if persistent { &["--appendonly", "yes", "--appendfsync", "always", "--save", ""] } else { &["--appendonly", "no", "--save", ""] };
+        let mut this = TestRedis {
+            deployment: kind,
+            url: String::new(),
+            servers: Vec::new(),
+            sentinels: Vec::new(),
+            root: Some(root.clone()),
+            container: None,
+        };
+        let persistence: &[&str] = if persistent {
+            &["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        } else {
+            &["--appendonly", "no", "--save", ""]
+        };
         let started = match kind {
             Deployment::Standalone => {
                 this.servers.push(Process::start(&root, "standalone", persistence, None)?);
@@ -123,8 +139,21 @@ impl TestRedis {
         }
     }
 
+    #[cfg(feature = "testcontainers")]
+    pub(crate) fn from_container(url: String, container: Box<dyn std::any::Any + Send>) -> TestRedis {
+        TestRedis {
+            deployment: Deployment::Standalone,
+            url,
+            servers: Vec::new(),
+            sentinels: Vec::new(),
+            root: None,
+            container: Some(container),
+        }
+    }
+
     fn start_cluster(&mut self, root: &std::path::Path, persistence: &[&str]) -> Result<()> {
-        let mut args = vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
+        let mut args =
+            vec!["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"];
         args.extend_from_slice(persistence);
         for i in 0..6 {
             self.servers.push(Process::start(root, &format!("cluster{i}"), &args, None)?);
@@ -329,7 +358,15 @@ impl TestRedis {
         }
         let old = self.current_primary_port()?;
         expect_ok_or_int(self.sentinels[0].command(&["SENTINEL", "FAILOVER", SENTINEL_SERVICE])?)?;
-        self.wait_new_primary(old)
+        let new = self.wait_new_primary(old)?;
+        // Until the old primary is reconfigured as a replica it still takes writes that the
+        // failover will then discard; wait, so tests see the deployment settled.
+        wait_until("the old primary to become a replica", Duration::from_secs(20), || {
+            Ok(crate::resp::command(old, &["ROLE"])
+                .map(|r| matches!(r, Reply::Array(Some(ref a)) if a.first().and_then(Reply::text).as_deref() == Some("slave")))
+                .unwrap_or(false))
+        })?;
+        Ok(new)
     }
 
     /// Demotes the primary to a replica of the other data node with `REPLICAOF`, promoting that
@@ -341,7 +378,8 @@ impl TestRedis {
             return Err(Error::Unexpected("demote_primary needs a sentinel deployment".to_owned()));
         }
         let old = self.primary("demote_primary")?;
-        let new = servers.iter().find(|s| s.port != old.port).ok_or_else(|| Error::Unexpected("no replica".to_owned()))?;
+        let new =
+            servers.iter().find(|s| s.port != old.port).ok_or_else(|| Error::Unexpected("no replica".to_owned()))?;
         expect_ok_or_int(new.command(&["REPLICAOF", "NO", "ONE"])?)?;
         expect_ok_or_int(old.command(&["REPLICAOF", "127.0.0.1", &new.port.to_string()])?)?;
         Ok(new.port)
@@ -367,7 +405,9 @@ impl TestRedis {
         wait_until("sentinels to agree on a new primary", Duration::from_secs(30), || {
             let mut ports = Vec::new();
             for sentinel in &self.sentinels {
-                if let Reply::Array(Some(addr)) = sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])? {
+                if let Reply::Array(Some(addr)) =
+                    sentinel.command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE])?
+                {
                     ports.push(addr.get(1).and_then(Reply::text).and_then(|p| p.parse::<u16>().ok()));
                 }
             }
@@ -389,6 +429,10 @@ impl Drop for TestRedis {
         self.servers.clear();
         if let Some(root) = &self.root {
             let _ = std::fs::remove_dir_all(root);
+        }
+        if let Some(container) = self.container.take() {
+            // Stopping the container drives a runtime of its own: do it off the test's runtime.
+            let _ = std::thread::spawn(move || drop(container)).join();
         }
     }
 }

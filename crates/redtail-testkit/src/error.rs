@@ -40,7 +40,9 @@ pub enum Error {
     #[error("{0}")]
     Unexpected(String),
     /// Faults need servers the harness started itself, not ones named by an environment variable.
-    #[error("cannot inject `{fault}`: the servers come from {env}, and faults need servers the harness owns; use an owned deployment")]
+    #[error(
+        "cannot inject `{fault}`: the servers come from {env}, and faults need servers the harness owns; use an owned deployment"
+    )]
     External {
         /// The fault asked for.
         fault: &'static str,

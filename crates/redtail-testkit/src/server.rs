@@ -30,27 +30,45 @@ pub(crate) struct Process {
 impl Process {
     /// Starts `redis-server` with `args` on a free port in a new folder under `root`.
     /// `config` is written to `redis.conf` first when given (sentinels need a writable file).
-    pub(crate) fn start(root: &Path, what: &str, args: &[&str], config: Option<&dyn Fn(u16) -> String>) -> Result<Process> {
+    pub(crate) fn start(
+        root: &Path,
+        what: &str,
+        args: &[&str],
+        config: Option<&dyn Fn(u16) -> String>,
+    ) -> Result<Process> {
         let mut last = None;
         // A port found free can be taken by another test process before the server binds it.
         for _ in 0..5 {
             let port = free_port()?;
             let dir = root.join(format!("{what}-{port}"));
-            fs::create_dir_all(&dir).map_err(|e| Error::Io { context: format!("create {}", dir.display()), source: e })?;
+            fs::create_dir_all(&dir)
+                .map_err(|e| Error::Io { context: format!("create {}", dir.display()), source: e })?;
             let mut full: Vec<String> = Vec::new();
             if let Some(config) = config {
                 let file = dir.join("redis.conf");
-                fs::write(&file, config(port)).map_err(|e| Error::Io { context: format!("write {}", file.display()), source: e })?;
+                fs::write(&file, config(port))
+                    .map_err(|e| Error::Io { context: format!("write {}", file.display()), source: e })?;
                 full.push(file.display().to_string());
             }
             for arg in [
-                "--port", &port.to_string(), "--bind", "127.0.0.1", "--dir", &dir.display().to_string(),
-                "--logfile", "redis.log", "--daemonize", "no", "--protected-mode", "no",
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &dir.display().to_string(),
+                "--logfile",
+                "redis.log",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "no",
             ] {
                 full.push(arg.to_owned());
             }
             full.extend(args.iter().map(|a| (*a).to_owned()));
-            let process = Process { port, dir, args: full, child: Mutex::new(None), what: format!("{what} on port {port}") };
+            let process =
+                Process { port, dir, args: full, child: Mutex::new(None), what: format!("{what} on port {port}") };
             match process.spawn() {
                 Ok(()) => return Ok(process),
                 Err(e) => last = Some(e),
@@ -74,12 +92,13 @@ impl Process {
         *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         let started = Instant::now();
         loop {
-            if let Ok(Reply::Status(pong)) = resp::command(self.port, &["PING"]) {
-                if pong == "PONG" {
-                    return Ok(());
-                }
+            if let Ok(Reply::Status(pong)) = resp::command(self.port, &["PING"])
+                && pong == "PONG"
+            {
+                return Ok(());
             }
-            let exited = self.child.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited =
+                self.child.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 return Err(self.start_error(format!("exited with {status}")));
             }
@@ -132,7 +151,10 @@ impl Process {
     /// A field of `INFO`, such as `role`.
     pub(crate) fn info_field(&self, section: &str, field: &str) -> Result<Option<String>> {
         let info = self.command(&["INFO", section])?.text().unwrap_or_default();
-        Ok(info.lines().find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':'))).map(|v| v.trim().to_owned()))
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
+            .map(|v| v.trim().to_owned()))
     }
 }
 

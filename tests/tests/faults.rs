@@ -1,0 +1,229 @@
+//! Failures injected into servers this test owns: restarts, pauses, dropped connections,
+//! script cache flushes, failovers, demotions, and bad configuration.
+
+use std::{
+    sync::LazyLock,
+    time::{Duration, Instant},
+};
+
+use redtail_connection::{Config, Error as ConnectError, Redis};
+use redtail_core::{Bytes, Cmd, Error, Key, Script, Value};
+use redtail_tests::{Ctx, Deployment, TestRedis, TestResult, for_each_deployment};
+
+static COUNT_RUN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "test_count_run",
+        "redis.call('EXPIRE', KEYS[1], 600) return redis.call('INCR', KEYS[1]) + 0 * redis.call('EXPIRE', KEYS[1], 600)",
+    )
+});
+
+for_each_deployment!(noscript_after_script_flush_is_healed_and_the_script_runs_once);
+
+async fn noscript_after_script_flush_is_healed_and_the_script_runs_once(kind: Deployment) -> TestResult {
+    let ctx = Ctx::owned(kind, |c| c).await;
+    let runs = ctx.ns.tagged("s").key(["runs"]);
+    let keys = std::slice::from_ref(&runs);
+    assert_eq!(ctx.backend.eval(&COUNT_RUN, keys, vec![]).await?.as_int()?, 1);
+    ctx.servers.script_flush()?;
+    // The server answers NOSCRIPT; the backend loads the script and runs it, once.
+    assert_eq!(ctx.backend.eval(&COUNT_RUN, keys, vec![]).await?.as_int()?, 2);
+    assert_eq!(ctx.backend.call(Cmd::new("GET").key(&runs)).await?.as_int()?, 2);
+    Ok(())
+}
+
+/// Polls `f` every 20 ms until it succeeds; returns the time it took.
+async fn until_ok<T, F, Fut>(limit: Duration, mut f: F) -> Result<(Duration, T), String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redtail_core::Result<T>>,
+{
+    let started = Instant::now();
+    loop {
+        match f().await {
+            Ok(v) => return Ok((started.elapsed(), v)),
+            Err(e) if started.elapsed() > limit => return Err(format!("still failing after {limit:?}: {e}")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_fails_fast_and_recovers_within_two_seconds_of_restart() -> TestResult {
+    let timeout = Duration::from_secs(1);
+    let ctx = Ctx::owned(Deployment::Standalone, |c| c.with_command_timeout(timeout)).await;
+    let key = ctx.ns.key(["k"]);
+    ctx.backend.call(Cmd::new("SET").key(&key).arg(1).arg("EX").arg(600)).await?;
+    let port = ctx.servers.kill_primary()?;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let failed = ctx.backend.call(Cmd::new("GET").key(&key)).await;
+        let took = started.elapsed();
+        assert!(matches!(&failed, Err(e) if e.is_unavailable()), "{failed:?}");
+        assert!(took < timeout + Duration::from_millis(500), "a command hung for {took:?} during the outage");
+    }
+    ctx.servers.restart_killed(port)?;
+    let (took, _) = until_ok(Duration::from_secs(10), || ctx.backend.call(Cmd::new("PING"))).await?;
+    assert!(took < Duration::from_secs(2), "recovered {took:?} after the restart");
+    // The server kept nothing (no persistence): writes work again on the fresh server.
+    ctx.backend.call(Cmd::new("SET").key(&key).arg(2).arg("EX").arg(600)).await?;
+    assert_eq!(ctx.backend.call(Cmd::new("GET").key(&key)).await?.as_int()?, 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_server_reports_down_within_health_timeout_and_up_after() -> TestResult {
+    let health_timeout = Duration::from_millis(500);
+    let ctx = Ctx::owned(Deployment::Standalone, |c| c.with_health_timeout(health_timeout)).await;
+    let health = ctx.redis.health().await;
+    assert!(health.up, "{health:?}");
+    assert_eq!(health.role.as_deref(), Some("master"));
+    assert!(health.version.as_deref().is_some_and(|v| v.starts_with('7')), "{health:?}");
+    assert!(health.used_memory.is_some_and(|m| m > 0));
+    assert_eq!(health.maxmemory_policy.as_deref(), Some("noeviction"));
+    assert_eq!(health.pool_connected, health.pool_size);
+
+    ctx.servers.pause()?;
+    let started = Instant::now();
+    let down = ctx.redis.health().await;
+    let took = started.elapsed();
+    ctx.servers.resume()?;
+    assert!(!down.up, "{down:?}");
+    assert!(down.error.is_some());
+    assert!(took < health_timeout + Duration::from_millis(300), "health took {took:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctx.redis.health().await.up {
+        assert!(Instant::now() < deadline, "health stays down after resume");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let json = serde_json::to_value(ctx.redis.health().await)?;
+    assert_eq!(json["up"], true);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_are_healed_and_subscriptions_resume() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Standalone, |c| c).await;
+    let channel = format!("{}:ch", ctx.ns.prefix());
+    let mut subscription = ctx.backend.subscribe(&[&channel]).await?;
+    ctx.servers.drop_clients()?;
+    until_ok(Duration::from_secs(5), || ctx.backend.call(Cmd::new("PING"))).await?;
+    // Publish until the resubscribed connection hears it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        ctx.backend.publish(&channel, Bytes::from_static(b"after")).await?;
+        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(200), subscription.recv()).await {
+            assert_eq!(message.payload.as_ref(), b"after");
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscription did not resume after the connections were dropped");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_keeps_every_slot_working() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Cluster, |c| c).await;
+    let keys: Vec<Key> = (0..30).map(|i| ctx.ns.key(["k", &i.to_string()])).collect();
+    let set = |v: i64| keys.iter().map(move |k| Cmd::new("SET").key(k).arg(v).arg("EX").arg(600)).collect::<Vec<_>>();
+    ctx.backend.pipeline(set(1)).await?;
+    let promoted = ctx.servers.cluster_failover()?;
+    let (took, _) = until_ok(Duration::from_secs(15), || async {
+        let replies = ctx.backend.pipeline(set(2)).await?;
+        match replies.into_iter().find(|r| !r.is_ok()) {
+            Some(bad) => Err(Error::UnexpectedReply { expected: "OK", got: bad.describe() }),
+            None => Ok(()),
+        }
+    })
+    .await?;
+    for key in &keys {
+        assert_eq!(ctx.backend.call(Cmd::new("GET").key(key)).await?.as_int()?, 2);
+    }
+    eprintln!("writes resumed {took:?} after failover to port {promoted}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_moves_writes_to_the_new_primary() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Sentinel, |c| c).await;
+    let key = ctx.ns.key(["k"]);
+    ctx.backend.call(Cmd::new("SET").key(&key).arg(1).arg("EX").arg(600)).await?;
+    let new_primary = ctx.servers.sentinel_failover()?;
+    until_ok(Duration::from_secs(20), || ctx.backend.call(Cmd::new("SET").key(&key).arg(2).arg("EX").arg(600))).await?;
+    let stored = ctx.servers.admin(new_primary, &["GET", &key.to_string()])?;
+    assert_eq!(stored.text().as_deref(), Some("2"), "the write went to the new primary");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demoted_primary_answering_readonly_is_left_for_the_new_primary() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Sentinel, |c| c).await;
+    let key = ctx.ns.key(["k"]);
+    ctx.backend.call(Cmd::new("SET").key(&key).arg(1).arg("EX").arg(600)).await?;
+    let old_primary = ctx.servers.current_primary_port()?;
+    ctx.servers.demote_primary()?;
+    let direct = ctx.servers.admin(old_primary, &["SET", &key.to_string(), "x"])?;
+    assert!(format!("{direct:?}").contains("READONLY"), "the old primary must now refuse writes: {direct:?}");
+    // No restart, no manual action: the client leaves the read-only node and finds the primary.
+    let (took, _) =
+        until_ok(Duration::from_secs(40), || ctx.backend.call(Cmd::new("SET").key(&key).arg(2).arg("EX").arg(600)))
+            .await?;
+    let primary = ctx.servers.current_primary_port()?;
+    assert_ne!(primary, old_primary);
+    assert_eq!(ctx.servers.admin(primary, &["GET", &key.to_string()])?.text().as_deref(), Some("2"));
+    eprintln!("writes resumed {took:?} after the demotion");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_one_clear_error() -> TestResult {
+    let servers = TestRedis::owned(Deployment::Standalone)?;
+    let port = servers.data_ports()[0];
+    servers.admin(port, &["CONFIG", "SET", "requirepass", "right-horse"])?;
+    for url in [format!("redis://:wrong-horse@127.0.0.1:{port}"), format!("redis://127.0.0.1:{port}")] {
+        let config = Config::from_url(&url)?.with_connect_timeout(Duration::from_secs(3));
+        let started = Instant::now();
+        let failed = Redis::connect(config).await;
+        assert!(started.elapsed() < Duration::from_secs(4), "connect retried past its timeout");
+        let message = failed.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("authentication") || message.contains("NOAUTH"), "{url}: {message}");
+        assert!(!message.contains("wrong-horse"), "the password leaked into: {message}");
+    }
+    let config = Config::from_url(&format!("redis://:right-horse@127.0.0.1:{port}"))?;
+    let redis = Redis::connect(config).await?;
+    assert!(redtail_core::Backend::call(&redis, Cmd::new("PING")).await?.into_string()? == "PONG");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_host_fails_within_the_connect_timeout() -> TestResult {
+    // A port nothing listens on: bind it, note it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let config = Config::from_url(&format!("redis://127.0.0.1:{port}"))?.with_connect_timeout(Duration::from_secs(2));
+    let started = Instant::now();
+    let failed = Redis::connect(config).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "connect took {took:?}");
+    match failed {
+        Err(ConnectError::Connect { target, reason, .. }) => {
+            assert_eq!(target, format!("redis://127.0.0.1:{port}"));
+            assert!(reason.contains("check that the server runs"), "{reason}");
+        }
+        other => panic!("expected a connect error, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_in_flight_commands_and_refuses_new_ones() -> TestResult {
+    let ctx = Ctx::new(Deployment::Standalone).await;
+    let list = ctx.ns.key(["empty"]);
+    let backend = ctx.backend.clone();
+    let cmd = Cmd::new("BLPOP").key(&list).arg("0.5");
+    let in_flight = tokio::spawn(async move { backend.blocking(cmd).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ctx.redis.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(in_flight.await??, Value::Nil, "the in-flight command finished normally");
+    let refused = ctx.backend.call(Cmd::new("PING")).await;
+    assert!(matches!(refused, Err(Error::ShuttingDown)), "{refused:?}");
+    Ok(())
+}
