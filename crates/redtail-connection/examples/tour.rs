@@ -20,7 +20,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let visitor = "a}b:*{c";
     let greeting = ns.key(["greeting", visitor]);
     backend.call(Cmd::new("SET").key(&greeting).arg("hello").arg("EX").arg(60)).await?;
-    println!("call:        SET {greeting} -> GET {:?}", backend.call(Cmd::new("GET").key(&greeting)).await?.into_string()?);
+    println!(
+        "call:        SET {greeting} -> GET {:?}",
+        backend.call(Cmd::new("GET").key(&greeting)).await?.into_string()?
+    );
 
     // A pipeline: one round trip, one reply per command.
     let counters: Vec<_> = (0..5).map(|i| ns.key(["counter", &i.to_string()])).collect();
