@@ -26,27 +26,6 @@ use tokio::sync::{Notify, OnceCell, mpsc};
 
 use crate::{Config, convert};
 
-/// Commands that [`Backend::call`] refuses because another method does the job safely.
-const REFUSED: &[(&str, &str)] = &[
-    ("MULTI", "use Backend::transaction"),
-    ("EXEC", "use Backend::transaction"),
-    ("WATCH", "use Backend::transaction or a script"),
-    ("SUBSCRIBE", "use Backend::subscribe"),
-    ("PSUBSCRIBE", "use Backend::subscribe"),
-    ("SSUBSCRIBE", "use Backend::subscribe"),
-    ("MONITOR", "it takes over the connection"),
-    ("QUIT", "use Redis::shutdown"),
-    ("EVAL", "use Backend::eval with a Script"),
-    ("EVALSHA", "use Backend::eval with a Script"),
-    ("BLMOVE", "use Backend::blocking"),
-    ("BRPOPLPUSH", "use Backend::blocking"),
-    ("BLPOP", "use Backend::blocking"),
-    ("BRPOP", "use Backend::blocking"),
-    ("BZPOPMIN", "use Backend::blocking"),
-    ("BZPOPMAX", "use Backend::blocking"),
-    ("BLMPOP", "use Backend::blocking"),
-    ("BZMPOP", "use Backend::blocking"),
-];
 
 /// A Redis deployment (standalone, cluster or sentinel) behind the [`Backend`] trait.
 ///
@@ -285,9 +264,7 @@ impl Drop for InFlight<'_> {
 #[async_trait]
 impl Backend for Redis {
     async fn call(&self, cmd: Cmd) -> Result<Value> {
-        if let Some((_, what)) = REFUSED.iter().find(|(name, _)| cmd.name().eq_ignore_ascii_case(name)) {
-            return Err(Error::InvalidInput(format!("Backend::call cannot send {}: {what}", cmd.name())));
-        }
+        cmd.check_callable()?;
         let _guard = self.enter()?;
         self.send(cmd, &Options::default()).await
     }
@@ -425,7 +402,7 @@ impl Backend for Redis {
     }
 
     async fn blocking(&self, cmd: Cmd) -> Result<Value> {
-        let block = block_duration(&cmd)?;
+        let block = cmd.block_duration()?;
         let _guard = self.enter()?;
         let timeout = block + self.timeout();
         let client = self.inner.blocking.acquire().await;
@@ -437,34 +414,6 @@ impl Backend for Redis {
             .await
             .map(convert::value)
             .map_err(|e| convert::error(e, timeout))
-    }
-}
-
-/// How long a blocking command may block, from its own timeout argument; 0 (forever) is refused,
-/// because a connection lost during an endless block would never be noticed.
-fn block_duration(cmd: &Cmd) -> Result<Duration> {
-    let args = cmd.arguments();
-    let name = cmd.name().to_ascii_uppercase();
-    let (raw, millis) = if name == "XREAD" || name == "XREADGROUP" {
-        let block = args.iter().position(|a| a.as_bytes().eq_ignore_ascii_case(b"BLOCK"));
-        (block.and_then(|i| args.get(i + 1)), true)
-    } else if matches!(name.as_str(), "BLMPOP" | "BZMPOP") {
-        (args.first(), false)
-    } else {
-        (args.last(), false)
-    };
-    let parsed = raw
-        .and_then(|a| std::str::from_utf8(a.as_bytes()).ok())
-        .and_then(|s| s.parse::<f64>().ok())
-        .filter(|v| v.is_finite() && *v >= 0.0);
-    match parsed {
-        Some(v) if v > 0.0 => Ok(Duration::from_secs_f64(if millis { v / 1000.0 } else { v })),
-        Some(_) => Err(Error::InvalidInput(format!(
-            "{name} with timeout 0 blocks forever; use a finite timeout and loop, so a lost connection is noticed"
-        ))),
-        None => Err(Error::InvalidInput(format!(
-            "{name} is not a blocking command with a timeout argument redtail can read"
-        ))),
     }
 }
 
@@ -642,15 +591,5 @@ mod tests {
             let delay = policy.next_delay().map(Duration::from_millis);
             assert_eq!(delay, Some(backoff.delay(attempt)), "attempt {attempt}");
         }
-    }
-
-    #[test]
-    fn block_durations_are_read_from_the_command() {
-        let blmove = Cmd::new("BLMOVE").arg("a").arg("b").arg("LEFT").arg("RIGHT").arg("1.5");
-        assert_eq!(block_duration(&blmove).ok(), Some(Duration::from_millis(1500)));
-        let xread = Cmd::new("XREAD").arg("BLOCK").arg(250).arg("STREAMS").arg("s").arg("$");
-        assert_eq!(block_duration(&xread).ok(), Some(Duration::from_millis(250)));
-        let forever = Cmd::new("BZPOPMIN").arg("z").arg(0);
-        assert!(matches!(block_duration(&forever), Err(Error::InvalidInput(m)) if m.contains("forever")));
     }
 }

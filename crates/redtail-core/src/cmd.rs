@@ -1,10 +1,32 @@
 //! `Cmd`: one Redis command with its arguments and the cluster slot of its first key.
 
-use std::fmt;
+use std::{fmt, time::Duration};
 
 use bytes::Bytes;
 
-use crate::Key;
+use crate::{Error, Key, Result};
+
+/// Commands that `Backend::call` refuses because another method does the job safely.
+const REFUSED: &[(&str, &str)] = &[
+    ("MULTI", "use Backend::transaction"),
+    ("EXEC", "use Backend::transaction"),
+    ("WATCH", "use Backend::transaction or a script"),
+    ("SUBSCRIBE", "use Backend::subscribe"),
+    ("PSUBSCRIBE", "use Backend::subscribe"),
+    ("SSUBSCRIBE", "use Backend::subscribe"),
+    ("MONITOR", "it takes over the connection"),
+    ("QUIT", "use Redis::shutdown"),
+    ("EVAL", "use Backend::eval with a Script"),
+    ("EVALSHA", "use Backend::eval with a Script"),
+    ("BLMOVE", "use Backend::blocking"),
+    ("BRPOPLPUSH", "use Backend::blocking"),
+    ("BLPOP", "use Backend::blocking"),
+    ("BRPOP", "use Backend::blocking"),
+    ("BZPOPMIN", "use Backend::blocking"),
+    ("BZPOPMAX", "use Backend::blocking"),
+    ("BLMPOP", "use Backend::blocking"),
+    ("BZMPOP", "use Backend::blocking"),
+];
 
 /// One argument of a command, binary safe.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -143,6 +165,45 @@ impl Cmd {
         (self.name, self.args, self.slot)
     }
 
+    /// Refuses, with what to use instead, a command that `Backend::call` must not send:
+    /// transactions, subscriptions, scripts and blocking commands have methods of their own.
+    pub fn check_callable(&self) -> Result<()> {
+        match REFUSED.iter().find(|(name, _)| self.name.eq_ignore_ascii_case(name)) {
+            Some((_, what)) => Err(Error::InvalidInput(format!("Backend::call cannot send {}: {what}", self.name))),
+            None => Ok(()),
+        }
+    }
+
+    /// How long a blocking command may block, read from its own timeout argument.
+    ///
+    /// A timeout of 0 (forever) is refused: a connection lost during an endless block would never
+    /// be noticed, which is how BullMQ workers hang after a failover.
+    pub fn block_duration(&self) -> Result<Duration> {
+        let args = &self.args;
+        let name = self.name.to_ascii_uppercase();
+        let (raw, millis) = if name == "XREAD" || name == "XREADGROUP" {
+            let block = args.iter().position(|a| a.as_bytes().eq_ignore_ascii_case(b"BLOCK"));
+            (block.and_then(|i| args.get(i + 1)), true)
+        } else if matches!(name.as_str(), "BLMPOP" | "BZMPOP") {
+            (args.first(), false)
+        } else {
+            (args.last(), false)
+        };
+        let parsed = raw
+            .and_then(|a| std::str::from_utf8(a.as_bytes()).ok())
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 0.0);
+        match parsed {
+            Some(v) if v > 0.0 => Ok(Duration::from_secs_f64(if millis { v / 1000.0 } else { v })),
+            Some(_) => Err(Error::InvalidInput(format!(
+                "{name} with timeout 0 blocks forever; use a finite timeout and loop, so a lost connection is noticed"
+            ))),
+            None => Err(Error::InvalidInput(format!(
+                "{name} is not a blocking command with a timeout argument redtail can read"
+            ))),
+        }
+    }
+
     /// The cluster slot of the first key, `None` for a command without keys.
     pub fn slot(&self) -> Option<u16> {
         self.slot
@@ -164,5 +225,26 @@ impl fmt::Debug for Cmd {
             write!(f, " ...({} more)", self.args.len() - 8)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_durations_are_read_from_the_command() {
+        let blmove = Cmd::new("BLMOVE").arg("a").arg("b").arg("LEFT").arg("RIGHT").arg("1.5");
+        assert_eq!(blmove.block_duration().ok(), Some(Duration::from_millis(1500)));
+        let xread = Cmd::new("XREAD").arg("BLOCK").arg(250).arg("STREAMS").arg("s").arg("$");
+        assert_eq!(xread.block_duration().ok(), Some(Duration::from_millis(250)));
+        let forever = Cmd::new("BZPOPMIN").arg("z").arg(0);
+        assert!(matches!(forever.block_duration(), Err(Error::InvalidInput(m)) if m.contains("forever")));
+    }
+
+    #[test]
+    fn commands_with_their_own_method_are_refused_by_call() {
+        assert!(Cmd::new("multi").check_callable().is_err());
+        assert!(Cmd::new("GET").check_callable().is_ok());
     }
 }

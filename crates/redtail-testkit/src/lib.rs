@@ -22,7 +22,9 @@ mod container;
 mod deployment;
 mod error;
 pub mod resp;
+mod memory;
 mod server;
 
 pub use deployment::{Deployment, SENTINEL_SERVICE, TestRedis};
 pub use error::{Error, Result};
+pub use memory::{Clock, MemoryBackend};
