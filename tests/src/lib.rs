@@ -1,14 +1,52 @@
-//! Shared setup for redtail's suites against real Redis: each suite is written once and run
-//! against every deployment with [`for_each_deployment!`].
+//! Shared setup for redtail's suites: each suite is written once and run against every backend
+//! (standalone, cluster, sentinel, in-memory) with [`for_each_backend!`], or against the real
+//! deployments only with [`for_each_server!`].
 
 use std::{sync::Arc, time::Duration};
 
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Namespace};
-pub use redtail_testkit::{Deployment, TestRedis};
+pub use redtail_testkit::{Deployment, MemoryBackend, TestRedis};
 
 /// The error type of test bodies, so they can use `?`.
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Where a suite runs: a real deployment, or the in-memory backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A real deployment of this kind.
+    Server(Deployment),
+    /// [`MemoryBackend`].
+    Memory,
+}
+
+/// What a suite that runs on every backend works with: the backend and a namespace of its own.
+#[derive(Debug)]
+pub struct Env {
+    /// The backend under test.
+    pub backend: Arc<dyn Backend>,
+    /// Keys of this test only.
+    pub ns: Namespace,
+    // Keeps the servers and the client alive for the test's duration.
+    _servers: Option<Ctx>,
+}
+
+impl Env {
+    /// A backend of `target`, with servers shared through the environment when set.
+    pub async fn new(target: Target) -> Env {
+        match target {
+            Target::Server(kind) => {
+                let ctx = Ctx::new(kind).await;
+                Env { backend: Arc::clone(&ctx.backend), ns: ctx.ns.clone(), _servers: Some(ctx) }
+            }
+            Target::Memory => Env {
+                backend: Arc::new(MemoryBackend::new()),
+                ns: Namespace::new("mem").unwrap_or_else(|e| panic!("{e}")),
+                _servers: None,
+            },
+        }
+    }
+}
 
 /// What one test works with: servers, a connected client, and a namespace of its own.
 #[derive(Debug)]
@@ -45,14 +83,36 @@ impl Ctx {
     }
 }
 
+/// Runs each named `async fn(Target) -> TestResult` as a test on the standalone, cluster,
+/// sentinel and in-memory backends.
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        $crate::for_each_backend!(@mod standalone $crate::Target::Server($crate::Deployment::Standalone), $($name),*);
+        $crate::for_each_backend!(@mod cluster $crate::Target::Server($crate::Deployment::Cluster), $($name),*);
+        $crate::for_each_backend!(@mod sentinel $crate::Target::Server($crate::Deployment::Sentinel), $($name),*);
+        $crate::for_each_backend!(@mod memory $crate::Target::Memory, $($name),*);
+    };
+    (@mod $module:ident $target:expr, $($name:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> $crate::TestResult {
+                    super::$name($target).await
+                }
+            )*
+        }
+    };
+}
+
 /// Runs each named `async fn(Deployment) -> TestResult` as a test on standalone, cluster and
 /// sentinel deployments.
 #[macro_export]
-macro_rules! for_each_deployment {
+macro_rules! for_each_server {
     ($($name:ident),* $(,)?) => {
-        $crate::for_each_deployment!(@mod standalone Standalone $($name),*);
-        $crate::for_each_deployment!(@mod cluster Cluster $($name),*);
-        $crate::for_each_deployment!(@mod sentinel Sentinel $($name),*);
+        $crate::for_each_server!(@mod standalone Standalone $($name),*);
+        $crate::for_each_server!(@mod cluster Cluster $($name),*);
+        $crate::for_each_server!(@mod sentinel Sentinel $($name),*);
     };
     (@mod $module:ident $kind:ident $($name:ident),*) => {
         mod $module {

@@ -1,9 +1,9 @@
-//! Every `Backend` method, on standalone, cluster and sentinel deployments.
+//! Every `Backend` method, on standalone, cluster and sentinel deployments and the in-memory backend.
 
 use std::{collections::HashSet, sync::LazyLock, time::Duration};
 
 use redtail_core::{Bytes, Cmd, Cursor, Error, Key, Script, Value};
-use redtail_tests::{Ctx, Deployment, TestResult, for_each_deployment};
+use redtail_tests::{Env, Target, TestResult, for_each_backend};
 
 static INCR_BY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -12,7 +12,7 @@ static INCR_BY: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-for_each_deployment!(
+for_each_backend!(
     call_reads_writes_and_reports_server_errors,
     call_refuses_commands_with_a_dedicated_method,
     pipeline_spans_slots_and_keeps_errors_in_place,
@@ -25,12 +25,12 @@ for_each_deployment!(
 );
 
 /// Keys spread over many slots (no hash tag), so cluster tests cross nodes.
-fn spread_keys(ctx: &Ctx, n: usize) -> Vec<Key> {
+fn spread_keys(ctx: &Env, n: usize) -> Vec<Key> {
     (0..n).map(|i| ctx.ns.key(["k", &i.to_string()])).collect()
 }
 
-async fn call_reads_writes_and_reports_server_errors(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn call_reads_writes_and_reports_server_errors(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     let key = ctx.ns.key(["counter"]);
     assert!(ctx.backend.call(Cmd::new("GET").key(&key)).await?.is_nil());
     assert!(ctx.backend.call(Cmd::new("SET").key(&key).arg(41).arg("EX").arg(60)).await?.is_ok());
@@ -45,8 +45,8 @@ async fn call_reads_writes_and_reports_server_errors(kind: Deployment) -> TestRe
     Ok(())
 }
 
-async fn call_refuses_commands_with_a_dedicated_method(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn call_refuses_commands_with_a_dedicated_method(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     for name in ["MULTI", "SUBSCRIBE", "EVALSHA", "BLMOVE"] {
         let refused = ctx.backend.call(Cmd::new(name).arg("x")).await;
         assert!(matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("use Backend::")), "{name}: {refused:?}");
@@ -54,8 +54,8 @@ async fn call_refuses_commands_with_a_dedicated_method(kind: Deployment) -> Test
     Ok(())
 }
 
-async fn pipeline_spans_slots_and_keeps_errors_in_place(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn pipeline_spans_slots_and_keeps_errors_in_place(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     let keys = spread_keys(&ctx, 20);
     let slots: HashSet<u16> = keys.iter().map(Key::slot).collect();
     assert!(slots.len() > 10, "keys must cover several slots");
@@ -73,8 +73,8 @@ async fn pipeline_spans_slots_and_keeps_errors_in_place(kind: Deployment) -> Tes
     Ok(())
 }
 
-async fn transaction_is_atomic_and_refuses_cross_slot(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn transaction_is_atomic_and_refuses_cross_slot(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     let user = ctx.ns.tagged("user:1");
     let (a, b) = (user.key(["a"]), user.key(["b"]));
     let replies = ctx
@@ -104,8 +104,8 @@ async fn transaction_is_atomic_and_refuses_cross_slot(kind: Deployment) -> TestR
     Ok(())
 }
 
-async fn eval_runs_scripts_on_one_slot(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn eval_runs_scripts_on_one_slot(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     // Several subjects on different slots, each script call on one slot.
     for user in ["u1", "u2", "u3", "u4"] {
         let ns = ctx.ns.tagged(user);
@@ -126,8 +126,8 @@ async fn eval_runs_scripts_on_one_slot(kind: Deployment) -> TestResult {
     Ok(())
 }
 
-async fn scan_finds_every_key_of_the_namespace_and_nothing_else(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn scan_finds_every_key_of_the_namespace_and_nothing_else(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     let keys = spread_keys(&ctx, 120);
     let mut cmds: Vec<Cmd> = keys.iter().map(|k| Cmd::new("SET").key(k).arg(1).arg("EX").arg(60)).collect();
     // Neighbours the pattern must not match: another part name, and a part with glob characters.
@@ -153,8 +153,8 @@ async fn scan_finds_every_key_of_the_namespace_and_nothing_else(kind: Deployment
     Ok(())
 }
 
-async fn hostile_key_parts_round_trip_and_stay_in_namespace(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn hostile_key_parts_round_trip_and_stay_in_namespace(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     let hostile: [&[u8]; 8] =
         [b"a}b:*{c", b"{", b"}", b"*", b"?[x]", b"with space", b"line\nbreak", &[0xff, 0xfe, 0x00, b'{']];
     let prefix = format!("{}:", ctx.ns.prefix());
@@ -177,8 +177,8 @@ async fn hostile_key_parts_round_trip_and_stay_in_namespace(kind: Deployment) ->
     Ok(())
 }
 
-async fn publish_reaches_subscribers(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn publish_reaches_subscribers(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     let channel = format!("{}:events", ctx.ns.prefix());
     let mut subscription = ctx.backend.subscribe(&[&channel]).await?;
     ctx.backend.publish(&channel, Bytes::from_static(b"hello")).await?;
@@ -189,8 +189,8 @@ async fn publish_reaches_subscribers(kind: Deployment) -> TestResult {
     Ok(())
 }
 
-async fn blocking_commands_do_not_stall_other_traffic(kind: Deployment) -> TestResult {
-    let ctx = Ctx::new(kind).await;
+async fn blocking_commands_do_not_stall_other_traffic(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
     let queue = ctx.ns.tagged("q");
     let (waiting, active) = (queue.key(["waiting"]), queue.key(["active"]));
     let backend = ctx.backend.clone();

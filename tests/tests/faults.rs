@@ -8,7 +8,7 @@ use std::{
 
 use redtail_connection::{Config, Error as ConnectError, Redis};
 use redtail_core::{Bytes, Cmd, Error, Key, Script, Value};
-use redtail_tests::{Ctx, Deployment, TestRedis, TestResult, for_each_deployment};
+use redtail_tests::{Ctx, Deployment, TestRedis, TestResult, for_each_server};
 
 static COUNT_RUN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -17,7 +17,7 @@ static COUNT_RUN: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-for_each_deployment!(noscript_after_script_flush_is_healed_and_the_script_runs_once);
+for_each_server!(noscript_after_script_flush_is_healed_and_the_script_runs_once);
 
 async fn noscript_after_script_flush_is_healed_and_the_script_runs_once(kind: Deployment) -> TestResult {
     let ctx = Ctx::owned(kind, |c| c).await;

@@ -26,7 +26,6 @@ use tokio::sync::{Notify, OnceCell, mpsc};
 
 use crate::{Config, convert};
 
-
 /// A Redis deployment (standalone, cluster or sentinel) behind the [`Backend`] trait.
 ///
 /// Cheap to clone; clones share connections. Build one per process with [`Redis::connect`].

@@ -21,8 +21,8 @@
 mod container;
 mod deployment;
 mod error;
-pub mod resp;
 mod memory;
+pub mod resp;
 mod server;
 
 pub use deployment::{Deployment, SENTINEL_SERVICE, TestRedis};

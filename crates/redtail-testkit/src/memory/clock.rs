@@ -49,7 +49,8 @@ impl Clock {
         if self.inner.manual.load(Ordering::SeqCst) {
             millis
         } else {
-            let real = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+            let real =
+                SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
             real.saturating_add(millis)
         }
     }

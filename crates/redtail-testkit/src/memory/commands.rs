@@ -6,10 +6,7 @@ use redtail_core::Bytes;
 
 use super::{
     glob,
-    store::{
-        CmdResult, Data, Reply, SYNTAX, Score, Store, StreamId, WRONGTYPE, format_score,
-        parse_float, parse_int,
-    },
+    store::{CmdResult, Data, Reply, SYNTAX, Score, Store, StreamId, WRONGTYPE, format_score, parse_float, parse_int},
 };
 
 /// Name and arity (Redis convention: negative means "at least") of every supported command.
@@ -245,8 +242,12 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
                 .flat_map(|(f, v)| [Reply::Bulk(f.clone()), Reply::Bulk(v.clone())])
                 .collect(),
         )),
-        "HKEYS" => Ok(Reply::Array(store.hash(&a[0])?.into_iter().flatten().map(|(f, _)| Reply::Bulk(f.clone())).collect())),
-        "HVALS" => Ok(Reply::Array(store.hash(&a[0])?.into_iter().flatten().map(|(_, v)| Reply::Bulk(v.clone())).collect())),
+        "HKEYS" => {
+            Ok(Reply::Array(store.hash(&a[0])?.into_iter().flatten().map(|(f, _)| Reply::Bulk(f.clone())).collect()))
+        }
+        "HVALS" => {
+            Ok(Reply::Array(store.hash(&a[0])?.into_iter().flatten().map(|(_, v)| Reply::Bulk(v.clone())).collect()))
+        }
         "HDEL" => {
             let removed = match store.hash_mut(&a[0], false)? {
                 Some(hash) => a[1..].iter().filter(|f| hash.remove(*f).is_some()).count(),
@@ -360,7 +361,9 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             store.drop_if_empty(&a[0]);
             Ok(Reply::Int(count(removed)))
         }
-        "SMEMBERS" => Ok(Reply::Array(store.set_of(&a[0])?.into_iter().flatten().map(|m| Reply::Bulk(m.clone())).collect())),
+        "SMEMBERS" => {
+            Ok(Reply::Array(store.set_of(&a[0])?.into_iter().flatten().map(|m| Reply::Bulk(m.clone())).collect()))
+        }
         "SISMEMBER" => Ok(Reply::from_bool(store.set_of(&a[0])?.is_some_and(|s| s.contains(&a[1])))),
         "SCARD" => Ok(Reply::Int(count(store.set_of(&a[0])?.map_or(0, |s| s.len())))),
         "ZADD" => zadd(store, a),
@@ -469,6 +472,10 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             Ok(Reply::Array(entries))
         }
         "XDEL" => {
+            // Redis answers 0 for a missing stream before it reads the ids.
+            if store.stream(&a[0])?.is_none() {
+                return Ok(Reply::Int(0));
+            }
             let ids = a[1..].iter().map(|id| parse_id(id)).collect::<Result<Vec<_>, _>>()?;
             let Some(stream) = store.stream_mut(&a[0], false)? else { return Ok(Reply::Int(0)) };
             Ok(Reply::Int(count(ids.iter().filter(|id| stream.entries.remove(id).is_some()).count())))
@@ -572,7 +579,6 @@ fn set(store: &mut Store, a: &[Bytes]) -> CmdResult {
 }
 
 fn expire(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
-    let n = parse_int(&a[1])?;
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for flag in &a[2..] {
         match String::from_utf8_lossy(flag).to_ascii_uppercase().as_str() {
@@ -589,6 +595,8 @@ fn expire(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
     if gt && lt {
         return Err("ERR GT and LT options at the same time are not compatible".to_owned());
     }
+    // Redis reads the flags before the time.
+    let n = parse_int(&a[1])?;
     let invalid = || format!("ERR invalid expire time in '{}' command", name.to_ascii_lowercase());
     let at: i64 = match name {
         "EXPIRE" => n.checked_mul(1000).and_then(|ms| ms.checked_add(i64::try_from(store.now).ok()?)),
@@ -603,7 +611,10 @@ fn expire(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
     let allowed = match current {
         // No TTL counts as an infinite one: GT never applies, LT always does.
         None => !xx && !gt,
-        Some(cur) => !nx && (!gt || u64::try_from(at).is_ok_and(|at| at > cur)) && (!lt || at < i64::try_from(cur).unwrap_or(i64::MAX)),
+        Some(cur) => {
+            !nx && (!gt || u64::try_from(at).is_ok_and(|at| at > cur))
+                && (!lt || at < i64::try_from(cur).unwrap_or(i64::MAX))
+        }
     };
     if !allowed {
         return Ok(Reply::Int(0));
@@ -645,13 +656,20 @@ fn side(arg: &[u8]) -> Result<bool, String> {
 }
 
 pub(crate) fn lmove(store: &mut Store, from: &[u8], to: &[u8], from_left: bool, to_left: bool) -> CmdResult {
-    // Redis checks the destination's type before moving anything.
+    // A missing source answers nil; otherwise the destination's type is checked before anything moves.
+    if store.list(from)?.is_none() {
+        return Ok(Reply::Nil);
+    }
     store.list(to)?;
     let Some(list) = store.list_mut(from, false)? else { return Ok(Reply::Nil) };
     let Some(value) = (if from_left { list.pop_front() } else { list.pop_back() }) else { return Ok(Reply::Nil) };
     store.drop_if_empty(from);
     let target = store.list_mut(to, true)?.ok_or(WRONGTYPE)?;
-    if to_left { target.push_front(value.clone()) } else { target.push_back(value.clone()) }
+    if to_left {
+        target.push_front(value.clone())
+    } else {
+        target.push_back(value.clone())
+    }
     Ok(Reply::Bulk(value))
 }
 
@@ -764,41 +782,40 @@ fn zrange(store: &mut Store, a: &[Bytes], legacy_by_score: bool) -> CmdResult {
     if limit.is_some() && !by_score {
         return Err("ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX".to_owned());
     }
-    let Some(z) = store.zset(&a[0])? else {
-        if by_score {
-            ScoreBound::parse(&a[1])?;
-            ScoreBound::parse(&a[2])?;
-        } else {
-            parse_int(&a[1])?;
-            parse_int(&a[2])?;
-        }
-        return Ok(Reply::Array(Vec::new()));
-    };
-    let items: Vec<&(Score, Bytes)> = if by_score {
+    // Redis parses the range before it looks at the key.
+    enum Range {
+        Scores(ScoreBound, ScoreBound),
+        Ranks(i64, i64),
+    }
+    let range = if by_score {
         // With REV the first bound is the maximum.
         let (min, max) = if rev { (&a[2], &a[1]) } else { (&a[1], &a[2]) };
-        let (min, max) = (ScoreBound::parse(min)?, ScoreBound::parse(max)?);
-        let matching = z.by_score.iter().filter(|(s, _)| min.below(s.0) && max.above(s.0));
-        let ordered: Vec<_> = if rev { matching.rev().collect() } else { matching.collect() };
-        match limit {
-            Some((offset, n)) if offset < 0 => {
-                let _ = n;
-                Vec::new()
-            }
-            Some((offset, n)) => {
-                let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-                let n = if n < 0 { usize::MAX } else { usize::try_from(n).unwrap_or(usize::MAX) };
-                ordered.into_iter().skip(offset).take(n).collect()
-            }
-            None => ordered,
-        }
+        Range::Scores(ScoreBound::parse(min)?, ScoreBound::parse(max)?)
     } else {
-        let (start, stop) = (parse_int(&a[1])?, parse_int(&a[2])?);
-        let range = index_range(z.len(), start, stop);
-        if rev {
-            z.by_score.iter().rev().skip(range.start).take(range.len()).collect()
-        } else {
-            z.by_score.iter().skip(range.start).take(range.len()).collect()
+        Range::Ranks(parse_int(&a[1])?, parse_int(&a[2])?)
+    };
+    let Some(z) = store.zset(&a[0])? else { return Ok(Reply::Array(Vec::new())) };
+    let items: Vec<&(Score, Bytes)> = match range {
+        Range::Scores(min, max) => {
+            let matching = z.by_score.iter().filter(|(s, _)| min.below(s.0) && max.above(s.0));
+            let ordered: Vec<_> = if rev { matching.rev().collect() } else { matching.collect() };
+            match limit {
+                Some((offset, _)) if offset < 0 => Vec::new(),
+                Some((offset, n)) => {
+                    let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+                    let n = usize::try_from(n).unwrap_or(usize::MAX);
+                    ordered.into_iter().skip(offset).take(n).collect()
+                }
+                None => ordered,
+            }
+        }
+        Range::Ranks(start, stop) => {
+            let range = index_range(z.len(), start, stop);
+            if rev {
+                z.by_score.iter().rev().skip(range.start).take(range.len()).collect()
+            } else {
+                z.by_score.iter().skip(range.start).take(range.len()).collect()
+            }
         }
     };
     let mut out = Vec::with_capacity(items.len() * if with_scores { 2 } else { 1 });
@@ -867,8 +884,9 @@ fn xadd(store: &mut Store, a: &[Bytes]) -> CmdResult {
                     j += 1;
                 }
                 let n = a.get(j).ok_or(SYNTAX)?;
-                max_len =
-                    Some(usize::try_from(parse_int(n)?).map_err(|_| "ERR The MAXLEN argument must be >= 0.".to_owned())?);
+                max_len = Some(
+                    usize::try_from(parse_int(n)?).map_err(|_| "ERR The MAXLEN argument must be >= 0.".to_owned())?,
+                );
                 i = j + 1;
             }
             _ => break,
@@ -878,29 +896,43 @@ fn xadd(store: &mut Store, a: &[Bytes]) -> CmdResult {
     if fields.is_empty() || fields.len() % 2 != 0 {
         return Err("ERR wrong number of arguments for 'xadd' command".to_owned());
     }
+    // The id is read, and 0-0 refused, before the key is looked at, as Redis does.
+    enum NewId {
+        Auto,
+        AutoSeq(u64),
+        Exact(StreamId),
+    }
     let id_arg = &a[i];
-    let now = store.now;
-    let Some(stream) = store.stream_mut(&a[0], !no_create)? else { return Ok(Reply::Nil) };
-    let last = stream.last_id;
-    let id = if id_arg.as_ref() == b"*" {
-        if now > last.0 { (now, 0) } else { (last.0, last.1 + 1) }
+    let wanted = if id_arg.as_ref() == b"*" {
+        NewId::Auto
     } else {
         let text = String::from_utf8_lossy(id_arg);
-        let id = match text.strip_suffix("-*") {
-            Some(ms) => {
-                let ms: u64 = ms.parse().map_err(|_| BAD_ID.to_owned())?;
-                if ms == last.0 { (ms, last.1 + 1) } else { (ms, 0) }
-            }
-            None => parse_id(id_arg)?,
-        };
-        if id == (0, 0) {
-            return Err("ERR The ID specified in XADD must be greater than 0-0".to_owned());
+        match text.strip_suffix("-*") {
+            Some(ms) => NewId::AutoSeq(ms.parse().map_err(|_| BAD_ID.to_owned())?),
+            None => NewId::Exact(parse_id(id_arg)?),
         }
-        if id <= last {
-            return Err("ERR The ID specified in XADD is equal or smaller than the target stream top item".to_owned());
-        }
-        id
     };
+    if matches!(wanted, NewId::Exact((0, 0))) {
+        return Err("ERR The ID specified in XADD must be greater than 0-0".to_owned());
+    }
+    let now = store.now;
+    // The stream is created only once the id is known to be valid.
+    let last = match store.stream(&a[0])? {
+        Some(stream) => stream.last_id,
+        None if no_create => return Ok(Reply::Nil),
+        None => (0, 0),
+    };
+    let id = match wanted {
+        NewId::Auto if now > last.0 => (now, 0),
+        NewId::Auto => (last.0, last.1 + 1),
+        NewId::AutoSeq(ms) if ms == last.0 => (ms, last.1 + 1),
+        NewId::AutoSeq(ms) => (ms, 0),
+        NewId::Exact(id) => id,
+    };
+    if id <= last {
+        return Err("ERR The ID specified in XADD is equal or smaller than the target stream top item".to_owned());
+    }
+    let stream = store.stream_mut(&a[0], true)?.ok_or(WRONGTYPE)?;
     stream.entries.insert(id, fields.chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect());
     stream.last_id = id;
     if let Some(max) = max_len {

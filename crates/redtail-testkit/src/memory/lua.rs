@@ -166,9 +166,7 @@ fn from_lua(value: LuaValue) -> Reply {
         LuaValue::Nil | LuaValue::Boolean(false) => Reply::Nil,
         LuaValue::Boolean(true) => Reply::Int(1),
         LuaValue::Integer(i) => Reply::Int(i),
-        // Truncation toward zero, saturating, as Redis's (long long) cast does in practice.
-        #[allow(clippy::cast_possible_truncation)] // the truncation is the documented Redis rule
-        LuaValue::Number(n) => Reply::Int(n as i64),
+        LuaValue::Number(n) => Reply::Int(truncate(n)),
         LuaValue::String(s) => Reply::Bulk(Bytes::copy_from_slice(&s.as_bytes())),
         LuaValue::Table(t) => {
             if let Ok(LuaValue::String(e)) = t.raw_get::<LuaValue>("err") {
@@ -188,6 +186,19 @@ fn from_lua(value: LuaValue) -> Reply {
         }
         _ => Reply::Nil,
     }
+}
+
+/// A Lua number as Redis's `(long long)` cast gives it on x86-64: truncated toward zero, and
+/// the "integer indefinite" `i64::MIN` for NaN and values out of range.
+fn truncate(n: f64) -> i64 {
+    // 2^63 is exactly representable; everything in [-2^63, 2^63) truncates into range.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if n.is_nan() || !(-LIMIT..LIMIT).contains(&n) {
+        return i64::MIN;
+    }
+    #[allow(clippy::cast_possible_truncation)] // in range, checked above; truncation is the rule
+    let truncated = n.trunc() as i64;
+    truncated
 }
 
 /// Installs `redis` (without `call`/`pcall`, bound per run), `cjson`, and global protection.
@@ -308,7 +319,11 @@ fn to_json(value: &LuaValue, depth: usize) -> mlua::Result<serde_json::Value> {
                         LuaValue::String(s) => s.to_string_lossy(),
                         LuaValue::Integer(i) => i.to_string(),
                         LuaValue::Number(n) => n.to_string(),
-                        _ => return Err(mlua::Error::runtime("Cannot serialise table: table key must be a number or string")),
+                        _ => {
+                            return Err(mlua::Error::runtime(
+                                "Cannot serialise table: table key must be a number or string",
+                            ));
+                        }
                     };
                     map.insert(key, to_json(&v, depth + 1)?);
                 }

@@ -186,7 +186,9 @@ impl MemoryBackend {
                 entries => Some(entries),
             },
             other => {
-                return Err(Error::InvalidInput(format!("MemoryBackend does not support the blocking command {other}")));
+                return Err(Error::InvalidInput(format!(
+                    "MemoryBackend does not support the blocking command {other}"
+                )));
             }
         };
         if reply.is_some() {
