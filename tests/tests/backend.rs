@@ -1,6 +1,10 @@
 //! Every `Backend` method, on standalone, cluster and sentinel deployments and the in-memory backend.
 
-use std::{collections::HashSet, sync::LazyLock, time::Duration};
+use std::{
+    collections::HashSet,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use redtail_core::{Bytes, Cmd, Cursor, Error, Key, Script, Value};
 use redtail_tests::{Env, Target, TestResult, for_each_backend};
@@ -22,6 +26,7 @@ for_each_backend!(
     hostile_key_parts_round_trip_and_stay_in_namespace,
     publish_reaches_subscribers,
     blocking_commands_do_not_stall_other_traffic,
+    blocking_commands_reply_as_redis_does,
 );
 
 /// Keys spread over many slots (no hash tag), so cluster tests cross nodes.
@@ -207,5 +212,58 @@ async fn blocking_commands_do_not_stall_other_traffic(target: Target) -> TestRes
     let timed_out = ctx.backend.blocking(Cmd::new("BZPOPMIN").key(&queue.key(["z"])).arg("0.1")).await?;
     assert!(timed_out.is_nil());
     ctx.backend.call(Cmd::new("DEL").key(&active)).await?;
+    Ok(())
+}
+
+fn bulk(s: &str) -> Value {
+    Value::from(s)
+}
+
+async fn blocking_commands_reply_as_redis_does(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
+    let tag = ctx.ns.tagged("blocking");
+    let (list, other, zset, stream) = (tag.key(["list"]), tag.key(["other"]), tag.key(["zset"]), tag.key(["stream"]));
+    let name = |k: &Key| Value::Bytes(k.to_bytes());
+    let backend = &ctx.backend;
+    backend.call(Cmd::new("RPUSH").key(&list).arg("a").arg("b")).await?;
+    let popped = backend.blocking(Cmd::new("BLPOP").key(&other).key(&list).arg(1)).await?;
+    assert_eq!(popped, Value::Array(vec![name(&list), bulk("a")]));
+    let popped = backend.blocking(Cmd::new("BRPOP").key(&list).arg(1)).await?;
+    assert_eq!(popped, Value::Array(vec![name(&list), bulk("b")]));
+    assert!(backend.blocking(Cmd::new("BLPOP").key(&list).arg("0.1")).await?.is_nil());
+
+    backend.call(Cmd::new("ZADD").key(&zset).arg(1).arg("m1").arg(2.5).arg("m2")).await?;
+    let min = backend.blocking(Cmd::new("BZPOPMIN").key(&zset).arg(1)).await?;
+    assert_eq!(min, Value::Array(vec![name(&zset), bulk("m1"), bulk("1")]));
+    let max = backend.blocking(Cmd::new("BZPOPMAX").key(&zset).arg(1)).await?;
+    assert_eq!(max, Value::Array(vec![name(&zset), bulk("m2"), bulk("2.5")]));
+
+    backend.call(Cmd::new("RPUSH").key(&list).arg("x")).await?;
+    assert_eq!(backend.blocking(Cmd::new("BRPOPLPUSH").key(&list).key(&other).arg(1)).await?, bulk("x"));
+    let moved = Cmd::new("BLMOVE").key(&other).key(&list).arg("LEFT").arg("RIGHT").arg(1);
+    assert_eq!(backend.blocking(moved).await?, bulk("x"));
+
+    backend.call(Cmd::new("XADD").key(&stream).arg("1-1").arg("f").arg("v")).await?;
+    let read = backend
+        .blocking(Cmd::new("XREAD").arg("COUNT").arg(1).arg("BLOCK").arg(100).arg("STREAMS").key(&stream).arg("0"))
+        .await?;
+    let entry = Value::Array(vec![bulk("1-1"), Value::Array(vec![bulk("f"), bulk("v")])]);
+    assert_eq!(read, Value::Array(vec![Value::Array(vec![name(&stream), Value::Array(vec![entry])])]));
+    let nothing_new = Cmd::new("XREAD").arg("BLOCK").arg(100).arg("STREAMS").key(&stream).arg("$");
+    assert!(backend.blocking(nothing_new).await?.is_nil());
+
+    // `$` means entries added while waiting.
+    let waiter = Arc::clone(backend);
+    let wait = Cmd::new("XREAD").arg("BLOCK").arg(5_000).arg("STREAMS").key(&stream).arg("$");
+    let pending = tokio::spawn(async move { waiter.blocking(wait).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    backend.call(Cmd::new("XADD").key(&stream).arg("2-1").arg("g").arg("w")).await?;
+    let woke = pending.await??.into_array()?;
+    let entries = woke.into_iter().next().ok_or("no stream in reply")?.into_array()?;
+    assert_eq!(
+        entries[1],
+        Value::Array(vec![Value::Array(vec![bulk("2-1"), Value::Array(vec![bulk("g"), bulk("w")])])])
+    );
+    backend.call(Cmd::new("DEL").key(&list).key(&other).key(&zset).key(&stream)).await?;
     Ok(())
 }
