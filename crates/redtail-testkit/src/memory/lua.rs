@@ -13,6 +13,8 @@ use super::{
 #[derive(Debug)]
 pub(crate) struct Scripting {
     lua: Lua,
+    /// Compiled scripts by SHA-1, so a script is parsed once, as Redis caches it.
+    functions: std::collections::HashMap<String, mlua::Function>,
 }
 
 /// An error reply raised by `redis.call`, kept distinct from Lua runtime errors.
@@ -32,12 +34,28 @@ impl Scripting {
         let lua = Lua::new_with(StdLib::TABLE | StdLib::STRING | StdLib::MATH, LuaOptions::default())
             .map_err(|e| format!("ERR cannot start Lua: {e}"))?;
         setup(&lua).map_err(|e| format!("ERR cannot set up Lua: {e}"))?;
-        Ok(Scripting { lua })
+        Ok(Scripting { lua, functions: std::collections::HashMap::new() })
     }
 
     /// Runs `source` with `KEYS` and `ARGV`, atomically with respect to the store (the caller
     /// holds it for the whole run).
-    pub(crate) fn run(&self, store: &mut Store, sha: &str, source: &str, keys: &[Bytes], args: &[Bytes]) -> CmdResult {
+    pub(crate) fn run(
+        &mut self,
+        store: &mut Store,
+        sha: &str,
+        source: &str,
+        keys: &[Bytes],
+        args: &[Bytes],
+    ) -> CmdResult {
+        let function = match self.functions.get(sha) {
+            Some(function) => function.clone(),
+            None => {
+                let compiled = self.lua.load(source).set_name("@user_script").into_function();
+                let function = compiled.map_err(|e| format!("ERR Error compiling script: {}", describe(&e)))?;
+                self.functions.insert(sha.to_owned(), function.clone());
+                function
+            }
+        };
         let lua = &self.lua;
         let store = std::cell::RefCell::new(store);
         let store = &store;
@@ -62,7 +80,6 @@ impl Scripting {
             })?;
             redis.raw_set("call", call)?;
             redis.raw_set("pcall", pcall)?;
-            let function = lua.load(source).set_name("@user_script").into_function()?;
             function.call::<LuaValue>(())
         });
         match result {

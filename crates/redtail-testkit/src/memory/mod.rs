@@ -271,7 +271,7 @@ impl Backend for MemoryBackend {
         if scripting.is_none() {
             *scripting = Some(Scripting::new().map_err(server)?);
         }
-        let Some(scripting) = scripting.as_ref() else { return Err(server("ERR Lua is not available".to_owned())) };
+        let Some(scripting) = scripting.as_mut() else { return Err(server("ERR Lua is not available".to_owned())) };
         let reply = scripting.run(store, script.sha(), script.source(), &keys, &args);
         drop(state);
         self.shared.changed.notify_waiters();
