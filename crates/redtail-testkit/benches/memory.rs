@@ -1,6 +1,7 @@
 //! Criterion benchmarks of `MemoryBackend`: GET, SET, INCR and one script call.
 //!
 //! `cargo bench -p redtail-testkit --bench memory`
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::hint::black_box;
 

@@ -188,7 +188,7 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             a.iter().map(|k| string(store, k).ok().flatten().map_or(Reply::Nil, Reply::Bulk)).collect(),
         )),
         "MSET" => {
-            if a.len() % 2 != 0 {
+            if !a.len().is_multiple_of(2) {
                 return Err("ERR wrong number of arguments for 'mset' command".to_owned());
             }
             for pair in a.chunks(2) {
@@ -212,7 +212,7 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
         }
         "STRLEN" => Ok(Reply::Int(count(string(store, &a[0])?.map_or(0, |b| b.len())))),
         "HSET" => {
-            if a.len() % 2 != 1 {
+            if a.len().is_multiple_of(2) {
                 return Err("ERR wrong number of arguments for 'hset' command".to_owned());
             }
             let hash = store.hash_mut(&a[0], true)?.ok_or(WRONGTYPE)?;
@@ -689,13 +689,13 @@ fn zadd(store: &mut Store, a: &[Bytes]) -> CmdResult {
         i += 1;
     }
     let pairs = &a[i..];
-    if pairs.is_empty() || pairs.len() % 2 != 0 {
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
         return Err(SYNTAX.to_owned());
     }
     if nx && xx {
         return Err("ERR XX and NX options at the same time are not compatible".to_owned());
     }
-    if (gt && nx) || (lt && nx) || (gt && lt) {
+    if (nx && (gt || lt)) || (gt && lt) {
         return Err("ERR GT, LT, and/or NX options at the same time are not compatible".to_owned());
     }
     if incr && pairs.len() > 2 {
@@ -893,7 +893,7 @@ fn xadd(store: &mut Store, a: &[Bytes]) -> CmdResult {
         }
     }
     let fields = a.get(i + 1..).unwrap_or_default();
-    if fields.is_empty() || fields.len() % 2 != 0 {
+    if fields.is_empty() || !fields.len().is_multiple_of(2) {
         return Err("ERR wrong number of arguments for 'xadd' command".to_owned());
     }
     // The id is read, and 0-0 refused, before the key is looked at, as Redis does.
@@ -961,7 +961,7 @@ pub(crate) fn xread(store: &mut Store, a: &[Bytes]) -> CmdResult {
         }
     }
     let rest = a.get(i + 1..).unwrap_or_default();
-    if rest.is_empty() || rest.len() % 2 != 0 {
+    if rest.is_empty() || !rest.len().is_multiple_of(2) {
         return Err(
             "ERR Unbalanced 'xread' list of streams: for each stream key an ID or '$' must be specified.".to_owned()
         );

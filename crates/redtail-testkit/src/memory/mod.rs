@@ -59,9 +59,12 @@ struct Shared {
     clock: Clock,
     /// Woken after every write, so blocked pops look again.
     changed: Notify,
-    subscribers: Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>,
+    subscribers: Mutex<Subscribers>,
     next_id: AtomicU64,
 }
+
+/// Senders of each channel's subscriptions, by subscription id.
+type Subscribers = HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>;
 
 struct State {
     store: Store,
