@@ -146,6 +146,7 @@ fn step() -> impl Strategy<Value = Step> {
             cmd("EXPIRETIME", key().prop_map(|k| vec![k])),
             cmd("PEXPIRETIME", key().prop_map(|k| vec![k])),
             cmd("PERSIST", key().prop_map(|k| vec![k])),
+            cmd("RENAME", (key(), key()).prop_map(|(a, b)| vec![a, b])),
             cmd("PING", flags(&["hello"])),
             cmd("TIME", Just(vec![])),
             cmd("DBSIZE", Just(vec![])),

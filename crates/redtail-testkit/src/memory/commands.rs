@@ -30,6 +30,7 @@ const COMMANDS: &[(&str, i32)] = &[
     ("EXPIRETIME", 2),
     ("PEXPIRETIME", 2),
     ("PERSIST", 2),
+    ("RENAME", 3),
     ("GET", 2),
     ("SET", -3),
     ("SETNX", 3),
@@ -153,6 +154,11 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             },
         })),
         "PERSIST" => Ok(Reply::from_bool(store.get_mut(&a[0]).is_some_and(|e| e.expires_at.take().is_some()))),
+        "RENAME" => {
+            let entry = store.remove(&a[0]).ok_or_else(|| "ERR no such key".to_owned())?;
+            store.keys.insert(a[1].clone(), entry);
+            Ok(Reply::ok())
+        }
         "GET" => Ok(string(store, &a[0])?.map_or(Reply::Nil, Reply::Bulk)),
         "SET" => set(store, a),
         "SETNX" => {

@@ -1,0 +1,407 @@
+//! `SessionStore`: create, read, update, extend, rotate and end sessions.
+
+use std::{
+    collections::HashSet,
+    marker::PhantomData,
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use redtail_core::{Arg, Backend, Bytes, Cmd, Codec, JsonCodec, Key, Script, Tagged, Value};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    Error, Result, SessionConfig,
+    token::{Token, user_tag_text},
+};
+
+static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new("session_create", include_str!("../lua/create.lua")));
+static UPDATE: LazyLock<Script> = LazyLock::new(|| Script::new("session_update", include_str!("../lua/update.lua")));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new("session_extend", include_str!("../lua/extend.lua")));
+static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new("session_rotate", include_str!("../lua/rotate.lua")));
+static INVALIDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new("session_invalidate", include_str!("../lua/invalidate.lua")));
+static INVALIDATE_ALL: LazyLock<Script> =
+    LazyLock::new(|| Script::new("session_invalidate_all", include_str!("../lua/invalidate_all.lua")));
+static LIST: LazyLock<Script> = LazyLock::new(|| Script::new("session_list", include_str!("../lua/list.lua")));
+
+/// The longest user id accepted, in bytes.
+const MAX_USER_ID: usize = 1024;
+
+/// Where and how a client is connected, shown to users in their session list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Device {
+    /// The client's IP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The client's `User-Agent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+impl Device {
+    /// A device seen at `ip` with `user_agent`.
+    pub fn new(ip: Option<String>, user_agent: Option<String>) -> Self {
+        Device { ip, user_agent }
+    }
+}
+
+/// A live session.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Session<T> {
+    /// Opaque id of the session (a digest of its token), safe to show and log.
+    pub id: String,
+    /// Whose session it is.
+    pub user_id: String,
+    /// The application's data.
+    pub data: T,
+    /// When it was created (server clock).
+    pub created_at: SystemTime,
+    /// When it was last extended.
+    pub last_seen: SystemTime,
+    /// When it expires unless extended.
+    pub expires_at: SystemTime,
+    /// The time no extension can pass, if capped.
+    pub absolute_deadline: Option<SystemTime>,
+    /// Whether it is a long-lived "remember me" session.
+    pub remember_me: bool,
+    /// Device information given at creation.
+    pub device: Option<Device>,
+}
+
+/// Options for [`SessionStore::create`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct NewSession {
+    /// A long-lived session.
+    pub remember_me: bool,
+    /// Device information shown in session lists.
+    pub device: Option<Device>,
+}
+
+impl NewSession {
+    /// A standard session.
+    pub fn standard() -> Self {
+        NewSession::default()
+    }
+
+    /// A "remember me" session.
+    pub fn remember_me() -> Self {
+        NewSession { remember_me: true, device: None }
+    }
+
+    /// With device information.
+    #[must_use]
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = Some(device);
+        self
+    }
+}
+
+/// Session storage on any redtail [`Backend`], generic over the session data type.
+///
+/// Every change that touches several keys is one Lua script, and all keys of one user share a
+/// hash tag, so it is atomic and exact on Redis Cluster too. See the crate documentation.
+pub struct SessionStore<T, C: Codec = JsonCodec> {
+    backend: Arc<dyn Backend>,
+    config: SessionConfig,
+    codec: C,
+    corrupt: AtomicU64,
+    logged_corrupt: Mutex<HashSet<String>>,
+    _data: PhantomData<fn() -> T>,
+}
+
+impl<T, C: Codec> std::fmt::Debug for SessionStore<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionStore").field("backend", &self.backend).field("config", &self.config).finish()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SessionStore<T> {
+    /// A store with JSON-encoded data.
+    pub fn new(backend: Arc<dyn Backend>, config: SessionConfig) -> Self {
+        Self::with_codec(backend, config, JsonCodec)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
+    /// A store with data encoded by `codec`.
+    pub fn with_codec(backend: Arc<dyn Backend>, config: SessionConfig, codec: C) -> Self {
+        SessionStore {
+            backend,
+            config,
+            codec,
+            corrupt: AtomicU64::new(0),
+            logged_corrupt: Mutex::default(),
+            _data: PhantomData,
+        }
+    }
+
+    /// How many reads found data that was not a session (corrupt or foreign) and treated it as none.
+    pub fn corrupt_reads(&self) -> u64 {
+        self.corrupt.load(Ordering::Relaxed)
+    }
+
+    fn tagged(&self, tag: &str) -> Tagged {
+        self.config.namespace.tagged(tag)
+    }
+
+    /// The keys of a token's session: its hash, its tag's index, the session key prefix, its id.
+    fn keys_of(&self, token: &Token) -> (Key, Key, String) {
+        let (tag, id) = token.locate();
+        let tagged = self.tagged(&tag);
+        (tagged.key(["s", id.as_str()]), tagged.key(["idx"]), id)
+    }
+
+    fn session_prefix(tagged: &Tagged) -> String {
+        tagged.key(["s", ""]).to_string()
+    }
+
+    fn encode(&self, data: &T) -> Result<Vec<u8>> {
+        let bytes = self.codec.encode(data)?;
+        if bytes.len() > self.config.max_data_bytes {
+            return Err(Error::TooLarge { size: bytes.len(), limit: self.config.max_data_bytes });
+        }
+        Ok(bytes)
+    }
+
+    /// Creates a session for `user_id` and returns its token (give it to the client) and the session.
+    pub async fn create(&self, user_id: &str, data: T, options: NewSession) -> Result<(Token, Session<T>)> {
+        check_user_id(user_id)?;
+        let encoded = self.encode(&data)?;
+        let token = Token::generate(user_id)?;
+        let (key, index, id) = self.keys_of(&token);
+        let (idle, absolute) = self.config.lifetimes(options.remember_me);
+        let device = match &options.device {
+            Some(device) => serde_json::to_vec(device).map_err(|e| Error::InvalidInput(format!("device: {e}")))?,
+            None => Vec::new(),
+        };
+        let args: Vec<Arg> = vec![
+            millis(idle).into(),
+            absolute.map_or(0, millis).into(),
+            user_id.into(),
+            encoded.into(),
+            if options.remember_me { "1" } else { "0" }.into(),
+            device.into(),
+            id.as_str().into(),
+            Self::session_prefix(&self.tagged(&user_tag_text(user_id))).into(),
+            self.config.max_sessions_per_user.unwrap_or(0).into(),
+        ];
+        let reply = self.backend.eval(&CREATE, &[key, index], args).await?.into_array()?;
+        let time = |i: usize| reply.get(i).map(Value::as_int).transpose().map(|t| t.unwrap_or(0));
+        let (now, expires, deadline) = (time(0)?, time(1)?, time(2)?);
+        let session = Session {
+            id,
+            user_id: user_id.to_owned(),
+            data,
+            created_at: at(now),
+            last_seen: at(now),
+            expires_at: at(expires),
+            absolute_deadline: (deadline > 0).then(|| at(deadline)),
+            remember_me: options.remember_me,
+            device: options.device,
+        };
+        Ok((token, session))
+    }
+
+    /// The session of `token`, or `None` when the token is malformed, unknown or expired, or the
+    /// data under it is not a session (counted in [`SessionStore::corrupt_reads`]). One round trip.
+    pub async fn get(&self, token: &str) -> Result<Option<Session<T>>> {
+        let Some(token) = Token::parse(token) else { return Ok(None) };
+        let (key, _, id) = self.keys_of(&token);
+        let reply = match self.backend.call(Cmd::new("HGETALL").key(&key)).await {
+            Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(&id, "not a hash")),
+            other => other?,
+        };
+        let fields = reply.into_array()?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        match self.decode(id.clone(), fields) {
+            Ok(session) => Ok(Some(session)),
+            Err(reason) => Ok(self.corrupt(&id, &reason)),
+        }
+    }
+
+    fn corrupt(&self, id: &str, reason: &str) -> Option<Session<T>> {
+        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        let mut logged = self.logged_corrupt.lock().unwrap_or_else(|p| p.into_inner());
+        // Each bad key is logged once (by its digest, never a token); the memory of them is bounded.
+        if logged.len() < 1024 && logged.insert(id.to_owned()) {
+            tracing::warn!(session = id, reason, "data under a session key is not a session; treating it as none");
+        }
+        None
+    }
+
+    fn decode(&self, id: String, fields: Vec<Value>) -> std::result::Result<Session<T>, String> {
+        let mut record = Record::default();
+        for pair in fields.chunks(2) {
+            let [name, value] = pair else { return Err("odd number of hash fields".to_owned()) };
+            let name = name.clone().into_bytes().map_err(|e| e.to_string())?;
+            let value = value.clone().into_bytes().map_err(|e| e.to_string())?;
+            record.set(&name, value);
+        }
+        record.into_session(id, &self.codec)
+    }
+
+    /// Replaces the data of an existing session. Returns `false`, writing nothing, when the
+    /// session has ended: a request that finishes after logout never brings it back.
+    pub async fn update(&self, token: &str, data: &T) -> Result<bool> {
+        let encoded = self.encode(data)?;
+        let Some(token) = Token::parse(token) else { return Ok(false) };
+        let (key, _, _) = self.keys_of(&token);
+        let updated = self.backend.eval(&UPDATE, &[key], vec![encoded.into()]).await?;
+        Ok(updated.as_int()? == 1)
+    }
+
+    /// Slides the session's expiry forward (never past its absolute deadline), writing only when
+    /// it would move by more than the configured fraction of its idle lifetime. Returns the expiry
+    /// now in force, or `None` when the session has ended.
+    pub async fn extend(&self, token: &str) -> Result<Option<SystemTime>> {
+        let Some(token) = Token::parse(token) else { return Ok(None) };
+        let (key, index, id) = self.keys_of(&token);
+        let fraction = self.config.extend_fraction;
+        let reply = self.backend.eval(&EXTEND, &[key, index], vec![id.into(), fraction.into()]).await?;
+        Ok(reply.as_opt_int()?.map(at))
+    }
+
+    /// Gives the session a new token and kills the old one at once; call it at login and on
+    /// privilege changes. `None` when the session has ended.
+    pub async fn rotate(&self, token: &str) -> Result<Option<Token>> {
+        let Some(old) = Token::parse(token) else { return Ok(None) };
+        let new = old.sibling()?;
+        let (old_key, index, old_id) = self.keys_of(&old);
+        let (new_key, _, new_id) = self.keys_of(&new);
+        let rotated =
+            self.backend.eval(&ROTATE, &[old_key, new_key, index], vec![old_id.into(), new_id.into()]).await?;
+        Ok((rotated.as_int()? == 1).then_some(new))
+    }
+
+    /// Ends one session. Returns whether it was live.
+    pub async fn invalidate(&self, token: &str) -> Result<bool> {
+        let Some(token) = Token::parse(token) else { return Ok(false) };
+        let (key, index, id) = self.keys_of(&token);
+        Ok(self.backend.eval(&INVALIDATE, &[key, index], vec![id.into()]).await?.as_int()? == 1)
+    }
+
+    /// Ends every session of `user_id` ("log out everywhere"); returns how many were live.
+    pub async fn invalidate_all(&self, user_id: &str) -> Result<u64> {
+        check_user_id(user_id)?;
+        let tagged = self.tagged(&user_tag_text(user_id));
+        let args = vec![Self::session_prefix(&tagged).into(), user_id.into()];
+        let ended = self.backend.eval(&INVALIDATE_ALL, &[tagged.key(["idx"])], args).await?.as_int()?;
+        Ok(u64::try_from(ended).unwrap_or(0))
+    }
+
+    /// The live sessions of `user_id`, oldest expiry first; unreadable ones are skipped and counted.
+    pub async fn list(&self, user_id: &str) -> Result<Vec<Session<T>>> {
+        check_user_id(user_id)?;
+        let tagged = self.tagged(&user_tag_text(user_id));
+        let args = vec![Self::session_prefix(&tagged).into(), user_id.into()];
+        let reply = self.backend.eval(&LIST, &[tagged.key(["idx"])], args).await?.into_array()?;
+        let mut sessions = Vec::with_capacity(reply.len());
+        for entry in reply {
+            let mut parts = entry.into_array()?.into_iter();
+            let (Some(id), Some(fields)) = (parts.next(), parts.next()) else { continue };
+            let id = id.into_string()?;
+            match self.decode(id.clone(), fields.into_array()?) {
+                Ok(session) => sessions.push(session),
+                Err(reason) => {
+                    self.corrupt(&id, &reason);
+                }
+            }
+        }
+        Ok(sessions)
+    }
+}
+
+fn check_user_id(user_id: &str) -> Result<()> {
+    if user_id.is_empty() {
+        return Err(Error::InvalidInput("user id must not be empty".to_owned()));
+    }
+    if user_id.len() > MAX_USER_ID {
+        return Err(Error::InvalidInput(format!(
+            "user id is {} bytes, over the limit of {MAX_USER_ID}",
+            user_id.len()
+        )));
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn at(unix_ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0))
+}
+
+/// The fields of a session hash, as written by `create.lua`.
+#[derive(Default)]
+struct Record {
+    user: Option<Bytes>,
+    data: Option<Bytes>,
+    created: Option<Bytes>,
+    seen: Option<Bytes>,
+    expires: Option<Bytes>,
+    absolute: Option<Bytes>,
+    remember: Option<Bytes>,
+    device: Option<Bytes>,
+}
+
+impl Record {
+    fn set(&mut self, name: &[u8], value: Bytes) {
+        let slot = match name {
+            b"u" => &mut self.user,
+            b"d" => &mut self.data,
+            b"c" => &mut self.created,
+            b"s" => &mut self.seen,
+            b"e" => &mut self.expires,
+            b"a" => &mut self.absolute,
+            b"r" => &mut self.remember,
+            b"v" => &mut self.device,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+
+    fn into_session<T: DeserializeOwned, C: Codec>(
+        self,
+        id: String,
+        codec: &C,
+    ) -> std::result::Result<Session<T>, String> {
+        fn time(field: Option<Bytes>, name: &str) -> std::result::Result<i64, String> {
+            let bytes = field.ok_or_else(|| format!("missing field {name}"))?;
+            std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("field {name} is not a time"))
+        }
+        let user_id =
+            String::from_utf8(self.user.ok_or("missing field u")?.to_vec()).map_err(|_| "user id is not UTF-8")?;
+        let data = codec.decode(&self.data.ok_or("missing field d")?).map_err(|e| e.to_string())?;
+        let device = match self.device {
+            Some(bytes) if !bytes.is_empty() => {
+                Some(serde_json::from_slice(&bytes).map_err(|e| format!("device: {e}"))?)
+            }
+            _ => None,
+        };
+        let deadline = time(self.absolute, "a")?;
+        Ok(Session {
+            id,
+            user_id,
+            data,
+            created_at: at(time(self.created, "c")?),
+            last_seen: at(time(self.seen, "s")?),
+            expires_at: at(time(self.expires, "e")?),
+            absolute_deadline: (deadline > 0).then(|| at(deadline)),
+            remember_me: self.remember.as_deref() == Some(b"1"),
+            device,
+        })
+    }
+}

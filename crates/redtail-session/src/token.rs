@@ -1,0 +1,136 @@
+//! Session tokens: 256 random bits plus a routing tag, and the digest that stands for them in Redis.
+
+use std::fmt;
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+const SECRET_BYTES: usize = 32;
+const TAG_BYTES: usize = 8;
+/// Length of a token's text: base64url of 40 bytes, without padding.
+pub const TOKEN_LEN: usize = 54;
+
+/// A session token, as given to the client (in a cookie or a header).
+///
+/// It is 32 bytes from the OS random generator followed by an 8-byte tag derived from the user id,
+/// encoded as 54 URL-safe characters. Redis only ever sees a SHA-256 digest of it, so a dump of
+/// Redis yields no usable token; the tag puts all of one user's keys in one cluster slot.
+/// `Debug` never prints the token.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Token(String);
+
+impl Token {
+    /// A new token for `user_id`.
+    pub(crate) fn generate(user_id: &str) -> Result<Token> {
+        Self::with_tag(user_tag(user_id))
+    }
+
+    /// A new token with the same routing tag as this one, for rotation.
+    pub(crate) fn sibling(&self) -> Result<Token> {
+        let bytes = URL_SAFE_NO_PAD.decode(&self.0).unwrap_or_default();
+        let mut tag = [0u8; TAG_BYTES];
+        if let Some(own) = bytes.get(SECRET_BYTES..) {
+            tag.copy_from_slice(own);
+        }
+        Self::with_tag(tag)
+    }
+
+    fn with_tag(tag: [u8; TAG_BYTES]) -> Result<Token> {
+        let mut bytes = [0u8; SECRET_BYTES + TAG_BYTES];
+        getrandom::fill(&mut bytes[..SECRET_BYTES]).map_err(|e| Error::Random(e.to_string()))?;
+        bytes[SECRET_BYTES..].copy_from_slice(&tag);
+        Ok(Token(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Checks the shape of a token from a client, without any Redis round trip.
+    /// `None` for anything that cannot be a token: wrong length, alphabet or padding.
+    pub fn parse(text: &str) -> Option<Token> {
+        if text.len() != TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return None;
+        }
+        // Rejects non-canonical trailing bits, so one token has exactly one spelling.
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        (bytes.len() == SECRET_BYTES + TAG_BYTES).then(|| Token(text.to_owned()))
+    }
+
+    /// The token's text, for the client.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Where the token's session lives: its routing tag and its id (a digest of the whole token).
+    pub(crate) fn locate(&self) -> (String, String) {
+        let bytes = URL_SAFE_NO_PAD.decode(&self.0).unwrap_or_default();
+        let tag = URL_SAFE_NO_PAD.encode(bytes.get(SECRET_BYTES..).unwrap_or_default());
+        (tag, digest(self.0.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The routing tag of a user: the first 8 bytes of SHA-256 of the user id.
+pub(crate) fn user_tag(user_id: &str) -> [u8; TAG_BYTES] {
+    let hash = Sha256::digest(format!("redtail-session-user:{user_id}").as_bytes());
+    let mut tag = [0u8; TAG_BYTES];
+    tag.copy_from_slice(&hash[..TAG_BYTES]);
+    tag
+}
+
+/// The routing tag of a user as it appears in keys.
+pub(crate) fn user_tag_text(user_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(user_tag(user_id))
+}
+
+/// The id a session is stored under: 128 bits of SHA-256 of the token, base64url.
+pub(crate) fn digest(token: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(token)[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn tokens_parse_back_and_carry_their_user_tag() -> Result<()> {
+        let token = Token::generate("user-1")?;
+        assert_eq!(token.as_str().len(), TOKEN_LEN);
+        assert_eq!(Token::parse(token.as_str()), Some(token.clone()));
+        assert_eq!(token.locate().0, user_tag_text("user-1"));
+        assert!(!format!("{token:?}").contains(token.as_str()));
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() -> Result<()> {
+        let good = Token::generate("u")?;
+        let mut wrong_alphabet = good.as_str().to_owned();
+        wrong_alphabet.replace_range(0..1, "+");
+        for bad in ["", "abc", &good.as_str()[1..], &format!("{good}A"), &wrong_alphabet, &"é".repeat(27)] {
+            assert_eq!(Token::parse(bad), None, "{bad:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_million_tokens_are_unique() -> Result<()> {
+        let mut seen = HashSet::with_capacity(1_000_000);
+        for _ in 0..1_000_000 {
+            assert!(seen.insert(Token::generate("u")?.0), "duplicate token");
+        }
+        Ok(())
+    }
+}
