@@ -1,0 +1,107 @@
+//! Sessions on standalone, cluster, sentinel and the in-memory backend: the whole lifecycle,
+//! concurrency, and TTLs on every key.
+
+use std::{collections::HashSet, sync::Arc};
+
+use redtail_core::{Cmd, Cursor};
+use redtail_session::{NewSession, SessionConfig, SessionStore, example::UserSession};
+use redtail_tests::{Env, Target, TestResult, for_each_backend};
+
+for_each_backend!(
+    lifecycle_from_login_to_logout_everywhere,
+    invalidation_wins_over_concurrent_updates,
+    a_thousand_concurrent_sessions_of_one_user_are_listed_and_ended,
+);
+
+fn store(env: &Env) -> Arc<SessionStore<UserSession>> {
+    Arc::new(SessionStore::new(env.backend.clone(), SessionConfig::default().with_namespace(env.ns.child("sess"))))
+}
+
+async fn lifecycle_from_login_to_logout_everywhere(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let store = store(&env);
+    let (token, created) = store.create("u1", UserSession::new("u1", "user"), NewSession::remember_me()).await?;
+    let read = store.get(token.as_str()).await?.ok_or("session missing")?;
+    assert_eq!((read.user_id.as_str(), read.data.role.as_str(), read.remember_me), ("u1", "user", true));
+    assert_eq!(read.expires_at, created.expires_at);
+
+    let mut admin = read.data.clone();
+    admin.role = "admin".to_owned();
+    assert!(store.update(token.as_str(), &admin).await?);
+    // Privilege change: rotate.
+    let rotated = store.rotate(token.as_str()).await?.ok_or("rotation failed")?;
+    assert!(store.get(token.as_str()).await?.is_none());
+    assert_eq!(store.get(rotated.as_str()).await?.map(|s| s.data.role), Some("admin".to_owned()));
+    assert!(store.extend(rotated.as_str()).await?.is_some());
+
+    let (other, _) = store.create("u1", UserSession::new("u1", "user"), NewSession::standard()).await?;
+    let (someone_else, _) = store.create("u2", UserSession::new("u2", "user"), NewSession::standard()).await?;
+    assert_eq!(store.list("u1").await?.len(), 2);
+    assert!(store.invalidate(other.as_str()).await?);
+    assert_eq!(store.list("u1").await?.len(), 1);
+    assert_eq!(store.invalidate_all("u1").await?, 1);
+    assert!(store.list("u1").await?.is_empty());
+    assert!(store.get(someone_else.as_str()).await?.is_some(), "other users keep their sessions");
+
+    // Every key written carries a TTL.
+    let mut cursor = Some(Cursor::START);
+    let mut seen = 0;
+    while let Some(at) = cursor {
+        let page = env.backend.scan(at, &env.ns.pattern(["sess"]), 100).await?;
+        for key in page.keys {
+            seen += 1;
+            let ttl = env.backend.call(Cmd::new("PTTL").key(&key)).await?.as_int()?;
+            assert!(ttl > 0, "{key} has no TTL");
+        }
+        cursor = page.next;
+    }
+    assert_eq!(seen, 2, "u2's session and its index");
+    Ok(())
+}
+
+async fn invalidation_wins_over_concurrent_updates(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let store = store(&env);
+    let (token, _) = store.create("u1", UserSession::new("u1", "user"), NewSession::standard()).await?;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let (updater, own_token) = (Arc::clone(&store), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut data = UserSession::new("u1", "user");
+            data.plex_id = Some(i.to_string());
+            updater.update(own_token.as_str(), &data).await
+        }));
+        if i == 50 {
+            let (invalidator, own_token) = (Arc::clone(&store), token.clone());
+            tasks.push(tokio::spawn(async move { invalidator.invalidate(own_token.as_str()).await }));
+        }
+    }
+    for task in tasks {
+        task.await??;
+    }
+    assert!(store.get(token.as_str()).await?.is_none(), "an update resurrected an invalidated session");
+    assert!(store.list("u1").await?.is_empty());
+    Ok(())
+}
+
+async fn a_thousand_concurrent_sessions_of_one_user_are_listed_and_ended(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let store = store(&env);
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create("busy", UserSession::new("busy", "user"), NewSession::standard()).await })
+        })
+        .collect();
+    let mut tokens = HashSet::new();
+    for task in tasks {
+        tokens.insert(task.await??.0);
+    }
+    assert_eq!(tokens.len(), 1_000);
+    assert_eq!(store.list("busy").await?.len(), 1_000);
+    assert_eq!(store.invalidate_all("busy").await?, 1_000);
+    for token in tokens.iter().take(50) {
+        assert!(store.get(token.as_str()).await?.is_none());
+    }
+    Ok(())
+}
