@@ -90,7 +90,9 @@ async fn a_thousand_concurrent_sessions_of_one_user_are_listed_and_ended(target:
     let tasks: Vec<_> = (0..1_000)
         .map(|_| {
             let store = Arc::clone(&store);
-            tokio::spawn(async move { store.create("busy", UserSession::new("busy", "user"), NewSession::standard()).await })
+            tokio::spawn(
+                async move { store.create("busy", UserSession::new("busy", "user"), NewSession::standard()).await },
+            )
         })
         .collect();
     let mut tokens = HashSet::new();

@@ -10,6 +10,8 @@
 //!   keys of a user share a hash tag carried in the token.
 //! - **No resurrection**: [`SessionStore::update`] writes only to a live session.
 //! - **JWT revocation** by `jti` until `exp` with [`JwtDenylist`].
+//! - **tower-sessions**: with the `tower-sessions` feature, `TowerSessionStore` plugs redtail into
+//!   `tower_sessions::SessionManagerLayer` like any other store.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -34,9 +36,13 @@ pub mod example;
 mod jwt;
 mod store;
 mod token;
+#[cfg(feature = "tower-sessions")]
+mod tower;
 
 pub use config::SessionConfig;
 pub use error::{Error, Result};
 pub use jwt::JwtDenylist;
 pub use store::{Device, NewSession, Session, SessionStore};
 pub use token::{TOKEN_LEN, Token};
+#[cfg(feature = "tower-sessions")]
+pub use tower::TowerSessionStore;
