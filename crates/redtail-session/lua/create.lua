@@ -1,21 +1,23 @@
--- Creates a session and records it in its user's index, atomically.
--- KEYS[1] session hash, KEYS[2] index of the sessions under this routing tag (sorted set: id -> expiry ms)
+-- Creates a session and records it in its tag's index, atomically.
+-- A session is one string: a JSON header, a newline, then the application's data as given.
+-- The header holds u (user id), c (created), s (last seen), e (expires), a (absolute deadline,
+-- 0 for none), r (1 for remember me) and v (device, optional); times are Unix ms (server clock).
+-- KEYS[1] session, KEYS[2] index of the sessions under this routing tag (sorted set: id -> expiry ms)
 -- ARGV[1] idle lifetime ms, ARGV[2] absolute lifetime ms (0: none), ARGV[3] user id,
--- ARGV[4] data, ARGV[5] remember me (0/1), ARGV[6] device, ARGV[7] session id,
--- ARGV[8] session key prefix (the session key is prefix .. id), ARGV[9] cap on sessions (0: none)
--- Returns {now, expires, absolute deadline, evicted count}; times in Unix ms from the server clock.
+-- ARGV[4] data, ARGV[5] remember me (0/1), ARGV[6] device JSON (empty: none), ARGV[7] session id,
+-- ARGV[8] session key prefix (a session key is prefix .. id), ARGV[9] cap on sessions (0: none)
+-- Returns {now, expires, absolute deadline, evicted count}.
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local idle = tonumber(ARGV[1])
+local expires = now + tonumber(ARGV[1])
 local absolute = 0
-local expires = now + idle
 if tonumber(ARGV[2]) > 0 then
   absolute = now + tonumber(ARGV[2])
   if expires > absolute then expires = absolute end
 end
-redis.call('HSET', KEYS[1], 'u', ARGV[3], 'd', ARGV[4], 'c', now, 's', now, 'e', expires,
-  'a', absolute, 't', idle, 'r', ARGV[5], 'v', ARGV[6])
-redis.call('PEXPIREAT', KEYS[1], expires)
+local header = {u = ARGV[3], c = now, s = now, e = expires, a = absolute, r = tonumber(ARGV[5])}
+if ARGV[6] ~= '' then header.v = cjson.decode(ARGV[6]) end
+redis.call('SET', KEYS[1], cjson.encode(header) .. '\n' .. ARGV[4], 'PXAT', expires)
 
 -- The index keeps live sessions only: expired ids are pruned on every write.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -24,20 +26,23 @@ redis.call('ZADD', KEYS[2], expires, ARGV[7])
 local evicted = 0
 local cap = tonumber(ARGV[9])
 if cap > 0 then
-  local members = redis.call('ZRANGE', KEYS[2], 0, -1)
-  while #members > cap do
-    -- Evict the session created first.
-    local oldest, oldest_created = nil, nil
-    for _, member in ipairs(members) do
-      local created = tonumber(redis.call('HGET', ARGV[8] .. member, 'c') or '0')
-      if member ~= ARGV[7] and (oldest == nil or created < oldest_created) then
-        oldest, oldest_created = member, created
-      end
+  -- Only this user's sessions count (an index can be shared by users whose tags collide).
+  local mine = {}
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+    local value = redis.pcall('GET', ARGV[8] .. member)
+    local newline = type(value) == 'string' and string.find(value, '\n', 1, true)
+    if newline then
+      local ok, h = pcall(cjson.decode, string.sub(value, 1, newline - 1))
+      if ok and type(h) == 'table' and h.u == ARGV[3] then mine[#mine + 1] = {member, h.c} end
     end
-    redis.call('DEL', ARGV[8] .. oldest)
-    redis.call('ZREM', KEYS[2], oldest)
-    evicted = evicted + 1
-    members = redis.call('ZRANGE', KEYS[2], 0, -1)
+  end
+  table.sort(mine, function(x, y) return x[2] < y[2] end)
+  for i = 1, #mine - cap do
+    if mine[i][1] ~= ARGV[7] then
+      redis.call('DEL', ARGV[8] .. mine[i][1])
+      redis.call('ZREM', KEYS[2], mine[i][1])
+      evicted = evicted + 1
+    end
   end
 end
 

@@ -4,19 +4,28 @@
 -- 1 in 2^64 chance), so each session's owner is checked before it is ended.
 -- All the keys share one hash tag, so this is exact on Redis Cluster too.
 -- Returns how many live sessions ended.
+-- The owner of a stored session, or nil when the value is not a session (foreign data).
+local function owner(value)
+  if type(value) ~= 'string' then return nil end
+  local newline = string.find(value, '\n', 1, true)
+  if not newline then return nil end
+  local ok, header = pcall(cjson.decode, string.sub(value, 1, newline - 1))
+  if ok and type(header) == 'table' then return header.u end
+  return nil
+end
 local ended = 0
-local remaining = 0
+local others = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local key = ARGV[1] .. member
-  local owner = redis.call('HGET', key, 'u')
-  if owner == ARGV[2] then
+  local value = redis.pcall('GET', key)
+  if not value then
+    redis.call('ZREM', KEYS[1], member)
+  elseif owner(value) == ARGV[2] then
     ended = ended + redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], member)
-  elseif owner then
-    remaining = remaining + 1
   else
-    redis.call('ZREM', KEYS[1], member)
+    others = others + 1
   end
 end
-if remaining == 0 then redis.call('DEL', KEYS[1]) end
+if others == 0 then redis.call('DEL', KEYS[1]) end
 return ended

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redtail_core::{Arg, Backend, Bytes, Cmd, Codec, JsonCodec, Key, Script, Tagged, Value};
+use redtail_core::{Arg, Backend, Cmd, Codec, JsonCodec, Key, Script, Tagged, Value};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -214,15 +214,12 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn get(&self, token: &str) -> Result<Option<Session<T>>> {
         let Some(token) = Token::parse(token) else { return Ok(None) };
         let (key, _, id) = self.keys_of(&token);
-        let reply = match self.backend.call(Cmd::new("HGETALL").key(&key)).await {
-            Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(&id, "not a hash")),
+        let reply = match self.backend.call(Cmd::new("GET").key(&key)).await {
+            Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(&id, "not a string")),
             other => other?,
         };
-        let fields = reply.into_array()?;
-        if fields.is_empty() {
-            return Ok(None);
-        }
-        match self.decode(id.clone(), fields) {
+        let Some(value) = reply.into_opt_bytes()? else { return Ok(None) };
+        match self.decode(id.clone(), &value) {
             Ok(session) => Ok(Some(session)),
             Err(reason) => Ok(self.corrupt(&id, &reason)),
         }
@@ -238,15 +235,22 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         None
     }
 
-    fn decode(&self, id: String, fields: Vec<Value>) -> std::result::Result<Session<T>, String> {
-        let mut record = Record::default();
-        for pair in fields.chunks(2) {
-            let [name, value] = pair else { return Err("odd number of hash fields".to_owned()) };
-            let name = name.clone().into_bytes().map_err(|e| e.to_string())?;
-            let value = value.clone().into_bytes().map_err(|e| e.to_string())?;
-            record.set(&name, value);
-        }
-        record.into_session(id, &self.codec)
+    /// A stored session: a JSON header, a newline, then the data as the codec wrote it.
+    fn decode(&self, id: String, value: &[u8]) -> std::result::Result<Session<T>, String> {
+        let newline = value.iter().position(|&b| b == b'\n').ok_or("no header")?;
+        let header: Header = serde_json::from_slice(&value[..newline]).map_err(|e| format!("header: {e}"))?;
+        let data = self.codec.decode(&value[newline + 1..]).map_err(|e| e.to_string())?;
+        Ok(Session {
+            id,
+            user_id: header.u,
+            data,
+            created_at: at(header.c),
+            last_seen: at(header.s),
+            expires_at: at(header.e),
+            absolute_deadline: (header.a > 0).then(|| at(header.a)),
+            remember_me: header.r == 1,
+            device: header.v,
+        })
     }
 
     /// Replaces the data of an existing session. Returns `false`, writing nothing, when the
@@ -265,8 +269,13 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn extend(&self, token: &str) -> Result<Option<SystemTime>> {
         let Some(token) = Token::parse(token) else { return Ok(None) };
         let (key, index, id) = self.keys_of(&token);
-        let fraction = self.config.extend_fraction;
-        let reply = self.backend.eval(&EXTEND, &[key, index], vec![id.into(), fraction.into()]).await?;
+        let args = vec![
+            id.into(),
+            self.config.extend_fraction.into(),
+            millis(self.config.idle).into(),
+            millis(self.config.remember_idle).into(),
+        ];
+        let reply = self.backend.eval(&EXTEND, &[key, index], args).await?;
         Ok(reply.as_opt_int()?.map(at))
     }
 
@@ -309,7 +318,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             let mut parts = entry.into_array()?.into_iter();
             let (Some(id), Some(fields)) = (parts.next(), parts.next()) else { continue };
             let id = id.into_string()?;
-            match self.decode(id.clone(), fields.into_array()?) {
+            match self.decode(id.clone(), &fields.into_bytes()?) {
                 Ok(session) => sessions.push(session),
                 Err(reason) => {
                     self.corrupt(&id, &reason);
@@ -341,67 +350,15 @@ fn at(unix_ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0))
 }
 
-/// The fields of a session hash, as written by `create.lua`.
-#[derive(Default)]
-struct Record {
-    user: Option<Bytes>,
-    data: Option<Bytes>,
-    created: Option<Bytes>,
-    seen: Option<Bytes>,
-    expires: Option<Bytes>,
-    absolute: Option<Bytes>,
-    remember: Option<Bytes>,
-    device: Option<Bytes>,
-}
-
-impl Record {
-    fn set(&mut self, name: &[u8], value: Bytes) {
-        let slot = match name {
-            b"u" => &mut self.user,
-            b"d" => &mut self.data,
-            b"c" => &mut self.created,
-            b"s" => &mut self.seen,
-            b"e" => &mut self.expires,
-            b"a" => &mut self.absolute,
-            b"r" => &mut self.remember,
-            b"v" => &mut self.device,
-            _ => return,
-        };
-        *slot = Some(value);
-    }
-
-    fn into_session<T: DeserializeOwned, C: Codec>(
-        self,
-        id: String,
-        codec: &C,
-    ) -> std::result::Result<Session<T>, String> {
-        fn time(field: Option<Bytes>, name: &str) -> std::result::Result<i64, String> {
-            let bytes = field.ok_or_else(|| format!("missing field {name}"))?;
-            std::str::from_utf8(&bytes)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("field {name} is not a time"))
-        }
-        let user_id =
-            String::from_utf8(self.user.ok_or("missing field u")?.to_vec()).map_err(|_| "user id is not UTF-8")?;
-        let data = codec.decode(&self.data.ok_or("missing field d")?).map_err(|e| e.to_string())?;
-        let device = match self.device {
-            Some(bytes) if !bytes.is_empty() => {
-                Some(serde_json::from_slice(&bytes).map_err(|e| format!("device: {e}"))?)
-            }
-            _ => None,
-        };
-        let deadline = time(self.absolute, "a")?;
-        Ok(Session {
-            id,
-            user_id,
-            data,
-            created_at: at(time(self.created, "c")?),
-            last_seen: at(time(self.seen, "s")?),
-            expires_at: at(time(self.expires, "e")?),
-            absolute_deadline: (deadline > 0).then(|| at(deadline)),
-            remember_me: self.remember.as_deref() == Some(b"1"),
-            device,
-        })
-    }
+/// The header of a stored session, as `create.lua` and `extend.lua` write it.
+#[derive(Deserialize)]
+struct Header {
+    u: String,
+    c: i64,
+    s: i64,
+    e: i64,
+    a: i64,
+    r: u8,
+    #[serde(default)]
+    v: Option<Device>,
 }

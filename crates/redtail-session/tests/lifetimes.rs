@@ -172,12 +172,19 @@ async fn bad_input_is_refused_or_treated_as_no_session() -> Result<()> {
     // Foreign data under a session key: no session, counted, never a panic.
     let (victim, session) = store.create("u1", data("u1"), NewSession::standard()).await?;
     let key = find_key(&redis, &session.id).await?;
-    redis.call(Cmd::new("HSET").key(&key).arg("d").arg("not json")).await?;
+    redis.call(Cmd::new("SET").key(&key).arg("{\"u\":1}\nnot json").arg("KEEPTTL")).await?;
     assert!(store.get(victim.as_str()).await?.is_none());
+    assert!(store.extend(victim.as_str()).await?.is_none());
     redis.call(Cmd::new("DEL").key(&key)).await?;
-    redis.call(Cmd::new("SET").key(&key).arg("a string").arg("EX").arg(60)).await?;
+    redis.call(Cmd::new("HSET").key(&key).arg("a").arg("hash")).await?;
+    redis.call(Cmd::new("EXPIRE").key(&key).arg(60)).await?;
     assert!(store.get(victim.as_str()).await?.is_none());
+    assert!(store.extend(victim.as_str()).await?.is_none());
+    assert!(!store.update(victim.as_str(), &data("u1")).await?);
     assert_eq!(store.corrupt_reads(), 2);
+    // Foreign data does not break the user's other operations.
+    assert_eq!(store.list("u1").await?.len(), 0);
+    store.invalidate_all("u1").await?;
     Ok(())
 }
 

@@ -1,0 +1,161 @@
+//! The benchmark workloads of `../shared/BENCHMARKS.md`, against the Redis in `REDIS_URL`.
+//! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
+//! mode and gives it a server of its own.
+//!
+//! `redtail-bench [session] [--n N] [--c C]`
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use redtail_connection::{Config, Redis};
+use redtail_core::{Backend, Cmd, Cursor, Namespace};
+use redtail_session::{NewSession, SessionConfig, SessionStore, Token, example::UserSession};
+use serde_json::json;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |flag: &str, default: usize| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (n, concurrency) = (number("--n", 100_000), number("--c", 256));
+    let all = !args.iter().any(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
+    let wants = |name: &str| all || args.iter().any(|a| a == name);
+
+    let redis = Redis::connect(Config::from_env()?).await?;
+    let backend: Arc<dyn Backend> = Arc::new(redis.clone());
+    if wants("session") {
+        session(&backend, n, concurrency).await?;
+    }
+    redis.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Runs `op(i)` for i in 0..n from `concurrency` tasks; returns the elapsed time and sorted latencies.
+async fn drive<F, Fut>(n: usize, concurrency: usize, op: F) -> Result<(Duration, Vec<Duration>), Error>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Error>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (op, next) = (Arc::clone(&op), Arc::clone(&next));
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(n / concurrency + 1);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return Ok::<_, Error>(latencies);
+                    }
+                    let t = Instant::now();
+                    op(i).await?;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Ok((elapsed, latencies))
+}
+
+fn report(bench: &str, n: usize, concurrency: usize, (elapsed, latencies): (Duration, Vec<Duration>)) {
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
+        latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let line = json!({
+        "bench": bench, "impl": "redtail", "ops": n, "concurrency": concurrency,
+        "per_sec": (n as f64 / elapsed.as_secs_f64()).round(),
+        "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0, "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
+    });
+    println!("{line}");
+}
+
+async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
+    let store = Arc::new(SessionStore::<UserSession>::new(
+        Arc::clone(backend),
+        SessionConfig::default().with_namespace(Namespace::new("bench:sess")?),
+    ));
+    let tokens: Arc<Vec<std::sync::OnceLock<Token>>> = Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
+    let (s, t) = (Arc::clone(&store), Arc::clone(&tokens));
+    let created = drive(n, concurrency, move |i| {
+        let (store, tokens) = (Arc::clone(&s), Arc::clone(&t));
+        async move {
+            let user = format!("u{}", i % 1000);
+            let mut data = UserSession::new(user.clone(), "user");
+            data.plex_id = Some(format!("p{i}"));
+            data.remember_me = i % 10 == 0;
+            let options = if data.remember_me { NewSession::remember_me() } else { NewSession::standard() };
+            let (token, _) = store.create(&user, data, options).await?;
+            let _ = tokens[i].set(token);
+            Ok(())
+        }
+    })
+    .await?;
+    report("session.create", n, concurrency, created);
+
+    let (s, t) = (Arc::clone(&store), Arc::clone(&tokens));
+    let read = drive(n, concurrency, move |i| {
+        let (store, tokens) = (Arc::clone(&s), Arc::clone(&t));
+        async move {
+            let token = tokens[i].get().ok_or("no token")?;
+            store.get(token.as_str()).await?.ok_or("session missing")?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("session.get", n, concurrency, read);
+
+    // Bytes in Redis: one session hash, and the index's share per session.
+    let ns = Namespace::new("bench:sess")?;
+    let mut cursor = Some(Cursor::START);
+    let (mut session_bytes, mut sessions, mut index_bytes, mut indexes) = (0i64, 0i64, 0i64, 0i64);
+    while let Some(at) = cursor {
+        let page = backend.scan(at, &ns.pattern(Vec::<&str>::new()), 1000).await?;
+        for key in page.keys.iter().take(2_000) {
+            let bytes = backend.call(Cmd::new("MEMORY").arg("USAGE").key(key)).await?.as_opt_int()?.unwrap_or(0);
+            if key.to_string().ends_with(":idx") {
+                index_bytes += bytes;
+                indexes += 1;
+            } else {
+                session_bytes += bytes;
+                sessions += 1;
+            }
+        }
+        cursor = page.next;
+        if sessions >= 1_000 && indexes >= 100 {
+            break;
+        }
+    }
+    let per = |total: i64, count: i64| if count == 0 { 0 } else { total / count };
+    println!(
+        "{}",
+        json!({"bench": "memory.session", "impl": "redtail", "bytes": per(session_bytes, sessions), "sampled": sessions})
+    );
+    // Each index holds the sessions of its users: n / 1000 sessions per user in this workload.
+    let per_user = (n / 1000).max(1) as i64;
+    println!(
+        "{}",
+        json!({"bench": "memory.session_index", "impl": "redtail", "bytes_per_session": per(index_bytes, indexes) / per_user, "sampled": indexes})
+    );
+    Ok(())
+}
