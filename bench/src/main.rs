@@ -93,7 +93,7 @@ fn report(bench: &str, n: usize, concurrency: usize, (elapsed, latencies): (Dura
 async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
     let store = Arc::new(SessionStore::<UserSession>::new(
         Arc::clone(backend),
-        SessionConfig::default().with_namespace(Namespace::new("bench:sess")?),
+        SessionConfig::default().with_namespace(Namespace::new("b:s")?),
     ));
     let tokens: Arc<Vec<std::sync::OnceLock<Token>>> = Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
     let (s, t) = (Arc::clone(&store), Arc::clone(&tokens));
@@ -126,14 +126,14 @@ async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Re
     report("session.get", n, concurrency, read);
 
     // Bytes in Redis: one session hash, and the index's share per session.
-    let ns = Namespace::new("bench:sess")?;
+    let ns = Namespace::new("b:s")?;
     let mut cursor = Some(Cursor::START);
     let (mut session_bytes, mut sessions, mut index_bytes, mut indexes) = (0i64, 0i64, 0i64, 0i64);
     while let Some(at) = cursor {
         let page = backend.scan(at, &ns.pattern(Vec::<&str>::new()), 1000).await?;
         for key in page.keys.iter().take(2_000) {
             let bytes = backend.call(Cmd::new("MEMORY").arg("USAGE").key(key)).await?.as_opt_int()?.unwrap_or(0);
-            if key.to_string().ends_with(":idx") {
+            if key.to_string().ends_with(":i") {
                 index_bytes += bytes;
                 indexes += 1;
             } else {

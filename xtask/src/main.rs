@@ -20,6 +20,10 @@ cargo xtask <command>
   ci                       everything CI checks: fmt, clippy, tidy, tests on real servers, docs, cargo-deny
   test [-- <nextest args>] the test suites with a standalone, a cluster and a sentinel deployment up
   tour                     start a redis-server and run the Backend tour example against it
+  bench [--compare] [workload...]
+                           build the benchmark workloads in release mode and run them against a
+                           redis-server of their own (or REDIS_URL); --compare also runs
+                           ../shared/baseline/run.sh and ../shared/peers/run.sh on the same server
   redis [standalone|cluster|sentinel]
                            start local servers, print their URLs, stop them on Enter or Ctrl-C
 ";
@@ -32,6 +36,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("test") => test(&args[1..]),
         Some("tour") => tour(),
+        Some("bench") => bench(&args[1..]),
         Some("redis") => redis(args.get(1).map(String::as_str)),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{HELP}");
@@ -115,6 +120,86 @@ fn start_all() -> Result<Vec<TestRedis>> {
             Ok(servers)
         })
         .collect()
+}
+
+/// Runs the workloads of `../shared/BENCHMARKS.md`, then (with `--compare`) the references on
+/// the same server, and prints every JSON line plus the ratios.
+fn bench(args: &[String]) -> Result {
+    let compare = args.iter().any(|a| a == "--compare");
+    let workloads: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    run("cargo", ["build", "--release", "--quiet", "-p", "redtail-bench"], &[])?;
+    let owned;
+    let url = match env::var("REDIS_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            owned = TestRedis::owned(Deployment::Standalone).map_err(|e| e.to_string())?;
+            owned.url().to_owned()
+        }
+    };
+    let binary = root().join("target/release/redtail-bench");
+    let mut lines = capture(Command::new(&binary).args(&workloads).env("REDIS_URL", &url))?;
+    if compare {
+        let (host, port) = host_port(&url)?;
+        let shared = root().join("../shared");
+        for script in ["baseline/run.sh", "peers/run.sh"] {
+            let path = shared.join(script);
+            if path.exists() {
+                lines.extend(capture(Command::new("bash").arg(&path).arg(&host).arg(&port))?);
+            } else {
+                eprintln!("xtask: {} is missing; skipping it", path.display());
+            }
+        }
+        print_ratios(&lines);
+    }
+    Ok(())
+}
+
+/// Runs a command, echoing and returning its stdout lines.
+fn capture(command: &mut Command) -> Result<Vec<String>> {
+    let shown = format!("{command:?}");
+    eprintln!("\n==> {shown}");
+    let output =
+        command.stderr(std::process::Stdio::inherit()).output().map_err(|e| format!("cannot run {shown}: {e}"))?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{text}");
+    if !output.status.success() {
+        return Err(format!("{shown} failed: {}", output.status));
+    }
+    Ok(text.lines().map(str::to_owned).collect())
+}
+
+fn host_port(url: &str) -> Result<(String, String)> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let hostport = rest.split(['/', '?']).next().unwrap_or(rest);
+    let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "6379"));
+    Ok((host.to_owned(), port.to_owned()))
+}
+
+/// A field of a JSON line, found without a JSON library: `"name":value`.
+fn field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("\"{name}\":"))? + name.len() + 3;
+    let rest = &line[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim_matches('"').to_owned())
+}
+
+/// Prints redtail's throughput over every other implementation's, per workload and metric.
+fn print_ratios(lines: &[String]) {
+    println!("\nratios (redtail / other, same run):");
+    for metric in ["per_sec", "add_per_sec", "process_per_sec"] {
+        for ours in lines.iter().filter(|l| field(l, "impl").as_deref() == Some("redtail")) {
+            let (Some(bench), Some(value)) = (field(ours, "bench"), field(ours, metric)) else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            for other in lines.iter().filter(|l| field(l, "impl").as_deref() != Some("redtail")) {
+                let same = field(other, "bench").as_deref() == Some(bench.as_str());
+                if let (true, Some(theirs)) = (same, field(other, metric).and_then(|v| v.parse::<f64>().ok())) {
+                    let who = field(other, "impl").unwrap_or_default();
+                    println!("  {bench:<18} {metric:<16} {:>6.2}x  vs {who}", value / theirs);
+                }
+            }
+        }
+    }
 }
 
 /// The main job until the demo service lands: a server of its own and the tour example.

@@ -207,12 +207,13 @@ impl Redis {
     async fn send(&self, cmd: Cmd, options: &Options) -> Result<Value> {
         let (command, args) = convert::command(cmd, false);
         let client = self.inner.pool.next();
-        client
-            .with_options(options)
-            .custom::<FredValue, _>(command, args)
-            .await
-            .map(convert::value)
-            .map_err(|e| self.error(e))
+        let reply = if *options == Options::default() {
+            // The common case skips fred's per-call options wrapper.
+            client.custom::<FredValue, _>(command, args).await
+        } else {
+            client.with_options(options).custom::<FredValue, _>(command, args).await
+        };
+        reply.map(convert::value).map_err(|e| self.error(e))
     }
 
     async fn pubsub(&self) -> Result<&PubSub> {

@@ -1,23 +1,27 @@
 -- Creates a session and records it in its tag's index, atomically.
 -- A session is one string: a JSON header, a newline, then the application's data as given.
--- The header holds u (user id), c (created), s (last seen), e (expires), a (absolute deadline,
--- 0 for none), r (1 for remember me) and v (device, optional); times are Unix ms (server clock).
--- KEYS[1] session, KEYS[2] index of the sessions under this routing tag (sorted set: id -> expiry ms)
--- ARGV[1] idle lifetime ms, ARGV[2] absolute lifetime ms (0: none), ARGV[3] user id,
+-- The header holds u (user id), c (created, Unix seconds on the server clock), then as seconds
+-- after c: s (last seen), e (expires), a (absolute deadline, absent for none); r = 1 for
+-- "remember me" (absent otherwise) and v (device, optional). Small on purpose: it is stored once
+-- per session.
+-- KEYS[1] session, KEYS[2] index of the sessions under this routing tag (sorted set: id -> expiry s)
+-- ARGV[1] idle lifetime s, ARGV[2] absolute lifetime s (0: none), ARGV[3] user id,
 -- ARGV[4] data, ARGV[5] remember me (0/1), ARGV[6] device JSON (empty: none), ARGV[7] session id,
 -- ARGV[8] session key prefix (a session key is prefix .. id), ARGV[9] cap on sessions (0: none)
--- Returns {now, expires, absolute deadline, evicted count}.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Returns {now, expires, absolute deadline (0: none), evicted count}, in Unix seconds.
+local now = tonumber(redis.call('TIME')[1])
 local expires = now + tonumber(ARGV[1])
 local absolute = 0
+local header = {u = ARGV[3], c = now, s = 0}
 if tonumber(ARGV[2]) > 0 then
   absolute = now + tonumber(ARGV[2])
   if expires > absolute then expires = absolute end
+  header.a = absolute - now
 end
-local header = {u = ARGV[3], c = now, s = now, e = expires, a = absolute, r = tonumber(ARGV[5])}
+header.e = expires - now
+if ARGV[5] == '1' then header.r = 1 end
 if ARGV[6] ~= '' then header.v = cjson.decode(ARGV[6]) end
-redis.call('SET', KEYS[1], cjson.encode(header) .. '\n' .. ARGV[4], 'PXAT', expires)
+redis.call('SET', KEYS[1], cjson.encode(header) .. '\n' .. ARGV[4], 'EXAT', expires)
 
 -- The index keeps live sessions only: expired ids are pruned on every write.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -36,7 +40,8 @@ if cap > 0 then
       if ok and type(h) == 'table' and h.u == ARGV[3] then mine[#mine + 1] = {member, h.c} end
     end
   end
-  table.sort(mine, function(x, y) return x[2] < y[2] end)
+  -- Oldest first; a stable order for sessions created in the same second.
+  table.sort(mine, function(x, y) if x[2] == y[2] then return x[1] < y[1] end return x[2] < y[2] end)
   for i = 1, #mine - cap do
     if mine[i][1] ~= ARGV[7] then
       redis.call('DEL', ARGV[8] .. mine[i][1])
@@ -48,5 +53,5 @@ end
 
 -- The index lives exactly as long as its longest-lived session.
 local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[2], last[2])
+redis.call('EXPIREAT', KEYS[2], last[2])
 return {now, expires, absolute, evicted}

@@ -11,7 +11,7 @@ local function owner(value)
   return nil
 end
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local now = tonumber(time[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {}
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do

@@ -9,7 +9,7 @@ use redtail_core::Namespace;
 /// Defaults: idle lifetime 24 h, 90 days with "remember me"; an absolute cap of 7 days (standard)
 /// and 180 days (remember me) that sliding extension never passes; extension writes only when the
 /// expiry would move by more than 10 % of the idle lifetime; 64 KiB of data at most; no cap on
-/// sessions per user; keys under `rt:sess`.
+/// sessions per user; keys under `rt:s`. Lifetimes count in whole seconds.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SessionConfig {
@@ -27,7 +27,7 @@ impl Default for SessionConfig {
     fn default() -> Self {
         const DAY: u64 = 86_400;
         SessionConfig {
-            namespace: Namespace::new("rt:sess").unwrap_or_else(|_| unreachable!("a valid literal prefix")),
+            namespace: Namespace::new("rt:s").unwrap_or_else(|_| unreachable!("a valid literal prefix")),
             idle: Duration::from_secs(DAY),
             remember_idle: Duration::from_secs(90 * DAY),
             absolute: Some(Duration::from_secs(7 * DAY)),
@@ -40,7 +40,7 @@ impl Default for SessionConfig {
 }
 
 impl SessionConfig {
-    /// Keys go under `namespace` instead of `rt:sess`.
+    /// Keys go under `namespace` instead of `rt:s`.
     #[must_use]
     pub fn with_namespace(mut self, namespace: Namespace) -> Self {
         self.namespace = namespace;

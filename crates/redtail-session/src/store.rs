@@ -151,15 +151,26 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         self.config.namespace.tagged(tag)
     }
 
-    /// The keys of a token's session: its hash, its tag's index, the session key prefix, its id.
+    /// The keys of a token's session: the session, its tag's index, and the session's id.
     fn keys_of(&self, token: &Token) -> (Key, Key, String) {
         let (tag, id) = token.locate();
         let tagged = self.tagged(&tag);
-        (tagged.key(["s", id.as_str()]), tagged.key(["idx"]), id)
+        (tagged.key([id.as_str()]), Self::index(&tagged), id)
+    }
+
+    /// The session key and id alone, for reads and updates that leave the index alone.
+    fn session_key(&self, token: &Token) -> (Key, String) {
+        let (tag, id) = token.locate();
+        (self.tagged(&tag).key([id.as_str()]), id)
+    }
+
+    /// The index of a routing tag; `i` cannot be a session id, which is 16 characters long.
+    fn index(tagged: &Tagged) -> Key {
+        tagged.key(["i"])
     }
 
     fn session_prefix(tagged: &Tagged) -> String {
-        tagged.key(["s", ""]).to_string()
+        tagged.key([""]).to_string()
     }
 
     fn encode(&self, data: &T) -> Result<Vec<u8>> {
@@ -182,8 +193,8 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             None => Vec::new(),
         };
         let args: Vec<Arg> = vec![
-            millis(idle).into(),
-            absolute.map_or(0, millis).into(),
+            secs(idle).into(),
+            absolute.map_or(0, secs).into(),
             user_id.into(),
             encoded.into(),
             if options.remember_me { "1" } else { "0" }.into(),
@@ -195,6 +206,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         let reply = self.backend.eval(&CREATE, &[key, index], args).await?.into_array()?;
         let time = |i: usize| reply.get(i).map(Value::as_int).transpose().map(|t| t.unwrap_or(0));
         let (now, expires, deadline) = (time(0)?, time(1)?, time(2)?);
+        let at = at_secs;
         let session = Session {
             id,
             user_id: user_id.to_owned(),
@@ -213,7 +225,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// data under it is not a session (counted in [`SessionStore::corrupt_reads`]). One round trip.
     pub async fn get(&self, token: &str) -> Result<Option<Session<T>>> {
         let Some(token) = Token::parse(token) else { return Ok(None) };
-        let (key, _, id) = self.keys_of(&token);
+        let (key, id) = self.session_key(&token);
         let reply = match self.backend.call(Cmd::new("GET").key(&key)).await {
             Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(&id, "not a string")),
             other => other?,
@@ -240,15 +252,16 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         let newline = value.iter().position(|&b| b == b'\n').ok_or("no header")?;
         let header: Header = serde_json::from_slice(&value[..newline]).map_err(|e| format!("header: {e}"))?;
         let data = self.codec.decode(&value[newline + 1..]).map_err(|e| e.to_string())?;
+        let after = |offset: i64| at_secs(header.c.saturating_add(offset));
         Ok(Session {
             id,
             user_id: header.u,
             data,
-            created_at: at(header.c),
-            last_seen: at(header.s),
-            expires_at: at(header.e),
-            absolute_deadline: (header.a > 0).then(|| at(header.a)),
-            remember_me: header.r == 1,
+            created_at: at_secs(header.c),
+            last_seen: after(header.s),
+            expires_at: after(header.e),
+            absolute_deadline: header.a.map(after),
+            remember_me: header.r == Some(1),
             device: header.v,
         })
     }
@@ -258,7 +271,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn update(&self, token: &str, data: &T) -> Result<bool> {
         let encoded = self.encode(data)?;
         let Some(token) = Token::parse(token) else { return Ok(false) };
-        let (key, _, _) = self.keys_of(&token);
+        let (key, _) = self.session_key(&token);
         let updated = self.backend.eval(&UPDATE, &[key], vec![encoded.into()]).await?;
         Ok(updated.as_int()? == 1)
     }
@@ -272,11 +285,11 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         let args = vec![
             id.into(),
             self.config.extend_fraction.into(),
-            millis(self.config.idle).into(),
-            millis(self.config.remember_idle).into(),
+            secs(self.config.idle).into(),
+            secs(self.config.remember_idle).into(),
         ];
         let reply = self.backend.eval(&EXTEND, &[key, index], args).await?;
-        Ok(reply.as_opt_int()?.map(at))
+        Ok(reply.as_opt_int()?.map(at_secs))
     }
 
     /// Gives the session a new token and kills the old one at once; call it at login and on
@@ -303,7 +316,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         check_user_id(user_id)?;
         let tagged = self.tagged(&user_tag_text(user_id));
         let args = vec![Self::session_prefix(&tagged).into(), user_id.into()];
-        let ended = self.backend.eval(&INVALIDATE_ALL, &[tagged.key(["idx"])], args).await?.as_int()?;
+        let ended = self.backend.eval(&INVALIDATE_ALL, &[Self::index(&tagged)], args).await?.as_int()?;
         Ok(u64::try_from(ended).unwrap_or(0))
     }
 
@@ -312,7 +325,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         check_user_id(user_id)?;
         let tagged = self.tagged(&user_tag_text(user_id));
         let args = vec![Self::session_prefix(&tagged).into(), user_id.into()];
-        let reply = self.backend.eval(&LIST, &[tagged.key(["idx"])], args).await?.into_array()?;
+        let reply = self.backend.eval(&LIST, &[Self::index(&tagged)], args).await?.into_array()?;
         let mut sessions = Vec::with_capacity(reply.len());
         for entry in reply {
             let mut parts = entry.into_array()?.into_iter();
@@ -342,23 +355,27 @@ fn check_user_id(user_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// A lifetime in whole seconds, at least one: sessions are timed to the second.
+fn secs(d: Duration) -> u64 {
+    d.as_secs().max(1)
 }
 
-fn at(unix_ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0))
+fn at_secs(unix_secs: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_secs).unwrap_or(0))
 }
 
-/// The header of a stored session, as `create.lua` and `extend.lua` write it.
+/// The header of a stored session, as `create.lua` and `extend.lua` write it: the creation time
+/// in Unix seconds, other times as seconds after it.
 #[derive(Deserialize)]
 struct Header {
     u: String,
     c: i64,
     s: i64,
     e: i64,
-    a: i64,
-    r: u8,
+    #[serde(default)]
+    a: Option<i64>,
+    #[serde(default)]
+    r: Option<u8>,
     #[serde(default)]
     v: Option<Device>,
 }

@@ -93,9 +93,11 @@ pub(crate) fn user_tag_text(user_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(user_tag(user_id))
 }
 
-/// The id a session is stored under: 128 bits of SHA-256 of the token, base64url.
+/// The id a session is stored under: 96 bits of SHA-256 of the token, base64url (16 characters).
+/// 96 bits keep ids unique among any number of sessions a Redis can hold, and finding a token
+/// for an id is a preimage search over 2^256 tokens.
 pub(crate) fn digest(token: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(&Sha256::digest(token)[..16])
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(token)[..12])
 }
 
 #[cfg(test)]

@@ -189,7 +189,7 @@ async fn bad_input_is_refused_or_treated_as_no_session() -> Result<()> {
 }
 
 async fn find_key(redis: &MemoryBackend, id: &str) -> Result<redtail_core::Key> {
-    let page = redis.scan(Cursor::START, &Namespace::new("rt")?.pattern(["sess"]), 10_000).await?;
+    let page = redis.scan(Cursor::START, &Namespace::new("rt")?.pattern(["s"]), 10_000).await?;
     Ok(page.keys.into_iter().find(|k| k.to_string().ends_with(id)).expect("the session's key"))
 }
 
@@ -201,7 +201,7 @@ async fn every_key_has_a_ttl() -> Result<()> {
         store.create(user, data(user), NewSession::standard()).await?;
         store.rotate(token.as_str()).await?;
     }
-    let page = redis.scan(Cursor::START, &Namespace::new("rt")?.pattern(["sess"]), 10_000).await?;
+    let page = redis.scan(Cursor::START, &Namespace::new("rt")?.pattern(["s"]), 10_000).await?;
     assert_eq!(page.keys.len(), 9, "6 sessions and 3 indexes");
     for key in page.keys {
         let ttl = redis.call(Cmd::new("PTTL").key(&key)).await?.as_int()?;
