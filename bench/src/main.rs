@@ -2,7 +2,7 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [session] [--n N] [--c C]`
+//! `redtail-bench [session] [--n N] [--c C] [--pool CONNECTIONS]`
 
 use std::{
     sync::{
@@ -33,7 +33,13 @@ async fn main() -> Result<(), Error> {
     let all = !args.iter().any(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
     let wants = |name: &str| all || args.iter().any(|a| a == name);
 
-    let redis = Redis::connect(Config::from_env()?).await?;
+    let mut config = Config::from_env()?;
+    if let Some(pool) =
+        args.iter().position(|a| a == "--pool").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
+    {
+        config = config.with_pool_size(pool);
+    }
+    let redis = Redis::connect(config).await?;
     let backend: Arc<dyn Backend> = Arc::new(redis.clone());
     if wants("session") {
         session(&backend, n, concurrency).await?;

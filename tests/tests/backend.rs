@@ -95,6 +95,9 @@ async fn transaction_is_atomic_and_refuses_cross_slot(target: Target) -> TestRes
     assert!(matches!(&replies[1], Value::Error(e) if e.code() == "ERR"), "{:?}", replies[1]);
     assert_eq!(replies[2].as_int()?, 5, "later commands still ran");
     assert_eq!(replies.len(), 4);
+    // A command the server refuses while queueing discards the whole transaction.
+    let refused = ctx.backend.transaction(vec![Cmd::new("INCR").key(&b), Cmd::new("SET").key(&b)]).await;
+    assert!(matches!(&refused, Err(e) if e.is_server_code("ERR")), "{refused:?}");
     let single = ctx.backend.transaction(vec![Cmd::new("GET").key(&b)]).await?;
     assert_eq!(single.len(), 1);
     assert_eq!(single[0].as_int()?, 5);

@@ -292,28 +292,34 @@ impl Backend for Redis {
         let client = self.inner.exclusive.acquire().await;
         let hash = slot.map_or(fred::types::ClusterHash::Random, fred::types::ClusterHash::Custom);
         // Sent once: a transaction written again after a dropped connection could apply twice.
-        let options = Options { max_attempts: Some(1), cluster_hash: Some(hash.clone()), ..Options::default() };
+        let options = Options { max_attempts: Some(1), cluster_hash: Some(hash), ..Options::default() };
         let client = client.with_options(&options);
-        let send = |cmd: Cmd| {
+        let n_cmds = cmds.len();
+        let exchange = std::iter::once(Cmd::new("MULTI")).chain(cmds).chain(std::iter::once(Cmd::new("EXEC")));
+        // All requests are queued in order before any reply is awaited: one round trip. Each
+        // future hands its command to fred's router on its first poll, and join_all polls them
+        // in order.
+        let replies = futures_util::future::join_all(exchange.map(|cmd| {
             let (command, args) = convert::command(cmd, false);
             client.custom_raw(command, args)
-        };
-        let queued = |reply: std::result::Result<fred::types::Resp3Frame, fred::error::Error>| match reply {
+        }))
+        .await;
+        let mut replies = replies.into_iter().map(|reply| match reply {
             Ok(frame) => match convert::frame(frame) {
                 Value::Error(e) => Err(Error::Server(e)),
                 value => Ok(value),
             },
             Err(e) => Err(self.error(e)),
-        };
-        queued(send(Cmd::new("MULTI")).await)?;
-        for cmd in cmds {
-            if let Err(e) = queued(send(cmd).await) {
-                // Rejected while queueing (a syntax error): nothing has been applied.
-                let _ = send(Cmd::new("DISCARD")).await;
-                return Err(e);
-            }
+        });
+        // MULTI's reply, then one QUEUED per command: an error here (a syntax error) means the
+        // server discarded the transaction and nothing was applied.
+        for queued in replies.by_ref().take(n_cmds + 1) {
+            queued?;
         }
-        match queued(send(Cmd::new("EXEC")).await)? {
+        match replies
+            .next()
+            .ok_or_else(|| Error::UnexpectedReply { expected: "the EXEC reply", got: "nothing".to_owned() })??
+        {
             Value::Array(replies) => Ok(replies),
             other => Err(Error::UnexpectedReply { expected: "the EXEC array", got: other.describe() }),
         }
