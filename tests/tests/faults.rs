@@ -227,3 +227,16 @@ async fn shutdown_waits_for_in_flight_commands_and_refuses_new_ones() -> TestRes
     assert!(matches!(refused, Err(Error::ShuttingDown)), "{refused:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_connections_work_and_return_maps() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Standalone, |c| c.with_resp3(true)).await;
+    let hash = ctx.ns.key(["h"]);
+    ctx.backend.call(Cmd::new("HSET").key(&hash).arg("f").arg("v")).await?;
+    let all = ctx.backend.call(Cmd::new("HGETALL").key(&hash)).await?;
+    assert_eq!(all, Value::Map(vec![(Value::from("f"), Value::from("v"))]));
+    let replies =
+        ctx.backend.transaction(vec![Cmd::new("HGET").key(&hash).arg("f"), Cmd::new("DEL").key(&hash)]).await?;
+    assert_eq!(replies, vec![Value::from("v"), Value::Int(1)]);
+    Ok(())
+}

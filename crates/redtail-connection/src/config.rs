@@ -279,6 +279,8 @@ mod tests {
             "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001",
             "redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster",
             "redis+unix:///tmp/redis.sock",
+            #[cfg(feature = "tls")]
+            "rediss://user:pass@127.0.0.1:6380/1",
         ] {
             assert!(Config::from_url(url).is_ok(), "{url}");
         }
