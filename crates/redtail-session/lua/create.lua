@@ -33,12 +33,8 @@ if cap > 0 then
   -- Only this user's sessions count (an index can be shared by users whose tags collide).
   local mine = {}
   for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-    local value = redis.pcall('GET', ARGV[8] .. member)
-    local newline = type(value) == 'string' and string.find(value, '\n', 1, true)
-    if newline then
-      local ok, h = pcall(cjson.decode, string.sub(value, 1, newline - 1))
-      if ok and type(h) == 'table' and h.u == ARGV[3] then mine[#mine + 1] = {member, h.c} end
-    end
+    local h = read_header(redis.pcall('GET', ARGV[8] .. member))
+    if h and h.u == ARGV[3] then mine[#mine + 1] = {member, h.c} end
   end
   -- Oldest first; a stable order for sessions created in the same second.
   table.sort(mine, function(x, y) if x[2] == y[2] then return x[1] < y[1] end return x[2] < y[2] end)

@@ -4,11 +4,8 @@
 -- written, ARGV[3] idle lifetime s of standard sessions, ARGV[4] of remember-me sessions.
 -- Returns the expiry in Unix seconds (new or unchanged), or false when the session is gone.
 local value = redis.pcall('GET', KEYS[1])
-if type(value) ~= 'string' then return false end
-local split = string.find(value, '\n', 1, true)
-if not split then return false end
-local ok, header = pcall(cjson.decode, string.sub(value, 1, split - 1))
-if not ok or type(header) ~= 'table' or not header.e or not header.c then return false end
+local header, split = read_header(value)
+if not header or not header.e or not header.c then return false end
 local now = tonumber(redis.call('TIME')[1])
 local idle = tonumber(ARGV[3])
 if header.r == 1 then idle = tonumber(ARGV[4]) end

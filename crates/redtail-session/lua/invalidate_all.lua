@@ -4,15 +4,6 @@
 -- 1 in 2^64 chance), so each session's owner is checked before it is ended.
 -- All the keys share one hash tag, so this is exact on Redis Cluster too.
 -- Returns how many live sessions ended.
--- The owner of a stored session, or nil when the value is not a session (foreign data).
-local function owner(value)
-  if type(value) ~= 'string' then return nil end
-  local newline = string.find(value, '\n', 1, true)
-  if not newline then return nil end
-  local ok, header = pcall(cjson.decode, string.sub(value, 1, newline - 1))
-  if ok and type(header) == 'table' then return header.u end
-  return nil
-end
 local ended = 0
 local others = 0
 for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -20,7 +11,7 @@ for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   local value = redis.pcall('GET', key)
   if not value then
     redis.call('ZREM', KEYS[1], member)
-  elseif owner(value) == ARGV[2] then
+  elseif (read_header(value) or {}).u == ARGV[2] then
     ended = ended + redis.call('DEL', key)
     redis.call('ZREM', KEYS[1], member)
   else

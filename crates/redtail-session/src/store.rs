@@ -18,15 +18,27 @@ use crate::{
     token::{Token, user_tag_text},
 };
 
-static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new("session_create", include_str!("../lua/create.lua")));
-static UPDATE: LazyLock<Script> = LazyLock::new(|| Script::new("session_update", include_str!("../lua/update.lua")));
-static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new("session_extend", include_str!("../lua/extend.lua")));
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("session_create", concat!(include_str!("../lua/header.lua"), include_str!("../lua/create.lua")))
+});
+static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("session_update", concat!(include_str!("../lua/header.lua"), include_str!("../lua/update.lua")))
+});
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("session_extend", concat!(include_str!("../lua/header.lua"), include_str!("../lua/extend.lua")))
+});
 static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new("session_rotate", include_str!("../lua/rotate.lua")));
 static INVALIDATE: LazyLock<Script> =
     LazyLock::new(|| Script::new("session_invalidate", include_str!("../lua/invalidate.lua")));
-static INVALIDATE_ALL: LazyLock<Script> =
-    LazyLock::new(|| Script::new("session_invalidate_all", include_str!("../lua/invalidate_all.lua")));
-static LIST: LazyLock<Script> = LazyLock::new(|| Script::new("session_list", include_str!("../lua/list.lua")));
+static INVALIDATE_ALL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "session_invalidate_all",
+        concat!(include_str!("../lua/header.lua"), include_str!("../lua/invalidate_all.lua")),
+    )
+});
+static LIST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("session_list", concat!(include_str!("../lua/header.lua"), include_str!("../lua/list.lua")))
+});
 
 /// The longest user id accepted, in bytes.
 const MAX_USER_ID: usize = 1024;
