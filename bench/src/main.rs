@@ -2,7 +2,7 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [session] [--n N] [--c C] [--pool CONNECTIONS]`
+//! `redtail-bench [raw] [session] [--n N] [--c C] [--pool CONNECTIONS]`
 
 use std::{
     sync::{
@@ -41,6 +41,9 @@ async fn main() -> Result<(), Error> {
     }
     let redis = Redis::connect(config).await?;
     let backend: Arc<dyn Backend> = Arc::new(redis.clone());
+    if wants("raw") {
+        raw(&backend, 2 * n, concurrency).await?;
+    }
     if wants("session") {
         session(&backend, n, concurrency).await?;
     }
@@ -94,6 +97,38 @@ fn report(bench: &str, n: usize, concurrency: usize, (elapsed, latencies): (Dura
         "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0, "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
     });
     println!("{line}");
+}
+
+/// `GET`/`SET` of 3-byte values through the `Backend` trait, as the `rust-fred-raw` peer does
+/// on fred directly: the cost of redtail's layer over fred.
+async fn raw(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
+    let ns = Namespace::new("b:raw")?;
+    let keys: Arc<Vec<redtail_core::Key>> = Arc::new((0..10_000).map(|i| ns.key([i.to_string()])).collect());
+    let (b, k) = (Arc::clone(backend), Arc::clone(&keys));
+    let set = drive(n, concurrency, move |i| {
+        let (backend, keys) = (Arc::clone(&b), Arc::clone(&k));
+        async move {
+            backend.call(Cmd::new("SET").key(&keys[i % keys.len()]).arg("abc")).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("raw.set", n, concurrency, set);
+    let (b, k) = (Arc::clone(backend), Arc::clone(&keys));
+    let get = drive(n, concurrency, move |i| {
+        let (backend, keys) = (Arc::clone(&b), Arc::clone(&k));
+        async move {
+            backend.call(Cmd::new("GET").key(&keys[i % keys.len()])).await?.into_opt_bytes()?.ok_or("missing")?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("raw.get", n, concurrency, get);
+    let cleanup: Vec<Cmd> = keys.iter().map(|k| Cmd::new("UNLINK").key(k)).collect();
+    for chunk in cleanup.chunks(1_000) {
+        backend.pipeline(chunk.to_vec()).await?;
+    }
+    Ok(())
 }
 
 async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
