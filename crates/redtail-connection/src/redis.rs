@@ -207,11 +207,14 @@ impl Redis {
     async fn send(&self, cmd: Cmd, options: &Options) -> Result<Value> {
         let (command, args) = convert::command(cmd, false);
         let client = self.inner.pool.next();
+        // fred's command futures are about 7 KB (`futures_around_fred_stay_small` below).
+        // Boxed once here, they are not copied again as this future and the trait's boxed future
+        // are built around them.
         let reply = if *options == Options::default() {
             // The common case skips fred's per-call options wrapper.
-            client.custom::<FredValue, _>(command, args).await
+            Box::pin(client.custom::<FredValue, _>(command, args)).await
         } else {
-            client.with_options(options).custom::<FredValue, _>(command, args).await
+            Box::pin(client.with_options(options).custom::<FredValue, _>(command, args)).await
         };
         reply.map(convert::value).map_err(|e| self.error(e))
     }
@@ -274,10 +277,10 @@ impl Backend for Redis {
         let pipeline = self.inner.pool.next().pipeline();
         for cmd in cmds {
             let (command, args) = convert::command(cmd, false);
-            let _: () = pipeline.custom(command, args).await.map_err(|e| self.error(e))?;
+            let _: () = Box::pin(pipeline.custom(command, args)).await.map_err(|e| self.error(e))?;
         }
         let timeout = self.timeout();
-        pipeline.try_all::<FredValue>().await.into_iter().map(|r| convert::reply(r, timeout)).collect()
+        Box::pin(pipeline.try_all::<FredValue>()).await.into_iter().map(|r| convert::reply(r, timeout)).collect()
     }
 
     async fn transaction(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
@@ -343,17 +346,10 @@ impl Backend for Redis {
             Err(e) if e.is_server_code("NOSCRIPT") => {
                 tracing::debug!(script = script.name(), "script not cached on the server; loading it");
                 let load = Cmd::new("SCRIPT").arg("LOAD").arg(script.source());
-                let (command, load_args) = convert::command(load, false);
-                let client = self.inner.pool.next();
-                let loaded = client
-                    .with_options(&Options {
-                        cluster_hash: Some(fred::types::ClusterHash::Custom(slot)),
-                        ..Options::default()
-                    })
-                    .custom::<FredValue, _>(command, load_args)
-                    .await
-                    .map_err(|e| self.error(e))?;
-                let loaded = convert::value(loaded).into_string()?;
+                // Loaded on the node that will run it.
+                let on_slot =
+                    Options { cluster_hash: Some(fred::types::ClusterHash::Custom(slot)), ..Options::default() };
+                let loaded = self.send(load, &on_slot).await?.into_string()?;
                 if loaded != script.sha() {
                     return Err(Error::UnexpectedReply { expected: "the script's SHA-1", got: loaded });
                 }
@@ -414,9 +410,7 @@ impl Backend for Redis {
         let client = self.inner.blocking.acquire().await;
         let (command, args) = convert::command(cmd, true);
         let options = Options { timeout: Some(timeout), max_attempts: Some(1), ..Options::default() };
-        client
-            .with_options(&options)
-            .custom::<FredValue, _>(command, args)
+        Box::pin(client.with_options(&options).custom::<FredValue, _>(command, args))
             .await
             .map(convert::value)
             .map_err(|e| convert::error(e, timeout))
@@ -588,6 +582,24 @@ impl Drop for Unsubscribe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The futures built around fred's must stay small, or every command copies kilobytes.
+    #[tokio::test]
+    async fn futures_around_fred_stay_small() {
+        let redis = Redis::new(Config::from_url("redis://127.0.0.1:1").unwrap()).unwrap();
+        let options = Options::default();
+        let send = redis.send(Cmd::new("GET").arg("k"), &options);
+        eprintln!("send future: {} bytes", std::mem::size_of_val(&send));
+        let (command, args) = convert::command(Cmd::new("GET").arg("k"), false);
+        let raw = redis.inner.pool.next().custom::<FredValue, _>(command.clone(), args.clone());
+        eprintln!("fred custom future: {} bytes", std::mem::size_of_val(&raw));
+        let client = redis.inner.pool.next().with_options(&options);
+        let with = client.custom::<FredValue, _>(command, args);
+        eprintln!("fred with_options custom future: {} bytes", std::mem::size_of_val(&with));
+        let call = redis.call(Cmd::new("GET").arg("k"));
+        eprintln!("call future (boxed): {} bytes", std::mem::size_of_val(&*call));
+        assert!(std::mem::size_of_val(&send) < 1024 && std::mem::size_of_val(&*call) < 1024);
+    }
 
     #[test]
     fn fred_reconnect_delays_follow_the_backoff() {
