@@ -62,9 +62,16 @@ impl Token {
 
     /// Where the token's session lives: its routing tag and its id (a digest of the whole token).
     pub(crate) fn locate(&self) -> (String, String) {
-        let bytes = URL_SAFE_NO_PAD.decode(&self.0).unwrap_or_default();
-        let tag = URL_SAFE_NO_PAD.encode(bytes.get(SECRET_BYTES..).unwrap_or_default());
-        (tag, digest(self.0.as_bytes()))
+        // The last 8 bytes are the tag: base64url's 4-character groups cover 3 bytes each, so the
+        // tag's text is re-derived from the decoded tail rather than sliced from the token.
+        let mut tail = [0u8; 12];
+        let text = self.0.as_bytes();
+        // Characters 40..54 encode bytes 30..40; decode them alone.
+        let tag = match URL_SAFE_NO_PAD.decode_slice(&text[40..], &mut tail) {
+            Ok(10) => URL_SAFE_NO_PAD.encode(&tail[2..10]),
+            _ => String::new(),
+        };
+        (tag, digest(text))
     }
 }
 
