@@ -4,7 +4,7 @@
 use std::{collections::HashSet, sync::Arc};
 
 use redtail_core::{Cmd, Cursor};
-use redtail_session::{NewSession, SessionConfig, SessionStore, example::UserSession};
+use redtail_session::{Device, NewSession, SessionConfig, SessionStore, example::UserSession};
 use redtail_tests::{Env, Target, TestResult, for_each_backend};
 
 for_each_backend!(
@@ -42,6 +42,16 @@ async fn lifecycle_from_login_to_logout_everywhere(target: Target) -> TestResult
     assert_eq!(store.invalidate_all("u1").await?, 1);
     assert!(store.list("u1").await?.is_empty());
     assert!(store.get(someone_else.as_str()).await?.is_some(), "other users keep their sessions");
+
+    // Ids and device details with JSON's special characters survive the server's Lua.
+    let odd_user = "o\"dd\\ü/\n{x}";
+    let device = Device::new(Some("2001:db8::1".to_owned()), Some("Mozilla/5.0 \"quoted\" \u{1F600}".to_owned()));
+    let (odd, _) = store
+        .create(odd_user, UserSession::new(odd_user, "user"), NewSession::standard().with_device(device.clone()))
+        .await?;
+    let read = store.get(odd.as_str()).await?.ok_or("odd session missing")?;
+    assert_eq!((read.user_id.as_str(), read.device.as_ref()), (odd_user, Some(&device)));
+    assert_eq!(store.invalidate_all(odd_user).await?, 1);
 
     // Every key written carries a TTL.
     let mut cursor = Some(Cursor::START);

@@ -8,20 +8,21 @@
 -- ARGV[1] idle lifetime s, ARGV[2] absolute lifetime s (0: none), ARGV[3] user id,
 -- ARGV[4] data, ARGV[5] remember me (0/1), ARGV[6] device JSON (empty: none), ARGV[7] session id,
 -- ARGV[8] session key prefix (a session key is prefix .. id), ARGV[9] cap on sessions (0: none)
--- Returns {now, expires, absolute deadline (0: none), evicted count}, in Unix seconds.
+-- Returns {now, expires, evicted count}, times in Unix seconds.
 local now = tonumber(redis.call('TIME')[1])
 local expires = now + tonumber(ARGV[1])
-local absolute = 0
-local header = {u = ARGV[3], c = now, s = 0}
+-- The header is formatted directly (cheaper than building a table for cjson); the user id is
+-- JSON-escaped by cjson, and the device arrives as JSON the client has already serialized.
+local header = '{"u":' .. cjson.encode(ARGV[3]) .. ',"c":' .. now .. ',"s":0'
 if tonumber(ARGV[2]) > 0 then
-  absolute = now + tonumber(ARGV[2])
+  local absolute = now + tonumber(ARGV[2])
   if expires > absolute then expires = absolute end
-  header.a = absolute - now
+  header = header .. ',"a":' .. (absolute - now)
 end
-header.e = expires - now
-if ARGV[5] == '1' then header.r = 1 end
-if ARGV[6] ~= '' then header.v = cjson.decode(ARGV[6]) end
-redis.call('SET', KEYS[1], cjson.encode(header) .. '\n' .. ARGV[4], 'EXAT', expires)
+header = header .. ',"e":' .. (expires - now)
+if ARGV[5] == '1' then header = header .. ',"r":1' end
+if ARGV[6] ~= '' then header = header .. ',"v":' .. ARGV[6] end
+redis.call('SET', KEYS[1], header .. '}\n' .. ARGV[4], 'EXAT', expires)
 
 -- The index keeps live sessions only: expired ids are pruned on every write.
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -47,7 +48,8 @@ if cap > 0 then
   end
 end
 
--- The index lives exactly as long as its longest-lived session.
-local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
-redis.call('EXPIREAT', KEYS[2], last[2])
-return {now, expires, absolute, evicted}
+-- The index lives exactly as long as its longest-lived session: NX sets a first expiry, GT only
+-- ever moves it later (GT alone never sets one on a key without a TTL).
+redis.call('EXPIREAT', KEYS[2], expires, 'NX')
+redis.call('EXPIREAT', KEYS[2], expires, 'GT')
+return {now, expires, evicted}

@@ -217,8 +217,9 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         ];
         let reply = self.backend.eval(&CREATE, &[key, index], args).await?.into_array()?;
         let time = |i: usize| reply.get(i).map(Value::as_int).transpose().map(|t| t.unwrap_or(0));
-        let (now, expires, deadline) = (time(0)?, time(1)?, time(2)?);
+        let (now, expires) = (time(0)?, time(1)?);
         let at = at_secs;
+        let deadline = absolute.map(|a| now.saturating_add(i64::try_from(secs(a)).unwrap_or(i64::MAX)));
         let session = Session {
             id,
             user_id: user_id.to_owned(),
@@ -226,7 +227,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             created_at: at(now),
             last_seen: at(now),
             expires_at: at(expires),
-            absolute_deadline: (deadline > 0).then(|| at(deadline)),
+            absolute_deadline: deadline.map(at),
             remember_me: options.remember_me,
             device: options.device,
         };
