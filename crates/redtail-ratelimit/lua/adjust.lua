@@ -1,0 +1,36 @@
+-- Charges (penalize) or gives back (refund) units of one policy without checking the limit.
+-- KEYS[1] the policy's state. ARGV[1] algorithm (g, s or f), ARGV[2] limit, ARGV[3] period ms,
+-- ARGV[4] amount: positive charges, negative refunds. Never leaves a key without a TTL.
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local algorithm, limit, period, amount = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if algorithm == 'g' then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+  if tat < now then tat = now end
+  tat = tat + amount * period / limit
+  if tat <= now then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now))
+  end
+elseif algorithm == 's' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+  if amount > 0 then
+    local used = redis.call('ZCARD', KEYS[1])
+    for c = 1, amount do redis.call('ZADD', KEYS[1], now, now .. ':' .. (used + c) .. ':p') end
+    redis.call('PEXPIRE', KEYS[1], period)
+  elseif amount < 0 then
+    redis.call('ZPOPMAX', KEYS[1], -amount)
+  end
+else
+  local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local next_used = math.max(0, used + amount)
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then ttl = period end
+  if next_used == 0 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], next_used, 'PX', ttl)
+  end
+end
+return 1

@@ -1,0 +1,32 @@
+//! Exact, atomic, cluster-safe rate limits on Redis.
+//!
+//! - Three algorithms, each in one Lua script on the server's clock: GCRA (default), an exact
+//!   sliding log for small quotas, and the original design's fixed window.
+//! - Several policies checked in one call, all or nothing: a request refused by one policy is
+//!   charged to none.
+//! - A subject's keys share a hash tag, so it works on Redis Cluster.
+//! - Being limited is a [`Decision`], not an error; a cost that can never fit is [`Error::CannotFit`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use redtail_core::Namespace;
+//! use redtail_ratelimit::{Policy, RateLimiter};
+//! use redtail_testkit::MemoryBackend;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+//! let limiter = RateLimiter::new(Arc::new(MemoryBackend::new()), Namespace::new("rt:rl")?);
+//! let decision = limiter.check("user-1", &[Policy::API, Policy::YOUTUBE_DOWNLOAD]).await?;
+//! assert!(decision.is_allowed());
+//! # Ok::<(), redtail_ratelimit::Error>(()) }).unwrap();
+//! ```
+//!
+//! Not yet here (see the open issue): failure policies, the local cache of blocked keys,
+//! metrics, and the tower layer.
+
+mod error;
+mod limiter;
+mod policy;
+
+pub use error::{Error, Result};
+pub use limiter::{Decision, PolicyState, RateLimiter};
+pub use policy::{Algorithm, Policy};

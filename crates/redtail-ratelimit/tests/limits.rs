@@ -1,0 +1,185 @@
+//! Limits over time, on the in-memory backend with a virtual clock.
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use redtail_core::{Backend, Cmd, Cursor, Namespace};
+use redtail_ratelimit::{Algorithm, Decision, Error, Policy, RateLimiter, Result};
+use redtail_testkit::{Clock, MemoryBackend};
+
+fn setup() -> (MemoryBackend, RateLimiter) {
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let limiter = RateLimiter::new(Arc::new(redis.clone()), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")));
+    (redis, limiter)
+}
+
+/// Sends one request a second for `seconds` and returns the seconds at which requests passed.
+async fn admitted(redis: &MemoryBackend, limiter: &RateLimiter, policy: &Policy, seconds: u64) -> Result<Vec<u64>> {
+    let mut passed = Vec::new();
+    for t in 0..seconds {
+        // Bursts of 3 requests each second press on the limit.
+        for _ in 0..3 {
+            if limiter.check("u", std::slice::from_ref(policy)).await?.is_allowed() {
+                passed.push(t);
+            }
+        }
+        redis.clock().advance(Duration::from_secs(1));
+    }
+    Ok(passed)
+}
+
+fn most_in_any_window(passed: &[u64], window: u64) -> usize {
+    passed.iter().map(|&start| passed.iter().filter(|&&t| t >= start && t < start + window).count()).max().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sliding_log_never_admits_more_than_the_limit_in_any_window() -> Result<()> {
+    let (redis, limiter) = setup();
+    let policy = Policy::new("log", 10, Duration::from_secs(60)).with_algorithm(Algorithm::SlidingLog);
+    let passed = admitted(&redis, &limiter, &policy, 300).await?;
+    assert_eq!(most_in_any_window(&passed, 60), 10);
+    assert_eq!(passed.len(), 50, "10 per minute over 5 minutes");
+    Ok(())
+}
+
+#[tokio::test]
+async fn gcra_keeps_the_rate_with_its_burst_tolerance() -> Result<()> {
+    let (redis, limiter) = setup();
+    // 10 a minute (one every 6 s), 2 at once.
+    let policy = Policy::new("gcra", 10, Duration::from_secs(60)).with_burst(2);
+    let passed = admitted(&redis, &limiter, &policy, 300).await?;
+    // GCRA's guarantee: in any window of w seconds, at most burst + w / 6 requests.
+    for window in [1, 6, 30, 60, 120] {
+        let most = most_in_any_window(&passed, window);
+        assert!(most as u64 <= 2 + window / 6, "{most} in a window of {window} s");
+    }
+    assert!((49..=52).contains(&passed.len()), "{} over 5 minutes", passed.len());
+    Ok(())
+}
+
+#[tokio::test]
+async fn fixed_window_admits_twice_the_limit_across_an_edge_as_documented() -> Result<()> {
+    let (redis, limiter) = setup();
+    let policy = Policy::new("fixed", 10, Duration::from_secs(60)).with_algorithm(Algorithm::FixedWindow);
+    redis.clock().advance(Duration::from_secs(1));
+    limiter.check("u", &[policy.clone()]).await?; // opens a window ending 60 s from now
+    redis.clock().advance(Duration::from_secs(58));
+    let mut passed = 1;
+    for _ in 0..20 {
+        passed += usize::from(limiter.check("u", &[policy.clone()]).await?.is_allowed());
+    }
+    redis.clock().advance(Duration::from_secs(2));
+    for _ in 0..20 {
+        passed += usize::from(limiter.check("u", &[policy.clone()]).await?.is_allowed());
+    }
+    // 19 requests within 2 seconds across the edge, plus the first: 20 = 2 x limit within a minute.
+    assert_eq!(passed, 20);
+    Ok(())
+}
+
+#[tokio::test]
+async fn gcra_retry_after_is_exact() -> Result<()> {
+    let (redis, limiter) = setup();
+    let policy = Policy::new("exact", 10, Duration::from_secs(60)).with_burst(1);
+    assert!(limiter.check("u", &[policy.clone()]).await?.is_allowed());
+    let Decision::Limited { retry_after, violated, .. } = limiter.check("u", &[policy.clone()]).await? else {
+        panic!("a second request inside 6 s must be limited");
+    };
+    assert_eq!((retry_after, violated), (Duration::from_secs(6), vec!["exact"]));
+    redis.clock().advance(retry_after - Duration::from_millis(1));
+    assert!(!limiter.check("u", &[policy.clone()]).await?.is_allowed());
+    redis.clock().advance(Duration::from_millis(1));
+    assert!(limiter.check("u", &[policy]).await?.is_allowed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_refused_by_one_policy_is_charged_to_none() -> Result<()> {
+    let (_, limiter) = setup();
+    let tight = Policy::new("tight", 2, Duration::from_secs(60)).with_algorithm(Algorithm::FixedWindow);
+    let loose = Policy::new("loose", 5, Duration::from_secs(60)).with_algorithm(Algorithm::SlidingLog);
+    let both = [tight.clone(), loose.clone()];
+    assert!(limiter.check("u", &both).await?.is_allowed());
+    assert!(limiter.check("u", &both).await?.is_allowed());
+    for _ in 0..3 {
+        let decision = limiter.check("u", &both).await?;
+        assert!(matches!(&decision, Decision::Limited { violated, .. } if violated == &vec!["tight"]), "{decision:?}");
+    }
+    let Decision::Allowed { remaining, .. } = limiter.peek("u", &[loose], 1).await? else { panic!("loose must allow") };
+    assert_eq!(remaining, 2, "5 - 2 charged - 1 peeked: the 3 refused requests cost nothing");
+    Ok(())
+}
+
+#[tokio::test]
+async fn refund_penalize_block_and_reset() -> Result<()> {
+    let (redis, limiter) = setup();
+    let downloads = Policy::YOUTUBE_DOWNLOAD;
+    for _ in 0..5 {
+        assert!(limiter.check("u", &[downloads.clone()]).await?.is_allowed());
+    }
+    assert!(!limiter.check("u", &[downloads.clone()]).await?.is_allowed());
+    limiter.refund("u", &downloads, 1).await?;
+    assert!(limiter.check("u", &[downloads.clone()]).await?.is_allowed());
+    limiter.reset("u", Some(&downloads)).await?;
+    limiter.penalize("u", &downloads, 5).await?;
+    assert!(!limiter.check("u", &[downloads.clone()]).await?.is_allowed());
+
+    limiter.block("v", Duration::from_secs(30)).await?;
+    let decision = limiter.check("v", &[Policy::API]).await?;
+    assert!(
+        matches!(decision, Decision::Limited { blocked: true, retry_after, .. } if retry_after == Duration::from_secs(30))
+    );
+    redis.clock().advance(Duration::from_secs(30));
+    assert!(limiter.check("v", &[Policy::API]).await?.is_allowed());
+    limiter.block("v", Duration::from_secs(30)).await?;
+    limiter.reset("v", None).await?;
+    assert!(limiter.check("v", &[Policy::API]).await?.is_allowed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_reason() -> Result<()> {
+    let (_, limiter) = setup();
+    let cannot = limiter.check_cost("u", &[Policy::MEDIA_REQUEST], 21).await;
+    assert!(matches!(cannot, Err(Error::CannotFit { policy: "media-request", cost: 21, capacity: 20 })));
+    for bad in [
+        Policy::new("zero", 0, Duration::from_secs(1)),
+        Policy::new("instant", 1, Duration::ZERO),
+        Policy::new("has space", 1, Duration::from_secs(1)),
+        Policy::new("", 1, Duration::from_secs(1)),
+    ] {
+        assert!(matches!(limiter.check("u", &[bad]).await, Err(Error::InvalidInput(_))));
+    }
+    assert!(matches!(limiter.check("", &[Policy::API]).await, Err(Error::InvalidInput(_))));
+    assert!(matches!(limiter.check("u", &[]).await, Err(Error::InvalidInput(_))));
+    assert!(matches!(limiter.check_cost("u", &[Policy::API], 0).await, Err(Error::InvalidInput(_))));
+    // Hash-tag and glob characters in a subject stay in that subject.
+    assert!(limiter.check("a}b:*{c", &[Policy::API]).await?.is_allowed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl() -> Result<()> {
+    let (redis, limiter) = setup();
+    let policies = [
+        Policy::new("g", 3, Duration::from_secs(60)),
+        Policy::new("s", 3, Duration::from_secs(60)).with_algorithm(Algorithm::SlidingLog),
+        Policy::new("f", 3, Duration::from_secs(60)).with_algorithm(Algorithm::FixedWindow),
+    ];
+    for subject in ["a", "b"] {
+        for _ in 0..5 {
+            limiter.check(subject, &policies).await?;
+        }
+        limiter.penalize(subject, &policies[0], 2).await?;
+        limiter.refund(subject, &policies[2], 1).await?;
+        limiter.block(subject, Duration::from_secs(5)).await?;
+    }
+    let page = redis.scan(Cursor::START, &Namespace::new("rl")?.pattern(Vec::<&str>::new()), 1_000).await?;
+    assert_eq!(page.keys.len(), 8);
+    for key in page.keys {
+        assert!(redis.call(Cmd::new("PTTL").key(&key)).await?.as_int()? > 0, "{key} has no TTL");
+    }
+    Ok(())
+}
