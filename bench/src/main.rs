@@ -2,7 +2,7 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [raw] [session] [--n N] [--c C] [--pool CONNECTIONS]`
+//! `redtail-bench [raw] [ratelimit] [session] [--n N] [--c C] [--pool CONNECTIONS]`
 
 use std::{
     sync::{
@@ -43,6 +43,9 @@ async fn main() -> Result<(), Error> {
     let backend: Arc<dyn Backend> = Arc::new(redis.clone());
     if wants("raw") {
         raw(&backend, 2 * n, concurrency).await?;
+    }
+    if wants("ratelimit") {
+        ratelimit(&backend, 2 * n, concurrency).await?;
     }
     if wants("session") {
         session(&backend, n, concurrency).await?;
@@ -86,16 +89,29 @@ where
     Ok((elapsed, latencies))
 }
 
-fn report(bench: &str, n: usize, concurrency: usize, (elapsed, latencies): (Duration, Vec<Duration>)) {
+fn report(bench: &str, n: usize, concurrency: usize, measured: (Duration, Vec<Duration>)) {
+    report_with(bench, n, concurrency, measured, serde_json::Map::new());
+}
+
+fn report_with(
+    bench: &str,
+    n: usize,
+    concurrency: usize,
+    (elapsed, latencies): (Duration, Vec<Duration>),
+    extra: serde_json::Map<String, serde_json::Value>,
+) {
     let pct = |p: f64| {
         let i = ((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1));
         latencies.get(i).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
-    let line = json!({
+    let mut line = json!({
         "bench": bench, "impl": "redtail", "ops": n, "concurrency": concurrency,
         "per_sec": (n as f64 / elapsed.as_secs_f64()).round(),
         "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0, "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
     });
+    if let Some(fields) = line.as_object_mut() {
+        fields.extend(extra);
+    }
     println!("{line}");
 }
 
@@ -129,6 +145,50 @@ async fn raw(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result
         backend.pipeline(chunk.to_vec()).await?;
     }
     Ok(())
+}
+
+/// The `ratelimit` workload: one 100-per-60 s limit for `user{i % 10000}`, with the original
+/// design's fixed window and with GCRA; then bytes per limiter key for each algorithm.
+async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
+    use redtail_ratelimit::{Algorithm, Policy, RateLimiter};
+    for algorithm in [Algorithm::FixedWindow, Algorithm::Gcra, Algorithm::SlidingLog] {
+        let ns = Namespace::new(format!("b:rl:{}", algorithm_name(algorithm)))?;
+        let limiter = Arc::new(RateLimiter::new(Arc::clone(backend), ns.clone()));
+        let policy = Policy::new("api", 100, Duration::from_secs(60)).with_algorithm(algorithm);
+        let limited = Arc::new(AtomicUsize::new(0));
+        let (l, p, lim) = (Arc::clone(&limiter), policy.clone(), Arc::clone(&limited));
+        let measured = drive(n, concurrency, move |i| {
+            let (limiter, policy, limited) = (Arc::clone(&l), p.clone(), Arc::clone(&lim));
+            async move {
+                if !limiter.check(&format!("user{}", i % 10_000), std::slice::from_ref(&policy)).await?.is_allowed() {
+                    limited.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        let mut extra = serde_json::Map::new();
+        extra.insert("algorithm".into(), json!(algorithm_name(algorithm)));
+        extra.insert("limited".into(), json!(limited.load(Ordering::Relaxed)));
+        report_with("ratelimit", n, concurrency, measured, extra);
+        let page = backend.scan(Cursor::START, &ns.pattern(Vec::<&str>::new()), 1_000).await?;
+        let mut bytes = Vec::new();
+        for key in page.keys.iter().take(100) {
+            bytes.push(backend.call(Cmd::new("MEMORY").arg("USAGE").key(key)).await?.as_opt_int()?.unwrap_or(0));
+        }
+        let average = if bytes.is_empty() { 0 } else { bytes.iter().sum::<i64>() / bytes.len() as i64 };
+        let line = json!({"bench": "memory.limiter_key", "impl": "redtail", "algorithm": algorithm_name(algorithm), "bytes": average, "sampled": bytes.len()});
+        println!("{line}");
+    }
+    Ok(())
+}
+
+fn algorithm_name(algorithm: redtail_ratelimit::Algorithm) -> &'static str {
+    match algorithm {
+        redtail_ratelimit::Algorithm::Gcra => "gcra",
+        redtail_ratelimit::Algorithm::SlidingLog => "sliding_log",
+        _ => "fixed_window",
+    }
 }
 
 async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {

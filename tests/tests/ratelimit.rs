@@ -63,7 +63,7 @@ async fn script_flush_mid_run_neither_fails_nor_counts_twice() -> TestResult {
         if i == 5 {
             ctx.servers.script_flush()?;
         }
-        assert!(limiter.check("u", &[policy.clone()]).await?.is_allowed(), "request {i}");
+        assert!(limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed(), "request {i}");
     }
     assert!(!limiter.check("u", &[policy]).await?.is_allowed(), "exactly 10 were counted");
     Ok(())

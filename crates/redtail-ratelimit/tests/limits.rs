@@ -64,15 +64,15 @@ async fn fixed_window_admits_twice_the_limit_across_an_edge_as_documented() -> R
     let (redis, limiter) = setup();
     let policy = Policy::new("fixed", 10, Duration::from_secs(60)).with_algorithm(Algorithm::FixedWindow);
     redis.clock().advance(Duration::from_secs(1));
-    limiter.check("u", &[policy.clone()]).await?; // opens a window ending 60 s from now
+    limiter.check("u", std::slice::from_ref(&policy)).await?; // opens a window ending 60 s from now
     redis.clock().advance(Duration::from_secs(58));
     let mut passed = 1;
     for _ in 0..20 {
-        passed += usize::from(limiter.check("u", &[policy.clone()]).await?.is_allowed());
+        passed += usize::from(limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
     }
     redis.clock().advance(Duration::from_secs(2));
     for _ in 0..20 {
-        passed += usize::from(limiter.check("u", &[policy.clone()]).await?.is_allowed());
+        passed += usize::from(limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
     }
     // 19 requests within 2 seconds across the edge, plus the first: 20 = 2 x limit within a minute.
     assert_eq!(passed, 20);
@@ -83,13 +83,14 @@ async fn fixed_window_admits_twice_the_limit_across_an_edge_as_documented() -> R
 async fn gcra_retry_after_is_exact() -> Result<()> {
     let (redis, limiter) = setup();
     let policy = Policy::new("exact", 10, Duration::from_secs(60)).with_burst(1);
-    assert!(limiter.check("u", &[policy.clone()]).await?.is_allowed());
-    let Decision::Limited { retry_after, violated, .. } = limiter.check("u", &[policy.clone()]).await? else {
+    assert!(limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
+    let Decision::Limited { retry_after, violated, .. } = limiter.check("u", std::slice::from_ref(&policy)).await?
+    else {
         panic!("a second request inside 6 s must be limited");
     };
     assert_eq!((retry_after, violated), (Duration::from_secs(6), vec!["exact"]));
     redis.clock().advance(retry_after - Duration::from_millis(1));
-    assert!(!limiter.check("u", &[policy.clone()]).await?.is_allowed());
+    assert!(!limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
     redis.clock().advance(Duration::from_millis(1));
     assert!(limiter.check("u", &[policy]).await?.is_allowed());
     Ok(())
@@ -117,14 +118,14 @@ async fn refund_penalize_block_and_reset() -> Result<()> {
     let (redis, limiter) = setup();
     let downloads = Policy::YOUTUBE_DOWNLOAD;
     for _ in 0..5 {
-        assert!(limiter.check("u", &[downloads.clone()]).await?.is_allowed());
+        assert!(limiter.check("u", std::slice::from_ref(&downloads)).await?.is_allowed());
     }
-    assert!(!limiter.check("u", &[downloads.clone()]).await?.is_allowed());
+    assert!(!limiter.check("u", std::slice::from_ref(&downloads)).await?.is_allowed());
     limiter.refund("u", &downloads, 1).await?;
-    assert!(limiter.check("u", &[downloads.clone()]).await?.is_allowed());
+    assert!(limiter.check("u", std::slice::from_ref(&downloads)).await?.is_allowed());
     limiter.reset("u", Some(&downloads)).await?;
     limiter.penalize("u", &downloads, 5).await?;
-    assert!(!limiter.check("u", &[downloads.clone()]).await?.is_allowed());
+    assert!(!limiter.check("u", std::slice::from_ref(&downloads)).await?.is_allowed());
 
     limiter.block("v", Duration::from_secs(30)).await?;
     let decision = limiter.check("v", &[Policy::API]).await?;
