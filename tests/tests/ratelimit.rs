@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redtail_ratelimit::{Algorithm, Decision, Policy, RateLimiter};
+use redtail_ratelimit::{Algorithm, Decision, OnFailure, Policy, RateLimiter};
 use redtail_tests::{Ctx, Deployment, Env, Target, TestResult, for_each_backend};
 
 for_each_backend!(
@@ -66,5 +66,39 @@ async fn script_flush_mid_run_neither_fails_nor_counts_twice() -> TestResult {
         assert!(limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed(), "request {i}");
     }
     assert!(!limiter.check("u", &[policy]).await?.is_allowed(), "exactly 10 were counted");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_mode_does_what_it_says_while_redis_is_down() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Standalone, |c| c.with_command_timeout(Duration::from_millis(300))).await;
+    let limiter = RateLimiter::new(ctx.backend.clone(), ctx.ns.child("rl"));
+    let open = Policy::new("open", 1, Duration::from_secs(60)).with_on_failure(OnFailure::Open);
+    let closed = Policy::new("closed", 100, Duration::from_secs(60));
+    let local = Policy::new("local", 10, Duration::from_secs(60)).with_on_failure(OnFailure::Local { instances: 2 });
+    assert!(limiter.check("u", std::slice::from_ref(&open)).await?.is_allowed());
+    let port = ctx.servers.kill_primary()?;
+
+    let decision = limiter.check("u", std::slice::from_ref(&open)).await?;
+    assert!(matches!(decision, Decision::Allowed { degraded: true, .. }), "{decision:?}");
+    let decision = limiter.check("u", std::slice::from_ref(&closed)).await?;
+    assert!(matches!(decision, Decision::Limited { degraded: true, .. }), "{decision:?}");
+    // 10 a minute shared by 2 instances: this one admits 5.
+    let mut admitted = 0;
+    for _ in 0..8 {
+        admitted += usize::from(limiter.check("v", std::slice::from_ref(&local)).await?.is_allowed());
+    }
+    assert_eq!(admitted, 5);
+    assert_eq!(limiter.stats().degraded, 10);
+
+    ctx.servers.restart_killed(port)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Decision::Allowed { degraded: false, .. } = limiter.check("w", std::slice::from_ref(&closed)).await? {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "limits did not come back from Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(())
 }

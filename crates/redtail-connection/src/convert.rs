@@ -78,7 +78,13 @@ pub(crate) fn error(e: FredError, timeout: Duration) -> Error {
     }
     match e.kind() {
         ErrorKind::Timeout => Error::Timeout(timeout),
-        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure => Error::Connection { source: Box::new(e) },
+        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure | ErrorKind::Routing => {
+            Error::Connection { source: Box::new(e) }
+        }
+        // fred's answer for a command that finds no connection while it reconnects.
+        ErrorKind::Unknown if e.details().starts_with("Failed to route command") => {
+            Error::Connection { source: Box::new(e) }
+        }
         _ => Error::Backend { source: Box::new(e) },
     }
 }

@@ -20,13 +20,17 @@
 //! # Ok::<(), redtail_ratelimit::Error>(()) }).unwrap();
 //! ```
 //!
-//! Not yet here (see the open issue): failure policies, the local cache of blocked keys,
-//! metrics, and the tower layer.
+//! - When Redis cannot be reached, each policy decides by its [`OnFailure`] mode (open, closed,
+//!   or an in-process GCRA); subjects refused for a second or more are answered in process until
+//!   their retry time; shadow policies decide and count but never refuse. [`RateLimiter::stats`]
+//!   counts each kind.
+//!
+//! Not yet here (see the open issue): metrics through a facade, and the tower layer.
 
 mod error;
 mod limiter;
 mod policy;
 
 pub use error::{Error, Result};
-pub use limiter::{Decision, PolicyState, RateLimiter};
-pub use policy::{Algorithm, Policy};
+pub use limiter::{Decision, PolicyState, RateLimiter, Stats};
+pub use policy::{Algorithm, OnFailure, Policy};

@@ -1,13 +1,20 @@
 //! `RateLimiter`: checks, charges, refunds and blocks, each one atomic script or command.
 
 use std::{
-    sync::{Arc, LazyLock},
-    time::Duration,
+    collections::HashMap,
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use redtail_core::{Arg, Backend, Cmd, Key, Namespace, Script, Tagged};
 
-use crate::{Error, Policy, Result};
+use crate::{Error, OnFailure, Policy, Result};
+
+/// Entries kept in each in-process map before it is cleared, so memory stays bounded.
+const LOCAL_ENTRIES: usize = 100_000;
 
 static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new("ratelimit_check", include_str!("../lua/check.lua")));
 static ADJUST: LazyLock<Script> = LazyLock::new(|| Script::new("ratelimit_adjust", include_str!("../lua/adjust.lua")));
@@ -24,6 +31,8 @@ pub enum Decision {
         reset_after: Duration,
         /// Each policy's state, in the order given.
         policies: Vec<PolicyState>,
+        /// Decided without Redis, by the policies' [`OnFailure`] modes.
+        degraded: bool,
     },
     /// Refused and charged to none.
     Limited {
@@ -33,8 +42,10 @@ pub enum Decision {
         violated: Vec<&'static str>,
         /// Whether a [`RateLimiter::block`] refused it.
         blocked: bool,
-        /// Each policy's state, in the order given.
+        /// Each policy's state, in the order given (empty when answered from the local cache).
         policies: Vec<PolicyState>,
+        /// Decided without Redis, by the policies' [`OnFailure`] modes.
+        degraded: bool,
     },
 }
 
@@ -63,21 +74,88 @@ pub struct PolicyState {
     pub reset_after: Duration,
 }
 
+/// Counts of the limiter's decisions that did not come straight from Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Decisions made by [`OnFailure`] modes while Redis could not be reached.
+    pub degraded: u64,
+    /// Refusals answered from the local cache of limited subjects, without a round trip.
+    pub cached: u64,
+    /// Requests shadow policies would have refused.
+    pub shadow_would_limit: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    degraded: AtomicU64,
+    cached: AtomicU64,
+    shadow_would_limit: AtomicU64,
+    last_degraded_log: Mutex<Option<Instant>>,
+}
+
+/// A refusal remembered in process, by subject and policy names: until when, and which policies.
+type Refusal = (Instant, Vec<&'static str>);
+
 /// Rate limits on any redtail [`Backend`].
 ///
 /// All keys of one subject (a user id, an API key, a client address) share a hash tag, so
 /// several policies are checked in one script call on Redis Cluster too; the script uses the
 /// server's clock, so client clocks never matter.
+///
+/// Subjects refused for a second or more are remembered in process until their retry time, so an
+/// abusive client costs no round trip. When Redis cannot be reached, each policy decides by its
+/// [`OnFailure`] mode, and every such decision is counted in [`RateLimiter::stats`].
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     backend: Arc<dyn Backend>,
     namespace: Namespace,
+    shadow: bool,
+    cache_refusals: bool,
+    counters: Arc<Counters>,
+    limited: Arc<Mutex<HashMap<String, Refusal>>>,
+    /// (subject, policy) -> theoretical arrival time of the in-process GCRA, in ms since `epoch`.
+    local: Arc<Mutex<HashMap<(String, &'static str), f64>>>,
+    epoch: Instant,
 }
 
 impl RateLimiter {
     /// A limiter keeping its state under `namespace` (for example `rt:rl`).
     pub fn new(backend: Arc<dyn Backend>, namespace: Namespace) -> Self {
-        RateLimiter { backend, namespace }
+        RateLimiter {
+            backend,
+            namespace,
+            shadow: false,
+            cache_refusals: true,
+            counters: Arc::default(),
+            limited: Arc::default(),
+            local: Arc::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Every policy in shadow mode: decide, log and count, never refuse.
+    #[must_use]
+    pub fn with_shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Whether refusals of a second or more are remembered in process (on by default). The cache
+    /// runs on this process's clock: turn it off in tests that move a virtual clock.
+    #[must_use]
+    pub fn with_refusal_cache(mut self, on: bool) -> Self {
+        self.cache_refusals = on;
+        self
+    }
+
+    /// Counts of degraded, cached and shadow decisions so far.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            degraded: self.counters.degraded.load(Ordering::Relaxed),
+            cached: self.counters.cached.load(Ordering::Relaxed),
+            shadow_would_limit: self.counters.shadow_would_limit.load(Ordering::Relaxed),
+        }
     }
 
     fn subject(&self, subject: &str) -> Result<Tagged> {
@@ -100,27 +178,130 @@ impl RateLimiter {
     /// any would be exceeded. One script call. A cost no policy could ever admit is
     /// [`Error::CannotFit`], distinct from being limited.
     pub async fn check_cost(&self, subject: &str, policies: &[Policy], cost: u64) -> Result<Decision> {
-        self.run(subject, policies, cost, true).await
+        validate(policies, cost)?;
+        let (shadow, enforced): (Vec<Policy>, Vec<Policy>) =
+            policies.iter().cloned().partition(|p| p.shadow || self.shadow);
+        let cache_key = format!("{subject}\0{}", enforced.iter().map(|p| p.name).collect::<Vec<_>>().join(","));
+        if let Some(decision) = self.cached(&cache_key) {
+            return Ok(decision);
+        }
+        let decision = if enforced.is_empty() {
+            Decision::Allowed {
+                remaining: u64::MAX,
+                reset_after: Duration::ZERO,
+                policies: Vec::new(),
+                degraded: false,
+            }
+        } else {
+            match self.run(subject, &enforced, cost, true).await {
+                Err(Error::Redis(e)) if e.is_unavailable() => self.degrade(subject, &enforced, cost, &e),
+                other => other?,
+            }
+        };
+        if !shadow.is_empty() {
+            match self.run(subject, &shadow, cost, true).await {
+                Ok(Decision::Limited { violated, .. }) => {
+                    self.counters.shadow_would_limit.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(subject, ?violated, "shadow rate limit would have refused a request");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "shadow rate limit check failed"),
+            }
+        }
+        if let Decision::Limited { retry_after, violated, degraded: false, .. } = &decision
+            && self.cache_refusals
+            && *retry_after >= Duration::from_secs(1)
+        {
+            let mut limited = self.limited.lock().unwrap_or_else(|p| p.into_inner());
+            if limited.len() >= LOCAL_ENTRIES {
+                limited.clear();
+            }
+            limited.insert(cache_key, (Instant::now() + *retry_after, violated.clone()));
+        }
+        Ok(decision)
+    }
+
+    /// A refusal remembered in process, while it lasts.
+    fn cached(&self, cache_key: &str) -> Option<Decision> {
+        let mut limited = self.limited.lock().unwrap_or_else(|p| p.into_inner());
+        let (until, violated) = limited.get(cache_key)?;
+        let now = Instant::now();
+        if *until <= now {
+            limited.remove(cache_key);
+            return None;
+        }
+        self.counters.cached.fetch_add(1, Ordering::Relaxed);
+        let decision = Decision::Limited {
+            retry_after: *until - now,
+            violated: violated.clone(),
+            blocked: false,
+            policies: Vec::new(),
+            degraded: false,
+        };
+        Some(decision)
+    }
+
+    /// Decides without Redis, by each policy's failure mode.
+    fn degrade(&self, subject: &str, policies: &[Policy], cost: u64, error: &redtail_core::Error) -> Decision {
+        self.counters.degraded.fetch_add(1, Ordering::Relaxed);
+        {
+            // Logged at most once a second, however many requests degrade.
+            let mut last = self.counters.last_degraded_log.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                *last = Some(Instant::now());
+                tracing::warn!(%error, degraded = self.counters.degraded.load(Ordering::Relaxed), "redis unavailable; rate limits decided by their failure modes");
+            }
+        }
+        let mut violated = Vec::new();
+        let mut retry_after = Duration::ZERO;
+        for policy in policies {
+            let refused_for = match policy.on_failure {
+                OnFailure::Open => None,
+                OnFailure::Closed => Some(Duration::from_secs(1)),
+                OnFailure::Local { instances } => self.local_gcra(subject, policy, cost, instances),
+            };
+            if let Some(wait) = refused_for {
+                violated.push(policy.name);
+                retry_after = retry_after.max(wait);
+            }
+        }
+        if violated.is_empty() {
+            Decision::Allowed { remaining: 0, reset_after: Duration::ZERO, policies: Vec::new(), degraded: true }
+        } else {
+            Decision::Limited { retry_after, violated, blocked: false, policies: Vec::new(), degraded: true }
+        }
+    }
+
+    /// An in-process GCRA at the policy's rate divided by `instances`; `Some(wait)` when refused.
+    fn local_gcra(&self, subject: &str, policy: &Policy, cost: u64, instances: u32) -> Option<Duration> {
+        let instances = f64::from(instances.max(1));
+        let limit = (policy.limit as f64 / instances).max(1.0);
+        let burst = (policy.burst as f64 / instances).max(1.0);
+        let interval = policy.period.as_secs_f64() * 1000.0 / limit;
+        let now = self.epoch.elapsed().as_secs_f64() * 1000.0;
+        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        if local.len() >= LOCAL_ENTRIES {
+            local.clear();
+        }
+        let tat = local.entry((subject.to_owned(), policy.name)).or_insert(now);
+        let new_tat = tat.max(now) + cost as f64 * interval;
+        let allow_at = new_tat - burst * interval;
+        if now >= allow_at {
+            *tat = new_tat;
+            None
+        } else {
+            Some(Duration::from_secs_f64((allow_at - now) / 1000.0))
+        }
     }
 
     /// Reports what [`RateLimiter::check_cost`] would decide, charging nothing (shadow mode).
     pub async fn peek(&self, subject: &str, policies: &[Policy], cost: u64) -> Result<Decision> {
+        validate(policies, cost)?;
         self.run(subject, policies, cost, false).await
     }
 
+    /// One script call: check `policies`, and charge them all when `charge` and all allow.
     async fn run(&self, subject: &str, policies: &[Policy], cost: u64, charge: bool) -> Result<Decision> {
-        if policies.is_empty() {
-            return Err(Error::InvalidInput("at least one policy is needed".to_owned()));
-        }
-        if cost == 0 {
-            return Err(Error::InvalidInput("the cost must be at least 1".to_owned()));
-        }
-        for policy in policies {
-            policy.validate().map_err(Error::InvalidInput)?;
-            if cost > policy.capacity() {
-                return Err(Error::CannotFit { policy: policy.name, cost, capacity: policy.capacity() });
-            }
-        }
         let tagged = self.subject(subject)?;
         let mut keys = Vec::with_capacity(policies.len() + 1);
         keys.push(tagged.key(["!block"]));
@@ -162,11 +343,12 @@ impl RateLimiter {
                 violated,
                 blocked: blocked > Duration::ZERO,
                 policies: states,
+                degraded: false,
             });
         }
         let tightest = states.iter().min_by_key(|s| s.remaining);
         let (remaining, reset_after) = tightest.map_or((0, Duration::ZERO), |s| (s.remaining, s.reset_after));
-        Ok(Decision::Allowed { remaining, reset_after, policies: states })
+        Ok(Decision::Allowed { remaining, reset_after, policies: states, degraded: false })
     }
 
     /// Gives `cost` back to `policy` (a request that turned out not to count).
@@ -206,6 +388,23 @@ impl RateLimiter {
         self.backend.call(Cmd::new("DEL").key(&key)).await?;
         Ok(())
     }
+}
+
+/// Checks the policies and the cost before anything is sent.
+fn validate(policies: &[Policy], cost: u64) -> Result<()> {
+    if policies.is_empty() {
+        return Err(Error::InvalidInput("at least one policy is needed".to_owned()));
+    }
+    if cost == 0 {
+        return Err(Error::InvalidInput("the cost must be at least 1".to_owned()));
+    }
+    for policy in policies {
+        policy.validate().map_err(Error::InvalidInput)?;
+        if cost > policy.capacity() {
+            return Err(Error::CannotFit { policy: policy.name, cost, capacity: policy.capacity() });
+        }
+    }
+    Ok(())
 }
 
 fn millis(d: Duration) -> u64 {

@@ -27,6 +27,23 @@ impl Algorithm {
     }
 }
 
+/// What a policy decides when Redis cannot be reached (a timeout, a lost connection).
+/// Other errors, such as a misconfigured cluster, are returned, never papered over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OnFailure {
+    /// Admit the request.
+    Open,
+    /// Refuse the request.
+    Closed,
+    /// Decide with an in-process GCRA at `limit / instances`, so that `instances` processes
+    /// together stay near the limit.
+    Local {
+        /// How many processes share the limit.
+        instances: u32,
+    },
+}
+
 /// A rate limit: at most `limit` units of cost per `period`, `burst` of them at once (GCRA).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -41,12 +58,38 @@ pub struct Policy {
     pub burst: u64,
     /// How requests are counted.
     pub algorithm: Algorithm,
+    /// What to decide when Redis cannot be reached. [`OnFailure::Closed`] unless set.
+    pub on_failure: OnFailure,
+    /// Decide, log and count, but never refuse.
+    pub shadow: bool,
 }
 
 impl Policy {
     /// `limit` per `period` with GCRA and a burst of `limit`.
     pub const fn new(name: &'static str, limit: u64, period: Duration) -> Policy {
-        Policy { name, limit, period, burst: limit, algorithm: Algorithm::Gcra }
+        Policy {
+            name,
+            limit,
+            period,
+            burst: limit,
+            algorithm: Algorithm::Gcra,
+            on_failure: OnFailure::Closed,
+            shadow: false,
+        }
+    }
+
+    /// The same policy with another failure mode.
+    #[must_use]
+    pub const fn with_on_failure(mut self, on_failure: OnFailure) -> Policy {
+        self.on_failure = on_failure;
+        self
+    }
+
+    /// The same policy in shadow mode: it decides and counts but never refuses.
+    #[must_use]
+    pub const fn shadow(mut self) -> Policy {
+        self.shadow = true;
+        self
     }
 
     /// The same policy counted by `algorithm`.
@@ -63,12 +106,15 @@ impl Policy {
         self
     }
 
-    /// The original design's API limit: 100 requests a minute per user.
-    pub const API: Policy = Policy::new("api", 100, Duration::from_secs(60));
-    /// The original design's download limit: 5 YouTube downloads an hour, counted exactly.
+    /// The original design's API limit: 100 requests a minute per user; when Redis is down it
+    /// falls back to an in-process limit.
+    pub const API: Policy =
+        Policy::new("api", 100, Duration::from_secs(60)).with_on_failure(OnFailure::Local { instances: 1 });
+    /// The original design's download limit: 5 YouTube downloads an hour, counted exactly; refused
+    /// when Redis is down.
     pub const YOUTUBE_DOWNLOAD: Policy =
         Policy::new("youtube", 5, Duration::from_secs(3_600)).with_algorithm(Algorithm::SlidingLog);
-    /// The original design's media-request limit: 20 an hour.
+    /// The original design's media-request limit: 20 an hour; refused when Redis is down.
     pub const MEDIA_REQUEST: Policy = Policy::new("media-request", 20, Duration::from_secs(3_600));
 
     /// Checks that the policy can ever admit anything.

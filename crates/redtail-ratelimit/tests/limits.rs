@@ -11,7 +11,9 @@ use redtail_testkit::{Clock, MemoryBackend};
 
 fn setup() -> (MemoryBackend, RateLimiter) {
     let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
-    let limiter = RateLimiter::new(Arc::new(redis.clone()), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")));
+    // The refusal cache runs on real time; these tests move a virtual clock instead.
+    let limiter = RateLimiter::new(Arc::new(redis.clone()), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")))
+        .with_refusal_cache(false);
     (redis, limiter)
 }
 
@@ -182,5 +184,36 @@ async fn every_key_has_a_ttl() -> Result<()> {
     for key in page.keys {
         assert!(redis.call(Cmd::new("PTTL").key(&key)).await?.as_int()? > 0, "{key} has no TTL");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn long_refusals_are_answered_without_a_round_trip() -> Result<()> {
+    let redis = MemoryBackend::new();
+    let limiter = RateLimiter::new(Arc::new(redis.clone()), Namespace::new("rl")?);
+    let policy = Policy::new("slow", 1, Duration::from_secs(3_600));
+    assert!(limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
+    assert!(!limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
+    // Even with the limiter's state gone from Redis, the cached refusal stands until its time.
+    redis.call(Cmd::new("FLUSHALL")).await?;
+    let cached = limiter.check("u", std::slice::from_ref(&policy)).await?;
+    assert!(matches!(&cached, Decision::Limited { violated, .. } if violated == &vec!["slow"]), "{cached:?}");
+    assert_eq!(limiter.stats().cached, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn shadow_policies_count_but_never_refuse() -> Result<()> {
+    let (_, limiter) = setup();
+    let shadow = Policy::new("trial", 2, Duration::from_secs(60)).shadow();
+    for _ in 0..5 {
+        assert!(limiter.check("u", &[shadow.clone(), Policy::API]).await?.is_allowed());
+    }
+    assert_eq!(limiter.stats().shadow_would_limit, 3);
+    let everything = limiter.clone().with_shadow(true);
+    for _ in 0..3 {
+        assert!(everything.check("w", &[Policy::new("one", 1, Duration::from_secs(60))]).await?.is_allowed());
+    }
+    assert_eq!(everything.stats().shadow_would_limit, 5);
     Ok(())
 }

@@ -90,12 +90,20 @@ impl Process {
                 _ => Error::Io { context: format!("spawn redis-server for {}", self.what), source: e },
             })?;
         *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+        let pid = self.child.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(Child::id);
         let started = Instant::now();
         loop {
             if let Ok(Reply::Status(pong)) = resp::command(self.port, &["PING"])
                 && pong == "PONG"
             {
-                return Ok(());
+                // Another test process may have taken the port first: make sure the server that
+                // answers is the one just started.
+                let answering = self.info_field("server", "process_id")?;
+                if answering.as_deref() == pid.map(|p| p.to_string()).as_deref() {
+                    return Ok(());
+                }
+                self.kill();
+                return Err(self.start_error(format!("port {} is taken by another server", self.port)));
             }
             let exited =
                 self.child.lock().unwrap_or_else(|p| p.into_inner()).as_mut().and_then(|c| c.try_wait().ok().flatten());
