@@ -25,12 +25,23 @@
 //!   their retry time; shadow policies decide and count but never refuse. [`RateLimiter::stats`]
 //!   counts each kind.
 //!
-//! Not yet here (see the open issue): metrics through a facade, and the tower layer.
+//! - With the default `tower` feature, [`RateLimitLayer`] limits HTTP requests (in axum too),
+//!   with IETF `RateLimit` headers and a problem+json 429 body.
+//!
+//! Not yet here (see the open issue): metrics through a facade and a client-clock option.
 
 mod error;
+#[cfg(feature = "tower")]
+mod key;
+#[cfg(feature = "tower")]
+mod layer;
 mod limiter;
 mod policy;
 
 pub use error::{Error, Result};
+#[cfg(feature = "tower")]
+pub use key::{ClientIp, HeaderKey, KeyExtractor, Subject, SubjectKey};
+#[cfg(feature = "tower")]
+pub use layer::{RateLimit, RateLimitLayer};
 pub use limiter::{Decision, PolicyState, RateLimiter, Stats};
 pub use policy::{Algorithm, OnFailure, Policy};
