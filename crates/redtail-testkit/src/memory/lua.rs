@@ -156,16 +156,8 @@ fn to_lua(lua: &Lua, reply: Reply) -> mlua::Result<LuaValue> {
         Reply::Nil => LuaValue::Boolean(false),
         Reply::Int(i) => LuaValue::Integer(i),
         Reply::Bulk(b) => LuaValue::String(lua.create_string(b.as_ref())?),
-        Reply::Status(s) => {
-            let t = lua.create_table()?;
-            t.raw_set("ok", s)?;
-            LuaValue::Table(t)
-        }
-        Reply::Error(e) => {
-            let t = lua.create_table()?;
-            t.raw_set("err", e)?;
-            LuaValue::Table(t)
-        }
+        Reply::Status(s) => LuaValue::Table(reply_table(lua, "ok", s)?),
+        Reply::Error(e) => LuaValue::Table(reply_table(lua, "err", e)?),
         Reply::Array(items) => {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.into_iter().enumerate() {
@@ -174,6 +166,13 @@ fn to_lua(lua: &Lua, reply: Reply) -> mlua::Result<LuaValue> {
             LuaValue::Table(t)
         }
     })
+}
+
+/// `{ok = text}` or `{err = text}`: how Lua sees status and error replies.
+fn reply_table(lua: &Lua, field: &'static str, text: impl mlua::IntoLua) -> mlua::Result<Table> {
+    let table = lua.create_table()?;
+    table.raw_set(field, text)?;
+    Ok(table)
 }
 
 /// A script's return value as a reply: numbers truncate to integers, false is nil, true is 1,
@@ -225,22 +224,9 @@ fn setup(lua: &Lua) -> mlua::Result<()> {
         globals.raw_set(unsafe_global, LuaValue::Nil)?;
     }
     let redis = lua.create_table()?;
-    redis.raw_set(
-        "error_reply",
-        lua.create_function(|lua, msg: mlua::LuaString| {
-            let t = lua.create_table()?;
-            t.raw_set("err", msg)?;
-            Ok(t)
-        })?,
-    )?;
-    redis.raw_set(
-        "status_reply",
-        lua.create_function(|lua, msg: mlua::LuaString| {
-            let t = lua.create_table()?;
-            t.raw_set("ok", msg)?;
-            Ok(t)
-        })?,
-    )?;
+    for (name, field) in [("error_reply", "err"), ("status_reply", "ok")] {
+        redis.raw_set(name, lua.create_function(move |lua, msg: mlua::LuaString| reply_table(lua, field, msg))?)?;
+    }
     redis.raw_set(
         "sha1hex",
         lua.create_function(|_, s: mlua::LuaString| Ok(sha1_smol::Sha1::from(&*s.as_bytes()).digest().to_string()))?,
