@@ -4,8 +4,15 @@
 -- ARGV[1] cost; then for each policy: algorithm (g: GCRA, s: sliding log, f: fixed window),
 -- limit, period ms, burst. ARGV[2] is 1 to charge (0: only look, for shadow checks and peeks).
 -- Returns {blocked ms, then for each policy: allowed (1/0), remaining, retry after ms, reset after ms}.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- The server's time, read only when a policy needs it (the fixed window counts without it).
+local now = nil
+local function clock()
+  if not now then
+    local time = redis.call('TIME')
+    now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  end
+  return now
+end
 local cost = tonumber(ARGV[1])
 local charge = ARGV[2] == '1'
 local n = (#ARGV - 2) / 4
@@ -22,6 +29,7 @@ for i = 1, n do
   local period = tonumber(ARGV[2 + (i - 1) * 4 + 3])
   local burst = tonumber(ARGV[2 + (i - 1) * 4 + 4])
   local v = {key = key, algorithm = algorithm, period = period}
+  if algorithm ~= 'f' then clock() end
   if algorithm == 'g' then
     -- GCRA: one theoretical arrival time per key; burst cells may arrive at once.
     local interval = period / limit
