@@ -105,7 +105,21 @@ impl Redis {
                 if client.is_connected() {
                     break;
                 }
-                let wait = tokio::time::timeout_at(deadline, async {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Err(crate::Error::Connect {
+                        target: config.target().to_owned(),
+                        reason: format!(
+                            "no connection within {:?}; check that the server runs and the address is right",
+                            config.connect_timeout
+                        ),
+                        source: None,
+                    });
+                }
+                // fred may announce the connection between its state check and our subscription to
+                // the announcement, so the state is looked at again every 50 ms.
+                let step = (deadline - now).min(Duration::from_millis(50));
+                let wait = tokio::time::timeout(step, async {
                     tokio::select! {
                         r = client.wait_for_connect() => r,
                         e = errors.recv() => match e {
@@ -114,19 +128,8 @@ impl Redis {
                         },
                     }
                 });
-                match wait.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(connect_error(config, e)),
-                    Err(_) => {
-                        return Err(crate::Error::Connect {
-                            target: config.target().to_owned(),
-                            reason: format!(
-                                "no connection within {:?}; check that the server runs and the address is right",
-                                config.connect_timeout
-                            ),
-                            source: None,
-                        });
-                    }
+                if let Ok(Err(e)) = wait.await {
+                    return Err(connect_error(config, e));
                 }
             }
         }
