@@ -92,11 +92,9 @@ if all_allowed and charge then
       redis.call('PEXPIRE', v.key, v.period)
       v.reset = v.period
     else
-      local used = redis.call('INCRBY', v.key, cost)
-      if used == cost then
+      -- A new window: its TTL (and the reply's reset) is the period, as computed above.
+      if redis.call('INCRBY', v.key, cost) == cost then
         redis.call('PEXPIRE', v.key, v.period)
-        v.reset = v.period
-        v.remaining = math.max(0, tonumber(ARGV[2 + (i - 1) * 4 + 2]) - used)
       end
     end
   end

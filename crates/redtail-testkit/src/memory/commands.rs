@@ -283,13 +283,7 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             Ok(Reply::Int(count(list.len())))
         }
         "LPOP" | "RPOP" => {
-            let n = match a.get(1) {
-                Some(n) => Some(parse_positive(n)?),
-                None => None,
-            };
-            if a.len() > 2 {
-                return Err(SYNTAX.to_owned());
-            }
+            let n = optional_count(a)?;
             let Some(list) = store.list_mut(&a[0], false)? else { return Ok(Reply::Nil) };
             let mut pop = || if name == "LPOP" { list.pop_front() } else { list.pop_back() };
             let reply = match n {
@@ -412,11 +406,7 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             let Some(z) = store.zset_mut(&a[0], false)? else { return Ok(Reply::Int(0)) };
             let doomed: Vec<Bytes> =
                 z.by_score.iter().filter(|(s, _)| min.below(s.0) && max.above(s.0)).map(|(_, m)| m.clone()).collect();
-            doomed.iter().for_each(|m| {
-                z.remove(m);
-            });
-            store.drop_if_empty(&a[0]);
-            Ok(Reply::Int(count(doomed.len())))
+            Ok(remove_members(store, &a[0], &doomed))
         }
         "ZREMRANGEBYRANK" => {
             let (start, stop) = (parse_int(&a[1])?, parse_int(&a[2])?);
@@ -424,20 +414,10 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             let range = index_range(z.len(), start, stop);
             let doomed: Vec<Bytes> =
                 z.by_score.iter().enumerate().filter(|(i, _)| range.contains(i)).map(|(_, (_, m))| m.clone()).collect();
-            doomed.iter().for_each(|m| {
-                z.remove(m);
-            });
-            store.drop_if_empty(&a[0]);
-            Ok(Reply::Int(count(doomed.len())))
+            Ok(remove_members(store, &a[0], &doomed))
         }
         "ZPOPMIN" | "ZPOPMAX" => {
-            let n = match a.get(1) {
-                Some(n) => Some(parse_positive(n)?),
-                None => None,
-            };
-            if a.len() > 2 {
-                return Err(SYNTAX.to_owned());
-            }
+            let n = optional_count(a)?;
             let mut out = Vec::new();
             if let Some(z) = store.zset_mut(&a[0], false)? {
                 for _ in 0..n.unwrap_or(1) {
@@ -507,6 +487,26 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
 
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The optional count of `LPOP`/`RPOP`/`ZPOPMIN`/`ZPOPMAX` (`a[1]`); nothing may follow it.
+fn optional_count(a: &[Bytes]) -> Result<Option<usize>, String> {
+    let n = a.get(1).map(|n| parse_positive(n)).transpose()?;
+    if a.len() > 2 {
+        return Err(SYNTAX.to_owned());
+    }
+    Ok(n)
+}
+
+/// Removes `members` from the sorted set at `key` (which holds them) and replies their count.
+fn remove_members(store: &mut Store, key: &[u8], members: &[Bytes]) -> Reply {
+    if let Ok(Some(z)) = store.zset_mut(key, false) {
+        for member in members {
+            z.remove(member);
+        }
+    }
+    store.drop_if_empty(key);
+    Reply::Int(count(members.len()))
 }
 
 fn parse_positive(arg: &[u8]) -> Result<usize, String> {

@@ -266,24 +266,12 @@ fn setup(lua: &Lua) -> mlua::Result<()> {
 
     // As in Redis: scripts may neither create nor read undeclared globals.
     let guard = lua.create_table()?;
-    guard.raw_set(
-        "__newindex",
-        lua.create_function(|_, (_, name): (Table, mlua::LuaString)| -> mlua::Result<()> {
-            Err(mlua::Error::runtime(format!(
-                "Script attempted to create global variable '{}'",
-                name.to_string_lossy()
-            )))
-        })?,
-    )?;
-    guard.raw_set(
-        "__index",
-        lua.create_function(|_, (_, name): (Table, mlua::LuaString)| -> mlua::Result<()> {
-            Err(mlua::Error::runtime(format!(
-                "Script attempted to access nonexistent global variable '{}'",
-                name.to_string_lossy()
-            )))
-        })?,
-    )?;
+    for (metamethod, attempt) in [("__newindex", "create global"), ("__index", "access nonexistent global")] {
+        let refuse = lua.create_function(move |_, (_, name): (Table, mlua::LuaString)| -> mlua::Result<()> {
+            Err(mlua::Error::runtime(format!("Script attempted to {attempt} variable '{}'", name.to_string_lossy())))
+        })?;
+        guard.raw_set(metamethod, refuse)?;
+    }
     globals.set_metatable(Some(guard))?;
     Ok(())
 }

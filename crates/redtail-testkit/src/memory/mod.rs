@@ -255,9 +255,7 @@ impl Backend for MemoryBackend {
         let mut state = self.lock();
         // As Redis does while queueing: an unknown command or a wrong arity runs nothing.
         for cmd in &cmds {
-            let args: Vec<Bytes> = std::iter::once(Bytes::from_static(cmd.name().as_bytes()))
-                .chain(cmd.arguments().iter().map(|a| Bytes::copy_from_slice(a.as_bytes())))
-                .collect();
+            let args = arguments(cmd.clone());
             if !is_named(&args, "PUBLISH") {
                 commands::check(&args).map_err(server)?;
             }
