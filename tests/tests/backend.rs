@@ -194,7 +194,7 @@ async fn publish_reaches_subscribers(target: Target) -> TestResult {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let message = loop {
         ctx.backend.publish(&channel, Bytes::from_static(b"hello")).await?;
-        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), subscription.recv()).await {
+        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), subscription.next_message()).await {
             break message;
         }
         assert!(tokio::time::Instant::now() < deadline, "no message within 10 s");

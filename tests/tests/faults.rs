@@ -7,7 +7,7 @@ use std::{
 };
 
 use redtail_connection::{Config, Error as ConnectError, Redis};
-use redtail_core::{Bytes, Cmd, Error, Key, Script, Value};
+use redtail_core::{Bytes, Cmd, Error, Event, Key, Script, Value};
 use redtail_tests::{Ctx, Deployment, TestRedis, TestResult, for_each_server};
 
 static COUNT_RUN: LazyLock<Script> = LazyLock::new(|| {
@@ -107,16 +107,24 @@ async fn dropped_connections_are_healed_and_subscriptions_resume() -> TestResult
     let mut subscription = ctx.backend.subscribe(&[&channel]).await?;
     ctx.servers.drop_clients()?;
     until_ok(Duration::from_secs(5), || ctx.backend.call(Cmd::new("PING"))).await?;
-    // Publish until the resubscribed connection hears it.
+    // Publish until the resubscribed connection hears it; the subscription was told of the gap
+    // first, since messages published meanwhile were lost.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut gap = false;
     loop {
         ctx.backend.publish(&channel, Bytes::from_static(b"after")).await?;
-        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(200), subscription.recv()).await {
-            assert_eq!(message.payload.as_ref(), b"after");
-            break;
+        match tokio::time::timeout(Duration::from_millis(200), subscription.recv()).await {
+            Ok(Some(Event::Gap)) => gap = true,
+            Ok(Some(Event::Message(message))) => {
+                assert_eq!(message.payload.as_ref(), b"after");
+                break;
+            }
+            Ok(None) => panic!("subscription ended"),
+            Err(_) => {}
         }
         assert!(Instant::now() < deadline, "subscription did not resume after the connections were dropped");
     }
+    assert!(gap, "the lost connection was reported as a gap before the next message");
     Ok(())
 }
 

@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Publish and subscribe.
     let mut subscription = backend.subscribe(&["tour:news"]).await?;
     backend.publish("tour:news", Bytes::from_static(b"redtail says hi")).await?;
-    if let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), subscription.recv()).await {
+    if let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(2), subscription.next_message()).await {
         println!("pub/sub:     {} <- {:?}", message.channel, String::from_utf8_lossy(&message.payload));
     }
 

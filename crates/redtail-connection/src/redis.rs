@@ -22,7 +22,7 @@ use redtail_core::{
     Arg, Backend, Bytes, Cmd, Cursor, Error, Key, Message, Pattern, Result, ScanPage, Script, Subscription, Value,
     async_trait, same_slot,
 };
-use tokio::sync::{Notify, OnceCell, mpsc};
+use tokio::sync::{Notify, OnceCell, mpsc, watch};
 
 use crate::{Config, convert};
 
@@ -489,8 +489,22 @@ fn connect_error(config: &Config, e: fred::error::Error) -> crate::Error {
     }
 }
 
-/// Senders of each channel's subscriptions, by subscription id.
-type Routes = Arc<Mutex<HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>>>;
+/// Where one subscription's messages go, and how it learns it missed some.
+#[derive(Clone)]
+struct Route {
+    id: u64,
+    sender: mpsc::Sender<Message>,
+    gaps: Arc<watch::Sender<u64>>,
+}
+
+impl Route {
+    fn gap(&self) {
+        self.gaps.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// The routes of each channel's subscriptions.
+type Routes = Arc<Mutex<HashMap<String, Vec<Route>>>>;
 
 /// The subscriber connection and the routing of its messages to [`Subscription`]s.
 struct PubSub {
@@ -502,6 +516,13 @@ struct PubSub {
 impl PubSub {
     fn start(client: SubscriberClient) -> PubSub {
         let routes: Routes = Arc::default();
+        // Messages published while the connection was down are lost: tell every subscription.
+        let reconnect_routes = Arc::clone(&routes);
+        drop(client.on_reconnect(move |_| {
+            let routes = reconnect_routes.lock().unwrap_or_else(|p| p.into_inner());
+            routes.values().flatten().for_each(Route::gap);
+            async { Ok(()) }
+        }));
         let mut messages = client.message_rx();
         let task_routes = Arc::clone(&routes);
         tokio::spawn(async move {
@@ -520,10 +541,11 @@ impl PubSub {
                     other => Bytes::from(other.describe()),
                 };
                 let routes = task_routes.lock().unwrap_or_else(|p| p.into_inner());
-                for (_, sender) in routes.get(&channel).into_iter().flatten() {
+                for route in routes.get(&channel).into_iter().flatten() {
                     let message = Message { channel: channel.clone(), payload: payload.clone() };
-                    if sender.try_send(message).is_err() {
+                    if route.sender.try_send(message).is_err() {
                         tracing::warn!(%channel, "pub/sub subscriber is full or gone; message dropped for it");
+                        route.gap();
                     }
                 }
             }
@@ -533,18 +555,20 @@ impl PubSub {
 
     async fn subscribe(&self, channels: &[&str], timeout: Duration) -> Result<Subscription> {
         let (sender, receiver) = mpsc::channel(1024);
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (gaps, gap_receiver) = watch::channel(0);
+        let route = Route { id: self.next_id.fetch_add(1, Ordering::Relaxed), sender, gaps: Arc::new(gaps) };
+        let id = route.id;
         let owned: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
         {
             let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             for channel in &owned {
-                routes.entry(channel.clone()).or_default().push((id, sender.clone()));
+                routes.entry(channel.clone()).or_default().push(route.clone());
             }
         }
         let guard =
             Unsubscribe { id, channels: owned.clone(), routes: Arc::clone(&self.routes), client: self.client.clone() };
         self.client.subscribe(owned).await.map_err(|e| convert::error(e, timeout))?;
-        Ok(Subscription::new(receiver, guard))
+        Ok(Subscription::new(receiver, gap_receiver, guard))
     }
 }
 
@@ -563,7 +587,7 @@ impl Drop for Unsubscribe {
             let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             for channel in &self.channels {
                 if let Some(senders) = routes.get_mut(channel) {
-                    senders.retain(|(id, _)| *id != self.id);
+                    senders.retain(|route| route.id != self.id);
                     if senders.is_empty() {
                         routes.remove(channel);
                         unused.push(channel.clone());

@@ -4,7 +4,7 @@ use std::{any::Any, fmt};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{Arg, Cmd, Error, Key, Pattern, Result, Script, Value};
 
@@ -116,22 +116,52 @@ pub struct Message {
     pub payload: Bytes,
 }
 
+/// What a [`Subscription`] yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A published message.
+    Message(Message),
+    /// Messages may have been missed: the subscriber connection was lost and re-established, or
+    /// this subscription fell too far behind. Anything kept in sync by messages must be
+    /// re-synchronised (a local cache cleared, for example).
+    Gap,
+}
+
 /// Messages from [`Backend::subscribe`]; unsubscribes when dropped.
 pub struct Subscription {
     messages: mpsc::Receiver<Message>,
+    gaps: watch::Receiver<u64>,
     // Dropped with the subscription; the backend unsubscribes in its `Drop`.
     _guard: Box<dyn Any + Send + Sync>,
 }
 
 impl Subscription {
-    /// A subscription fed by `messages`; `guard` is dropped when the subscription is.
-    pub fn new(messages: mpsc::Receiver<Message>, guard: impl Any + Send + Sync) -> Self {
-        Self { messages, _guard: Box::new(guard) }
+    /// A subscription fed by `messages`; each change of `gaps` is reported as one [`Event::Gap`];
+    /// `guard` is dropped when the subscription is.
+    pub fn new(messages: mpsc::Receiver<Message>, gaps: watch::Receiver<u64>, guard: impl Any + Send + Sync) -> Self {
+        Self { messages, gaps, _guard: Box::new(guard) }
     }
 
-    /// The next message, or `None` once the backend has shut down.
-    pub async fn recv(&mut self) -> Option<Message> {
-        self.messages.recv().await
+    /// The next event, or `None` once the backend has shut down. A gap is reported before the
+    /// messages that follow it.
+    pub async fn recv(&mut self) -> Option<Event> {
+        tokio::select! {
+            biased;
+            Ok(()) = self.gaps.changed() => {
+                self.gaps.borrow_and_update();
+                Some(Event::Gap)
+            }
+            message = self.messages.recv() => message.map(Event::Message),
+        }
+    }
+
+    /// The next message, skipping gaps, or `None` once the backend has shut down.
+    pub async fn next_message(&mut self) -> Option<Message> {
+        loop {
+            if let Event::Message(message) = self.recv().await? {
+                return Some(message);
+            }
+        }
     }
 }
 

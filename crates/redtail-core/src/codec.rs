@@ -9,6 +9,10 @@ use crate::{Error, Result};
 /// Generic methods keep the hot path free of dynamic dispatch; crates take a codec as a type
 /// parameter that defaults to [`JsonCodec`].
 pub trait Codec: Send + Sync + Clone + std::fmt::Debug + 'static {
+    /// One byte naming the format, stored beside values where the format may change over time,
+    /// so that values of another format are recognised rather than misread. Distinct codecs need
+    /// distinct bytes; `b'j'` is JSON.
+    fn format(&self) -> u8;
     /// Encodes `value`.
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>>;
     /// Decodes bytes written by [`Codec::encode`]; arbitrary bytes give an error, never a panic.
@@ -20,6 +24,10 @@ pub trait Codec: Send + Sync + Clone + std::fmt::Debug + 'static {
 pub struct JsonCodec;
 
 impl Codec for JsonCodec {
+    fn format(&self) -> u8 {
+        b'j'
+    }
+
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>> {
         serde_json::to_vec(value).map_err(|e| Error::Codec { action: "encode", source: e.into() })
     }

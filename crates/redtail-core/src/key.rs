@@ -93,6 +93,30 @@ impl Namespace {
         key.extend_from_slice(b":*");
         Pattern(key.into())
     }
+
+    /// A `SCAN` pattern matching the keys `<prefix>:<part>` built by [`Namespace::key`] with one
+    /// part that matches `glob`: `*` stands for any run of bytes, everything else is literal.
+    ///
+    /// ```
+    /// use redtail_core::Namespace;
+    ///
+    /// let ns = Namespace::new("app").unwrap();
+    /// let pattern = ns.glob("users:*:profile");
+    /// assert!(pattern.matches(ns.key(["users:42:profile"]).as_bytes()));
+    /// assert!(!pattern.matches(ns.key(["users:42:avatar"]).as_bytes()));
+    /// ```
+    pub fn glob(&self, glob: &str) -> Pattern {
+        let mut pattern = Vec::with_capacity(self.prefix.len() + glob.len() + 8);
+        pattern.extend_from_slice(self.prefix.as_bytes());
+        pattern.push(b':');
+        for (i, literal) in glob.as_bytes().split(|&b| b == b'*').enumerate() {
+            if i > 0 {
+                pattern.push(b'*');
+            }
+            escape_into(literal, &mut pattern);
+        }
+        Pattern(pattern.into())
+    }
 }
 
 impl fmt::Debug for Namespace {
@@ -194,7 +218,7 @@ impl fmt::Display for Key {
     }
 }
 
-/// A `SCAN MATCH` pattern built by a [`Namespace`]: literal escaped parts followed by `:*`.
+/// A `SCAN MATCH` pattern built by a [`Namespace`]: escaped literals and `*` wildcards.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Pattern(Bytes);
 
@@ -205,10 +229,20 @@ impl Pattern {
     }
 
     /// Whether `key` matches the pattern, with the glob semantics of Redis restricted to what
-    /// [`Namespace::pattern`] produces: a literal prefix then `*`.
+    /// [`Namespace`] produces: escaped literals (which never hold glob characters) and `*`.
     pub fn matches(&self, key: &[u8]) -> bool {
-        let literal = &self.0[..self.0.len() - 1];
-        key.starts_with(literal)
+        let mut literals = self.0.split(|&b| b == b'*');
+        let first = literals.next().unwrap_or_default();
+        let Some(mut rest) = key.strip_prefix(first) else { return false };
+        let literals: Vec<&[u8]> = literals.collect();
+        let Some((last, middle)) = literals.split_last() else { return rest.is_empty() };
+        for literal in middle {
+            match rest.windows(literal.len().max(1)).position(|w| literal.is_empty() || w == *literal) {
+                Some(at) => rest = &rest[at + literal.len()..],
+                None => return false,
+            }
+        }
+        rest.ends_with(last)
     }
 }
 
@@ -323,6 +357,21 @@ mod tests {
         assert!(Namespace::new("a{b}").is_err());
         assert!(Namespace::new("a b").is_err());
         assert!(Namespace::new("app:v1").is_ok());
+    }
+
+    #[test]
+    fn globs_escape_literals_and_keep_stars() {
+        let p = ns().glob("a:*{x}*");
+        assert_eq!(p.as_bytes(), b"t:a%3A*%7Bx%7D*");
+        assert!(p.matches(ns().key(["a:1{x}2"]).as_bytes()));
+        assert!(p.matches(ns().key(["a:{x}"]).as_bytes()));
+        assert!(!p.matches(ns().key(["b:{x}"]).as_bytes()));
+        assert!(ns().glob("exact").matches(ns().key(["exact"]).as_bytes()));
+        assert!(!ns().glob("exact").matches(ns().key(["exactly"]).as_bytes()));
+        assert!(ns().glob("*").matches(ns().key([""]).as_bytes()));
+        // A middle literal is searched after the prefix, and the suffix after it.
+        assert!(!ns().glob("ab*b*ba").matches(ns().key(["aba"]).as_bytes()));
+        assert!(ns().glob("ab*b*ba").matches(ns().key(["abbba"]).as_bytes()));
     }
 
     #[test]

@@ -992,11 +992,22 @@ pub(crate) fn xread(store: &mut Store, a: &[Bytes]) -> CmdResult {
 
 /// Runs `SCAN cursor MATCH pattern COUNT count` over the live keys in order.
 pub(crate) fn scan(store: &Store, cursor: u64, pattern: &[u8], count: u32) -> (u64, Vec<Bytes>) {
-    let start = usize::try_from(cursor).unwrap_or(usize::MAX);
+    // Keys are visited in the order of a hash of their name, and the cursor is the next hash to
+    // visit: keys present for the whole scan are returned whatever is added or deleted meanwhile,
+    // as Redis guarantees.
     let count = usize::try_from(count.max(1)).unwrap_or(1);
-    let live: Vec<&Bytes> = store.live_keys().skip(start).take(count).collect();
-    let keys = live.iter().filter(|k| glob::matches(pattern, k)).map(|k| (*k).clone()).collect();
-    let next = start + live.len();
-    let done = live.len() < count || store.live_keys().nth(next).is_none();
-    (if done { 0 } else { u64::try_from(next).unwrap_or(0) }, keys)
+    let mut live: Vec<(u64, &Bytes)> = store.live_keys().map(|k| (fnv1a(k), k)).filter(|(h, _)| *h >= cursor).collect();
+    live.sort_unstable();
+    let mut end = live.len().min(count);
+    // A page never ends between keys of one hash, or the next would skip the rest of them.
+    while end > 0 && end < live.len() && live[end].0 == live[end - 1].0 {
+        end += 1;
+    }
+    let keys = live[..end].iter().filter(|(_, k)| glob::matches(pattern, k)).map(|(_, k)| (*k).clone()).collect();
+    (live.get(end).map_or(0, |(h, _)| *h), keys)
+}
+
+/// FNV-1a, 64 bits: a stable order for `SCAN`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

@@ -20,7 +20,7 @@ use redtail_core::{
     Arg, Backend, Bytes, Cmd, Cursor, Error, Key, Message, Pattern, Result, ScanPage, Script, ServerError,
     Subscription, Value, async_trait, same_slot,
 };
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use self::{
     lua::Scripting,
@@ -64,7 +64,21 @@ struct Shared {
 }
 
 /// Senders of each channel's subscriptions, by subscription id.
-type Subscribers = HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>;
+type Subscribers = HashMap<String, Vec<Route>>;
+
+/// Where one subscription's messages go, and how it learns it missed some.
+#[derive(Debug, Clone)]
+struct Route {
+    id: u64,
+    sender: mpsc::Sender<Message>,
+    gaps: Arc<watch::Sender<u64>>,
+}
+
+impl Route {
+    fn gap(&self) {
+        self.gaps.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
 
 struct State {
     store: Store,
@@ -107,6 +121,13 @@ impl MemoryBackend {
         &self.shared.clock
     }
 
+    /// Tells every subscription that messages may have been missed ([`redtail_core::Event::Gap`]),
+    /// as a real backend does after its subscriber connection was lost.
+    pub fn interrupt_subscriptions(&self) {
+        let subscribers = self.shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subscribers.values().flatten().for_each(Route::gap);
+    }
+
     /// Locks the state with the store's time set to now; every command runs under this lock, so
     /// each command, transaction and script is atomic.
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -131,10 +152,12 @@ impl MemoryBackend {
     fn deliver(&self, channel: &str, payload: Bytes) -> i64 {
         let subscribers = self.shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         let mut delivered = 0;
-        for (_, sender) in subscribers.get(channel).into_iter().flatten() {
+        for route in subscribers.get(channel).into_iter().flatten() {
             let message = Message { channel: channel.to_owned(), payload: payload.clone() };
-            if sender.try_send(message).is_ok() {
+            if route.sender.try_send(message).is_ok() {
                 delivered += 1;
+            } else {
+                route.gap();
             }
         }
         delivered
@@ -300,13 +323,15 @@ impl Backend for MemoryBackend {
             return Err(Error::InvalidInput("subscribe needs at least one channel".to_owned()));
         }
         let (sender, receiver) = mpsc::channel(1024);
+        let (gaps, gap_receiver) = watch::channel(0);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let route = Route { id, sender, gaps: Arc::new(gaps) };
         let mut subscribers = self.shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         for channel in channels {
-            subscribers.entry((*channel).to_owned()).or_default().push((id, sender.clone()));
+            subscribers.entry((*channel).to_owned()).or_default().push(route.clone());
         }
         let guard = Unsubscribe { id, shared: Arc::downgrade(&self.shared) };
-        Ok(Subscription::new(receiver, guard))
+        Ok(Subscription::new(receiver, gap_receiver, guard))
     }
 
     async fn blocking(&self, cmd: Cmd) -> Result<Value> {
@@ -366,7 +391,7 @@ impl Drop for Unsubscribe {
         if let Some(shared) = self.shared.upgrade() {
             let mut subscribers = shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
             subscribers.retain(|_, senders| {
-                senders.retain(|(id, _)| *id != self.id);
+                senders.retain(|route| route.id != self.id);
                 !senders.is_empty()
             });
         }

@@ -1,0 +1,710 @@
+//! `Cache`: typed reads and writes, loads with stampede protection, and invalidation.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, LazyLock, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, UNIX_EPOCH},
+};
+
+use redtail_core::{Arg, Backend, Bytes, Cmd, Codec, Cursor, JsonCodec, Key, Namespace, Script, Value};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::{OnceCell, oneshot};
+
+use crate::{
+    CacheConfig, EntryOptions, Error, Result,
+    envelope::{Envelope, TagVersion},
+    local::{self, Local},
+    stats::{CacheStats, Counters, bump},
+};
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new("cache_release", include_str!("../lua/release.lua")));
+
+/// Keys removed per round trip by pattern invalidation.
+const UNLINK_BATCH: u32 = 500;
+/// At most one warning about failed reads per this many milliseconds.
+const WARN_EVERY_MS: u64 = 10_000;
+
+/// A typed cache on Redis, with an optional in-process first tier.
+///
+/// Cheap to clone; clones share connections, counters and in-flight loads.
+#[derive(Clone)]
+pub struct Cache<C: Codec = JsonCodec> {
+    inner: Arc<Inner<C>>,
+}
+
+struct Inner<C> {
+    backend: Arc<dyn Backend>,
+    codec: C,
+    config: CacheConfig,
+    entries: Namespace,
+    tags: Namespace,
+    locks: Namespace,
+    channel: String,
+    /// Identifies this instance's invalidation messages.
+    id: [u8; 8],
+    flights: Mutex<HashMap<Bytes, Arc<Flight>>>,
+    local: Option<Local>,
+    counters: Counters,
+    rng: AtomicU64,
+    last_warning_ms: AtomicU64,
+    // Dropping it ends the task that follows invalidation messages.
+    _stop_following: Option<oneshot::Sender<()>>,
+}
+
+/// The shared outcome of one load: the encoded value, or why it failed.
+type Outcome = Result<Loaded>;
+
+/// What a load produced.
+enum Loaded {
+    /// The encoded value.
+    Value(Bytes),
+    /// Another process holds the load lock, and the callers have a stale value to serve.
+    Elsewhere,
+}
+
+/// One load in progress for a key; callers in this process share it.
+#[derive(Default)]
+struct Flight {
+    outcome: OnceCell<Outcome>,
+}
+
+/// What a lookup found.
+enum Found {
+    Fresh(Arc<Envelope>),
+    Stale(Arc<Envelope>),
+    Missing,
+}
+
+impl Cache<JsonCodec> {
+    /// A cache storing JSON.
+    pub async fn new(backend: Arc<dyn Backend>, config: CacheConfig) -> Result<Self> {
+        Cache::with_codec(backend, config, JsonCodec).await
+    }
+}
+
+impl<C: Codec> Cache<C> {
+    /// A cache storing values with `codec`. With a local tier, it subscribes to the invalidation
+    /// channel first, so it misses nothing another instance sends after this returns.
+    pub async fn with_codec(backend: Arc<dyn Backend>, config: CacheConfig, codec: C) -> Result<Self> {
+        let root = Namespace::new(config.prefix.clone())?;
+        let mut id = [0; 8];
+        let mut seed = [0; 8];
+        getrandom::fill(&mut id)
+            .and_then(|()| getrandom::fill(&mut seed))
+            .map_err(|e| Error::InvalidInput(format!("the OS random generator failed: {e}")))?;
+        let channel = format!("{}:inv", config.prefix);
+        let (local, stop) = match config.local {
+            Some(tier) => {
+                let local = Local::new(tier);
+                let subscription = backend.subscribe(&[&channel]).await?;
+                let (stop, stopped) = oneshot::channel();
+                local.clone().follow(id, subscription, stopped);
+                (Some(local), Some(stop))
+            }
+            None => (None, None),
+        };
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                entries: root.child("e"),
+                tags: root.child("t"),
+                locks: root.child("l"),
+                channel,
+                id,
+                backend,
+                codec,
+                config,
+                flights: Mutex::default(),
+                local,
+                counters: Counters::default(),
+                rng: AtomicU64::new(u64::from_le_bytes(seed)),
+                last_warning_ms: AtomicU64::new(0),
+                _stop_following: stop,
+            }),
+        })
+    }
+
+    /// The fresh value of `key`, or `None`: missing, expired, invalidated, undecodable (then
+    /// deleted), or Redis failed (counted and logged, at most once every 10 s).
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.get_with_tags(key, &[]).await
+    }
+
+    /// [`Cache::get`] in one round trip when the entry's tags are among `tags`; other tags cost
+    /// a second round trip.
+    pub async fn get_with_tags<T: DeserializeOwned>(&self, key: &str, tags: &[&str]) -> Option<T> {
+        let key = self.inner.entries.key([key]);
+        match self.lookup(&key, tags, None).await {
+            Ok((Found::Fresh(entry), _)) => self.decode(&key, &entry),
+            Ok(_) => None,
+            Err(e) => {
+                self.read_failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Stores `value` under `key`.
+    pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T, options: &EntryOptions) -> Result<()> {
+        options.check()?;
+        let value = self.encode(key, value)?;
+        let key = self.inner.entries.key([key]);
+        self.store(&key, value, options, Duration::ZERO, HashMap::new()).await
+    }
+
+    /// Deletes `key`; whether it existed.
+    pub async fn delete(&self, key: &str) -> Result<bool> {
+        let key = self.inner.entries.key([key]);
+        let removed = self.inner.backend.call(Cmd::new("UNLINK").key(&key)).await?.as_int()? > 0;
+        self.broadcast(local::KEY, key.as_bytes()).await;
+        bump(&self.inner.counters.invalidations);
+        Ok(removed)
+    }
+
+    /// The value of `key`, loaded with `loader` when missing.
+    ///
+    /// Concurrent calls for one key in this process run one loader; with
+    /// [`EntryOptions::lock_wait`], one across all processes. A stale value (within
+    /// [`EntryOptions::stale_for`]) is served to every caller but the one refreshing it, and to
+    /// that one too when its loader fails.
+    ///
+    /// A value loaded while one of its tags is invalidated is stored already invalid: a load
+    /// that started before an invalidation never serves after it.
+    pub async fn get_or_compute<T, F, Fut, E>(&self, key: &str, options: &EntryOptions, loader: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        options.check()?;
+        let user_key = key;
+        let key = self.inner.entries.key([key]);
+        let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
+        // Tag records are created now if missing, so that an invalidation during the load
+        // finds them and the value is stored already invalid.
+        let (stale, versions) = match self.lookup(&key, &tags, Some(self.hard_ms(options.ttl, options))).await {
+            Ok((Found::Fresh(entry), versions)) => {
+                if !self.refresh_early(&entry, options)
+                    && let Some(value) = self.decode(&key, &entry)
+                {
+                    return Ok(value);
+                }
+                (Some(entry), versions)
+            }
+            Ok((Found::Stale(entry), versions)) => (Some(entry), versions),
+            Ok((Found::Missing, versions)) => (None, versions),
+            Err(e) => {
+                self.read_failed(&e);
+                (None, HashMap::new())
+            }
+        };
+        let member = self.join(&key);
+        // Someone in this process is refreshing already: serve the stale value meanwhile.
+        if member.others()
+            && let Some(value) = stale.as_ref().and_then(|s| self.serve_stale(&key, s))
+        {
+            return Ok(value);
+        }
+        let mut loaded = None;
+        let outcome = member
+            .flight
+            .outcome
+            .get_or_init(|| self.load(&key, user_key, options, versions, stale.is_some(), loader, &mut loaded))
+            .await;
+        if let Some(value) = loaded {
+            return Ok(value);
+        }
+        let from_stale = || stale.as_ref().and_then(|s| self.serve_stale(&key, s));
+        match outcome {
+            Ok(Loaded::Value(bytes)) => self
+                .inner
+                .codec
+                .decode(bytes)
+                .map_err(|e| Error::Encode { key: user_key.to_owned(), source: Arc::new(e) }),
+            Ok(Loaded::Elsewhere) => from_stale().ok_or_else(|| Error::Busy { key: user_key.to_owned() }),
+            Err(e) => from_stale().ok_or_else(|| e.clone()),
+        }
+    }
+
+    /// Invalidates every entry tagged `tag`, in every process, with one write: the tag's version
+    /// changes, and entries carrying the old one are never served again.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<()> {
+        EntryOptions::default().tag(tag).check()?;
+        let version = self.new_version();
+        let key = self.inner.tags.key([tag]);
+        // A tag without a record has no valid entries: nothing to invalidate, nothing to create.
+        let cmd = Cmd::new("SET").key(&key).arg(version.to_vec()).arg("XX").arg("KEEPTTL");
+        self.inner.backend.call(cmd).await?;
+        if let Some(local) = &self.inner.local {
+            local.remove_tag(tag);
+        }
+        self.broadcast(local::TAG, tag.as_bytes()).await;
+        bump(&self.inner.counters.invalidations);
+        Ok(())
+    }
+
+    /// Deletes every entry whose key matches `glob` (`*` matches any run of characters), with
+    /// `SCAN` and `UNLINK` in batches on every primary; never `KEYS`. Returns how many were
+    /// deleted. Entries written while it runs may survive.
+    pub async fn invalidate_pattern(&self, glob: &str) -> Result<u64> {
+        let pattern = self.inner.entries.glob(glob);
+        let mut cursor = Some(Cursor::START);
+        let mut removed = 0;
+        while let Some(at) = cursor {
+            let page = self.inner.backend.scan(at, &pattern, UNLINK_BATCH).await?;
+            cursor = page.next;
+            if page.keys.is_empty() {
+                continue;
+            }
+            // One UNLINK per key: keys of a cluster live in different slots.
+            let unlinks = page.keys.iter().map(|k| Cmd::new("UNLINK").key(k)).collect();
+            for reply in self.inner.backend.pipeline(unlinks).await? {
+                removed += u64::try_from(reply.as_int()?).unwrap_or(0);
+            }
+        }
+        if let Some(local) = &self.inner.local {
+            local.clear();
+        }
+        self.broadcast(local::ALL, b"").await;
+        bump(&self.inner.counters.invalidations);
+        Ok(removed)
+    }
+
+    /// Empties this instance's in-process tier.
+    pub fn clear_local(&self) {
+        if let Some(local) = &self.inner.local {
+            local.clear();
+        }
+    }
+
+    /// What the cache did since it was created.
+    pub fn stats(&self) -> CacheStats {
+        self.inner.counters.snapshot()
+    }
+
+    /// Looks `key` up, reading the versions of `hint` tags in the same round trip (creating
+    /// missing tag records with a TTL of `create_ms` when given); returns what was found and the
+    /// tag versions read.
+    async fn lookup(
+        &self,
+        key: &Key,
+        hint: &[&str],
+        create_ms: Option<u64>,
+    ) -> redtail_core::Result<(Found, HashMap<String, Option<TagVersion>>)> {
+        let now = self.now_ms();
+        if let Some(local) = &self.inner.local
+            && let Some(entry) = local.get(key.as_bytes())
+            && entry.fresh_until_ms > now
+        {
+            bump(&self.inner.counters.local_hits);
+            return Ok((Found::Fresh(entry), HashMap::new()));
+        }
+        let mut cmds = Vec::with_capacity(1 + hint.len());
+        cmds.push(Cmd::new("GET").key(key));
+        let proposals: Vec<TagVersion> = hint.iter().map(|_| self.new_version()).collect();
+        cmds.extend(hint.iter().zip(&proposals).map(|(t, proposal)| match create_ms {
+            Some(ttl_ms) => self.get_or_create_tag(t, proposal, ttl_ms),
+            None => Cmd::new("GET").key(&self.inner.tags.key([t])),
+        }));
+        let mut replies = self.inner.backend.pipeline(cmds).await?.into_iter();
+        let stored = replies.next().unwrap_or(Value::Nil).into_opt_bytes()?;
+        let mut versions = HashMap::with_capacity(hint.len());
+        for ((tag, proposal), reply) in hint.iter().zip(proposals).zip(replies) {
+            let version = version_of(reply)?.or(create_ms.map(|_| proposal));
+            versions.insert((*tag).to_owned(), version);
+        }
+        let Some(stored) = stored else { return Ok(self.missing(versions)) };
+        let Some(entry) = Envelope::decode(stored) else {
+            self.corrupt(key).await;
+            return Ok(self.missing(versions));
+        };
+        if entry.format != self.inner.codec.format() {
+            return Ok(self.missing(versions));
+        }
+        let unknown: Vec<&str> =
+            entry.tags.iter().map(|(t, _)| t.as_str()).filter(|t| !versions.contains_key(*t)).collect();
+        if !unknown.is_empty() {
+            let cmds = unknown.iter().map(|t| Cmd::new("GET").key(&self.inner.tags.key([t]))).collect();
+            for (tag, reply) in unknown.iter().zip(self.inner.backend.pipeline(cmds).await?) {
+                versions.insert((*tag).to_owned(), version_of(reply)?);
+            }
+        }
+        // A lost tag record invalidates: its entries carry a version nothing matches.
+        if entry.tags.iter().any(|(t, v)| versions.get(t) != Some(&Some(*v))) {
+            return Ok(self.missing(versions));
+        }
+        let entry = Arc::new(entry);
+        if entry.fresh_until_ms <= now {
+            return Ok((Found::Stale(entry), versions));
+        }
+        if let Some(local) = &self.inner.local {
+            local.insert(key.to_bytes(), Arc::clone(&entry));
+        }
+        bump(&self.inner.counters.hits);
+        Ok((Found::Fresh(entry), versions))
+    }
+
+    fn missing(&self, versions: HashMap<String, Option<TagVersion>>) -> (Found, HashMap<String, Option<TagVersion>>) {
+        bump(&self.inner.counters.misses);
+        (Found::Missing, versions)
+    }
+
+    /// Runs `loader` for `key` under the distributed lock when asked, and stores its value.
+    /// The caller's own value is left in `loaded`, so it is not decoded again.
+    #[allow(clippy::too_many_arguments)]
+    async fn load<T, F, Fut, E>(
+        &self,
+        key: &Key,
+        user_key: &str,
+        options: &EntryOptions,
+        versions: HashMap<String, Option<TagVersion>>,
+        has_stale: bool,
+        loader: F,
+        loaded: &mut Option<T>,
+    ) -> Outcome
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut lock = None;
+        if let Some(wait) = options.lock_wait {
+            match self.lock(key).await {
+                Ok(Some(token)) => {
+                    // Another process may have stored the missing value just before we locked.
+                    if !has_stale && let Ok((Found::Fresh(entry), _)) = self.lookup(key, &[], None).await {
+                        self.unlock(key, token).await;
+                        return Ok(Loaded::Value(entry.value.clone()));
+                    }
+                    lock = Some(token);
+                }
+                Ok(None) => {
+                    if has_stale {
+                        return Ok(Loaded::Elsewhere);
+                    }
+                    if let Some(value) = self.wait_for_other(key, wait).await {
+                        return Ok(Loaded::Value(value));
+                    }
+                }
+                Err(e) => self.read_failed(&e),
+            }
+        }
+        bump(&self.inner.counters.loader_runs);
+        let started = Instant::now();
+        let result = loader().await;
+        let load_time = started.elapsed();
+        let outcome = match result {
+            Ok(value) => match self.encode(user_key, &value) {
+                Ok(bytes) => {
+                    if let Err(e) = self.store(key, bytes.clone(), options, load_time, versions).await {
+                        tracing::warn!(error = %e, "a loaded value could not be cached");
+                        bump(&self.inner.counters.redis_errors);
+                    }
+                    *loaded = Some(value);
+                    Ok(Loaded::Value(bytes))
+                }
+                Err(e) => Err(e),
+            },
+            Err(e) => {
+                bump(&self.inner.counters.loader_errors);
+                Err(Error::Loader { key: user_key.to_owned(), source: Arc::from(e.into()) })
+            }
+        };
+        if let Some(token) = lock {
+            self.unlock(key, token).await;
+        }
+        outcome
+    }
+
+    /// Polls for the value another process is loading, for up to `wait`.
+    async fn wait_for_other(&self, key: &Key, wait: Duration) -> Option<Bytes> {
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_millis(5);
+        while Instant::now() < deadline {
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+            if let Ok((Found::Fresh(entry), _)) = self.lookup(key, &[], None).await {
+                return Some(entry.value.clone());
+            }
+        }
+        tracing::debug!("waited for another process's load in vain; loading here");
+        None
+    }
+
+    /// Writes `value` under `key` with the tags of `options`; `known` holds tag versions read
+    /// before the value was computed, which are the ones it must carry.
+    async fn store(
+        &self,
+        key: &Key,
+        value: Bytes,
+        options: &EntryOptions,
+        load_time: Duration,
+        known: HashMap<String, Option<TagVersion>>,
+    ) -> Result<()> {
+        let size = value.len();
+        if size > self.inner.config.max_value_bytes {
+            return Err(Error::TooLarge {
+                key: String::from_utf8_lossy(key.as_bytes()).into_owned(),
+                size,
+                limit: self.inner.config.max_value_bytes,
+            });
+        }
+        let ttl = options.ttl.mul_f64(1.0 + options.jitter * self.random_fraction());
+        let hard_ms = self.hard_ms(ttl, options);
+        let tags = self.tag_versions(&options.tags, known, hard_ms).await?;
+        let entry = Envelope {
+            format: self.inner.codec.format(),
+            fresh_until_ms: self.now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            load_ms: u32::try_from(load_time.as_millis()).unwrap_or(u32::MAX),
+            tags,
+            value,
+        };
+        // Tag records live as long as the entries that use them: each write extends its tags.
+        let mut cmds: Vec<Cmd> = entry
+            .tags
+            .iter()
+            .map(|(t, _)| Cmd::new("PEXPIRE").key(&self.inner.tags.key([t])).arg(hard_ms).arg("GT"))
+            .collect();
+        cmds.push(Cmd::new("SET").key(key).arg(entry.encode()).arg("PX").arg(hard_ms));
+        // A tag record that expired since its version was read leaves the entry invalid, as
+        // it must: the record's next version will not match.
+        let replies = self.inner.backend.pipeline(cmds).await?;
+        if let Some(reply) = replies.last()
+            && let Value::Error(e) = reply
+        {
+            return Err(Error::from(redtail_core::Error::Server(e.clone())));
+        }
+        if let Some(local) = &self.inner.local {
+            local.remove(key.as_bytes());
+        }
+        self.broadcast(local::KEY, key.as_bytes()).await;
+        Ok(())
+    }
+
+    /// The current version of each tag: as read before the value was computed (`known`), or
+    /// read now, creating the record (kept `ttl_ms`) when there is none.
+    async fn tag_versions(
+        &self,
+        tags: &[String],
+        known: HashMap<String, Option<TagVersion>>,
+        ttl_ms: u64,
+    ) -> Result<Vec<(String, TagVersion)>> {
+        let mut out = Vec::with_capacity(tags.len());
+        let mut ask = Vec::new();
+        for tag in tags {
+            match known.get(tag) {
+                Some(Some(v)) => out.push((tag.clone(), *v)),
+                _ => ask.push(tag),
+            }
+        }
+        if ask.is_empty() {
+            return Ok(out);
+        }
+        let proposals: Vec<TagVersion> = ask.iter().map(|_| self.new_version()).collect();
+        let cmds = ask.iter().zip(&proposals).map(|(t, v)| self.get_or_create_tag(t, v, ttl_ms)).collect();
+        let replies = self.inner.backend.pipeline(cmds).await?;
+        for ((tag, proposal), reply) in ask.into_iter().zip(proposals).zip(replies) {
+            // Nil: our proposal became the version.
+            out.push((tag.clone(), version_of(reply)?.unwrap_or(proposal)));
+        }
+        Ok(out)
+    }
+
+    /// Reads the version of `tag`, making `proposal` its version (kept `ttl_ms`) if it has none.
+    fn get_or_create_tag(&self, tag: &str, proposal: &TagVersion, ttl_ms: u64) -> Cmd {
+        Cmd::new("SET")
+            .key(&self.inner.tags.key([tag]))
+            .arg(proposal.to_vec())
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(ttl_ms)
+    }
+
+    /// How long an entry fresh for `ttl` is kept in Redis, in ms: its TTL and its stale window.
+    fn hard_ms(&self, ttl: Duration, options: &EntryOptions) -> u64 {
+        u64::try_from((ttl + options.stale_for).as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Takes the load lock of `key`; its token, or `None` when another caller holds it.
+    async fn lock(&self, key: &Key) -> redtail_core::Result<Option<Vec<u8>>> {
+        let mut token = vec![0; 16];
+        getrandom::fill(&mut token).map_err(|e| redtail_core::Error::Backend { source: e.to_string().into() })?;
+        let ttl_ms = u64::try_from(self.inner.config.lock_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let lock = self.lock_key(key);
+        let cmd = Cmd::new("SET").key(&lock).arg(token.clone()).arg("NX").arg("PX").arg(ttl_ms);
+        Ok(self.inner.backend.call(cmd).await?.is_ok().then_some(token))
+    }
+
+    async fn unlock(&self, key: &Key, token: Vec<u8>) {
+        let lock = self.lock_key(key);
+        if let Err(e) = self.inner.backend.eval(&RELEASE, &[lock], vec![Arg::from(token)]).await {
+            // The lock expires on its own.
+            tracing::debug!(error = %e, "cache load lock not released");
+        }
+    }
+
+    fn lock_key(&self, key: &Key) -> Key {
+        let entry = key.as_bytes().get(self.inner.entries.prefix().len() + 1..).unwrap_or_default();
+        let mut raw = Vec::with_capacity(self.inner.locks.prefix().len() + 1 + entry.len());
+        raw.extend_from_slice(self.inner.locks.prefix().as_bytes());
+        raw.push(b':');
+        raw.extend_from_slice(entry);
+        Key::from_raw(raw)
+    }
+
+    /// Joins the load of `key` in this process, starting one if none runs; leaves it on drop.
+    fn join(&self, key: &Key) -> Membership<'_> {
+        let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
+        let flight = Arc::clone(flights.entry(key.to_bytes()).or_default());
+        Membership { flights: &self.inner.flights, key: key.to_bytes(), flight }
+    }
+
+    /// XFetch: whether this caller refreshes a fresh value early.
+    fn refresh_early(&self, entry: &Envelope, options: &EntryOptions) -> bool {
+        let Some(beta) = options.early_refresh else { return false };
+        // -ln(u) for u in (0, 1] is exponentially distributed: mostly small, sometimes large.
+        let u = 1.0 - self.random_fraction();
+        let head_start = f64::from(entry.load_ms) * beta * -u.ln();
+        self.now_ms() as f64 + head_start >= entry.fresh_until_ms as f64
+    }
+
+    fn serve_stale<T: DeserializeOwned>(&self, key: &Key, entry: &Envelope) -> Option<T> {
+        let value = self.decode(key, entry)?;
+        bump(&self.inner.counters.stale_served);
+        Some(value)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, key: &Key, entry: &Envelope) -> Option<T> {
+        match self.inner.codec.decode(&entry.value) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::warn!(key = %String::from_utf8_lossy(key.as_bytes()), error = %e, "cached value does not decode; deleted");
+                bump(&self.inner.counters.decode_errors);
+                if let Some(local) = &self.inner.local {
+                    local.remove(key.as_bytes());
+                }
+                let backend = Arc::clone(&self.inner.backend);
+                let cmd = Cmd::new("UNLINK").key(key);
+                // Deleted in the background: the caller already has its answer (a miss).
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { backend.call(cmd).await });
+                }
+                None
+            }
+        }
+    }
+
+    fn encode<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<Bytes> {
+        match self.inner.codec.encode(value) {
+            Ok(bytes) => Ok(bytes.into()),
+            Err(e) => Err(Error::Encode { key: key.to_owned(), source: Arc::new(e) }),
+        }
+    }
+
+    /// A stored value this layout cannot read: deleted, counted as a decode error.
+    async fn corrupt(&self, key: &Key) {
+        bump(&self.inner.counters.decode_errors);
+        tracing::warn!(key = %String::from_utf8_lossy(key.as_bytes()), "cached value is not in redtail's format; deleted");
+        if let Err(e) = self.inner.backend.call(Cmd::new("UNLINK").key(key)).await {
+            self.read_failed(&e);
+        }
+    }
+
+    /// Tells the other instances' in-process tiers.
+    async fn broadcast(&self, kind: u8, body: &[u8]) {
+        if self.inner.local.is_none() {
+            return;
+        }
+        let message = local::message(kind, &self.inner.id, body);
+        if let Err(e) = self.inner.backend.publish(&self.inner.channel, message).await {
+            // Other instances may keep the old value until their tier's TTL ends.
+            tracing::warn!(error = %e, "cache invalidation not broadcast");
+            bump(&self.inner.counters.redis_errors);
+        }
+    }
+
+    /// Counts a failed read and logs it, at most once every 10 s.
+    fn read_failed(&self, error: &redtail_core::Error) {
+        bump(&self.inner.counters.redis_errors);
+        let now = self.now_ms();
+        let last = self.inner.last_warning_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= WARN_EVERY_MS
+            && self.inner.last_warning_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(%error, failures = self.inner.counters.redis_errors.load(Ordering::Relaxed), "cache read failed; answering a miss");
+        }
+    }
+
+    fn new_version(&self) -> TagVersion {
+        self.random_u64().to_le_bytes()
+    }
+
+    /// Uniform in [0, 1).
+    fn random_fraction(&self) -> f64 {
+        (self.random_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// SplitMix64 over a counter seeded by the OS: fast, and distinct across instances.
+    fn random_u64(&self) -> u64 {
+        let mut z =
+            self.inner.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn now_ms(&self) -> u64 {
+        let now = (self.inner.config.clock.0)();
+        now.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A caller's part in a [`Flight`]; the last one out removes it.
+struct Membership<'a> {
+    flights: &'a Mutex<HashMap<Bytes, Arc<Flight>>>,
+    key: Bytes,
+    flight: Arc<Flight>,
+}
+
+impl Membership<'_> {
+    /// Whether other callers are in the flight.
+    fn others(&self) -> bool {
+        // Held by the map and by each member; members join and leave under the map's lock.
+        let _flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::strong_count(&self.flight) > 2
+    }
+}
+
+impl Drop for Membership<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = flights.get(&self.key)
+            && Arc::ptr_eq(current, &self.flight)
+            && Arc::strong_count(&self.flight) <= 2
+        {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+/// Reads a tag record: `None` when there is none; a record of another shape is a version that
+/// matches nothing.
+fn version_of(reply: Value) -> redtail_core::Result<Option<TagVersion>> {
+    Ok(reply.into_opt_bytes()?.map(|b| b.as_ref().try_into().unwrap_or([0xFF; 8])))
+}
+
+impl<C: Codec> std::fmt::Debug for Cache<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("prefix", &self.inner.config.prefix)
+            .field("codec", &self.inner.codec)
+            .field("local_tier", &self.inner.local.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,236 @@
+//! Cache-wide configuration and per-entry options.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use crate::{Error, Result};
+
+/// The longest tag accepted, in bytes.
+pub(crate) const MAX_TAG: usize = 255;
+/// The most tags one entry may carry.
+pub(crate) const MAX_TAGS: usize = 32;
+
+/// How a [`crate::Cache`] is set up.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CacheConfig {
+    /// Prefix of every key the cache writes. Default `rt:c`.
+    pub prefix: String,
+    /// Values whose encoded form is larger are refused by `set`. Default 1 MiB.
+    pub max_value_bytes: usize,
+    /// How long a distributed load lock is held at most, should its holder die. Default 10 s.
+    pub lock_ttl: Duration,
+    /// The optional in-process first tier.
+    pub local: Option<LocalTier>,
+    /// The clock freshness is measured by (Redis TTLs follow the server's). Default: the system clock.
+    pub clock: Clock,
+}
+
+/// Where the cache reads the time.
+#[derive(Clone)]
+pub struct Clock(pub(crate) Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(SystemTime::now))
+    }
+
+    /// A clock that asks `now`, such as a test's virtual clock.
+    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            prefix: "rt:c".to_owned(),
+            max_value_bytes: 1 << 20,
+            lock_ttl: Duration::from_secs(10),
+            local: None,
+            clock: Clock::system(),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Keys start with `prefix:`.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Refuse values larger than `bytes` once encoded.
+    #[must_use]
+    pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
+        self
+    }
+
+    /// Hold distributed load locks for at most `ttl`.
+    #[must_use]
+    pub fn with_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = ttl;
+        self
+    }
+
+    /// Measure freshness with `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Put an in-process tier of `tier` in front of Redis, kept consistent across instances by a
+    /// pub/sub channel.
+    #[must_use]
+    pub fn with_local_tier(mut self, tier: LocalTier) -> Self {
+        self.local = Some(tier);
+        self
+    }
+}
+
+/// The in-process first tier: most recently used entries, each kept at most `ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LocalTier {
+    /// How many entries it holds at most. Default 10,000.
+    pub capacity: u64,
+    /// How long an entry stays at most, however long its Redis TTL; bounds how stale a value
+    /// can be should an invalidation message be lost without the connection dropping. Default 30 s.
+    pub ttl: Duration,
+}
+
+impl Default for LocalTier {
+    fn default() -> Self {
+        LocalTier { capacity: 10_000, ttl: Duration::from_secs(30) }
+    }
+}
+
+impl LocalTier {
+    /// A tier of at most `capacity` entries, each kept at most `ttl`.
+    pub fn new(capacity: u64, ttl: Duration) -> Self {
+        LocalTier { capacity, ttl }
+    }
+}
+
+/// How one entry is stored and loaded.
+///
+/// ```
+/// use std::time::Duration;
+/// use redtail_cache::EntryOptions;
+///
+/// let options = EntryOptions::ttl(Duration::from_secs(60))
+///     .tag("service-status")
+///     .stale_for(Duration::from_secs(600)) // serve up to 10 min stale while refreshing or when the loader fails
+///     .early_refresh(1.0); // XFetch
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct EntryOptions {
+    /// How long the value is fresh. Default 5 minutes.
+    pub ttl: Duration,
+    /// Tags to invalidate the entry by.
+    pub tags: Vec<String>,
+    /// Each TTL is lengthened by a random fraction up to this one, so that entries written
+    /// together do not expire together. Default 0.
+    pub jitter: f64,
+    /// How long after its TTL the value is kept and may be served stale: by `get_or_compute`
+    /// while one caller refreshes it, and when the loader fails (fail-safe). Default 0.
+    pub stale_for: Duration,
+    /// XFetch's β: refresh probabilistically before expiry, earlier for slower loaders. `None`
+    /// (the default) refreshes only on expiry; 1.0 is the usual choice.
+    pub early_refresh: Option<f64>,
+    /// With `Some(wait)`, one caller across all processes loads a missing value under a lock
+    /// while the others wait up to `wait` for it (or serve the stale value). Default 2 s.
+    pub lock_wait: Option<Duration>,
+}
+
+impl Default for EntryOptions {
+    fn default() -> Self {
+        EntryOptions {
+            ttl: Duration::from_secs(300),
+            tags: Vec::new(),
+            jitter: 0.0,
+            stale_for: Duration::ZERO,
+            early_refresh: None,
+            lock_wait: Some(Duration::from_secs(2)),
+        }
+    }
+}
+
+impl EntryOptions {
+    /// Options with a TTL of `ttl`, the rest default.
+    pub fn ttl(ttl: Duration) -> Self {
+        EntryOptions { ttl, ..EntryOptions::default() }
+    }
+
+    /// Adds a tag.
+    #[must_use]
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Lengthens each TTL by a random fraction up to `fraction` (0 to 1).
+    #[must_use]
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction;
+        self
+    }
+
+    /// Keeps the value `window` past its TTL to serve it stale.
+    #[must_use]
+    pub fn stale_for(mut self, window: Duration) -> Self {
+        self.stale_for = window;
+        self
+    }
+
+    /// Refreshes early, XFetch style, with `beta`.
+    #[must_use]
+    pub fn early_refresh(mut self, beta: f64) -> Self {
+        self.early_refresh = Some(beta);
+        self
+    }
+
+    /// Waits up to `wait` for another process's load, or with `None` loads without a lock.
+    #[must_use]
+    pub fn lock_wait(mut self, wait: Option<Duration>) -> Self {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Refuses options that cannot be stored.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.ttl.is_zero() {
+            return Err(Error::InvalidInput("a cache TTL must be longer than zero".to_owned()));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(Error::InvalidInput(format!("jitter must be between 0 and 1, got {}", self.jitter)));
+        }
+        if let Some(beta) = self.early_refresh
+            && !(beta.is_finite() && beta > 0.0)
+        {
+            return Err(Error::InvalidInput(format!("early refresh beta must be positive, got {beta}")));
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(Error::InvalidInput(format!("at most {MAX_TAGS} tags per entry, got {}", self.tags.len())));
+        }
+        if let Some(tag) = self.tags.iter().find(|t| t.is_empty() || t.len() > MAX_TAG) {
+            return Err(Error::InvalidInput(format!("a tag must be 1 to {MAX_TAG} bytes, got {} bytes", tag.len())));
+        }
+        Ok(())
+    }
+}

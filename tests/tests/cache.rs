@@ -1,0 +1,300 @@
+//! `redtail-cache` on every backend: tags, patterns, races, local tiers and stampedes.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
+use redtail_connection::{Config, Redis};
+use redtail_core::{Backend, Cmd, Cursor, Key};
+use redtail_tests::{Ctx, Deployment, Env, Target, TestRedis, TestResult, for_each_backend, for_each_server};
+
+async fn cache(backend: &Arc<dyn Backend>, prefix: &str, local: bool) -> Cache {
+    let mut config = CacheConfig::default().with_prefix(prefix);
+    if local {
+        config = config.with_local_tier(LocalTier::default());
+    }
+    Cache::new(Arc::clone(backend), config).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+for_each_backend!(typed_values_tags_and_patterns, invalidation_racing_a_thousand_sets_never_resurrects);
+
+async fn typed_values_tags_and_patterns(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let cache = cache(&env.backend, env.ns.prefix(), false).await;
+    let status = serde_json::json!({"service": "plex", "status": "up", "latencyMs": 12});
+    cache.set_service_status("plex", &status).await?;
+    assert_eq!(cache.service_status::<serde_json::Value>("plex").await, Some(status));
+    let params = serde_json::json!({"page": 1, "q": "dune"});
+    cache.set_api_response("/search", &params, &vec!["Dune", "Dune: Part Two"]).await?;
+    let reordered = serde_json::json!({"q": "dune", "page": 1});
+    assert_eq!(cache.api_response::<Vec<String>>("/search", &reordered).await.map(|v| v.len()), Some(2));
+    cache.invalidate_tag("/search").await?;
+    assert_eq!(cache.api_response::<Vec<String>>("/search", &params).await, None);
+    assert!(cache.service_status::<serde_json::Value>("plex").await.is_some(), "other tags untouched");
+    for i in 0..300 {
+        cache.set(&format!("media:{i}:poster"), &i, &EntryOptions::default()).await?;
+    }
+    assert_eq!(cache.invalidate_pattern("media:*:poster").await?, 300);
+    assert_eq!(cache.get::<u32>("media:1:poster").await, None);
+    assert!(cache.service_status::<serde_json::Value>("plex").await.is_some(), "other keys untouched");
+    assert!(cache.delete(&redtail_cache::service_status_key("plex")).await?);
+    assert_eq!(cache.stats().redis_errors, 0);
+    Ok(())
+}
+
+/// 1,000 concurrent writes of one tag; the tag is invalidated half way. Every write that had
+/// returned before the invalidation began is unreadable after it; writes that began after it
+/// ended are readable.
+async fn invalidation_racing_a_thousand_sets_never_resurrects(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let cache = cache(&env.backend, env.ns.prefix(), false).await;
+    let options = EntryOptions::ttl(Duration::from_secs(300)).tag("race");
+    let started = Instant::now();
+    let writers: Vec<_> = (0..1000)
+        .map(|i| {
+            let (cache, options) = (cache.clone(), options.clone());
+            tokio::spawn(async move {
+                // Spread the writes over about 100 ms.
+                tokio::time::sleep(Duration::from_micros(i * 100)).await;
+                let began = started.elapsed();
+                cache.set(&format!("k{i}"), &i, &options).await?;
+                Ok::<_, redtail_cache::Error>((i, began, started.elapsed()))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let invalidation_began = started.elapsed();
+    cache.invalidate_tag("race").await?;
+    let invalidation_ended = started.elapsed();
+    let mut before = 0;
+    let mut after = 0;
+    for writer in writers {
+        let (i, began, ended) = writer.await??;
+        let readable = cache.get::<u64>(&format!("k{i}")).await.is_some();
+        if ended < invalidation_began {
+            assert!(!readable, "k{i} was written before the invalidation and is still readable");
+            before += 1;
+        } else if began > invalidation_ended {
+            assert!(readable, "k{i} was written after the invalidation and is missing");
+            after += 1;
+        }
+    }
+    assert!(before > 0 && after > 0, "the race needs writes on both sides ({before} before, {after} after)");
+    Ok(())
+}
+
+/// Tests that need real servers.
+mod servers {
+    use super::*;
+
+    for_each_server!(
+        two_instances_with_local_tiers_agree_within_100_ms,
+        a_thousand_callers_in_four_processes_run_the_loader_once
+    );
+
+    async fn two_instances_with_local_tiers_agree_within_100_ms(kind: Deployment) -> TestResult {
+        let ctx = Ctx::new(kind).await;
+        // A second client: its own connections, as another process would have.
+        let other: Arc<dyn Backend> = Arc::new(Redis::connect(Config::from_url(ctx.servers.url())?).await?);
+        let a = cache(&ctx.backend, ctx.ns.prefix(), true).await;
+        let b = cache(&other, ctx.ns.prefix(), true).await;
+        let options = EntryOptions::default().tag("t");
+        a.set("k", &1u32, &options).await?;
+        assert_eq!(b.get::<u32>("k").await, Some(1));
+        assert_eq!(b.get::<u32>("k").await, Some(1));
+        assert!(b.stats().local_hits >= 1);
+        for (step, value) in [("update", Some(2u32)), ("invalidation", None)] {
+            let started = Instant::now();
+            match value {
+                Some(v) => a.set("k", &v, &options).await?,
+                None => a.invalidate_tag("t").await?,
+            }
+            loop {
+                if b.get::<u32>("k").await == value {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_millis(100), "{step} not seen within 100 ms");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_connection_empties_the_local_tier() -> TestResult {
+        let ctx = Ctx::owned(Deployment::Standalone, |c| c).await;
+        let c = cache(&ctx.backend, ctx.ns.prefix(), true).await;
+        c.set("k", &1u32, &EntryOptions::default()).await?;
+        assert_eq!(c.get::<u32>("k").await, Some(1));
+        assert_eq!(c.get::<u32>("k").await, Some(1));
+        let local_hits = c.stats().local_hits;
+        assert_eq!(local_hits, 1);
+        // Changed behind the cache's back, as by an instance whose message is lost with the connection.
+        let raw = ctx.backend.call(Cmd::new("GET").key(&Key::from_raw(format!("{}:e:k", ctx.ns.prefix())))).await?;
+        assert!(!raw.is_nil());
+        ctx.servers.drop_clients()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let hits = c.stats().local_hits;
+            if c.get::<u32>("k").await == Some(1) && c.stats().local_hits == hits {
+                break; // served from Redis: the local tier was emptied
+            }
+            assert!(Instant::now() < deadline, "the local tier was not emptied after the connection dropped");
+        }
+        Ok(())
+    }
+
+    async fn a_thousand_callers_in_four_processes_run_the_loader_once(kind: Deployment) -> TestResult {
+        let servers = TestRedis::shared_or_owned(kind)?;
+        for (lock, most) in [("yes", 1), ("no", 4)] {
+            let prefix = format!("{}:{lock}", servers.namespace().prefix());
+            let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 1500;
+            let children: Vec<_> = (0..4)
+                .map(|_| {
+                    std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+                        .args([servers.url(), &prefix, "cold", "250", &start_at.to_string(), lock])
+                        .output()
+                })
+                .collect::<Result<_, _>>()?;
+            let mut total = 0;
+            for child in children {
+                let stdout = String::from_utf8_lossy(&child.stdout);
+                assert!(child.status.success(), "stampede child failed: {}", String::from_utf8_lossy(&child.stderr));
+                let runs: u32 = stdout.trim().parse()?;
+                assert!(runs <= 1, "a process ran the loader {runs} times");
+                total += runs;
+            }
+            assert!((1..=most).contains(&total), "lock {lock}: {total} loads in all, expected 1..={most}");
+            let redis = Redis::connect(Config::from_url(servers.url())?).await?;
+            let counted = redis.call(Cmd::new("GET").key(&Key::from_raw(format!("{prefix}:loader-runs")))).await?;
+            assert_eq!(counted.as_int()?, i64::from(total));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on `n` items with 64 at a time.
+    async fn in_parallel<F, Fut>(n: usize, f: F) -> TestResult
+    where
+        F: Fn(usize) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = TestResult> + Send,
+    {
+        let workers: Vec<_> = (0..64)
+            .map(|w| {
+                let f = f.clone();
+                tokio::spawn(async move {
+                    for i in (w..n).step_by(64) {
+                        f(i).await?;
+                    }
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await??;
+        }
+        Ok(())
+    }
+
+    fn info_field(info: &str, name: &str) -> i64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from INFO"))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hundred_thousand_tagged_entries_leave_nothing_behind_when_they_expire() -> TestResult {
+        let ctx = Ctx::owned(Deployment::Standalone, |c| c).await;
+        let c = cache(&ctx.backend, ctx.ns.prefix(), false).await;
+        let memory = || async {
+            let info = ctx.backend.call(Cmd::new("INFO").arg("memory")).await?.into_string()?;
+            let keys = ctx.backend.call(Cmd::new("DBSIZE")).await?.as_int()?;
+            Ok::<_, redtail_core::Error>((info_field(&info, "used_memory"), keys))
+        };
+        let (start_bytes, start_keys) = memory().await?;
+        let value = serde_json::json!({"service": "plex", "status": "up", "latencyMs": 12});
+        in_parallel(100_000, move |i| {
+            let (c, value) = (c.clone(), value.clone());
+            async move {
+                let options =
+                    EntryOptions::ttl(Duration::from_secs(2)).tag("api-response").tag(format!("ep{}", i % 20));
+                c.set(&format!("api:ep:{i}"), &value, &options).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let (full_bytes, full_keys) = memory().await?;
+        // Early entries may have expired already; the rest are there, with their 21 tag records.
+        assert!(full_keys - start_keys > 1000, "only {} keys written", full_keys - start_keys);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        // Let the server's active expiry finish; SCAN also expires what it visits.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut cursor = Some(Cursor::START);
+            while let Some(at) = cursor {
+                cursor = ctx.backend.scan(at, &ctx.ns.pattern::<_, &str>([]), 1000).await?.next;
+            }
+            if memory().await?.1 == start_keys {
+                break;
+            }
+            assert!(Instant::now() < deadline, "keys remain after every entry expired");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (end_bytes, _) = memory().await?;
+        println!("used_memory: start {start_bytes}, with 100,000 entries {full_bytes}, after expiry {end_bytes}");
+        assert!(end_bytes - start_bytes < 512 * 1024, "memory did not return: {start_bytes} -> {end_bytes}");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pattern_invalidation_on_a_cluster_removes_every_match_without_blocking() -> TestResult {
+        let ctx = Ctx::new(Deployment::Cluster).await;
+        let c = cache(&ctx.backend, ctx.ns.prefix(), false).await;
+        let entries = ctx.ns.child("e");
+        let key = |kind: &str, i: usize| entries.key([format!("{kind}:{i}")]);
+        // 100,000 keys over every primary: half match the pattern.
+        for chunk in (0..50_000).collect::<Vec<_>>().chunks(1000) {
+            let cmds = chunk
+                .iter()
+                .flat_map(|&i| [key("poster", i), key("plot", i)])
+                .map(|k| Cmd::new("SET").key(&k).arg("v").arg("EX").arg(600))
+                .collect();
+            ctx.backend.pipeline(cmds).await?;
+        }
+        // A probe measures how long the servers leave a PING waiting while the scan runs.
+        let probe_backend = Arc::clone(&ctx.backend);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe_stop = Arc::clone(&stop);
+        let probe = tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            while !probe_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let sent = Instant::now();
+                probe_backend.call(Cmd::new("PING")).await?;
+                worst = worst.max(sent.elapsed());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok::<_, redtail_core::Error>(worst)
+        });
+        let started = Instant::now();
+        let removed = c.invalidate_pattern("poster:*").await?;
+        let took = started.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let worst = probe.await??;
+        println!("removed {removed} keys in {took:?}; slowest PING meanwhile {worst:?}");
+        assert_eq!(removed, 50_000);
+        let mut left = HashSet::new();
+        let mut cursor = Some(Cursor::START);
+        while let Some(at) = cursor {
+            let page = ctx.backend.scan(at, &entries.pattern::<_, &str>([]), 1000).await?;
+            left.extend(page.keys.into_iter().map(|k: Key| k.to_bytes()));
+            cursor = page.next;
+        }
+        assert_eq!(left.len(), 50_000, "the other keys are untouched");
+        assert!(left.iter().all(|k| k.windows(4).any(|w| w == b"plot")));
+        assert!(worst < Duration::from_millis(250), "a PING waited {worst:?} during the invalidation");
+        Ok(())
+    }
+}
