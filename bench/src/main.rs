@@ -2,7 +2,7 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [raw] [ratelimit] [session] [--n N] [--c C] [--pool CONNECTIONS]`
+//! `redtail-bench [raw] [ratelimit] [session] [cache] [--n N] [--c C] [--pool CONNECTIONS]`
 
 use std::{
     sync::{
@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Namespace};
 use redtail_session::{NewSession, SessionConfig, SessionStore, Token, example::UserSession};
@@ -49,6 +50,9 @@ async fn main() -> Result<(), Error> {
     }
     if wants("session") {
         session(&backend, n, concurrency).await?;
+    }
+    if wants("cache") {
+        cache(&backend, n, concurrency).await?;
     }
     redis.shutdown(Duration::from_secs(5)).await;
     Ok(())
@@ -260,3 +264,60 @@ async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Re
     );
     Ok(())
 }
+
+/// `cache.set_tagged` and `cache.get_hit` as in BENCHMARKS.md, then the same reads from the
+/// in-process tier (`cache.get_local_hit`).
+async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
+    let status = |i: usize| {
+        json!({"service": "plex", "status": "up", "latencyMs": 12, "checkedAt": format!("2026-11-25T00:00:{:02}Z", i % 60),
+               "details": {"version": "1.40.0", "libraries": 12}})
+    };
+    let tags = |i: usize| ["api-response".to_owned(), format!("ep{}", i % 20)];
+    let cache = Cache::new(Arc::clone(backend), CacheConfig::default().with_prefix("b:c")).await?;
+    let c = cache.clone();
+    let set = drive(n, concurrency, move |i| {
+        let c = c.clone();
+        async move {
+            let [a, b] = tags(i);
+            let options = EntryOptions::ttl(Duration::from_secs(300)).tag(a).tag(b);
+            c.set(&format!("api:ep:{i}"), &status(i), &options).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("cache.set_tagged", n, concurrency, set);
+    let c = cache.clone();
+    let get = drive(n, concurrency, move |i| {
+        let c = c.clone();
+        async move {
+            let [a, b] = tags(i);
+            c.get_with_tags::<serde_json::Value>(&format!("api:ep:{i}"), &[&a, &b]).await.ok_or("cache miss")?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("cache.get_hit", n, concurrency, get);
+    let local = Cache::new(
+        Arc::clone(backend),
+        CacheConfig::default().with_prefix("b:c").with_local_tier(LocalTier::new(n as u64, Duration::from_secs(300))),
+    )
+    .await?;
+    for i in 0..n {
+        local.get::<serde_json::Value>(&format!("api:ep:{i}")).await.ok_or("cache miss")?;
+    }
+    let c = local.clone();
+    let hits = drive(n, concurrency, move |i| {
+        let c = c.clone();
+        async move {
+            c.get::<serde_json::Value>(&format!("api:ep:{i}")).await.ok_or("cache miss")?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("cache.get_local_hit", n, concurrency, hits);
+    if local.stats().local_hits < n as u64 {
+        return Err(format!("only {} of {n} reads hit the local tier", local.stats().local_hits).into());
+    }
+    Ok(())
+}
+
