@@ -320,4 +320,3 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
     }
     Ok(())
 }
-
