@@ -237,6 +237,9 @@ fn deny() -> Result {
     if !has("cargo-deny") {
         run("cargo", ["install", "--locked", "cargo-deny"], &[])?;
     }
+    // cargo-deny reads the metadata of every target platform, whose crates a build on this
+    // one never downloads: fetch them all first.
+    run("cargo", ["fetch"], &[])?;
     run("cargo", ["deny", "--offline", "check", "licenses", "bans", "sources"], &[])
 }
 
