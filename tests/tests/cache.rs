@@ -124,6 +124,30 @@ mod servers {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_answer_a_miss_while_redis_is_down_and_writes_say_why() -> TestResult {
+        let ctx = Ctx::owned(Deployment::Standalone, |c| c.with_command_timeout(Duration::from_millis(300))).await;
+        let c = cache(&ctx.backend, ctx.ns.prefix(), false).await;
+        c.set("k", &1u32, &EntryOptions::default()).await?;
+        let port = ctx.servers.kill_primary()?;
+        assert_eq!(c.get::<u32>("k").await, None);
+        assert_eq!(c.get::<u32>("k").await, None);
+        assert_eq!(c.stats().redis_errors, 2, "each failed read is counted");
+        let write = c.set("k", &2u32, &EntryOptions::default()).await;
+        assert!(matches!(&write, Err(redtail_cache::Error::Redis(e)) if e.is_unavailable()), "{write:?}");
+        // The loader still answers; its value could not be stored.
+        let v: u32 = c.get_or_compute("k", &EntryOptions::default(), || async { Ok::<_, std::io::Error>(3) }).await?;
+        assert_eq!(v, 3);
+        ctx.servers.restart_killed(port)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.set("k", &4u32, &EntryOptions::default()).await.is_err() {
+            assert!(Instant::now() < deadline, "writes did not resume after the restart");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(c.get::<u32>("k").await, Some(4));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_connection_empties_the_local_tier() -> TestResult {
         let ctx = Ctx::owned(Deployment::Standalone, |c| c).await;
         let c = cache(&ctx.backend, ctx.ns.prefix(), true).await;
