@@ -95,17 +95,7 @@ async fn concurrent_callers_share_one_load_and_others_get_stale_while_it_runs() 
 }
 
 async fn futures_join<T>(calls: impl Iterator<Item = impl Future<Output = Result<T>>>) -> Result<Vec<T>> {
-    let mut set = Vec::new();
-    for call in calls {
-        set.push(call);
-    }
-    let mut out = Vec::with_capacity(set.len());
-    // Polled together: each future is driven by the same task.
-    let results = join_all(set).await;
-    for r in results {
-        out.push(r?);
-    }
-    Ok(out)
+    join_all(calls.collect()).await.into_iter().collect()
 }
 
 /// Polls every future until all are done, without a runtime-specific join.

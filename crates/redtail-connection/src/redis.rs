@@ -19,10 +19,10 @@ use fred::{
     },
 };
 use redtail_core::{
-    Arg, Backend, Bytes, Cmd, Cursor, Error, Key, Message, Pattern, Result, ScanPage, Script, Subscription, Value,
-    async_trait, same_slot,
+    Arg, Backend, Bytes, Cmd, Cursor, Error, Feed, Key, Message, Pattern, Result, ScanPage, Script, Subscription,
+    Value, async_trait, same_slot,
 };
-use tokio::sync::{Notify, OnceCell, mpsc, watch};
+use tokio::sync::{Notify, OnceCell};
 
 use crate::{Config, convert};
 
@@ -489,22 +489,8 @@ fn connect_error(config: &Config, e: fred::error::Error) -> crate::Error {
     }
 }
 
-/// Where one subscription's messages go, and how it learns it missed some.
-#[derive(Clone)]
-struct Route {
-    id: u64,
-    sender: mpsc::Sender<Message>,
-    gaps: Arc<watch::Sender<u64>>,
-}
-
-impl Route {
-    fn gap(&self) {
-        self.gaps.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
-
-/// The routes of each channel's subscriptions.
-type Routes = Arc<Mutex<HashMap<String, Vec<Route>>>>;
+/// The feeds of each channel's subscriptions, by subscription id.
+type Routes = Arc<Mutex<HashMap<String, Vec<(u64, Feed)>>>>;
 
 /// The subscriber connection and the routing of its messages to [`Subscription`]s.
 struct PubSub {
@@ -520,7 +506,7 @@ impl PubSub {
         let reconnect_routes = Arc::clone(&routes);
         drop(client.on_reconnect(move |_| {
             let routes = reconnect_routes.lock().unwrap_or_else(|p| p.into_inner());
-            routes.values().flatten().for_each(Route::gap);
+            routes.values().flatten().for_each(|(_, feed)| feed.gap());
             async { Ok(()) }
         }));
         let mut messages = client.message_rx();
@@ -541,11 +527,10 @@ impl PubSub {
                     other => Bytes::from(other.describe()),
                 };
                 let routes = task_routes.lock().unwrap_or_else(|p| p.into_inner());
-                for route in routes.get(&channel).into_iter().flatten() {
+                for (_, feed) in routes.get(&channel).into_iter().flatten() {
                     let message = Message { channel: channel.clone(), payload: payload.clone() };
-                    if route.sender.try_send(message).is_err() {
+                    if !feed.deliver(message) {
                         tracing::warn!(%channel, "pub/sub subscriber is full or gone; message dropped for it");
-                        route.gap();
                     }
                 }
             }
@@ -554,21 +539,19 @@ impl PubSub {
     }
 
     async fn subscribe(&self, channels: &[&str], timeout: Duration) -> Result<Subscription> {
-        let (sender, receiver) = mpsc::channel(1024);
-        let (gaps, gap_receiver) = watch::channel(0);
-        let route = Route { id: self.next_id.fetch_add(1, Ordering::Relaxed), sender, gaps: Arc::new(gaps) };
-        let id = route.id;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let owned: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
+        let guard =
+            Unsubscribe { id, channels: owned.clone(), routes: Arc::clone(&self.routes), client: self.client.clone() };
+        let (feed, subscription) = Subscription::channel(1024, guard);
         {
             let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             for channel in &owned {
-                routes.entry(channel.clone()).or_default().push(route.clone());
+                routes.entry(channel.clone()).or_default().push((id, feed.clone()));
             }
         }
-        let guard =
-            Unsubscribe { id, channels: owned.clone(), routes: Arc::clone(&self.routes), client: self.client.clone() };
         self.client.subscribe(owned).await.map_err(|e| convert::error(e, timeout))?;
-        Ok(Subscription::new(receiver, gap_receiver, guard))
+        Ok(subscription)
     }
 }
 
@@ -587,7 +570,7 @@ impl Drop for Unsubscribe {
             let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             for channel in &self.channels {
                 if let Some(senders) = routes.get_mut(channel) {
-                    senders.retain(|route| route.id != self.id);
+                    senders.retain(|(id, _)| *id != self.id);
                     if senders.is_empty() {
                         routes.remove(channel);
                         unused.push(channel.clone());

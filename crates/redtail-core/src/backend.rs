@@ -1,6 +1,6 @@
 //! The `Backend` trait: everything redtail's crates ask of Redis.
 
-use std::{any::Any, fmt};
+use std::{any::Any, fmt, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -127,6 +127,30 @@ pub enum Event {
     Gap,
 }
 
+/// The backend's end of a [`Subscription`]: delivers its messages and reports its gaps.
+#[derive(Debug, Clone)]
+pub struct Feed {
+    messages: mpsc::Sender<Message>,
+    gaps: Arc<watch::Sender<u64>>,
+}
+
+impl Feed {
+    /// Hands `message` to the subscription; when it is full or gone, records a gap instead and
+    /// answers `false`.
+    pub fn deliver(&self, message: Message) -> bool {
+        let delivered = self.messages.try_send(message).is_ok();
+        if !delivered {
+            self.gap();
+        }
+        delivered
+    }
+
+    /// Tells the subscription that messages may have been missed ([`Event::Gap`]).
+    pub fn gap(&self) {
+        self.gaps.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// Messages from [`Backend::subscribe`]; unsubscribes when dropped.
 pub struct Subscription {
     messages: mpsc::Receiver<Message>,
@@ -136,10 +160,13 @@ pub struct Subscription {
 }
 
 impl Subscription {
-    /// A subscription fed by `messages`; each change of `gaps` is reported as one [`Event::Gap`];
-    /// `guard` is dropped when the subscription is.
-    pub fn new(messages: mpsc::Receiver<Message>, gaps: watch::Receiver<u64>, guard: impl Any + Send + Sync) -> Self {
-        Self { messages, gaps, _guard: Box::new(guard) }
+    /// A subscription buffering up to `capacity` messages, and the [`Feed`] through which the
+    /// backend fills it; `guard` is dropped when the subscription is.
+    pub fn channel(capacity: usize, guard: impl Any + Send + Sync) -> (Feed, Subscription) {
+        let (messages, receiver) = mpsc::channel(capacity);
+        let (gaps, gap_receiver) = watch::channel(0);
+        let feed = Feed { messages, gaps: Arc::new(gaps) };
+        (feed, Subscription { messages: receiver, gaps: gap_receiver, _guard: Box::new(guard) })
     }
 
     /// The next event, or `None` once the backend has shut down. A gap is reported before the

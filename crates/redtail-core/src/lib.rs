@@ -43,7 +43,7 @@ mod script;
 mod value;
 
 pub use async_trait::async_trait;
-pub use backend::{Backend, Cursor, Event, Message, ScanPage, Subscription, same_slot};
+pub use backend::{Backend, Cursor, Event, Feed, Message, ScanPage, Subscription, same_slot};
 pub use bytes::Bytes;
 pub use cmd::{Arg, Cmd};
 pub use codec::{Codec, JsonCodec};

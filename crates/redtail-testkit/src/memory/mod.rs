@@ -17,10 +17,10 @@ use std::{
 
 pub use clock::Clock;
 use redtail_core::{
-    Arg, Backend, Bytes, Cmd, Cursor, Error, Key, Message, Pattern, Result, ScanPage, Script, ServerError,
+    Arg, Backend, Bytes, Cmd, Cursor, Error, Feed, Key, Message, Pattern, Result, ScanPage, Script, ServerError,
     Subscription, Value, async_trait, same_slot,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::Notify;
 
 use self::{
     lua::Scripting,
@@ -64,21 +64,7 @@ struct Shared {
 }
 
 /// Senders of each channel's subscriptions, by subscription id.
-type Subscribers = HashMap<String, Vec<Route>>;
-
-/// Where one subscription's messages go, and how it learns it missed some.
-#[derive(Debug, Clone)]
-struct Route {
-    id: u64,
-    sender: mpsc::Sender<Message>,
-    gaps: Arc<watch::Sender<u64>>,
-}
-
-impl Route {
-    fn gap(&self) {
-        self.gaps.send_modify(|n| *n = n.wrapping_add(1));
-    }
-}
+type Subscribers = HashMap<String, Vec<(u64, Feed)>>;
 
 struct State {
     store: Store,
@@ -125,7 +111,7 @@ impl MemoryBackend {
     /// as a real backend does after its subscriber connection was lost.
     pub fn interrupt_subscriptions(&self) {
         let subscribers = self.shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        subscribers.values().flatten().for_each(Route::gap);
+        subscribers.values().flatten().for_each(|(_, feed)| feed.gap());
     }
 
     /// Locks the state with the store's time set to now; every command runs under this lock, so
@@ -152,12 +138,9 @@ impl MemoryBackend {
     fn deliver(&self, channel: &str, payload: Bytes) -> i64 {
         let subscribers = self.shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         let mut delivered = 0;
-        for route in subscribers.get(channel).into_iter().flatten() {
-            let message = Message { channel: channel.to_owned(), payload: payload.clone() };
-            if route.sender.try_send(message).is_ok() {
+        for (_, feed) in subscribers.get(channel).into_iter().flatten() {
+            if feed.deliver(Message { channel: channel.to_owned(), payload: payload.clone() }) {
                 delivered += 1;
-            } else {
-                route.gap();
             }
         }
         delivered
@@ -322,16 +305,14 @@ impl Backend for MemoryBackend {
         if channels.is_empty() {
             return Err(Error::InvalidInput("subscribe needs at least one channel".to_owned()));
         }
-        let (sender, receiver) = mpsc::channel(1024);
-        let (gaps, gap_receiver) = watch::channel(0);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let route = Route { id, sender, gaps: Arc::new(gaps) };
+        let (feed, subscription) =
+            Subscription::channel(1024, Unsubscribe { id, shared: Arc::downgrade(&self.shared) });
         let mut subscribers = self.shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         for channel in channels {
-            subscribers.entry((*channel).to_owned()).or_default().push(route.clone());
+            subscribers.entry((*channel).to_owned()).or_default().push((id, feed.clone()));
         }
-        let guard = Unsubscribe { id, shared: Arc::downgrade(&self.shared) };
-        Ok(Subscription::new(receiver, gap_receiver, guard))
+        Ok(subscription)
     }
 
     async fn blocking(&self, cmd: Cmd) -> Result<Value> {
@@ -391,7 +372,7 @@ impl Drop for Unsubscribe {
         if let Some(shared) = self.shared.upgrade() {
             let mut subscribers = shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
             subscribers.retain(|_, senders| {
-                senders.retain(|route| route.id != self.id);
+                senders.retain(|(id, _)| *id != self.id);
                 !senders.is_empty()
             });
         }
