@@ -146,6 +146,14 @@ impl Tagged {
     pub fn slot(&self) -> u16 {
         slot_of(&self.tag)
     }
+
+    /// The `SCAN` pattern matching every key of this namespace (`<prefix>:{<tag>}:*`); all of
+    /// them are in one slot, so on a cluster they are all on one primary.
+    pub fn pattern(&self) -> Pattern {
+        let mut key = Key::build(self.prefix.as_bytes(), Some(&self.tag), std::iter::empty::<&[u8]>()).bytes.to_vec();
+        key.extend_from_slice(b":*");
+        Pattern(key.into())
+    }
 }
 
 impl fmt::Debug for Tagged {

@@ -1,0 +1,10 @@
+-- Pauses (ARGV[3] = 'pause') or resumes ('resume') delivery. The paused flag lives until resume.
+if ARGV[3] == 'pause' then
+  redis.call('SET', K_PAUSED, 1)
+  emit('paused', '-')
+else
+  redis.call('DEL', K_PAUSED)
+  if redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0 then wake() end
+  emit('resumed', '-')
+end
+return 1

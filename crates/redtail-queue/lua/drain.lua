@@ -1,0 +1,21 @@
+-- Removes up to 1000 jobs that have not started: waiting and prioritized, and delayed when
+-- ARGV[3] is '1'. Returns how many were removed; call again until 0.
+local removed = {}
+local function take(ids)
+  for _, id in ipairs(ids) do
+    removed[#removed + 1] = id
+    redis.call('DEL', job_key(id), log_key(id))
+  end
+end
+local plain = redis.call('LPOP', K_WAIT, 1000)
+if plain then take(plain) end
+if #removed < 1000 then
+  local prio = redis.call('ZRANGE', K_PRIO, 0, 999 - #removed)
+  if #prio > 0 then take(prio); redis.call('ZREM', K_PRIO, unpack(prio)) end
+end
+if ARGV[3] == '1' and #removed < 1000 then
+  local delayed = redis.call('ZRANGE', K_DELAY, 0, 999 - #removed)
+  if #delayed > 0 then take(delayed); redis.call('ZREM', K_DELAY, unpack(delayed)) end
+end
+emit('removed', table.concat(removed, ' '))
+return #removed

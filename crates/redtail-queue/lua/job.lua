@@ -1,0 +1,29 @@
+-- One job by id. ARGV[3]: 'retry' (a dead job runs again with a fresh set of attempts) or
+-- 'delete' (a job in any state but active); ARGV[4]: id.
+-- Returns 1 done, 0 no such job (or not dead, for retry), -1 refused: the job is running.
+local op, id = ARGV[3], ARGV[4]
+local key = job_key(id)
+local job = redis.call('HMGET', key, 's', 'y')
+if not job[1] then return 0 end
+if op == 'retry' then
+  if job[1] ~= 'x' then return 0 end
+  redis.call('ZREM', K_DEAD, id)
+  redis.call('HSET', key, 's', 'w', 'a', 0)
+  redis.call('PERSIST', key)
+  redis.call('PERSIST', log_key(id))
+  enqueue(id, job[2])
+  wake()
+  emit('waiting', id)
+  return 1
+end
+if job[1] == 'a' then return -1 end
+local where = { w = K_WAIT, d = K_DELAY, c = K_DONE, x = K_DEAD }
+if job[1] == 'w' then
+  redis.call('LREM', K_WAIT, 1, id)
+  redis.call('ZREM', K_PRIO, id)
+else
+  redis.call('ZREM', where[job[1]], id)
+end
+redis.call('DEL', key, log_key(id))
+emit('removed', id)
+return 1

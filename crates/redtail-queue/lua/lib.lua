@@ -1,0 +1,84 @@
+-- Prepended to every queue script (scripts cannot share code on the server).
+-- KEYS, the same for every script: 1 id counter, 2 waiting list, 3 prioritized set, 4 delayed
+-- set, 5 active set (score: lease deadline), 6 completed set, 7 dead-letter set, 8 paused flag,
+-- 9 wake marker, 10 events stream, 11 rate window.
+-- ARGV[1]: the queue's key prefix (job keys are built from it; they share the hash tag);
+-- ARGV[2]: how many events the stream keeps (0: no events).
+-- Job hash fields: d data, t created ms, n max attempts, a attempts started, s state
+-- (w waiting, d delayed, a active, c completed, x dead), o options, y priority, l lease token,
+-- st started ms, f finished ms, p progress, r result, e<attempt> error of that attempt.
+local K_ID, K_WAIT, K_PRIO, K_DELAY, K_ACTIVE, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local PREFIX = ARGV[1]
+local EVENTS_CAP = tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- Priorities 1..2^20 sort before plain jobs' absence; within one, by sequence.
+local PRIORITY_SPAN = 1048576
+local SEQ_SPAN = 4294967296
+
+local function job_key(id) return PREFIX .. 'j:' .. id end
+local function log_key(id) return PREFIX .. 'lg:' .. id end
+
+local function emit(kind, ids, data)
+  if EVENTS_CAP <= 0 or ids == '' then return end
+  if data then
+    redis.call('XADD', K_EV, 'MAXLEN', '~', EVENTS_CAP, '*', 'e', kind, 'j', ids, 'd', data)
+  else
+    redis.call('XADD', K_EV, 'MAXLEN', '~', EVENTS_CAP, '*', 'e', kind, 'j', ids)
+  end
+end
+
+-- Wakes one sleeping worker, unless the queue is paused or a wake-up is already pending.
+local function wake()
+  if redis.call('EXISTS', K_PAUSED) == 0 and redis.call('LLEN', K_MARK) == 0 then
+    redis.call('RPUSH', K_MARK, 1)
+  end
+end
+
+-- Puts a job back in line: the prioritized set when it has a priority, else the waiting list
+-- (at the front when `front`, for jobs handed back unfinished).
+local function enqueue(id, priority, front)
+  local p = tonumber(priority) or 0
+  if p > 0 then
+    local seq = redis.call('INCR', K_ID) % SEQ_SPAN
+    redis.call('ZADD', K_PRIO, (PRIORITY_SPAN - p) * SEQ_SPAN + seq, id)
+  elseif front then
+    redis.call('LPUSH', K_WAIT, id)
+  else
+    redis.call('RPUSH', K_WAIT, id)
+  end
+end
+
+-- Completed and dead jobs: kept `age` ms (0: deleted at once) and at most `count` in `set`.
+local function retire(set, id, age, count)
+  local key = job_key(id)
+  if age <= 0 or count <= 0 then
+    redis.call('DEL', key, log_key(id))
+    return
+  end
+  redis.call('PEXPIRE', key, age)
+  redis.call('PEXPIRE', log_key(id), age)
+  redis.call('ZADD', set, NOW, id)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', NOW - age)
+  -- At most 1000 at a time, so lowering a count never makes one call slow.
+  local excess = math.min(redis.call('ZCARD', set) - count, 1000)
+  if excess > 0 then
+    local old = redis.call('ZRANGE', set, 0, excess - 1)
+    local doomed = {}
+    for _, old_id in ipairs(old) do
+      doomed[#doomed + 1] = job_key(old_id)
+      doomed[#doomed + 1] = log_key(old_id)
+    end
+    redis.call('DEL', unpack(doomed))
+    redis.call('ZREMRANGEBYRANK', set, 0, excess - 1)
+  end
+end
+
+local function count_minute(field, n)
+  if n <= 0 then return end
+  local key = PREFIX .. 'm:' .. math.floor(NOW / 60000)
+  redis.call('HINCRBY', key, field, n)
+  redis.call('PEXPIRE', key, 3660000)
+end
+

@@ -1,0 +1,375 @@
+//! Queue configuration and job options.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// How long to wait before attempt `n + 1` after attempt `n` failed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "k")]
+pub enum Backoff {
+    /// The same delay every time.
+    Fixed {
+        /// The delay.
+        #[serde(with = "millis")]
+        delay: Duration,
+        /// A fraction in `0.0..=1.0`: each delay is shortened by a random part of up to this much,
+        /// so jobs that failed together do not retry together.
+        jitter: f64,
+    },
+    /// `base × 2^(n−1)` after attempt `n`, at most `max`.
+    Exponential {
+        /// The first delay.
+        #[serde(with = "millis")]
+        base: Duration,
+        /// The longest delay.
+        #[serde(with = "millis")]
+        max: Duration,
+        /// As for [`Backoff::Fixed`].
+        jitter: f64,
+    },
+}
+
+impl Backoff {
+    /// Exponential from `base`, at most an hour, with 20% jitter.
+    pub fn exponential(base: Duration) -> Self {
+        Backoff::Exponential { base, max: Duration::from_secs(3600), jitter: 0.2 }
+    }
+
+    /// The delay after attempt `attempt` (1-based) failed, with `random` in `0.0..1.0`.
+    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
+        let (delay, jitter) = match *self {
+            Backoff::Fixed { delay, jitter } => (delay, jitter),
+            Backoff::Exponential { base, max, jitter } => {
+                let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+                (base.saturating_mul(factor).min(max), jitter)
+            }
+        };
+        delay.mul_f64(1.0 - jitter.clamp(0.0, 1.0) * random.clamp(0.0, 1.0))
+    }
+
+    fn validate(&self) -> Result<()> {
+        let jitter = match *self {
+            Backoff::Fixed { jitter, .. } | Backoff::Exponential { jitter, .. } => jitter,
+        };
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(Error::InvalidInput(format!("backoff jitter {jitter} is not between 0 and 1")));
+        }
+        Ok(())
+    }
+}
+
+/// How long and how many finished jobs (completed, or dead-lettered) are kept for inspection.
+/// Every finished job has an expiry, so a queue's memory is bounded without any cleaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Kept this long after finishing.
+    #[serde(with = "millis")]
+    pub age: Duration,
+    /// At most this many are kept; the oldest go first.
+    pub count: u64,
+}
+
+impl Retention {
+    /// Kept for `age`, at most `count` of them.
+    pub const fn new(age: Duration, count: u64) -> Self {
+        Retention { age, count }
+    }
+
+    /// Deleted as soon as they finish.
+    pub const fn none() -> Self {
+        Retention { age: Duration::ZERO, count: 0 }
+    }
+}
+
+/// Options of one job; [`QueueConfig::defaults`] holds a queue's.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct JobOptions {
+    /// Attempts in all, the first included (at least 1).
+    pub attempts: u32,
+    /// The wait between attempts.
+    pub backoff: Backoff,
+    /// Runs no earlier than this after being added.
+    pub delay: Duration,
+    /// `0` for none; `1..=1_048_576` runs before every job without one, higher first, and in the
+    /// order added within one priority.
+    pub priority: u32,
+    /// A custom id: adding a job whose id exists (waiting, running or still retained) adds
+    /// nothing and returns the existing id, so `add` can be retried safely. Not all digits
+    /// (those are the queue's own ids), at most 128 bytes, no whitespace or control characters.
+    pub id: Option<String>,
+    /// An attempt running longer is cancelled and counts as failed.
+    pub timeout: Option<Duration>,
+    /// How completed jobs are kept.
+    pub keep_completed: Retention,
+    /// How dead-lettered jobs are kept.
+    pub keep_failed: Retention,
+}
+
+impl Default for JobOptions {
+    /// 3 attempts, exponential backoff from 2 s, no timeout, completed jobs kept an hour (the
+    /// last 1,000), dead jobs kept a week (the last 100,000).
+    fn default() -> Self {
+        JobOptions {
+            attempts: 3,
+            backoff: Backoff::exponential(Duration::from_secs(2)),
+            delay: Duration::ZERO,
+            priority: 0,
+            id: None,
+            timeout: None,
+            keep_completed: Retention::new(Duration::from_secs(3600), 1000),
+            keep_failed: Retention::new(Duration::from_secs(7 * 24 * 3600), 100_000),
+        }
+    }
+}
+
+impl JobOptions {
+    /// Sets [`JobOptions::attempts`].
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.attempts = attempts;
+        self
+    }
+    /// Sets [`JobOptions::backoff`].
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+    /// Sets [`JobOptions::delay`].
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+    /// Sets [`JobOptions::priority`].
+    pub fn priority(mut self, priority: u32) -> Self {
+        self.priority = priority;
+        self
+    }
+    /// Sets [`JobOptions::id`].
+    pub fn id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+    /// Sets [`JobOptions::timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// Sets [`JobOptions::keep_completed`].
+    pub fn keep_completed(mut self, retention: Retention) -> Self {
+        self.keep_completed = retention;
+        self
+    }
+    /// Sets [`JobOptions::keep_failed`].
+    pub fn keep_failed(mut self, retention: Retention) -> Self {
+        self.keep_failed = retention;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.attempts == 0 {
+            return Err(Error::InvalidInput("a job needs at least 1 attempt".to_owned()));
+        }
+        if self.priority > crate::MAX_PRIORITY {
+            return Err(Error::InvalidInput(format!(
+                "priority {} is above the maximum {}",
+                self.priority,
+                crate::MAX_PRIORITY
+            )));
+        }
+        if let Some(id) = &self.id {
+            validate_id(id)?;
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::InvalidInput("a job timeout must be longer than zero".to_owned()));
+        }
+        self.backoff.validate()
+    }
+
+    /// What a worker needs that the job hash does not hold on its own, when it differs from
+    /// the queue's defaults (most jobs store nothing).
+    pub(crate) fn stored(&self, defaults: &JobOptions) -> Option<Stored> {
+        let own = Stored::of(self);
+        (own != Stored::of(defaults)).then_some(own)
+    }
+}
+
+/// The options kept in a job's `o` field.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Stored {
+    #[serde(rename = "b")]
+    pub backoff: Backoff,
+    #[serde(rename = "t")]
+    pub timeout: Option<u64>,
+    #[serde(rename = "kc")]
+    pub keep_completed: Retention,
+    #[serde(rename = "kf")]
+    pub keep_failed: Retention,
+}
+
+impl Stored {
+    pub(crate) fn of(options: &JobOptions) -> Stored {
+        Stored {
+            backoff: options.backoff,
+            timeout: options.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            keep_completed: options.keep_completed,
+            keep_failed: options.keep_failed,
+        }
+    }
+}
+
+/// Checks a custom job id.
+pub(crate) fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(Error::InvalidInput(format!("a job id must be 1 to 128 bytes, not {}", id.len())));
+    }
+    if id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::InvalidInput(format!("custom job id {id:?} is all digits, like the queue's own ids")));
+    }
+    if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::InvalidInput(format!("job id {id:?} holds whitespace or a control character")));
+    }
+    Ok(())
+}
+
+/// At most `max` jobs start per `period`, across every worker of the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Jobs per period.
+    pub max: u32,
+    /// The window.
+    pub period: Duration,
+}
+
+/// A queue's configuration.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// The queue's name: 1 to 64 of `A-Z a-z 0-9 - _ .`. Every key of the queue carries it as
+    /// its hash tag, so the whole queue lives in one cluster slot.
+    pub name: String,
+    /// Key prefix, `rt:q` by default.
+    pub prefix: String,
+    /// Options of jobs added without their own.
+    pub defaults: JobOptions,
+    /// Encoded job data larger than this is refused at `add` (512 KiB by default).
+    pub max_payload_bytes: usize,
+    /// Events kept in the queue's event stream (about; trimmed in whole blocks). 0 turns events off.
+    pub events_cap: u32,
+    /// Lines kept in each job's log.
+    pub max_log_lines: u32,
+    /// A limit on jobs started, across all workers.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl QueueConfig {
+    /// A queue named `name` with default settings.
+    pub fn new(name: impl Into<String>) -> Self {
+        QueueConfig {
+            name: name.into(),
+            prefix: "rt:q".to_owned(),
+            defaults: JobOptions::default(),
+            max_payload_bytes: 512 * 1024,
+            events_cap: 10_000,
+            max_log_lines: 100,
+            rate_limit: None,
+        }
+    }
+
+    /// The original `youtube-downloads` queue: 3 attempts, exponential backoff from 2 s,
+    /// completed jobs kept an hour (the last 100), failed jobs kept 24 hours.
+    pub fn youtube_downloads() -> Self {
+        Self::original("youtube-downloads", 3)
+    }
+
+    /// The original `media-requests` queue: as [`QueueConfig::youtube_downloads`], 5 attempts.
+    pub fn media_requests() -> Self {
+        Self::original("media-requests", 5)
+    }
+
+    /// The original `notifications` queue: as [`QueueConfig::youtube_downloads`], 1 attempt.
+    pub fn notifications() -> Self {
+        Self::original("notifications", 1)
+    }
+
+    fn original(name: &str, attempts: u32) -> Self {
+        let mut config = QueueConfig::new(name);
+        config.defaults = JobOptions::default()
+            .attempts(attempts)
+            .keep_completed(Retention::new(Duration::from_secs(3600), 100))
+            .keep_failed(Retention::new(Duration::from_secs(24 * 3600), 100_000));
+        config
+    }
+
+    /// Sets [`QueueConfig::defaults`].
+    pub fn defaults(mut self, defaults: JobOptions) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Sets [`QueueConfig::prefix`].
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Sets [`QueueConfig::rate_limit`].
+    pub fn rate_limit(mut self, max: u32, period: Duration) -> Self {
+        self.rate_limit = Some(RateLimit { max, period });
+        self
+    }
+
+    /// Sets [`QueueConfig::max_payload_bytes`].
+    pub fn max_payload_bytes(mut self, max: usize) -> Self {
+        self.max_payload_bytes = max;
+        self
+    }
+
+    /// Sets [`QueueConfig::events_cap`].
+    pub fn events_cap(mut self, cap: u32) -> Self {
+        self.events_cap = cap;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(Error::InvalidInput(format!(
+                "queue name {:?} must be 1 to 64 of A-Z a-z 0-9 - _ .",
+                self.name
+            )));
+        }
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
+            return Err(Error::InvalidInput(format!("key prefix {:?} must be non-empty, without braces", self.prefix)));
+        }
+        if let Some(limit) = self.rate_limit
+            && (limit.max == 0 || limit.period.as_millis() == 0)
+        {
+            return Err(Error::InvalidInput(
+                "a queue rate limit needs max > 0 and a period of 1 ms or more".to_owned(),
+            ));
+        }
+        if self.max_log_lines == 0 {
+            return Err(Error::InvalidInput("max_log_lines must be at least 1".to_owned()));
+        }
+        self.defaults.validate()
+    }
+}
+
+/// Durations as whole milliseconds in stored options.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

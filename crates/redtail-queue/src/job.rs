@@ -1,0 +1,115 @@
+//! Jobs: what a handler receives, and what the queue tells about a job by id.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use redtail_core::Arg;
+use serde::Serialize;
+
+use crate::{
+    Error, JobId, Result,
+    queue::{Inner, LOG, PROGRESS},
+};
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Ready to run.
+    Waiting,
+    /// Waiting for its time: delayed, or retrying after a backoff.
+    Delayed,
+    /// Running under a worker's lease.
+    Active,
+    /// Completed; its result is kept.
+    Completed,
+    /// Failed every attempt; its errors are kept in the dead-letter set.
+    Dead,
+}
+
+impl JobState {
+    pub(crate) fn from_code(code: &str) -> Option<JobState> {
+        Some(match code {
+            "w" => JobState::Waiting,
+            "d" => JobState::Delayed,
+            "a" => JobState::Active,
+            "c" => JobState::Completed,
+            "x" => JobState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// What the queue holds about a job, as [`Queue::get`](crate::Queue::get) reads it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobInfo {
+    /// The job's id.
+    pub id: JobId,
+    /// Its state.
+    pub state: JobState,
+    /// Its data, as JSON.
+    pub data: serde_json::Value,
+    /// Attempts started so far (the running one included).
+    pub attempts_started: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// `0` for none.
+    pub priority: u32,
+    /// When it was added, in ms since the Unix epoch (Redis's clock).
+    pub created_ms: u64,
+    /// When its latest attempt started.
+    pub started_ms: Option<u64>,
+    /// When it completed or was dead-lettered.
+    pub finished_ms: Option<u64>,
+    /// The latest progress its handler reported.
+    pub progress: Option<serde_json::Value>,
+    /// The handler's result, once completed.
+    pub result: Option<serde_json::Value>,
+    /// The error of each failed attempt: `(attempt, message)`, in order.
+    pub errors: Vec<(u32, String)>,
+}
+
+/// A job handed to a worker's handler.
+pub struct Job<T> {
+    /// The job's id.
+    pub id: JobId,
+    /// Its data.
+    pub data: T,
+    /// This attempt's number, from 1: a handler that must not repeat side effects can check it.
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// When it was added, in ms since the Unix epoch (Redis's clock).
+    pub created_ms: u64,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) token: Arc<str>,
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl<T> fmt::Debug for Job<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job").field("id", &self.id).field("attempt", &self.attempt).finish_non_exhaustive()
+    }
+}
+
+impl<T> Job<T> {
+    /// Records progress: a number such as `42` or any JSON value, readable by id and sent as a
+    /// `progress` event. Returns `false` when this worker no longer holds the job's lease
+    /// (the job is running elsewhere, or finished): the handler may stop early.
+    pub async fn progress(&self, progress: impl Serialize) -> Result<bool> {
+        let value = serde_json::to_string(&progress).map_err(Error::Encode)?;
+        let args = [Arg::from(self.id.as_str()), Arg::from(&*self.token), Arg::from(value)];
+        Ok(self.inner.run(&PROGRESS, args).await?.as_int()? == 1)
+    }
+
+    /// Appends a line to the job's log (the last `max_log_lines` are kept, as long as the job).
+    pub async fn log(&self, line: impl Into<String>) -> Result<()> {
+        let args = [Arg::from(self.id.as_str()), Arg::from(line.into()), Arg::from(self.inner.config.max_log_lines)];
+        self.inner.run(&LOG, args).await?;
+        Ok(())
+    }
+
+    /// The per-attempt timeout in force for this job.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}

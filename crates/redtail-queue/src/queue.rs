@@ -1,0 +1,444 @@
+//! `Queue`: adding jobs and everything else that is not running them.
+
+use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
+
+use redtail_core::{Arg, Backend, Cmd, Cursor, Key, Namespace, Script, Tagged, Value};
+use serde::Serialize;
+
+use crate::{
+    Error, JobInfo, JobOptions, JobState, QueueConfig, Result,
+    config::Stored,
+    events::{QueueEvents, Start},
+    reply,
+};
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        pub(crate) static $name: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+            Script::new(
+                concat!("queue_", $file),
+                concat!(include_str!("../lua/lib.lua"), include_str!(concat!("../lua/", $file, ".lua"))),
+            )
+        });
+    };
+}
+script!(ADD, "add");
+script!(STEP, "step");
+script!(RENEW, "renew");
+script!(PROGRESS, "progress");
+script!(LOG, "log");
+script!(COUNTS, "counts");
+script!(CONTROL, "control");
+script!(JOB, "job");
+script!(DRAIN, "drain");
+script!(CLEAN, "clean");
+
+/// Jobs added in one script call: one round trip each.
+const ADD_BATCH: usize = 1000;
+
+/// The id of a job: a number the queue assigned, or the custom id it was added with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl JobId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(id: &str) -> Self {
+        JobId(id.to_owned())
+    }
+}
+
+/// What [`Queue::add_with`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// The job's id.
+    pub id: JobId,
+    /// `false` when a job with this custom id already existed, and nothing was added.
+    pub created: bool,
+}
+
+/// Counts of a queue's jobs by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Ready to run (prioritized included).
+    pub waiting: u64,
+    /// Waiting for their time: delayed, or retrying after a backoff.
+    pub delayed: u64,
+    /// Running under a lease.
+    pub active: u64,
+    /// Completed and still retained.
+    pub completed: u64,
+    /// Dead-lettered: failed every attempt, still retained.
+    pub dead: u64,
+}
+
+/// Jobs finished in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Minute {
+    /// The minute's start, in milliseconds since the Unix epoch (Redis's clock).
+    pub start_ms: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts failed (retried or dead-lettered).
+    pub failed: u64,
+}
+
+/// A queue's state and recent throughput.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// Jobs by state.
+    pub counts: Counts,
+    /// Whether delivery is paused.
+    pub paused: bool,
+    /// How long the oldest waiting job has waited.
+    pub oldest_waiting: Option<Duration>,
+    /// The last minutes, newest (the current, partial one) first.
+    pub minutes: Vec<Minute>,
+}
+
+/// Which finished jobs [`Queue::clean`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Completed jobs.
+    Completed,
+    /// Dead-lettered jobs.
+    Dead,
+}
+
+/// A job queue over any [`Backend`], for jobs whose data is a `T`.
+///
+/// Cloning is cheap; clones share the backend and configuration.
+pub struct Queue<T> {
+    pub(crate) inner: Arc<Inner>,
+    _data: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue { inner: Arc::clone(&self.inner), _data: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue").field("name", &self.inner.config.name).finish_non_exhaustive()
+    }
+}
+
+/// What a queue's handles share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) config: QueueConfig,
+    /// The keys every script is given, in the order `lua/lib.lua` names them.
+    keys: Vec<Key>,
+    tagged: Tagged,
+    /// `<prefix>:{<name>}:`, from which scripts build job keys.
+    prefix: String,
+    pub(crate) defaults: Stored,
+}
+
+impl Inner {
+    /// Runs a queue script with the common arguments first.
+    pub(crate) async fn run(&self, script: &Script, args: impl IntoIterator<Item = Arg>) -> Result<Value> {
+        let mut all = vec![Arg::from(self.prefix.as_str()), Arg::from(self.config.events_cap)];
+        all.extend(args);
+        Ok(self.backend.eval(script, &self.keys, all).await?)
+    }
+
+    pub(crate) fn key(&self, index: usize) -> &Key {
+        &self.keys[index]
+    }
+
+    pub(crate) fn job_key(&self, id: &str) -> Key {
+        Key::from_raw(format!("{}j:{id}", self.prefix))
+    }
+
+    fn log_key(&self, id: &str) -> Key {
+        Key::from_raw(format!("{}lg:{id}", self.prefix))
+    }
+}
+
+/// Indexes into [`Inner::keys`].
+pub(crate) mod k {
+    pub(crate) const WAIT: usize = 1;
+    pub(crate) const PRIO: usize = 2;
+    pub(crate) const DELAY: usize = 3;
+    pub(crate) const ACTIVE: usize = 4;
+    pub(crate) const DONE: usize = 5;
+    pub(crate) const DEAD: usize = 6;
+    pub(crate) const PAUSED: usize = 7;
+    pub(crate) const MARK: usize = 8;
+    pub(crate) const EVENTS: usize = 9;
+}
+
+impl<T: Serialize> Queue<T> {
+    /// A queue as `config` describes it; nothing is sent to Redis until it is used.
+    pub fn new(backend: Arc<dyn Backend>, config: QueueConfig) -> Result<Self> {
+        config.validate()?;
+        let tagged = Namespace::new(config.prefix.as_str())?.tagged(&config.name);
+        let keys =
+            ["id", "w", "p", "d", "a", "c", "x", "paused", "mk", "ev", "rl"].map(|part| tagged.key([part])).to_vec();
+        let prefix = format!("{}:{{{}}}:", config.prefix, config.name);
+        let defaults = Stored::of(&config.defaults);
+        let inner = Inner { backend, config, keys, tagged, prefix, defaults };
+        Ok(Queue { inner: Arc::new(inner), _data: PhantomData })
+    }
+
+    /// The queue's configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.inner.config
+    }
+
+    /// Adds a job with the queue's default options.
+    pub async fn add(&self, data: &T) -> Result<JobId> {
+        Ok(self.add_with(data, self.inner.config.defaults.clone()).await?.id)
+    }
+
+    /// Adds a job with its own options.
+    pub async fn add_with(&self, data: &T, options: JobOptions) -> Result<Added> {
+        let mut added = self.add_batch(&[self.encode(data, &options)?]).await?;
+        added.pop().ok_or_else(|| Error::Reply("the add script returned no job".to_owned()))
+    }
+
+    /// Adds jobs with the queue's default options, in one round trip per 1,000 jobs, in order.
+    pub async fn add_bulk<'a, I>(&self, items: I) -> Result<Vec<JobId>>
+    where
+        I: IntoIterator<Item = &'a T>,
+        T: 'a,
+    {
+        let defaults = &self.inner.config.defaults;
+        let items = items.into_iter().map(|data| (data, defaults.clone())).collect();
+        Ok(self.add_bulk_with(items).await?.into_iter().map(|a| a.id).collect())
+    }
+
+    /// Adds jobs, each with its own options, in one round trip per 1,000 jobs.
+    /// Every job is checked before any is sent: one bad job adds none.
+    pub async fn add_bulk_with(&self, items: Vec<(&T, JobOptions)>) -> Result<Vec<Added>> {
+        let encoded = items.iter().map(|(data, options)| self.encode(data, options)).collect::<Result<Vec<_>>>()?;
+        let mut added = Vec::with_capacity(items.len());
+        for chunk in encoded.chunks(ADD_BATCH) {
+            added.extend(self.add_batch(chunk).await?);
+        }
+        Ok(added)
+    }
+
+    /// One job's arguments of `lua/add.lua`.
+    fn encode(&self, data: &T, options: &JobOptions) -> Result<[Arg; 6]> {
+        let config = &self.inner.config;
+        options.validate()?;
+        let data = serde_json::to_vec(data).map_err(Error::Encode)?;
+        if data.len() > config.max_payload_bytes {
+            return Err(Error::TooLarge { size: data.len(), max: config.max_payload_bytes });
+        }
+        let stored = match options.stored(&config.defaults) {
+            Some(stored) => serde_json::to_string(&stored).map_err(Error::Encode)?,
+            None => String::new(),
+        };
+        Ok([
+            Arg::from(options.id.as_deref().unwrap_or("")),
+            Arg::from(data),
+            Arg::from(millis(options.delay)),
+            Arg::from(options.priority),
+            Arg::from(options.attempts),
+            Arg::from(stored),
+        ])
+    }
+
+    async fn add_batch(&self, jobs: &[[Arg; 6]]) -> Result<Vec<Added>> {
+        let mut args = Vec::with_capacity(1 + jobs.len() * 6);
+        args.push(Arg::from(jobs.len()));
+        args.extend(jobs.iter().flatten().cloned());
+        let reply = self.inner.run(&ADD, args).await?.into_array()?;
+        reply
+            .chunks(2)
+            .map(|pair| match pair {
+                [id, created] => Ok(Added { id: JobId(id.clone().into_string()?), created: created.as_int()? == 1 }),
+                _ => Err(Error::Reply("the add script returned an odd number of values".to_owned())),
+            })
+            .collect()
+    }
+}
+
+impl<T> Queue<T> {
+    /// A job by id, in whatever state, or `None` when there is no such job (never added,
+    /// deleted, or past its retention).
+    pub async fn get(&self, id: &str) -> Result<Option<JobInfo>> {
+        let fields = self.inner.backend.call(Cmd::new("HGETALL").key(&self.inner.job_key(id))).await?;
+        reply::job_info(id, fields)
+    }
+
+    /// The lines logged by a job with [`Job::log`](crate::Job::log), oldest first.
+    pub async fn logs(&self, id: &str) -> Result<Vec<String>> {
+        let lines = self.inner.backend.call(Cmd::new("LRANGE").key(&self.inner.log_key(id)).arg(0).arg(-1)).await?;
+        lines.into_array()?.into_iter().map(|l| Ok(l.into_string()?)).collect()
+    }
+
+    /// Up to `count` jobs in `state`, skipping `offset`: waiting and delayed in the order they
+    /// will run, active by lease deadline, completed and dead newest first.
+    pub async fn list(&self, state: JobState, offset: u64, count: u64) -> Result<Vec<JobInfo>> {
+        let inner = &self.inner;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let last = offset.saturating_add(count - 1);
+        let ids = match state {
+            JobState::Waiting => {
+                // Prioritized jobs run first, then the plain list.
+                let mut ids = zrange(inner, k::PRIO, offset, last, false).await?;
+                if (ids.len() as u64) < count {
+                    let prio = inner.backend.call(Cmd::new("ZCARD").key(inner.key(k::PRIO))).await?.as_int()?;
+                    let start = offset.saturating_sub(u64::try_from(prio).unwrap_or(0));
+                    let end = start + (count - ids.len() as u64) - 1;
+                    let cmd = Cmd::new("LRANGE").key(inner.key(k::WAIT)).arg(start).arg(end);
+                    for id in inner.backend.call(cmd).await?.into_array()? {
+                        ids.push(id.into_string()?);
+                    }
+                }
+                ids
+            }
+            JobState::Delayed => zrange(inner, k::DELAY, offset, last, false).await?,
+            JobState::Active => zrange(inner, k::ACTIVE, offset, last, false).await?,
+            JobState::Completed => zrange(inner, k::DONE, offset, last, true).await?,
+            JobState::Dead => zrange(inner, k::DEAD, offset, last, true).await?,
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cmds = ids.iter().map(|id| Cmd::new("HGETALL").key(&inner.job_key(id))).collect();
+        let replies = inner.backend.pipeline(cmds).await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(replies) {
+            // A job may finish or expire between the two reads.
+            if let Some(job) = reply::job_info(id, fields)? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Jobs by state, with no per-minute figures.
+    pub async fn counts(&self) -> Result<Counts> {
+        Ok(self.read_metrics(0).await?.counts)
+    }
+
+    /// Jobs by state, whether paused, the oldest waiting job's age, and completed and failed
+    /// jobs in each of the last `minutes` minutes (at most 60 are kept).
+    pub async fn metrics(&self, minutes: u32) -> Result<Metrics> {
+        self.read_metrics(minutes.min(60)).await
+    }
+
+    async fn read_metrics(&self, minutes: u32) -> Result<Metrics> {
+        let reply = self.inner.run(&COUNTS, [Arg::from(minutes)]).await?.into_array()?;
+        reply::metrics(&reply)
+    }
+
+    /// Stops delivery: workers finish what they hold and take nothing new until [`Queue::resume`].
+    /// Adding jobs still works.
+    pub async fn pause(&self) -> Result<()> {
+        self.inner.run(&CONTROL, [Arg::from("pause")]).await?;
+        Ok(())
+    }
+
+    /// Restarts delivery after [`Queue::pause`].
+    pub async fn resume(&self) -> Result<()> {
+        self.inner.run(&CONTROL, [Arg::from("resume")]).await?;
+        Ok(())
+    }
+
+    /// Removes every job that has not started (and the delayed ones too when `delayed`),
+    /// 1,000 per round trip. Running and finished jobs stay. Returns how many were removed.
+    pub async fn drain(&self, delayed: bool) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.inner.run(&DRAIN, [Arg::from(if delayed { "1" } else { "0" })]).await?.as_int()?;
+            total += u64::try_from(n).unwrap_or(0);
+            if n == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Removes up to `limit` completed or dead jobs finished more than `older_than` ago.
+    pub async fn clean(&self, which: Finished, older_than: Duration, limit: u32) -> Result<u64> {
+        let set = if which == Finished::Completed { "c" } else { "x" };
+        let n =
+            self.inner.run(&CLEAN, [Arg::from(set), Arg::from(millis(older_than)), Arg::from(limit.max(1))]).await?;
+        Ok(u64::try_from(n.as_int()?).unwrap_or(0))
+    }
+
+    /// Deletes the whole queue: every job, its events and counters. Refused with
+    /// [`Error::Busy`] while jobs are running, unless `force` (their workers then see their
+    /// completions refused). The queue is paused first so that no worker takes a job meanwhile.
+    /// Returns how many keys were deleted.
+    pub async fn obliterate(&self, force: bool) -> Result<u64> {
+        self.pause().await?;
+        let active = self.counts().await?.active;
+        if active > 0 && !force {
+            self.resume().await?;
+            return Err(Error::Busy(format!("{active} jobs are running; pass force to obliterate anyway")));
+        }
+        let backend = &self.inner.backend;
+        let pattern = self.inner.tagged.pattern();
+        let (mut cursor, mut deleted) = (Cursor::START, 0);
+        loop {
+            let page = backend.scan(cursor, &pattern, 1000).await?;
+            if !page.keys.is_empty() {
+                let cmd = page.keys.iter().fold(Cmd::new("UNLINK"), |cmd, key| cmd.key(key));
+                deleted += u64::try_from(backend.call(cmd).await?.as_int()?).unwrap_or(0);
+            }
+            match page.next {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        // The paused flag may have been found before other keys; make sure it is gone.
+        backend.call(Cmd::new("DEL").key(self.inner.key(k::PAUSED))).await?;
+        Ok(deleted)
+    }
+
+    /// Runs a dead-lettered job again, with a fresh set of attempts. Returns `false` when no
+    /// dead job has this id.
+    pub async fn retry_dead(&self, id: &str) -> Result<bool> {
+        Ok(self.inner.run(&JOB, [Arg::from("retry"), Arg::from(id)]).await?.as_int()? == 1)
+    }
+
+    /// Deletes a job that is not running. Returns `false` when there is no such job, and
+    /// [`Error::Busy`] when it is running.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        match self.inner.run(&JOB, [Arg::from("delete"), Arg::from(id)]).await?.as_int()? {
+            -1 => Err(Error::Busy(format!("job {id} is running"))),
+            n => Ok(n == 1),
+        }
+    }
+
+    /// A listener for this queue's events, starting at `start`.
+    pub fn events(&self, start: Start) -> QueueEvents {
+        QueueEvents::new(Arc::clone(&self.inner.backend), self.inner.key(k::EVENTS).clone(), start)
+    }
+}
+
+async fn zrange(inner: &Inner, set: usize, start: u64, stop: u64, newest_first: bool) -> Result<Vec<String>> {
+    let mut cmd = Cmd::new("ZRANGE").key(inner.key(set)).arg(start).arg(stop);
+    if newest_first {
+        cmd = cmd.arg("REV");
+    }
+    inner.backend.call(cmd).await?.into_array()?.into_iter().map(|id| Ok(id.into_string()?)).collect()
+}
+
+/// A duration in whole milliseconds, as scripts take it.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

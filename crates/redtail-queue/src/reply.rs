@@ -1,0 +1,111 @@
+//! Reading script and command replies into the crate's types.
+
+use std::time::Duration;
+
+use redtail_core::Value;
+
+use crate::{Counts, Error, JobId, JobInfo, JobState, Metrics, Result, queue::Minute};
+
+fn int(values: &[Value], i: usize) -> Result<i64> {
+    let value =
+        values.get(i).ok_or_else(|| Error::Reply(format!("{} values, expected more than {i}", values.len())))?;
+    Ok(value.as_int()?)
+}
+
+fn count(values: &[Value], i: usize) -> Result<u64> {
+    Ok(u64::try_from(int(values, i)?).unwrap_or(0))
+}
+
+/// `lua/counts.lua`'s reply.
+pub(crate) fn metrics(reply: &[Value]) -> Result<Metrics> {
+    let counts = Counts {
+        waiting: count(reply, 0)?,
+        delayed: count(reply, 1)?,
+        active: count(reply, 2)?,
+        completed: count(reply, 3)?,
+        dead: count(reply, 4)?,
+    };
+    let (oldest, now) = (int(reply, 6)?, count(reply, 7)?);
+    let minute_start = now / 60_000 * 60_000;
+    let minutes = (8..reply.len())
+        .step_by(2)
+        .enumerate()
+        .map(|(i, at)| {
+            Ok(Minute {
+                start_ms: minute_start.saturating_sub(i as u64 * 60_000),
+                completed: count(reply, at)?,
+                failed: count(reply, at + 1)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Metrics {
+        counts,
+        paused: int(reply, 5)? == 1,
+        oldest_waiting: u64::try_from(oldest).ok().map(|t| Duration::from_millis(now.saturating_sub(t))),
+        minutes,
+    })
+}
+
+/// A job hash from `HGETALL` (a flat array, or a RESP3 map); `None` when empty.
+pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
+    let pairs: Vec<(Value, Value)> = match fields {
+        Value::Map(pairs) => pairs,
+        other => {
+            let flat = other.into_array()?;
+            let mut pairs = Vec::with_capacity(flat.len() / 2);
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                pairs.push((k, v));
+            }
+            pairs
+        }
+    };
+    if pairs.is_empty() {
+        return Ok(None);
+    }
+    let mut job = JobInfo {
+        id: JobId(id.to_owned()),
+        state: JobState::Waiting,
+        data: serde_json::Value::Null,
+        attempts_started: 0,
+        max_attempts: 1,
+        priority: 0,
+        created_ms: 0,
+        started_ms: None,
+        finished_ms: None,
+        progress: None,
+        result: None,
+        errors: Vec::new(),
+    };
+    for (field, value) in pairs {
+        let field = field.into_string()?;
+        let text = value.into_string()?;
+        let number = || text.parse::<u64>().ok();
+        match field.as_str() {
+            "s" => {
+                job.state = JobState::from_code(&text).ok_or_else(|| Error::Reply(format!("job state {text:?}")))?;
+            }
+            "d" => job.data = json(&text),
+            "a" => job.attempts_started = number().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            "n" => job.max_attempts = number().and_then(|n| u32::try_from(n).ok()).unwrap_or(1),
+            "y" => job.priority = number().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            "t" => job.created_ms = number().unwrap_or(0),
+            "st" => job.started_ms = number(),
+            "f" => job.finished_ms = number(),
+            "p" => job.progress = Some(json(&text)),
+            "r" => job.result = Some(json(&text)),
+            other => {
+                if let Some(attempt) = other.strip_prefix('e').and_then(|n| n.parse().ok()) {
+                    job.errors.push((attempt, text));
+                }
+            }
+        }
+    }
+    job.errors.sort_by_key(|(attempt, _)| *attempt);
+    Ok(Some(job))
+}
+
+/// Stored JSON, or the text itself when it is not JSON (data written by something else).
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}

@@ -1,0 +1,575 @@
+//! `Worker`: runs a queue's jobs with leases, batched round trips, timeouts and a graceful stop.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    marker::PhantomData,
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::Duration,
+};
+
+use futures_util::FutureExt;
+use redtail_core::{Arg, Cmd, Value};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::{
+    sync::{Notify, mpsc, watch},
+    task::{AbortHandle, JoinHandle},
+    time::{Instant, sleep_until},
+};
+
+use crate::{
+    Job, JobId, Queue, Result, Retention,
+    config::Stored,
+    queue::{Inner, RENEW, STEP, k, millis},
+};
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerOptions {
+    /// Jobs run at once (at least 1). Jobs are taken and acknowledged in batches of up to this many.
+    pub concurrency: usize,
+    /// How long a job stays this worker's without renewal; renewed every third of it while the
+    /// handler runs. If the worker dies, its jobs run again this long after.
+    pub lease: Duration,
+    /// On shutdown, how long running jobs may take to finish before they are cancelled and
+    /// handed back to the queue.
+    pub shutdown_deadline: Duration,
+    /// How long an idle worker waits for a wake-up before looking for jobs anyway.
+    pub idle_poll: Duration,
+}
+
+impl Default for WorkerOptions {
+    /// Concurrency 10, lease 30 s, shutdown deadline 30 s, idle poll 1 s.
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 10,
+            lease: Duration::from_secs(30),
+            shutdown_deadline: Duration::from_secs(30),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// Sets [`WorkerOptions::concurrency`].
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+    /// Sets [`WorkerOptions::lease`] (at least 100 ms).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+    /// Sets [`WorkerOptions::shutdown_deadline`].
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.shutdown_deadline = deadline;
+        self
+    }
+    /// Sets [`WorkerOptions::idle_poll`] (at least 10 ms).
+    pub fn idle_poll(mut self, poll: Duration) -> Self {
+        self.idle_poll = poll.max(Duration::from_millis(10));
+        self
+    }
+}
+
+/// What a worker has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerStats {
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts failed and scheduled to run again.
+    pub retried: u64,
+    /// Jobs dead-lettered (their last attempt failed, or their data could not be decoded).
+    pub dead: u64,
+    /// Attempts that panicked (counted in `retried` or `dead` too).
+    pub panicked: u64,
+    /// Attempts cancelled by their timeout (counted in `retried` or `dead` too).
+    pub timed_out: u64,
+    /// Acknowledgements refused because the lease had been lost: the job ran again elsewhere.
+    pub refused: u64,
+    /// Leases found lost on renewal; the handler was cancelled.
+    pub lost: u64,
+    /// Jobs handed back unfinished at shutdown.
+    pub released: u64,
+    /// Redis errors seen (each retried).
+    pub redis_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    completed: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
+    panicked: AtomicU64,
+    timed_out: AtomicU64,
+    refused: AtomicU64,
+    lost: AtomicU64,
+    released: AtomicU64,
+    redis_errors: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkerStats {
+        WorkerStats {
+            completed: self.completed.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            dead: self.dead.load(Relaxed),
+            panicked: self.panicked.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            lost: self.lost.load(Relaxed),
+            released: self.released.load(Relaxed),
+            redis_errors: self.redis_errors.load(Relaxed),
+        }
+    }
+}
+
+/// A running worker, from [`Queue::worker`]. Dropping it leaves the worker running; call
+/// [`WorkerHandle::shutdown`] to stop it.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    counters: Arc<Counters>,
+}
+
+impl WorkerHandle {
+    /// What the worker has done so far.
+    pub fn stats(&self) -> WorkerStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops taking jobs, lets running ones finish within the shutdown deadline, hands the rest
+    /// back to the queue (their attempt does not count), acknowledges everything, and returns the
+    /// final counts.
+    pub async fn shutdown(self) -> WorkerStats {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "queue worker task failed");
+        }
+        self.counters.snapshot()
+    }
+}
+
+/// An acknowledgement, as `lua/step.lua` takes it.
+#[derive(Debug)]
+struct Ack {
+    kind: &'static str,
+    id: String,
+    token: Arc<str>,
+    attempt: u32,
+    payload: String,
+    delay: Duration,
+    keep: Retention,
+}
+
+impl Ack {
+    fn args(&self, out: &mut Vec<Arg>) {
+        out.extend([
+            Arg::from(self.kind),
+            Arg::from(self.id.as_str()),
+            Arg::from(&*self.token),
+            Arg::from(self.attempt),
+            Arg::from(self.payload.as_str()),
+            Arg::from(millis(self.delay)),
+            Arg::from(millis(self.keep.age)),
+            Arg::from(self.keep.count),
+        ]);
+    }
+}
+
+/// A job being run by this worker.
+struct Running {
+    token: Arc<str>,
+    attempt: u32,
+    keep_failed: Retention,
+    abort: AbortHandle,
+}
+
+impl<T: DeserializeOwned + Send + 'static> Queue<T> {
+    /// Starts a worker running `handler` on this queue's jobs, on the current tokio runtime.
+    ///
+    /// A handler's `Ok` value is stored as the job's result (JSON); an `Err`, a panic or a
+    /// timeout fails the attempt, which runs again after its backoff or, when it was the last,
+    /// moves the job to the dead-letter set. Job data that cannot be decoded as `T` is
+    /// dead-lettered at once, so a poison job never loops.
+    pub fn worker<F, Fut, R, E>(&self, options: WorkerOptions, handler: F) -> WorkerHandle
+    where
+        F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let (stop, stop_rx) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let mut id = [0u8; 8];
+        // Only makes tokens unique between workers; a fixed id from a failed read still works
+        // because tokens also carry a sequence and the process id.
+        let _ = getrandom::fill(&mut id);
+        let worker_id = format!("{}-{}", std::process::id(), id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let runner = Runner {
+            inner: Arc::clone(&self.inner),
+            options: WorkerOptions { concurrency: options.concurrency.max(1), ..options },
+            handler: Arc::new(handler),
+            counters: Arc::clone(&counters),
+            worker_id,
+            seq: 0,
+            wake: Arc::new(Notify::new()),
+            running: HashMap::new(),
+            acks: Vec::new(),
+            data: PhantomData,
+        };
+        let task = tokio::spawn(runner.run(stop_rx));
+        WorkerHandle { stop, task, counters }
+    }
+}
+
+struct Runner<T, F> {
+    inner: Arc<Inner>,
+    options: WorkerOptions,
+    handler: Arc<F>,
+    counters: Arc<Counters>,
+    worker_id: String,
+    seq: u64,
+    wake: Arc<Notify>,
+    running: HashMap<String, Running>,
+    acks: Vec<Ack>,
+    data: PhantomData<fn() -> T>,
+}
+
+/// What a step told the worker about the queue.
+struct Step {
+    taken: usize,
+    paused: bool,
+    /// When there may be work again without a wake-up: a delayed job's time, or the end of
+    /// the rate-limit window.
+    recheck: Option<Instant>,
+}
+
+/// Why an idle worker woke up.
+enum Wakeup {
+    Finished(Ack),
+    Look,
+    Stop,
+    Deadline,
+}
+
+impl<T, F, Fut, R, E> Runner<T, F>
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: fmt::Display + Send + 'static,
+{
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Ack>();
+        self.spawn_waker(stop.clone());
+        let renew_every = self.options.lease / 3;
+        let mut next_renew = Instant::now() + renew_every;
+        let (mut more, mut stopping) = (true, false);
+        let mut hard_deadline: Option<Instant> = None;
+        let mut recheck: Option<Instant> = None;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            while let Ok(ack) = rx.try_recv() {
+                self.accept(ack);
+            }
+            if Instant::now() >= next_renew {
+                self.renew().await;
+                next_renew = Instant::now() + renew_every;
+            }
+            if stopping && self.running.is_empty() && self.acks.is_empty() {
+                break;
+            }
+            let want = if stopping || !more { 0 } else { self.options.concurrency.saturating_sub(self.running.len()) };
+            if want > 0 || !self.acks.is_empty() {
+                match self.step(want, &tx).await {
+                    Ok(step) => {
+                        pause = Duration::from_millis(100);
+                        more = want > 0 && step.taken == want && !step.paused;
+                        recheck = step.recheck;
+                    }
+                    Err(e) => {
+                        self.counters.redis_errors.fetch_add(1, Relaxed);
+                        if hard_deadline.is_some_and(|d| Instant::now() >= d) {
+                            tracing::warn!(error = %e, unsent = self.acks.len(), "queue worker: stopping without acknowledging; those jobs run again after their lease");
+                            break;
+                        }
+                        tracing::warn!(error = %e, queue = %self.inner.config.name, "queue worker: Redis step failed; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
+                }
+                continue;
+            }
+            let look_at = recheck
+                .map_or(Instant::now() + self.options.idle_poll, |r| r.min(Instant::now() + self.options.idle_poll));
+            let wake = Arc::clone(&self.wake);
+            let holding = !self.running.is_empty();
+            let wakeup = tokio::select! {
+                ack = rx.recv() => ack.map_or(Wakeup::Look, Wakeup::Finished),
+                () = wake.notified(), if !stopping => Wakeup::Look,
+                () = sleep_until(look_at.min(next_renew)) => Wakeup::Look,
+                changed = stop.changed(), if !stopping => { let _ = changed; Wakeup::Stop }
+                () = sleep_until(hard_deadline.unwrap_or(look_at)), if hard_deadline.is_some() && holding => Wakeup::Deadline,
+            };
+            match wakeup {
+                Wakeup::Finished(ack) => self.accept(ack),
+                Wakeup::Look => {
+                    more = true;
+                    recheck = None;
+                }
+                Wakeup::Stop => {
+                    stopping = true;
+                    hard_deadline = Some(Instant::now() + self.options.shutdown_deadline);
+                }
+                Wakeup::Deadline => {
+                    while let Ok(ack) = rx.try_recv() {
+                        self.accept(ack);
+                    }
+                    self.release_all();
+                }
+            }
+        }
+    }
+
+    /// Takes a finished attempt's acknowledgement, unless the job was meanwhile lost or handed back.
+    fn accept(&mut self, ack: Ack) {
+        if self.running.get(&ack.id).is_some_and(|r| r.token == ack.token) {
+            self.running.remove(&ack.id);
+            self.acks.push(ack);
+        }
+    }
+
+    /// One round trip: the pending acknowledgements, and up to `want` new jobs.
+    async fn step(&mut self, want: usize, tx: &mpsc::UnboundedSender<Ack>) -> Result<Step> {
+        let inner = Arc::clone(&self.inner);
+        let config = &inner.config;
+        self.seq += 1;
+        let token: Arc<str> = format!("{}:{}", self.worker_id, self.seq).into();
+        let (rate_max, rate_window) = config.rate_limit.map_or((0, 0), |r| (r.max, millis(r.period)));
+        let stalled = config.defaults.keep_failed;
+        let mut args = vec![
+            Arg::from(&*token),
+            Arg::from(millis(self.options.lease)),
+            Arg::from(want),
+            Arg::from(rate_max),
+            Arg::from(rate_window),
+            Arg::from(millis(stalled.age)),
+            Arg::from(stalled.count),
+            Arg::from(self.acks.len()),
+        ];
+        for ack in &self.acks {
+            ack.args(&mut args);
+        }
+        let mut reply = inner.run(&STEP, args).await?.into_array()?.into_iter();
+        let mut next =
+            || reply.next().ok_or_else(|| crate::Error::Reply("the step script returned too few values".to_owned()));
+        let statuses = next()?.into_array()?;
+        let jobs = next()?.into_array()?;
+        let (next_due, paused, limited) = (next()?.as_int()?, next()?.as_int()? == 1, next()?.as_int()?);
+
+        for (ack, status) in std::mem::take(&mut self.acks).iter().zip(statuses) {
+            let counter = match (status.as_int()?, ack.kind) {
+                (0, _) => {
+                    tracing::warn!(job = %ack.id, queue = %config.name, "queue worker: acknowledgement refused, the lease was lost; the job runs again elsewhere");
+                    &self.counters.refused
+                }
+                (_, "c") => &self.counters.completed,
+                (_, "f") => &self.counters.retried,
+                (_, "x") => &self.counters.dead,
+                _ => &self.counters.released,
+            };
+            counter.fetch_add(1, Relaxed);
+        }
+        let taken = jobs.len() / 6;
+        let mut fields = jobs.into_iter();
+        while let (Some(id), Some(data), Some(attempt), Some(max), Some(options), Some(created)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        {
+            let (id, data) = (id.into_string()?, data.into_bytes()?);
+            let numbers = (attempt.as_int()?, max.as_int()?, created.as_int()?);
+            self.start(id, &data, numbers, &options.into_string()?, Arc::clone(&token), tx);
+        }
+        let now = Instant::now();
+        let after = |ms: i64| u64::try_from(ms).ok().map(|ms| now + Duration::from_millis(ms));
+        let recheck = match (after(next_due), after(limited).filter(|_| limited > 0)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(Step { taken, paused, recheck })
+    }
+
+    /// Runs one taken job in its own task.
+    fn start(
+        &mut self,
+        id: String,
+        data: &[u8],
+        (attempt, max, created): (i64, i64, i64),
+        options: &str,
+        token: Arc<str>,
+        tx: &mpsc::UnboundedSender<Ack>,
+    ) {
+        let stored = if options.is_empty() {
+            self.inner.defaults
+        } else {
+            serde_json::from_str::<Stored>(options).unwrap_or_else(|e| {
+                tracing::warn!(job = %id, error = %e, "queue worker: unreadable job options; using the queue's");
+                self.inner.defaults
+            })
+        };
+        let attempt = u32::try_from(attempt).unwrap_or(1);
+        let max_attempts = u32::try_from(max).unwrap_or(1);
+        let ack = |kind, payload, delay, keep| Ack {
+            kind,
+            id: id.clone(),
+            token: Arc::clone(&token),
+            attempt,
+            payload,
+            delay,
+            keep,
+        };
+        let data: T = match serde_json::from_slice(data) {
+            Ok(data) => data,
+            Err(e) => {
+                // A poison job: no attempt can succeed, so none is retried.
+                tracing::warn!(job = %id, error = %e, queue = %self.inner.config.name, "queue worker: job data does not decode; dead-lettered");
+                self.acks.push(ack("x", format!("cannot decode job data: {e}"), Duration::ZERO, stored.keep_failed));
+                return;
+            }
+        };
+        let timeout = stored.timeout.map(Duration::from_millis);
+        let job = Job {
+            id: JobId(id.clone()),
+            data,
+            attempt,
+            max_attempts,
+            created_ms: u64::try_from(created).unwrap_or(0),
+            timeout,
+            token: Arc::clone(&token),
+            inner: Arc::clone(&self.inner),
+        };
+        let (handler, counters, tx) = (Arc::clone(&self.handler), Arc::clone(&self.counters), tx.clone());
+        let done = ack("c", String::new(), Duration::ZERO, stored.keep_completed);
+        let task = async move {
+            let run = AssertUnwindSafe(handler(job)).catch_unwind();
+            let outcome = match timeout {
+                Some(limit) => tokio::time::timeout(limit, run).await.ok(),
+                None => Some(run.await),
+            };
+            let result = match outcome {
+                Some(Ok(Ok(value))) => {
+                    serde_json::to_string(&value).map_err(|e| format!("cannot encode the result: {e}"))
+                }
+                Some(Ok(Err(e))) => Err(e.to_string()),
+                Some(Err(panic)) => {
+                    counters.panicked.fetch_add(1, Relaxed);
+                    Err(format!("handler panicked: {}", panic_message(&*panic)))
+                }
+                None => {
+                    counters.timed_out.fetch_add(1, Relaxed);
+                    Err(format!("timed out after {:?}", timeout.unwrap_or_default()))
+                }
+            };
+            let ack = match result {
+                Ok(json) => Ack { payload: json, ..done },
+                Err(error) if attempt < max_attempts => {
+                    let delay = stored.backoff.delay(attempt, random_unit());
+                    Ack { kind: "f", payload: error, delay, keep: stored.keep_failed, ..done }
+                }
+                Err(error) => Ack { kind: "x", payload: error, keep: stored.keep_failed, ..done },
+            };
+            let _ = tx.send(ack);
+        };
+        let abort = tokio::spawn(task).abort_handle();
+        self.running.insert(id, Running { token, attempt, keep_failed: stored.keep_failed, abort });
+    }
+
+    /// Renews the leases of every running job; cancels those found lost.
+    async fn renew(&mut self) {
+        if self.running.is_empty() {
+            return;
+        }
+        let mut args = vec![Arg::from(millis(self.options.lease))];
+        for (id, running) in &self.running {
+            args.push(Arg::from(id.as_str()));
+            args.push(Arg::from(&*running.token));
+        }
+        let lost = match self.inner.run(&RENEW, args).await.and_then(|v| Ok(v.into_array()?)) {
+            Ok(lost) => lost,
+            Err(e) => {
+                self.counters.redis_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, queue = %self.inner.config.name, "queue worker: lease renewal failed; retrying");
+                return;
+            }
+        };
+        for id in lost {
+            let Ok(id) = id.into_string() else { continue };
+            if let Some(running) = self.running.remove(&id) {
+                running.abort.abort();
+                self.counters.lost.fetch_add(1, Relaxed);
+                tracing::warn!(job = %id, queue = %self.inner.config.name, "queue worker: lease lost; handler cancelled");
+            }
+        }
+    }
+
+    /// At the shutdown deadline: cancels what still runs and hands it back to the queue.
+    fn release_all(&mut self) {
+        for (id, running) in self.running.drain() {
+            running.abort.abort();
+            self.acks.push(Ack {
+                kind: "r",
+                id,
+                token: running.token,
+                attempt: running.attempt,
+                payload: String::new(),
+                delay: Duration::ZERO,
+                keep: running.keep_failed,
+            });
+        }
+    }
+
+    /// Waits for wake-ups on the queue's marker list, on the backend's connection for blocking
+    /// commands; each wait is bounded, so a connection lost in a failover is noticed and replaced.
+    fn spawn_waker(&self, stop: watch::Receiver<bool>) {
+        let (backend, key) = (Arc::clone(&self.inner.backend), self.inner.key(k::MARK).clone());
+        let (wake, seconds) = (Arc::clone(&self.wake), format!("{:.3}", self.options.idle_poll.as_secs_f64()));
+        tokio::spawn(async move {
+            while !*stop.borrow() {
+                match backend.blocking(Cmd::new("BLPOP").key(&key).arg(seconds.as_str())).await {
+                    Ok(Value::Nil) => {}
+                    Ok(_) => wake.notify_one(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "queue worker: wake-up wait failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".to_owned())
+}
+
+/// A uniform number in `0.0..1.0` for backoff jitter (0 if the OS generator fails).
+fn random_unit() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.0;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
