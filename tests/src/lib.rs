@@ -73,6 +73,12 @@ impl Ctx {
         Self::with(TestRedis::owned(kind), tune).await
     }
 
+    /// A persistent standalone server of its own (append-only file, fsync always), so that a
+    /// restart keeps every acknowledged write, and a connected client.
+    pub async fn persistent(tune: impl FnOnce(Config) -> Config) -> Ctx {
+        Self::with(TestRedis::standalone_persistent(), tune).await
+    }
+
     async fn with(servers: redtail_testkit::Result<TestRedis>, tune: impl FnOnce(Config) -> Config) -> Ctx {
         let servers = servers.unwrap_or_else(|e| panic!("cannot get test servers: {e}"));
         let config = Config::from_url(servers.url()).unwrap_or_else(|e| panic!("bad test URL {}: {e}", servers.url()));

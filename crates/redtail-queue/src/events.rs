@@ -10,7 +10,7 @@ use crate::{Error, JobId, Result};
 /// Where a [`QueueEvents`] listener starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
-    /// With events added after the listener's first read.
+    /// With events added after the listener was made.
     Now,
     /// With the oldest event the stream still holds.
     Beginning,
@@ -91,23 +91,30 @@ pub struct QueueEvent {
 pub struct QueueEvents {
     backend: Arc<dyn Backend>,
     key: Key,
-    last: Option<String>,
+    last: String,
     buffer: VecDeque<QueueEvent>,
 }
 
 impl QueueEvents {
-    pub(crate) fn new(backend: Arc<dyn Backend>, key: Key, start: Start) -> Self {
+    pub(crate) async fn new(backend: Arc<dyn Backend>, key: Key, start: Start) -> Result<Self> {
         let last = match start {
-            Start::Now => None,
-            Start::Beginning => Some("0-0".to_owned()),
-            Start::After(id) => Some(id),
+            Start::Beginning => "0-0".to_owned(),
+            Start::After(id) => id,
+            Start::Now => {
+                // The newest id now, rather than `$` at each read, so nothing between reads is lost.
+                let cmd = Cmd::new("XREVRANGE").key(&key).arg("+").arg("-").arg("COUNT").arg(1);
+                match backend.call(cmd).await?.into_array()?.into_iter().next() {
+                    Some(entry) => entry_id(entry)?,
+                    None => "0-0".to_owned(),
+                }
+            }
         };
-        QueueEvents { backend, key, last, buffer: VecDeque::new() }
+        Ok(QueueEvents { backend, key, last, buffer: VecDeque::new() })
     }
 
-    /// The stream id of the last event returned, to resume from with [`Start::After`].
-    pub fn position(&self) -> Option<&str> {
-        self.last.as_deref()
+    /// The stream id of the last event read, to resume from with [`Start::After`].
+    pub fn position(&self) -> &str {
+        &self.last
     }
 
     /// The next event, waiting as long as it takes. Redis errors are retried; an error is
@@ -131,22 +138,8 @@ impl QueueEvents {
     }
 
     async fn read(&mut self) -> Result<()> {
-        let last = match &self.last {
-            Some(last) => last.clone(),
-            None => {
-                // Resolve "now" once, so that nothing added between two reads is skipped.
-                let cmd = Cmd::new("XREVRANGE").key(&self.key).arg("+").arg("-").arg("COUNT").arg(1);
-                let newest = self.backend.call(cmd).await?.into_array()?;
-                let id = match newest.into_iter().next() {
-                    Some(entry) => entry_id(entry)?,
-                    None => "0-0".to_owned(),
-                };
-                self.last = Some(id.clone());
-                id
-            }
-        };
-        let cmd =
-            Cmd::new("XREAD").arg("COUNT").arg(500).arg("BLOCK").arg(1000).arg("STREAMS").key(&self.key).arg(last);
+        let cmd = Cmd::new("XREAD").arg("COUNT").arg(500).arg("BLOCK").arg(1000).arg("STREAMS");
+        let cmd = cmd.key(&self.key).arg(self.last.as_str());
         let reply = self.backend.blocking(cmd).await?;
         let streams = match reply {
             Value::Nil => return Ok(()),
@@ -170,7 +163,7 @@ impl QueueEvents {
                 };
                 let id = id.into_string()?;
                 self.expand(&id, fields)?;
-                self.last = Some(id);
+                self.last = id;
             }
         }
         Ok(())

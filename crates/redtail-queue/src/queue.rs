@@ -424,9 +424,10 @@ impl<T> Queue<T> {
         }
     }
 
-    /// A listener for this queue's events, starting at `start`.
-    pub fn events(&self, start: Start) -> QueueEvents {
-        QueueEvents::new(Arc::clone(&self.inner.backend), self.inner.key(k::EVENTS).clone(), start)
+    /// A listener for this queue's events, starting at `start` ([`Start::Now`] is the stream's
+    /// newest entry at this call).
+    pub async fn events(&self, start: Start) -> Result<QueueEvents> {
+        QueueEvents::new(Arc::clone(&self.inner.backend), self.inner.key(k::EVENTS).clone(), start).await
     }
 }
 

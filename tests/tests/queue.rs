@@ -1,0 +1,335 @@
+//! `redtail-queue` on every backend (the original three queues, all features), and against
+//! real servers: a worker killed with SIGKILL, Redis restarted, a sentinel failover, a lost
+//! lease, and shutdown under load.
+
+use std::{
+    collections::HashMap,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use redtail_core::{Backend, Cmd, Key};
+use redtail_queue::{
+    Backoff, Error, EventKind, JobOptions, JobState, Queue, QueueConfig, Retention, Start, WorkerOptions,
+};
+use redtail_tests::{Ctx, Env, Target, TestRedis, TestResult, for_each_backend};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Download {
+    url: String,
+    #[serde(rename = "userId")]
+    user_id: String,
+}
+
+fn download(i: u32) -> Download {
+    Download { url: format!("https://example.invalid/v/{i}"), user_id: format!("u{}", i % 100) }
+}
+
+fn fast() -> WorkerOptions {
+    WorkerOptions::default().idle_poll(Duration::from_millis(50))
+}
+
+/// Every completed job kept, so that the record can be checked.
+fn keep_all(config: QueueConfig) -> QueueConfig {
+    let defaults = config.defaults.clone().keep_completed(Retention::new(Duration::from_secs(3600), 1_000_000));
+    config.defaults(defaults)
+}
+
+/// Waits (bounded) until `done` holds, failing with `what`.
+async fn until<F, Fut>(what: &str, limit: Duration, mut done: F) -> TestResult
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, Error>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(format!("timed out after {limit:?} waiting until {what}").into())
+}
+
+for_each_backend!(the_three_original_queues_with_every_feature);
+
+/// `youtube-downloads`, `media-requests` and `notifications` side by side (on a cluster, each in
+/// its own slot): adds in bulk, custom ids, priorities, delays, progress, retries, dead letters,
+/// events, metrics, and cleaning up.
+async fn the_three_original_queues_with_every_feature(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let prefix = env.ns.prefix().to_owned();
+    let fast_retry = Backoff::Fixed { delay: Duration::from_millis(20), jitter: 0.5 };
+    let make = |config: QueueConfig| {
+        let defaults = config.defaults.clone().backoff(fast_retry);
+        Queue::<Download>::new(Arc::clone(&env.backend), keep_all(config.prefix(prefix.as_str()).defaults(defaults)))
+    };
+    let (downloads, requests, notifications) = (
+        make(QueueConfig::youtube_downloads())?,
+        make(QueueConfig::media_requests())?,
+        make(QueueConfig::notifications())?,
+    );
+    let mut events = downloads.events(Start::Now).await?;
+
+    let ids = downloads.add_bulk(&(0..30).map(download).collect::<Vec<_>>()).await?;
+    let urgent = downloads.add_with(&download(99), JobOptions::default().attempts(3).priority(7)).await?.id;
+    let custom = requests.add_with(&download(1), JobOptions::default().attempts(5).id("request:u1:dune")).await?;
+    assert!(!requests.add_with(&download(1), JobOptions::default().attempts(5).id("request:u1:dune")).await?.created);
+    requests.add_with(&download(2), JobOptions::default().attempts(5).delay(Duration::from_millis(300))).await?;
+    let doomed = notifications.add(&download(3)).await?;
+
+    // Downloads report progress; every 10th fails its first attempt. Requests fail twice then
+    // succeed (5 attempts). Notifications have 1 attempt and this one always fails.
+    let w1 = downloads.worker(fast().concurrency(8), |job| async move {
+        job.progress(50).await?;
+        job.progress(100).await?;
+        if job.data.url.ends_with('0') && job.attempt == 1 {
+            return Err(Error::InvalidInput("flaky source".into()));
+        }
+        Ok(job.data.url.len())
+    });
+    let w2 = requests.worker(fast(), |job| async move {
+        if job.attempt < 3 { Err(format!("indexer busy ({})", job.attempt)) } else { Ok("requested") }
+    });
+    let w3 = notifications.worker(fast(), |_job| async move { Err::<(), _>("smtp down") });
+
+    until("every job finishes", Duration::from_secs(20), || async {
+        let (d, r, n) = (downloads.counts().await?, requests.counts().await?, notifications.counts().await?);
+        Ok(d.completed == 31 && r.completed == 2 && n.dead == 1)
+    })
+    .await?;
+    let (s1, s2, s3) = (w1.shutdown().await, w2.shutdown().await, w3.shutdown().await);
+    assert_eq!((s1.completed, s1.retried, s1.dead), (31, 3, 0));
+    assert_eq!((s2.completed, s2.retried), (2, 4));
+    assert_eq!((s3.dead, s3.retried), (1, 0));
+
+    let urgent_job = downloads.get(urgent.as_str()).await?.ok_or("urgent job gone")?;
+    let first_plain = downloads.get(ids[0].as_str()).await?.ok_or("first job gone")?;
+    assert!(urgent_job.started_ms <= first_plain.started_ms, "the prioritized job starts first");
+    assert_eq!(urgent_job.progress, Some(serde_json::json!(100)));
+    let request = requests.get(custom.id.as_str()).await?.ok_or("request gone")?;
+    assert_eq!((request.state, request.attempts_started, request.errors.len()), (JobState::Completed, 3, 2));
+    let dead = notifications.list(JobState::Dead, 0, 10).await?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].id.clone(), dead[0].errors.clone()), (doomed, vec![(1, "smtp down".to_owned())]));
+
+    let mut seen: HashMap<EventKind, usize> = HashMap::new();
+    while seen.get(&EventKind::Completed).copied().unwrap_or(0) < 31 {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await??;
+        *seen.entry(event.kind).or_default() += 1;
+    }
+    assert_eq!(seen.get(&EventKind::Added), Some(&31));
+    assert_eq!(seen.get(&EventKind::Failed), Some(&3));
+    assert_eq!(seen.get(&EventKind::Progress), Some(&68), "two per attempt, 34 attempts");
+
+    let metrics = downloads.metrics(2).await?;
+    assert_eq!(metrics.minutes.iter().map(|m| m.completed).sum::<u64>(), 31);
+    assert_eq!(metrics.minutes.iter().map(|m| m.failed).sum::<u64>(), 3);
+    for queue in [&downloads, &requests, &notifications] {
+        assert!(queue.obliterate(false).await? > 0);
+        assert_eq!(queue.counts().await?, Default::default());
+    }
+    Ok(())
+}
+
+mod servers {
+    use redtail_tests::Deployment;
+
+    use super::*;
+
+    /// Runs `jobs` through in-process workers while `fault` runs, then checks the record: every
+    /// job completed exactly once in the completed set, and every run counted.
+    async fn run_through_fault<F>(ctx: &Ctx, jobs: u32, max_repeated: usize, fault: F) -> TestResult
+    where
+        F: FnOnce(&TestRedis) -> redtail_testkit::Result<()>,
+    {
+        let queue = Queue::<Download>::new(
+            Arc::clone(&ctx.backend),
+            keep_all(QueueConfig::new("faults").prefix(ctx.ns.prefix())),
+        )?;
+        let items: Vec<Download> = (0..jobs).map(download).collect();
+        queue.add_bulk(&items).await?;
+        let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let options = fast().concurrency(50).lease(Duration::from_secs(3));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let runs = Arc::clone(&runs);
+                queue.worker(options.clone(), move |job| {
+                    let runs = Arc::clone(&runs);
+                    async move {
+                        *runs.lock().map_err(|_| "poisoned")?.entry(job.id.0).or_default() += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        Ok::<_, &str>(())
+                    }
+                })
+            })
+            .collect();
+        until("a third of the jobs complete", Duration::from_secs(60), || async {
+            Ok(queue.counts().await.map(|c| c.completed).unwrap_or(0) >= u64::from(jobs / 3))
+        })
+        .await?;
+        // The fault blocks this thread; the workers run on the other.
+        tokio::task::block_in_place(|| fault(&ctx.servers))?;
+        until("every job completes", Duration::from_secs(120), || async {
+            Ok(queue.counts().await.map(|c| c.completed).unwrap_or(0) == u64::from(jobs))
+        })
+        .await?;
+        let mut stats = Vec::new();
+        for worker in workers {
+            stats.push(worker.shutdown().await);
+        }
+        let counts = queue.counts().await?;
+        assert_eq!((counts.waiting, counts.active, counts.delayed, counts.dead), (0, 0, 0, 0));
+        let completed = queue.list(JobState::Completed, 0, u64::from(jobs) + 10).await?;
+        let mut ids: Vec<&str> = completed.iter().map(|j| j.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), jobs as usize, "every job exactly once in the completed record");
+        let runs = runs.lock().map_err(|_| "poisoned")?;
+        let repeated = runs.values().filter(|&&n| n > 1).count();
+        assert_eq!(runs.len(), jobs as usize, "every job ran");
+        assert!(repeated <= max_repeated, "{repeated} jobs ran more than once; stats {stats:?}");
+        println!("{jobs} jobs through the fault: {repeated} ran twice; worker stats {stats:?}");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_killed_and_restarted_with_aof_during_ten_thousand_jobs() -> TestResult {
+        let ctx = Ctx::persistent(|c| c).await;
+        // With every write on disk before it is acknowledged, re-runs happen only for jobs in
+        // flight at the kill: at most 2 workers × 50.
+        run_through_fault(&ctx, 10_000, 100, |servers| {
+            let port = servers.kill_primary()?;
+            std::thread::sleep(Duration::from_millis(500));
+            servers.restart_killed(port)
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sentinel_failover_during_ten_thousand_jobs() -> TestResult {
+        let ctx = Ctx::owned(Deployment::Sentinel, |c| c).await;
+        // Replication is asynchronous: what workers wrote to the old primary between the
+        // promotion and its demotion is lost, so those jobs run again (the record stays exact).
+        run_through_fault(&ctx, 10_000, 10_000, |servers| servers.sentinel_failover().map(|_| ())).await
+    }
+}
+
+mod processes {
+    use super::*;
+
+    /// A worker process killed with SIGKILL in the middle of 1,000 jobs: a second worker
+    /// finishes everything once the dead one's leases run out, and only jobs that were in
+    /// flight at the kill run twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_killed_with_sigkill_loses_no_job() -> TestResult {
+        let ctx = Ctx::new(redtail_tests::Deployment::Standalone).await;
+        let prefix = ctx.ns.prefix().to_owned();
+        let queue = Queue::<Download>::new(
+            Arc::clone(&ctx.backend),
+            keep_all(QueueConfig::new("crash").prefix(prefix.as_str())),
+        )?;
+        queue.add_bulk(&(0..1000).map(download).collect::<Vec<_>>()).await?;
+        let concurrency = 20;
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_queue_worker"))
+                .args([ctx.servers.url(), &prefix, "crash", &concurrency.to_string(), "1000"])
+                .stdout(Stdio::null())
+                .spawn()
+        };
+        let mut doomed = spawn()?;
+        until("the first worker is half way", Duration::from_secs(60), || async {
+            Ok(queue.counts().await?.completed >= 500)
+        })
+        .await?;
+        doomed.kill()?;
+        doomed.wait()?;
+        let at_kill = queue.counts().await?;
+        assert!(at_kill.active > 0 && at_kill.completed < 1000, "the kill came mid-run: {at_kill:?}");
+        let mut survivor = spawn()?;
+        let finished = until("every job completes", Duration::from_secs(60), || async {
+            Ok(queue.counts().await?.completed == 1000)
+        })
+        .await;
+        survivor.kill()?;
+        survivor.wait()?;
+        finished?;
+        let runs_key = Key::from_raw(format!("{prefix}:runs"));
+        let runs = ctx.backend.call(Cmd::new("HVALS").key(&runs_key)).await?.into_array()?;
+        assert_eq!(runs.len(), 1000, "every job ran");
+        let repeated = runs.iter().filter(|n| n.as_int().unwrap_or(0) > 1).count();
+        assert!(repeated <= concurrency, "{repeated} jobs ran twice; at most {concurrency} were in flight");
+        assert_eq!(queue.counts().await?.dead, 0);
+        println!("SIGKILL at {} completed, {} active: {repeated} jobs ran twice", at_kill.completed, at_kill.active);
+        Ok(())
+    }
+
+    /// A handler that blocks its runtime past the lease cannot renew it: the job runs again on
+    /// another worker, and the late completion is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_blocking_past_its_lease_has_its_completion_refused() -> TestResult {
+        let ctx = Ctx::new(redtail_tests::Deployment::Standalone).await;
+        let config = QueueConfig::new("lease").prefix(ctx.ns.prefix());
+        let queue = Queue::<Download>::new(Arc::clone(&ctx.backend), config.clone())?;
+        let id = queue.add(&download(1)).await?;
+        // The slow worker runs on a runtime of its own with one thread, which its handler blocks.
+        let backend = Arc::clone(&ctx.backend);
+        let slow = std::thread::spawn(move || -> Result<_, String> {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let queue = Queue::<Download>::new(backend, config).map_err(|e| e.to_string())?;
+                let options = fast().lease(Duration::from_millis(300));
+                let worker = queue.worker(options, |job| async move {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    Ok::<_, Error>(format!("slow attempt {}", job.attempt))
+                });
+                tokio::time::sleep(Duration::from_millis(3000)).await;
+                Ok(worker.shutdown().await)
+            })
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let other = queue.worker(fast(), |job| async move { Ok::<_, Error>(format!("fast attempt {}", job.attempt)) });
+        until("the job completes", Duration::from_secs(10), || async { Ok(queue.counts().await?.completed == 1) })
+            .await?;
+        let slow = slow.join().map_err(|_| "slow worker panicked")??;
+        let other = other.shutdown().await;
+        assert_eq!((slow.completed, slow.refused), (0, 1), "{slow:?}");
+        assert_eq!(other.completed, 1);
+        let job = queue.get(id.as_str()).await?.ok_or("job gone")?;
+        assert_eq!(job.result, Some(serde_json::json!("fast attempt 2")));
+        Ok(())
+    }
+
+    /// Shutting a worker down in the middle of 2,000 jobs: what it held finishes or goes back,
+    /// and a second worker completes the rest; nothing is lost.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graceful_shutdown_under_load_loses_nothing() -> TestResult {
+        let ctx = Ctx::new(redtail_tests::Deployment::Standalone).await;
+        let config = keep_all(QueueConfig::new("graceful").prefix(ctx.ns.prefix()));
+        let queue = Queue::<Download>::new(Arc::clone(&ctx.backend), config)?;
+        queue.add_bulk(&(0..2000).map(download).collect::<Vec<_>>()).await?;
+        let handler = |job: redtail_queue::Job<Download>| async move {
+            // 1 to 40 ms; some jobs outlive the first worker's shutdown deadline.
+            let n: u64 = job.data.url.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(1 + n % 40)).await;
+            Ok::<_, Error>(())
+        };
+        let first = queue.worker(fast().concurrency(50).shutdown_deadline(Duration::from_millis(20)), handler);
+        until("a quarter is done", Duration::from_secs(30), || async { Ok(queue.counts().await?.completed >= 500) })
+            .await?;
+        let stopped = first.shutdown().await;
+        let after_stop = queue.counts().await?;
+        assert_eq!(after_stop.active, 0, "a stopped worker holds nothing");
+        assert!(stopped.released > 0, "some jobs outlived the deadline and went back: {stopped:?}");
+        let second = queue.worker(fast().concurrency(50), handler);
+        until("every job completes", Duration::from_secs(30), || async { Ok(queue.counts().await?.completed == 2000) })
+            .await?;
+        let second = second.shutdown().await;
+        assert_eq!(stopped.completed + second.completed, 2000, "{stopped:?} {second:?}");
+        assert_eq!(stopped.refused + second.refused, 0);
+        Ok(())
+    }
+}
