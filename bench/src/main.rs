@@ -2,7 +2,7 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [raw] [ratelimit] [session] [cache] [--n N] [--c C] [--pool CONNECTIONS]`
+//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [--n N] [--c C] [--jobs J] [--pool CONNECTIONS]`
 
 use std::{
     sync::{
@@ -14,7 +14,8 @@ use std::{
 
 use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
 use redtail_connection::{Config, Redis};
-use redtail_core::{Backend, Cmd, Cursor, Namespace};
+use redtail_core::{Backend, Cmd, Cursor, Key, Namespace};
+use redtail_queue::{Backoff, JobOptions, Queue, QueueConfig, Retention, WorkerOptions};
 use redtail_session::{NewSession, SessionConfig, SessionStore, Token, example::UserSession};
 use serde_json::json;
 
@@ -53,6 +54,9 @@ async fn main() -> Result<(), Error> {
     }
     if wants("cache") {
         cache(&backend, n, concurrency).await?;
+    }
+    if wants("queue") {
+        queue(&backend, number("--jobs", 20_000), 50).await?;
     }
     redis.shutdown(Duration::from_secs(5)).await;
     Ok(())
@@ -318,5 +322,59 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
     if local.stats().local_hits < n as u64 {
         return Err(format!("only {} of {n} reads hit the local tier", local.stats().local_hits).into());
     }
+    Ok(())
+}
+
+/// The `queue` workload: `jobs` added in batches of 1,000, then one worker with `concurrency`
+/// runs a no-op handler on all of them; BullMQ's options (3 attempts, exponential backoff from
+/// 2 s, the last 100 completed kept for an hour, failed kept a day).
+async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> Result<(), Error> {
+    let name = format!("bench-{}", std::process::id());
+    let defaults = JobOptions::default()
+        .attempts(3)
+        .backoff(Backoff::exponential(Duration::from_secs(2)))
+        .keep_completed(Retention::new(Duration::from_secs(3600), 100))
+        .keep_failed(Retention::new(Duration::from_secs(86_400), 100_000));
+    let queue =
+        Queue::<serde_json::Value>::new(Arc::clone(backend), QueueConfig::new(name.as_str()).defaults(defaults))?;
+    let items: Vec<serde_json::Value> = (0..jobs)
+        .map(|i| json!({"url": format!("https://example.invalid/v/{i}"), "userId": format!("u{}", i % 100)}))
+        .collect();
+    let started = Instant::now();
+    let ids = queue.add_bulk(&items).await?;
+    let added = started.elapsed();
+
+    // Bytes per waiting job: its hash, plus its share of the waiting list.
+    let sample = ids.iter().step_by((jobs / 200).max(1));
+    let mut job_bytes = Vec::new();
+    for id in sample {
+        let key = Key::from_raw(format!("rt:q:{{{name}}}:j:{id}"));
+        job_bytes.push(backend.call(Cmd::new("MEMORY").arg("USAGE").key(&key)).await?.as_opt_int()?.unwrap_or(0));
+    }
+    let list = Key::from_raw(format!("rt:q:{{{name}}}:w"));
+    let list_bytes = backend.call(Cmd::new("MEMORY").arg("USAGE").key(&list)).await?.as_opt_int()?.unwrap_or(0);
+    let per_job = job_bytes.iter().sum::<i64>() / job_bytes.len().max(1) as i64 + list_bytes / jobs.max(1) as i64;
+
+    let started = Instant::now();
+    let worker = queue.worker(WorkerOptions::default().concurrency(concurrency), |job| async move {
+        let len = job.data.get("url").and_then(|u| u.as_str()).map_or(0, str::len);
+        Ok::<_, redtail_queue::Error>(json!({"ok": len}))
+    });
+    while worker.stats().completed < jobs as u64 {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!("only {} of {jobs} jobs completed in 300 s", worker.stats().completed).into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let processed = started.elapsed();
+    let stats = worker.shutdown().await;
+    let per_sec = |d: Duration| (jobs as f64 / d.as_secs_f64()).round();
+    println!(
+        "{}",
+        json!({"bench": "queue", "impl": "redtail", "jobs": jobs, "add_per_sec": per_sec(added),
+               "process_per_sec": per_sec(processed), "worker_concurrency": concurrency, "redis_errors": stats.redis_errors})
+    );
+    println!("{}", json!({"bench": "memory.job", "impl": "redtail", "bytes": per_job, "sampled": job_bytes.len()}));
+    queue.obliterate(true).await?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redtail_core::{Backend, Cmd, Key};
+use redtail_core::{Cmd, Key};
 use redtail_queue::{
     Backoff, Error, EventKind, JobOptions, JobState, Queue, QueueConfig, Retention, Start, WorkerOptions,
 };
