@@ -2,7 +2,7 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [--n N] [--c C] [--jobs J] [--pool CONNECTIONS]`
+//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-soak] [--n N] [--c C] [--jobs J] [--pool CONNECTIONS]`
 
 use std::{
     sync::{
@@ -57,6 +57,10 @@ async fn main() -> Result<(), Error> {
     }
     if wants("queue") {
         queue(&backend, number("--jobs", 20_000), 50).await?;
+    }
+    // Not part of a plain run: a million jobs take a minute.
+    if args.iter().any(|a| a == "queue-soak") {
+        queue_soak(&backend, number("--jobs", 1_000_000)).await?;
     }
     redis.shutdown(Duration::from_secs(5)).await;
     Ok(())
@@ -377,4 +381,69 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
     println!("{}", json!({"bench": "memory.job", "impl": "redtail", "bytes": per_job, "sampled": job_bytes.len()}));
     queue.obliterate(true).await?;
     Ok(())
+}
+
+/// `jobs` jobs through one worker (concurrency 50) while a producer keeps about 20,000 waiting;
+/// prints this process's resident memory at every tenth, which must stay flat.
+async fn queue_soak(backend: &Arc<dyn Backend>, jobs: usize) -> Result<(), Error> {
+    let name = format!("soak-{}", std::process::id());
+    let config = QueueConfig::new(name.as_str());
+    let queue = Queue::<serde_json::Value>::new(Arc::clone(backend), config)?;
+    let producer = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let mut added = 0;
+            while added < jobs {
+                if queue.counts().await?.waiting > 20_000 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                let batch: Vec<serde_json::Value> = (added..(added + 1000).min(jobs))
+                    .map(
+                        |i| json!({"url": format!("https://example.invalid/v/{i}"), "userId": format!("u{}", i % 100)}),
+                    )
+                    .collect();
+                added += queue.add_bulk(&batch).await?.len();
+            }
+            Ok::<_, redtail_queue::Error>(())
+        })
+    };
+    let started = Instant::now();
+    let worker = queue.worker(WorkerOptions::default().concurrency(50), |job| async move {
+        Ok::<_, redtail_queue::Error>(job.data.get("url").and_then(|u| u.as_str()).map_or(0, str::len))
+    });
+    let mut rss_mb = Vec::new();
+    let mut next_sample = 0;
+    loop {
+        let done = worker.stats().completed as usize;
+        if done >= next_sample {
+            rss_mb.push((resident_bytes() as f64 / 1_048_576.0 * 10.0).round() / 10.0);
+            next_sample += jobs / 10;
+        }
+        if done >= jobs {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(900) {
+            return Err(format!("only {done} of {jobs} jobs completed in 900 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    producer.await??;
+    let stats = worker.shutdown().await;
+    println!(
+        "{}",
+        json!({"bench": "queue.soak", "impl": "redtail", "jobs": jobs, "process_per_sec": (jobs as f64 / elapsed.as_secs_f64()).round(),
+               "rss_mb_each_tenth": rss_mb, "completed": stats.completed, "redis_errors": stats.redis_errors})
+    );
+    queue.obliterate(true).await?;
+    Ok(())
+}
+
+/// This process's resident set size, from `/proc/self/statm` (0 where there is none).
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|pages| pages.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
 }
