@@ -126,7 +126,8 @@ fn start_all() -> Result<Vec<TestRedis>> {
 /// the same server, and prints every JSON line plus the ratios.
 fn bench(args: &[String]) -> Result {
     let compare = args.iter().any(|a| a == "--compare");
-    let workloads: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let is_workload = |a: &String| !a.starts_with("--") && a.parse::<f64>().is_err();
+    let workloads: Vec<&String> = args.iter().filter(|a| is_workload(a)).collect();
     run("cargo", ["build", "--release", "--quiet", "-p", "redtail-bench"], &[])?;
     let owned;
     let url = match env::var("REDIS_URL") {
@@ -137,7 +138,15 @@ fn bench(args: &[String]) -> Result {
         }
     };
     let binary = root().join("target/release/redtail-bench");
-    let mut lines = capture(Command::new(&binary).args(&workloads).env("REDIS_URL", &url))?;
+    // One process per workload, as the references run: no workload inherits another's heap.
+    let all = ["raw", "ratelimit", "session", "cache", "queue"];
+    let workloads: Vec<&str> =
+        if workloads.is_empty() { all.to_vec() } else { workloads.iter().map(|w| w.as_str()).collect() };
+    let flags: Vec<&String> = args.iter().filter(|a| !is_workload(a) && *a != "--compare").collect();
+    let mut lines = Vec::new();
+    for workload in workloads {
+        lines.extend(capture(Command::new(&binary).arg(workload).args(&flags).env("REDIS_URL", &url))?);
+    }
     if compare {
         let (host, port) = host_port(&url)?;
         let shared = root().join("../shared");

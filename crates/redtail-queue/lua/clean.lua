@@ -1,14 +1,21 @@
 -- Removes up to ARGV[5] jobs finished more than ARGV[4] ms ago from the completed (ARGV[3] = 'c')
 -- or dead-letter ('x') set. Returns how many were removed.
-local set = ARGV[3] == 'c' and K_DONE or K_DEAD
-local ids = redis.call('ZRANGEBYSCORE', set, '-inf', NOW - tonumber(ARGV[4]), 'LIMIT', 0, tonumber(ARGV[5]))
-if #ids == 0 then return 0 end
-local keys = {}
-for _, id in ipairs(ids) do
-  keys[#keys + 1] = job_key(id)
-  keys[#keys + 1] = log_key(id)
+local cutoff, limit = NOW - tonumber(ARGV[4]), tonumber(ARGV[5])
+local ids
+if ARGV[3] == 'c' then
+  -- The completed list is in finishing order: take from the head while old enough (or gone).
+  ids = {}
+  for _, id in ipairs(redis.call('LRANGE', K_DONE, 0, limit - 1)) do
+    local finished = tonumber(redis.call('HGET', job_key(id), 'f'))
+    if finished and finished > cutoff then break end
+    ids[#ids + 1] = id
+  end
+  if #ids > 0 then redis.call('LPOP', K_DONE, #ids) end
+else
+  ids = redis.call('ZRANGEBYSCORE', K_DEAD, '-inf', cutoff, 'LIMIT', 0, limit)
+  if #ids > 0 then redis.call('ZREM', K_DEAD, unpack(ids)) end
 end
-redis.call('DEL', unpack(keys))
-redis.call('ZREM', set, unpack(ids))
+if #ids == 0 then return 0 end
+delete_jobs(ids)
 emit('removed', table.concat(ids, ' '))
 return #ids

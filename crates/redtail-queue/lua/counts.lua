@@ -12,7 +12,7 @@ local out = {
   redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO),
   redis.call('ZCARD', K_DELAY),
   redis.call('ZCARD', K_ACTIVE),
-  redis.call('ZCARD', K_DONE),
+  redis.call('LLEN', K_DONE),
   redis.call('ZCARD', K_DEAD),
   redis.call('EXISTS', K_PAUSED),
   oldest,

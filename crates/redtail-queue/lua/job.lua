@@ -17,12 +17,13 @@ if op == 'retry' then
   return 1
 end
 if job[1] == 'a' then return -1 end
-local where = { w = K_WAIT, d = K_DELAY, c = K_DONE, x = K_DEAD }
 if job[1] == 'w' then
   redis.call('LREM', K_WAIT, 1, id)
   redis.call('ZREM', K_PRIO, id)
+elseif job[1] == 'c' then
+  redis.call('LREM', K_DONE, 1, id)
 else
-  redis.call('ZREM', where[job[1]], id)
+  redis.call('ZREM', job[1] == 'd' and K_DELAY or K_DEAD, id)
 end
 redis.call('DEL', key, log_key(id))
 emit('removed', id)

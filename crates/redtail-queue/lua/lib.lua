@@ -1,12 +1,13 @@
 -- Prepended to every queue script (scripts cannot share code on the server).
 -- KEYS, the same for every script: 1 id counter, 2 waiting list, 3 prioritized set, 4 delayed
--- set, 5 active set (score: lease deadline), 6 completed set, 7 dead-letter set, 8 paused flag,
+-- set, 5 active set (score: lease deadline), 6 completed list, 7 dead-letter set, 8 paused flag,
 -- 9 wake marker, 10 events stream, 11 rate window.
 -- ARGV[1]: the queue's key prefix (job keys are built from it; they share the hash tag);
 -- ARGV[2]: how many events the stream keeps (0: no events).
 -- Job hash fields: d data, t created ms, n max attempts, a attempts started, s state
 -- (w waiting, d delayed, a active, c completed, x dead), o options, y priority, l lease token,
--- st started ms, f finished ms, p progress, r result, e<attempt> error of that attempt.
+-- st started ms, f finished ms, p progress, r result, e<attempt> error of that attempt,
+-- g 1 when the job has a log.
 local K_ID, K_WAIT, K_PRIO, K_DELAY, K_ACTIVE, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
 local PREFIX = ARGV[1]
@@ -50,29 +51,67 @@ local function enqueue(id, priority, front)
   end
 end
 
--- Completed and dead jobs: kept `age` ms (0: deleted at once) and at most `count` in `set`.
-local function retire(set, id, age, count)
+-- Completed and dead jobs are kept `age` ms (0: deleted at once), at most `count` of them.
+-- Completed ids go to a list (they finish in time order, and a list append costs nothing);
+-- dead ids to a sorted set by time (they are looked up one by one to retry or delete).
+-- Each job's expiry is set here; the list or set is updated once per script by flush_retired().
+local retired = {}
+local function retire(set, id, age, count, has_log)
   local key = job_key(id)
   if age <= 0 or count <= 0 then
     redis.call('DEL', key, log_key(id))
     return
   end
   redis.call('PEXPIRE', key, age)
-  redis.call('PEXPIRE', log_key(id), age)
-  redis.call('ZADD', set, NOW, id)
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', NOW - age)
-  -- At most 1000 at a time, so lowering a count never makes one call slow.
-  local excess = math.min(redis.call('ZCARD', set) - count, 1000)
-  if excess > 0 then
-    local old = redis.call('ZRANGE', set, 0, excess - 1)
-    local doomed = {}
-    for _, old_id in ipairs(old) do
-      doomed[#doomed + 1] = job_key(old_id)
-      doomed[#doomed + 1] = log_key(old_id)
-    end
-    redis.call('DEL', unpack(doomed))
-    redis.call('ZREMRANGEBYRANK', set, 0, excess - 1)
+  if has_log then redis.call('PEXPIRE', log_key(id), age) end
+  local group_key = set .. ' ' .. age .. ' ' .. count
+  local group = retired[group_key]
+  if not group then
+    group = { set = set, age = age, count = count, ids = {} }
+    retired[group_key] = group
   end
+  group.ids[#group.ids + 1] = id
+end
+
+local function delete_jobs(ids)
+  if #ids == 0 then return end
+  local keys = {}
+  for _, id in ipairs(ids) do
+    keys[#keys + 1] = job_key(id)
+    keys[#keys + 1] = log_key(id)
+  end
+  redis.call('DEL', unpack(keys))
+end
+
+local function flush_retired()
+  for _, group in pairs(retired) do
+    local set, count = group.set, group.count
+    -- At most 1000 at a time, so lowering a count never makes one call slow.
+    if set == K_DONE then
+      local excess = math.min(redis.call('RPUSH', set, unpack(group.ids)) - count, 1000)
+      if excess > 0 then delete_jobs(redis.call('LPOP', set, excess)) end
+      -- Ids whose job has expired (its age passed) leave from the head, oldest first.
+      for _ = 1, 100 do
+        local head = redis.call('LINDEX', set, 0)
+        if not head or redis.call('EXISTS', job_key(head)) == 1 then break end
+        redis.call('LPOP', set)
+      end
+    else
+      local members = {}
+      for _, id in ipairs(group.ids) do
+        members[#members + 1] = NOW
+        members[#members + 1] = id
+      end
+      redis.call('ZADD', set, unpack(members))
+      redis.call('ZREMRANGEBYSCORE', set, '-inf', NOW - group.age)
+      local excess = math.min(redis.call('ZCARD', set) - count, 1000)
+      if excess > 0 then
+        delete_jobs(redis.call('ZRANGE', set, 0, excess - 1))
+        redis.call('ZREMRANGEBYRANK', set, 0, excess - 1)
+      end
+    end
+  end
+  retired = {}
 end
 
 local function count_minute(field, n)

@@ -4,6 +4,7 @@ local key, logs = job_key(ARGV[3]), log_key(ARGV[3])
 local ttl = redis.call('PTTL', key)
 if ttl == -2 then return -1 end
 local n = redis.call('RPUSH', logs, ARGV[4])
+if n == 1 then redis.call('HSET', key, 'g', 1) end
 local keep = tonumber(ARGV[5])
 if n > keep then
   redis.call('LTRIM', logs, -keep, -1)

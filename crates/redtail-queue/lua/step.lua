@@ -21,7 +21,7 @@ for i = 0, n_acks - 1 do
   local payload, delay = ARGV[b + 4], tonumber(ARGV[b + 5])
   local keep, keep_count = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
   local key = job_key(id)
-  local job = redis.call('HMGET', key, 's', 'l', 'y')
+  local job = redis.call('HMGET', key, 's', 'l', 'y', 'g')
   if job[2] ~= tok then
     statuses[#statuses + 1] = 0
   elseif job[1] ~= 'a' then
@@ -32,7 +32,7 @@ for i = 0, n_acks - 1 do
     finished[#finished + 1] = id
     if kind == 'c' then
       redis.call('HSET', key, 's', 'c', 'f', NOW, 'r', payload)
-      retire(K_DONE, id, keep, keep_count)
+      retire(K_DONE, id, keep, keep_count, job[4])
       done_ids[#done_ids + 1] = id
       completed = completed + 1
     elseif kind == 'f' then
@@ -50,7 +50,7 @@ for i = 0, n_acks - 1 do
     elseif kind == 'x' then
       failed = failed + 1
       redis.call('HSET', key, 's', 'x', 'f', NOW, 'e' .. attempt, payload)
-      retire(K_DEAD, id, keep, keep_count)
+      retire(K_DEAD, id, keep, keep_count, job[4])
       emit('failed', id, payload)
       emit('dead', id)
     else
@@ -62,6 +62,7 @@ for i = 0, n_acks - 1 do
   end
 end
 if #finished > 0 then redis.call('ZREM', K_ACTIVE, unpack(finished)) end
+flush_retired()
 emit('completed', table.concat(done_ids, ' '))
 count_minute('c', completed)
 count_minute('f', failed)
@@ -87,14 +88,14 @@ local stalled = redis.call('ZRANGEBYSCORE', K_ACTIVE, '-inf', NOW, 'LIMIT', 0, 1
 for _, id in ipairs(stalled) do
   redis.call('ZREM', K_ACTIVE, id)
   local key = job_key(id)
-  local job = redis.call('HMGET', key, 'a', 'n', 'y')
+  local job = redis.call('HMGET', key, 'a', 'n', 'y', 'g')
   if job[1] then
     emit('stalled', id)
     local a, n = tonumber(job[1]) or 0, tonumber(job[2]) or 1
     local reason = 'lease expired: the worker stopped or lost Redis during attempt ' .. a
     if a >= n then
       redis.call('HSET', key, 's', 'x', 'f', NOW, 'e' .. a, reason)
-      retire(K_DEAD, id, stalled_keep, stalled_count)
+      retire(K_DEAD, id, stalled_keep, stalled_count, job[4])
       emit('dead', id)
     else
       redis.call('HSET', key, 's', 'w', 'e' .. a, reason)
@@ -102,6 +103,8 @@ for _, id in ipairs(stalled) do
     end
   end
 end
+
+flush_retired()
 
 local paused = redis.call('EXISTS', K_PAUSED)
 local limited_until = 0

@@ -311,7 +311,21 @@ impl<T> Queue<T> {
             }
             JobState::Delayed => zrange(inner, k::DELAY, offset, last, false).await?,
             JobState::Active => zrange(inner, k::ACTIVE, offset, last, false).await?,
-            JobState::Completed => zrange(inner, k::DONE, offset, last, true).await?,
+            JobState::Completed => {
+                // Newest at the tail.
+                let from_end = |n: u64| -1 - i64::try_from(n).unwrap_or(i64::MAX - 1);
+                let cmd = Cmd::new("LRANGE").key(inner.key(k::DONE)).arg(from_end(last)).arg(from_end(offset));
+                let mut ids: Vec<String> = inner
+                    .backend
+                    .call(cmd)
+                    .await?
+                    .into_array()?
+                    .into_iter()
+                    .map(|id| id.into_string())
+                    .collect::<Result<_, _>>()?;
+                ids.reverse();
+                ids
+            }
             JobState::Dead => zrange(inner, k::DEAD, offset, last, true).await?,
         };
         if ids.is_empty() {

@@ -17,7 +17,7 @@ use futures_util::FutureExt;
 use redtail_core::{Arg, Cmd, Value};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
-    sync::{Notify, mpsc, watch},
+    sync::{mpsc, watch},
     task::{AbortHandle, JoinHandle},
     time::{Instant, sleep_until},
 };
@@ -131,12 +131,12 @@ impl Counters {
     }
 }
 
-/// A running worker, from [`Queue::worker`]. Dropping it leaves the worker running; call
-/// [`WorkerHandle::shutdown`] to stop it.
+/// A running worker, from [`Queue::worker`]. [`WorkerHandle::shutdown`] stops it and waits;
+/// dropping the handle stops it the same way without waiting.
 #[derive(Debug)]
 pub struct WorkerHandle {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
     counters: Arc<Counters>,
 }
 
@@ -151,8 +151,10 @@ impl WorkerHandle {
     /// final counts.
     pub async fn shutdown(self) -> WorkerStats {
         let _ = self.stop.send(true);
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "queue worker task failed");
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "queue worker task failed");
+            }
         }
         self.counters.snapshot()
     }
@@ -211,24 +213,61 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
         let counters = Arc::new(Counters::default());
         let mut id = [0u8; 8];
         // Only makes tokens unique between workers; a fixed id from a failed read still works
-        // because tokens also carry a sequence and the process id.
+        // because tokens also carry the process id, the lane and a sequence.
         let _ = getrandom::fill(&mut id);
         let worker_id = format!("{}-{}", std::process::id(), id.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let runner = Runner {
-            inner: Arc::clone(&self.inner),
-            options: WorkerOptions { concurrency: options.concurrency.max(1), ..options },
-            handler: Arc::new(handler),
-            counters: Arc::clone(&counters),
-            worker_id,
-            seq: 0,
-            wake: Arc::new(Notify::new()),
-            running: HashMap::new(),
-            acks: Vec::new(),
-            data: PhantomData,
-        };
-        let task = tokio::spawn(runner.run(stop_rx));
-        WorkerHandle { stop, task, counters }
+        let concurrency = options.concurrency.max(1);
+        // Two lanes, each with half the slots and its own round trips: one lane's jobs run
+        // while the other's step is at the server, so Redis and the handlers overlap.
+        let lanes = concurrency.min(LANES);
+        let (wake, wake_rx) = watch::channel(0u64);
+        spawn_waker(&self.inner, wake, options.idle_poll);
+        let handler = Arc::new(handler);
+        let tasks = (0..lanes)
+            .map(|lane| {
+                let runner = Runner {
+                    inner: Arc::clone(&self.inner),
+                    options: WorkerOptions {
+                        concurrency: concurrency / lanes + usize::from(lane < concurrency % lanes),
+                        ..options.clone()
+                    },
+                    handler: Arc::clone(&handler),
+                    counters: Arc::clone(&counters),
+                    worker_id: format!("{worker_id}-{lane}"),
+                    seq: 0,
+                    wake: wake_rx.clone(),
+                    running: HashMap::new(),
+                    acks: Vec::new(),
+                    data: PhantomData,
+                };
+                tokio::spawn(runner.run(stop_rx.clone()))
+            })
+            .collect();
+        WorkerHandle { stop, tasks, counters }
     }
+}
+
+/// Lanes of one worker; see [`Queue::worker`].
+const LANES: usize = 2;
+
+/// Waits for wake-ups on the queue's marker list, on the backend's connection for blocking
+/// commands, and tells every lane. Each wait is bounded, so a connection lost in a failover is
+/// noticed and replaced; the waker ends when the last lane has.
+fn spawn_waker(inner: &Inner, wake: watch::Sender<u64>, poll: Duration) {
+    let (backend, key) = (Arc::clone(&inner.backend), inner.key(k::MARK).clone());
+    let seconds = format!("{:.3}", poll.as_secs_f64());
+    tokio::spawn(async move {
+        while wake.receiver_count() > 0 {
+            match backend.blocking(Cmd::new("BLPOP").key(&key).arg(seconds.as_str())).await {
+                Ok(Value::Nil) => {}
+                Ok(_) => wake.send_modify(|n| *n = n.wrapping_add(1)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "queue worker: wake-up wait failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
 }
 
 struct Runner<T, F> {
@@ -238,7 +277,7 @@ struct Runner<T, F> {
     counters: Arc<Counters>,
     worker_id: String,
     seq: u64,
-    wake: Arc<Notify>,
+    wake: watch::Receiver<u64>,
     running: HashMap<String, Running>,
     acks: Vec<Ack>,
     data: PhantomData<fn() -> T>,
@@ -258,7 +297,6 @@ enum Wakeup {
     Finished(Ack),
     Look,
     Stop,
-    Deadline,
 }
 
 impl<T, F, Fut, R, E> Runner<T, F>
@@ -271,7 +309,6 @@ where
 {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Ack>();
-        self.spawn_waker(stop.clone());
         let renew_every = self.options.lease / 3;
         let mut next_renew = Instant::now() + renew_every;
         let (mut more, mut stopping) = (true, false);
@@ -281,6 +318,14 @@ where
         loop {
             while let Ok(ack) = rx.try_recv() {
                 self.accept(ack);
+            }
+            // Noticed here too, so a stop is seen while Redis errors keep the loop busy.
+            if !stopping && (stop.has_changed().is_err() || *stop.borrow()) {
+                stopping = true;
+                hard_deadline = Some(Instant::now() + self.options.shutdown_deadline);
+            }
+            if hard_deadline.is_some_and(|d| Instant::now() >= d) && !self.running.is_empty() {
+                self.release_all();
             }
             if Instant::now() >= next_renew {
                 self.renew().await;
@@ -312,14 +357,13 @@ where
             }
             let look_at = recheck
                 .map_or(Instant::now() + self.options.idle_poll, |r| r.min(Instant::now() + self.options.idle_poll));
-            let wake = Arc::clone(&self.wake);
             let holding = !self.running.is_empty();
             let wakeup = tokio::select! {
                 ack = rx.recv() => ack.map_or(Wakeup::Look, Wakeup::Finished),
-                () = wake.notified(), if !stopping => Wakeup::Look,
+                Ok(()) = self.wake.changed(), if !stopping => Wakeup::Look,
                 () = sleep_until(look_at.min(next_renew)) => Wakeup::Look,
                 changed = stop.changed(), if !stopping => { let _ = changed; Wakeup::Stop }
-                () = sleep_until(hard_deadline.unwrap_or(look_at)), if hard_deadline.is_some() && holding => Wakeup::Deadline,
+                () = sleep_until(hard_deadline.unwrap_or(look_at)), if hard_deadline.is_some() && holding => Wakeup::Look,
             };
             match wakeup {
                 Wakeup::Finished(ack) => self.accept(ack),
@@ -330,12 +374,6 @@ where
                 Wakeup::Stop => {
                     stopping = true;
                     hard_deadline = Some(Instant::now() + self.options.shutdown_deadline);
-                }
-                Wakeup::Deadline => {
-                    while let Ok(ack) = rx.try_recv() {
-                        self.accept(ack);
-                    }
-                    self.release_all();
                 }
             }
         }
@@ -535,25 +573,6 @@ where
                 keep: running.keep_failed,
             });
         }
-    }
-
-    /// Waits for wake-ups on the queue's marker list, on the backend's connection for blocking
-    /// commands; each wait is bounded, so a connection lost in a failover is noticed and replaced.
-    fn spawn_waker(&self, stop: watch::Receiver<bool>) {
-        let (backend, key) = (Arc::clone(&self.inner.backend), self.inner.key(k::MARK).clone());
-        let (wake, seconds) = (Arc::clone(&self.wake), format!("{:.3}", self.options.idle_poll.as_secs_f64()));
-        tokio::spawn(async move {
-            while !*stop.borrow() {
-                match backend.blocking(Cmd::new("BLPOP").key(&key).arg(seconds.as_str())).await {
-                    Ok(Value::Nil) => {}
-                    Ok(_) => wake.notify_one(),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "queue worker: wake-up wait failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            }
-        });
     }
 }
 
