@@ -1,25 +1,36 @@
 -- Prepended to every queue script (scripts cannot share code on the server).
 -- KEYS, the same for every script: 1 id counter, 2 waiting list, 3 prioritized set, 4 delayed
--- set, 5 active set (score: lease deadline), 6 completed list, 7 dead-letter set, 8 paused flag,
--- 9 wake marker, 10 events stream, 11 rate window.
+-- set, 5 leases (sorted set: batch token -> lease deadline), 6 completed list, 7 dead-letter set,
+-- 8 paused flag, 9 wake marker, 10 events stream, 11 rate window, 12 jobs left per lease (hash).
+-- A worker takes jobs in batches under one lease token; `b:<token>` lists the batch's job ids.
 -- ARGV[1]: the queue's key prefix (job keys are built from it; they share the hash tag);
 -- ARGV[2]: how many events the stream keeps (0: no events).
 -- Job hash fields: d data, t created ms, n max attempts, a attempts started, s state
 -- (w waiting, d delayed, a active, c completed, x dead), o options, y priority, l lease token,
--- st started ms, f finished ms, p progress, r result, e<attempt> error of that attempt,
--- g 1 when the job has a log.
-local K_ID, K_WAIT, K_PRIO, K_DELAY, K_ACTIVE, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+-- st started ms, f finished ms, p progress, r result, e<attempt> error of that attempt.
+local K_ID, K_WAIT, K_PRIO, K_DELAY, K_LEASES, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE, K_LEFT =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local PREFIX = ARGV[1]
 local EVENTS_CAP = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- Lua numbers passed to redis.call are formatted with printf("%.17g"), which showed up in
+-- profiles; values written per job are passed as strings instead.
+local NOW_S = string.format('%d', NOW)
 -- Priorities 1..2^20 sort before plain jobs' absence; within one, by sequence.
 local PRIORITY_SPAN = 1048576
 local SEQ_SPAN = 4294967296
 
 local function job_key(id) return PREFIX .. 'j:' .. id end
 local function log_key(id) return PREFIX .. 'lg:' .. id end
+local function batch_key(token) return PREFIX .. 'b:' .. token end
+
+-- Ends a lease: its token, its count and its list of jobs.
+local function end_lease(token)
+  redis.call('ZREM', K_LEASES, token)
+  redis.call('HDEL', K_LEFT, token)
+  redis.call('DEL', batch_key(token))
+end
 
 local function emit(kind, ids, data)
   if EVENTS_CAP <= 0 or ids == '' then return end
@@ -51,20 +62,21 @@ local function enqueue(id, priority, front)
   end
 end
 
--- Completed and dead jobs are kept `age` ms (0: deleted at once), at most `count` of them.
+-- Completed and dead jobs are kept `age_s` ms (0: deleted at once), at most `count` of them.
 -- Completed ids go to a list (they finish in time order, and a list append costs nothing);
 -- dead ids to a sorted set by time (they are looked up one by one to retry or delete).
 -- Each job's expiry is set here; the list or set is updated once per script by flush_retired().
 local retired = {}
-local function retire(set, id, age, count, has_log)
+local function retire(set, id, age_s, count, has_log)
   local key = job_key(id)
+  local age = tonumber(age_s)
   if age <= 0 or count <= 0 then
     redis.call('DEL', key, log_key(id))
     return
   end
-  redis.call('PEXPIRE', key, age)
-  if has_log then redis.call('PEXPIRE', log_key(id), age) end
-  local group_key = set .. ' ' .. age .. ' ' .. count
+  redis.call('PEXPIRE', key, age_s)
+  if has_log then redis.call('PEXPIRE', log_key(id), age_s) end
+  local group_key = set .. ' ' .. age_s .. ' ' .. count
   local group = retired[group_key]
   if not group then
     group = { set = set, age = age, count = count, ids = {} }

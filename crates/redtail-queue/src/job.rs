@@ -1,6 +1,13 @@
 //! Jobs: what a handler receives, and what the queue tells about a job by id.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use redtail_core::Arg;
 use serde::Serialize;
@@ -83,6 +90,8 @@ pub struct Job<T> {
     pub(crate) timeout: Option<Duration>,
     pub(crate) token: Arc<str>,
     pub(crate) inner: Arc<Inner>,
+    /// Set by [`Job::log`], so that the log expires with the job.
+    pub(crate) logged: Arc<AtomicBool>,
 }
 
 impl<T> fmt::Debug for Job<T> {
@@ -101,9 +110,11 @@ impl<T> Job<T> {
         Ok(self.inner.run(&PROGRESS, args).await?.as_int()? == 1)
     }
 
-    /// Appends a line to the job's log (the last `max_log_lines` are kept, as long as the job).
+    /// Appends a line to the job's log. The last `max_log_lines` are kept, as long as the job
+    /// once it finishes (a week from the last line while it has not).
     pub async fn log(&self, line: impl Into<String>) -> Result<()> {
         let args = [Arg::from(self.id.as_str()), Arg::from(line.into()), Arg::from(self.inner.config.max_log_lines)];
+        self.logged.store(true, Ordering::Relaxed);
         self.inner.run(&LOG, args).await?;
         Ok(())
     }

@@ -146,7 +146,7 @@ pub(crate) struct Inner {
     keys: Vec<Key>,
     tagged: Tagged,
     /// `<prefix>:{<name>}:`, from which scripts build job keys.
-    prefix: String,
+    pub(crate) prefix: String,
     pub(crate) defaults: Stored,
 }
 
@@ -176,7 +176,7 @@ pub(crate) mod k {
     pub(crate) const WAIT: usize = 1;
     pub(crate) const PRIO: usize = 2;
     pub(crate) const DELAY: usize = 3;
-    pub(crate) const ACTIVE: usize = 4;
+    pub(crate) const LEASES: usize = 4;
     pub(crate) const DONE: usize = 5;
     pub(crate) const DEAD: usize = 6;
     pub(crate) const PAUSED: usize = 7;
@@ -189,8 +189,9 @@ impl<T: Serialize> Queue<T> {
     pub fn new(backend: Arc<dyn Backend>, config: QueueConfig) -> Result<Self> {
         config.validate()?;
         let tagged = Namespace::new(config.prefix.as_str())?.tagged(&config.name);
-        let keys =
-            ["id", "w", "p", "d", "a", "c", "x", "paused", "mk", "ev", "rl"].map(|part| tagged.key([part])).to_vec();
+        let keys = ["id", "w", "p", "d", "leases", "c", "x", "paused", "mk", "ev", "rl", "left"]
+            .map(|part| tagged.key([part]))
+            .to_vec();
         let prefix = format!("{}:{{{}}}:", config.prefix, config.name);
         let defaults = Stored::of(&config.defaults);
         let inner = Inner { backend, config, keys, tagged, prefix, defaults };
@@ -310,7 +311,18 @@ impl<T> Queue<T> {
                 ids
             }
             JobState::Delayed => zrange(inner, k::DELAY, offset, last, false).await?,
-            JobState::Active => zrange(inner, k::ACTIVE, offset, last, false).await?,
+            JobState::Active => {
+                // Jobs of each held lease, oldest lease first; finished ones are filtered below.
+                let mut ids = Vec::new();
+                for token in zrange(inner, k::LEASES, 0, 1000, false).await? {
+                    let batch = Key::from_raw(format!("{}b:{token}", inner.prefix));
+                    for id in inner.backend.call(Cmd::new("LRANGE").key(&batch).arg(0).arg(-1)).await?.into_array()? {
+                        ids.push(id.into_string()?);
+                    }
+                }
+                let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+                ids.into_iter().skip(skip).take(usize::try_from(count).unwrap_or(usize::MAX)).collect()
+            }
             JobState::Completed => {
                 // Newest at the tail.
                 let from_end = |n: u64| -1 - i64::try_from(n).unwrap_or(i64::MAX - 1);
@@ -335,8 +347,8 @@ impl<T> Queue<T> {
         let replies = inner.backend.pipeline(cmds).await?;
         let mut jobs = Vec::with_capacity(ids.len());
         for (id, fields) in ids.iter().zip(replies) {
-            // A job may finish or expire between the two reads.
-            if let Some(job) = reply::job_info(id, fields)? {
+            // A job may move on, or expire, between the two reads.
+            if let Some(job) = reply::job_info(id, fields)?.filter(|job| job.state == state) {
                 jobs.push(job);
             }
         }

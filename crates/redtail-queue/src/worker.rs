@@ -32,10 +32,13 @@ use crate::{
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct WorkerOptions {
-    /// Jobs run at once (at least 1). Jobs are taken and acknowledged in batches of up to this many.
+    /// Jobs run at once (at least 1). The worker runs two lanes of half as many, each taking
+    /// and acknowledging its jobs in batches in one round trip, so one lane's jobs run while
+    /// the other's round trip is at the server.
     pub concurrency: usize,
-    /// How long a job stays this worker's without renewal; renewed every third of it while the
-    /// handler runs. If the worker dies, its jobs run again this long after.
+    /// How long jobs stay this worker's without renewal; renewed every third of it while their
+    /// handlers run. Jobs taken together share one lease. If the worker dies, its jobs run
+    /// again this long after.
     pub lease: Duration,
     /// On shutdown, how long running jobs may take to finish before they are cancelled and
     /// handed back to the queue.
@@ -170,6 +173,10 @@ struct Ack {
     payload: String,
     delay: Duration,
     keep: Retention,
+    /// The handler wrote to the job's log.
+    logged: bool,
+    /// Sent before, in a step that failed: it may have been applied.
+    resend: bool,
 }
 
 impl Ack {
@@ -183,6 +190,7 @@ impl Ack {
             Arg::from(millis(self.delay)),
             Arg::from(millis(self.keep.age)),
             Arg::from(self.keep.count),
+            Arg::from(u32::from(self.logged) + 2 * u32::from(self.resend)),
         ]);
     }
 }
@@ -344,6 +352,8 @@ where
                     }
                     Err(e) => {
                         self.counters.redis_errors.fetch_add(1, Relaxed);
+                        // Each may have been applied: the script recognises those.
+                        self.acks.iter_mut().for_each(|ack| ack.resend = true);
                         if hard_deadline.is_some_and(|d| Instant::now() >= d) {
                             tracing::warn!(error = %e, unsent = self.acks.len(), "queue worker: stopping without acknowledging; those jobs run again after their lease");
                             break;
@@ -474,6 +484,8 @@ where
             payload,
             delay,
             keep,
+            logged: false,
+            resend: false,
         };
         let data: T = match serde_json::from_slice(data) {
             Ok(data) => data,
@@ -494,7 +506,9 @@ where
             timeout,
             token: Arc::clone(&token),
             inner: Arc::clone(&self.inner),
+            logged: Arc::default(),
         };
+        let logged = Arc::clone(&job.logged);
         let (handler, counters, tx) = (Arc::clone(&self.handler), Arc::clone(&self.counters), tx.clone());
         let done = ack("c", String::new(), Duration::ZERO, stored.keep_completed);
         let task = async move {
@@ -517,6 +531,7 @@ where
                     Err(format!("timed out after {:?}", timeout.unwrap_or_default()))
                 }
             };
+            let done = Ack { logged: logged.load(Relaxed), ..done };
             let ack = match result {
                 Ok(json) => Ack { payload: json, ..done },
                 Err(error) if attempt < max_attempts => {
@@ -531,16 +546,16 @@ where
         self.running.insert(id, Running { token, attempt, keep_failed: stored.keep_failed, abort });
     }
 
-    /// Renews the leases of every running job; cancels those found lost.
+    /// Renews the leases this worker holds; cancels the jobs of those found lost.
     async fn renew(&mut self) {
-        if self.running.is_empty() {
+        let mut tokens: Vec<&Arc<str>> = self.running.values().map(|r| &r.token).collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        if tokens.is_empty() {
             return;
         }
         let mut args = vec![Arg::from(millis(self.options.lease))];
-        for (id, running) in &self.running {
-            args.push(Arg::from(id.as_str()));
-            args.push(Arg::from(&*running.token));
-        }
+        args.extend(tokens.into_iter().map(|t| Arg::from(&**t)));
         let lost = match self.inner.run(&RENEW, args).await.and_then(|v| Ok(v.into_array()?)) {
             Ok(lost) => lost,
             Err(e) => {
@@ -549,13 +564,17 @@ where
                 return;
             }
         };
-        for id in lost {
-            let Ok(id) = id.into_string() else { continue };
-            if let Some(running) = self.running.remove(&id) {
+        for token in lost {
+            let Ok(token) = token.into_string() else { continue };
+            self.running.retain(|id, running| {
+                if *running.token != *token {
+                    return true;
+                }
                 running.abort.abort();
                 self.counters.lost.fetch_add(1, Relaxed);
                 tracing::warn!(job = %id, queue = %self.inner.config.name, "queue worker: lease lost; handler cancelled");
-            }
+                false
+            });
         }
     }
 
@@ -571,6 +590,8 @@ where
                 payload: String::new(),
                 delay: Duration::ZERO,
                 keep: running.keep_failed,
+                logged: false,
+                resend: false,
             });
         }
     }
