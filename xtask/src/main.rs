@@ -17,6 +17,8 @@ use redtail_testkit::{Deployment, TestRedis};
 const HELP: &str = "\
 cargo xtask <command>
 
+  demo [--memory]          build and run the demo service (examples/media-api) with a redis-server
+                           of its own (or REDIS_URL; --memory or no redis-server: in process)
   ci                       everything CI checks: fmt, clippy, tidy, tests on real servers, docs, cargo-deny
   test [-- <nextest args>] the test suites with a standalone, a cluster and a sentinel deployment up
   tour                     start a redis-server and run the Backend tour example against it
@@ -33,6 +35,7 @@ type Result<T = ()> = std::result::Result<T, String>;
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
+        Some("demo") => demo(&args[1..]),
         Some("ci") => ci(),
         Some("test") => test(&args[1..]),
         Some("tour") => tour(),
@@ -211,7 +214,113 @@ fn print_ratios(lines: &[String]) {
     }
 }
 
-/// The main job until the demo service lands: a server of its own and the tour example.
+/// The main job: the demo service with a Redis of its own, a walkthrough, and a clean stop on
+/// Ctrl-C (the service first, so its worker hands back what it holds, then the server).
+fn demo(args: &[String]) -> Result {
+    let mut memory = false;
+    for arg in args {
+        match arg.as_str() {
+            "--memory" => memory = true,
+            other => return Err(format!("unknown demo argument `{other}` (expected --memory)")),
+        }
+    }
+    run("cargo", ["build", "--quiet", "-p", "media-api"], &[])?;
+    let mut server = None;
+    let store = match env::var("REDIS_URL") {
+        Ok(url) if !memory => format!("Redis at {url} (REDIS_URL)"),
+        _ if memory => "the in-memory backend (--memory): nothing survives a restart".to_owned(),
+        _ if !has("redis-server") => {
+            memory = true;
+            "the in-memory backend: no redis-server was found (apt-get install redis-server for the real thing)"
+                .to_owned()
+        }
+        _ => {
+            let owned = TestRedis::standalone_detached().map_err(|e| e.to_string())?;
+            let description = format!("a redis-server of its own at {}", owned.url());
+            server = Some(owned);
+            description
+        }
+    };
+    let addr = env::var("MEDIA_API_ADDR").unwrap_or_else(|_| {
+        // Port 3000 when free, so the walkthrough reads as usual; any port otherwise.
+        let free = std::net::TcpListener::bind("127.0.0.1:3000").is_ok();
+        if free { "127.0.0.1:3000" } else { "127.0.0.1:0" }.to_owned()
+    });
+    let mut command = Command::new(root().join("target/debug/media-api"));
+    command.env("MEDIA_API_ADDR", &addr).stdout(std::process::Stdio::piped());
+    if memory {
+        command.arg("--memory");
+    }
+    if let Some(server) = &server {
+        command.env("REDIS_URL", server.url());
+    }
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().map_err(|e| format!("cannot start media-api: {e}"))?;
+    let stdout = child.stdout.take().ok_or("media-api has no stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).map_err(|e| e.to_string())?;
+    let Some(url) = line.trim().strip_prefix("media-api listening on ").map(str::to_owned) else {
+        let status = child.wait().map_err(|e| e.to_string())?;
+        return Err(format!("media-api did not start ({status})"));
+    };
+    println!("{}", walkthrough(&url, &store));
+
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let flag = std::sync::Arc::clone(&interrupted);
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let mut asked_at = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if interrupted.load(std::sync::atomic::Ordering::SeqCst) && asked_at.is_none() {
+            eprintln!("\nxtask: stopping media-api, then Redis");
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            asked_at = Some(Instant::now());
+        }
+        if asked_at.is_some_and(|t: Instant| t.elapsed().as_secs() > 20) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop(server);
+    if asked_at.is_some() || status.success() {
+        eprintln!("xtask: demo stopped");
+        Ok(())
+    } else {
+        Err(format!("media-api exited with {status}"))
+    }
+}
+
+fn walkthrough(url: &str, store: &str) -> String {
+    let host = url.trim_start_matches("http://");
+    format!(
+        "\nmedia-api is up at {url}, on {store}.\n\
+         \nTry it from another terminal:\n\
+         \x20 curl -s {host}/api/health\n\
+         \x20 curl -s -c /tmp/media-api.jar -H 'content-type: application/json' -d '{{\"username\":\"alice\",\"password\":\"alice\"}}' {host}/api/auth/login\n\
+         \x20 curl -s -b /tmp/media-api.jar {host}/api/me\n\
+         \x20 curl -si -b /tmp/media-api.jar -H 'content-type: application/json' -d '{{\"url\":\"https://example.invalid/v/1\"}}' {host}/api/youtube/download\n\
+         \x20 curl -s -b /tmp/media-api.jar {host}/api/jobs/<jobId from the line above>\n\
+         \x20 curl -s -b /tmp/media-api.jar -H 'content-type: application/json' -d '{{\"url\":\"https://example.invalid/v/2\"}}' '{host}/api/youtube/download?fail=always'\n\
+         \x20 curl -si {host}/api/services/status   (twice: x-cache: miss, then hit)\n\
+         \nThe dashboard: {url}/admin (log in as admin / admin). Accounts: admin/admin, alice/alice, bob/bob.\n\
+         Downloads are limited to 5 an hour per user (the 6th answers 429); every /api route to 100 a minute.\n\
+         Ctrl-C stops the service, then Redis.\n"
+    )
+}
+
+/// A server of its own and the tour example of the `Backend` trait.
 fn tour() -> Result {
     let server = TestRedis::owned(Deployment::Standalone).map_err(|e| e.to_string())?;
     run("cargo", ["run", "--quiet", "-p", "redtail-connection", "--example", "tour"], &[("REDIS_URL", server.url())])

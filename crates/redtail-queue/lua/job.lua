@@ -1,14 +1,16 @@
--- One job by id. ARGV[3]: 'retry' (a dead job runs again with a fresh set of attempts) or
+-- One job by id. ARGV[3]: 'retry' (a dead job runs again with as many attempts again as it had;
+-- attempt numbers go on, so every attempt's error stays) or
 -- 'delete' (a job in any state but active); ARGV[4]: id.
 -- Returns 1 done, 0 no such job (or not dead, for retry), -1 refused: the job is running.
 local op, id = ARGV[3], ARGV[4]
 local key = job_key(id)
-local job = redis.call('HMGET', key, 's', 'y')
+local job = redis.call('HMGET', key, 's', 'y', 'a', 'n')
 if not job[1] then return 0 end
 if op == 'retry' then
   if job[1] ~= 'x' then return 0 end
   redis.call('ZREM', K_DEAD, id)
-  redis.call('HSET', key, 's', 'w', 'a', 0)
+  local started, allowed = tonumber(job[3]) or 0, tonumber(job[4]) or 1
+  redis.call('HSET', key, 's', 'w', 'n', string.format('%d', started + allowed))
   redis.call('PERSIST', key)
   redis.call('PERSIST', log_key(id))
   enqueue(id, job[2])

@@ -435,8 +435,9 @@ impl<T> Queue<T> {
         Ok(deleted)
     }
 
-    /// Runs a dead-lettered job again, with a fresh set of attempts. Returns `false` when no
-    /// dead job has this id.
+    /// Runs a dead-lettered job again, with as many attempts again as it had. Attempt numbers go
+    /// on (a job dead after 3 attempts runs attempts 4 to 6), so every attempt's error is kept.
+    /// Returns `false` when no dead job has this id.
     pub async fn retry_dead(&self, id: &str) -> Result<bool> {
         Ok(self.inner.run(&JOB, [Arg::from("retry"), Arg::from(id)]).await?.as_int()? == 1)
     }

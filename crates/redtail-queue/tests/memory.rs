@@ -153,9 +153,11 @@ async fn the_dead_letter_set_holds_exactly_the_jobs_that_failed_every_attempt() 
     let expected: Vec<String> =
         ids.iter().enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, id)| id.0.clone()).collect();
     assert_eq!(dead, expected);
-    // From the dead-letter set a job can be retried (with fresh attempts) or deleted.
+    // From the dead-letter set a job can be retried (as many attempts again) or deleted.
     assert!(queue.retry_dead(&dead[0]).await?);
-    assert_eq!(queue.get(&dead[0]).await?.map(|j| (j.state, j.attempts_started)), Some((JobState::Waiting, 0)));
+    let retried = queue.get(&dead[0]).await?.unwrap_or_else(|| panic!("retried job gone"));
+    assert_eq!((retried.state, retried.attempts_started, retried.max_attempts), (JobState::Waiting, 2, 4));
+    assert_eq!(retried.errors.len(), 2, "the errors of the first attempts stay");
     assert!(queue.delete(&dead[1]).await?);
     assert_eq!(queue.get(&dead[1]).await?, None);
     assert!(!queue.retry_dead(&dead[1]).await?, "a deleted job cannot be retried");

@@ -95,15 +95,22 @@ impl TestRedis {
     /// A deployment of `kind` started for this caller alone, ignoring the environment, so that
     /// faults can be injected.
     pub fn owned(kind: Deployment) -> Result<TestRedis> {
-        Self::start(kind, false)
+        Self::start(kind, false, false)
     }
 
     /// A standalone server of its own with append-only persistence, so a restart keeps its data.
     pub fn standalone_persistent() -> Result<TestRedis> {
-        Self::start(Deployment::Standalone, true)
+        Self::start(Deployment::Standalone, true, false)
     }
 
-    fn start(kind: Deployment, persistent: bool) -> Result<TestRedis> {
+    /// A standalone server of its own in a process group of its own: a Ctrl-C at the terminal
+    /// reaches the program using it but not the server, which stops when this value is dropped.
+    /// For demos that must stop their clients before their server.
+    pub fn standalone_detached() -> Result<TestRedis> {
+        Self::start(Deployment::Standalone, false, true)
+    }
+
+    fn start(kind: Deployment, persistent: bool, detached: bool) -> Result<TestRedis> {
         #[cfg(feature = "testcontainers")]
         if kind == Deployment::Standalone && !persistent && !crate::container::redis_server_installed() {
             return crate::container::standalone();
@@ -124,7 +131,7 @@ impl TestRedis {
         };
         let started = match kind {
             Deployment::Standalone => {
-                this.servers.push(Process::start(&root, "standalone", persistence, None)?);
+                this.servers.push(Process::start_with(&root, "standalone", persistence, None, detached)?);
                 this.url = format!("redis://127.0.0.1:{}", this.servers[0].port);
                 Ok(())
             }

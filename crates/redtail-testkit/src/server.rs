@@ -25,6 +25,7 @@ pub(crate) struct Process {
     args: Vec<String>,
     child: Mutex<Option<Child>>,
     what: String,
+    detached: bool,
 }
 
 impl Process {
@@ -35,6 +36,18 @@ impl Process {
         what: &str,
         args: &[&str],
         config: Option<&dyn Fn(u16) -> String>,
+    ) -> Result<Process> {
+        Self::start_with(root, what, args, config, false)
+    }
+
+    /// As [`Process::start`]; a `detached` server runs in a process group of its own, so a
+    /// Ctrl-C at the terminal does not stop it before its owner has stopped its clients.
+    pub(crate) fn start_with(
+        root: &Path,
+        what: &str,
+        args: &[&str],
+        config: Option<&dyn Fn(u16) -> String>,
+        detached: bool,
     ) -> Result<Process> {
         let mut last = None;
         // A port found free can be taken by another test process before the server binds it.
@@ -67,8 +80,14 @@ impl Process {
                 full.push(arg.to_owned());
             }
             full.extend(args.iter().map(|a| (*a).to_owned()));
-            let process =
-                Process { port, dir, args: full, child: Mutex::new(None), what: format!("{what} on port {port}") };
+            let process = Process {
+                port,
+                dir,
+                args: full,
+                child: Mutex::new(None),
+                what: format!("{what} on port {port}"),
+                detached,
+            };
             match process.spawn() {
                 Ok(()) => return Ok(process),
                 Err(e) => last = Some(e),
@@ -78,7 +97,12 @@ impl Process {
     }
 
     fn spawn(&self) -> Result<()> {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        #[cfg(unix)]
+        if self.detached {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let child = command
             .args(&self.args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())

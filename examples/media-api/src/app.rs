@@ -112,7 +112,8 @@ fn job_id(prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
-/// `POST /api/youtube/download` (5 an hour): queues a download; `?fail=once|always` injects failures.
+/// `POST /api/youtube/download` (5 an hour): queues a download; `?fail=once|always|until-retried`
+/// injects failures.
 async fn download(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -128,9 +129,9 @@ async fn download(
         return Err(ApiError::bad_request("url must be an http(s) URL of at most 2048 characters"));
     }
     if let Some(fail) = &flag.fail
-        && !matches!(fail.as_str(), "once" | "always")
+        && !matches!(fail.as_str(), "once" | "always" | "until-retried")
     {
-        return Err(ApiError::bad_request("fail must be once or always"));
+        return Err(ApiError::bad_request("fail must be once, always or until-retried"));
     }
     let data = Download { url: url.to_owned(), user_id: caller.user().to_owned(), fail: flag.fail };
     let id = job_id("dl")?;
@@ -231,7 +232,7 @@ async fn admin_overview(
             dead.push(json!({"queue": queue.name(), "job": job}));
         }
     }
-    latest.sort_by_key(|j| std::cmp::Reverse(j["job"]["createdMs"].as_u64().or(j["job"]["created_ms"].as_u64())));
+    latest.sort_by_key(|j| std::cmp::Reverse(j["job"]["created_ms"].as_u64()));
     latest.truncate(20);
     let mut sessions = 0;
     for user in &state.config.users {
@@ -240,12 +241,18 @@ async fn admin_overview(
     let user = query.user.unwrap_or_else(|| "alice".to_owned());
     let mut usage = Vec::new();
     for policy in [Policy::API, Policy::YOUTUBE_DOWNLOAD, Policy::MEDIA_REQUEST] {
-        let states = match state.limiter.peek(&user, &[policy], 1).await? {
-            Decision::Allowed { policies, .. } | Decision::Limited { policies, .. } => policies,
-            _ => Vec::new(),
+        // A peek reports what one more request would leave; what is left now is one more
+        // unless that request would be refused.
+        let (states, spare) = match state.limiter.peek(&user, &[policy], 1).await? {
+            Decision::Allowed { policies, .. } => (policies, 1),
+            Decision::Limited { policies, .. } => (policies, 0),
+            _ => (Vec::new(), 0),
         };
         for s in states {
-            usage.push(json!({"policy": s.name, "limit": s.limit, "remaining": s.remaining, "periodSecs": s.period.as_secs(), "resetAfterSecs": s.reset_after.as_secs()}));
+            let remaining = (s.remaining + spare).min(s.limit);
+            usage.push(
+                json!({"policy": s.name, "limit": s.limit, "remaining": remaining, "periodSecs": s.period.as_secs()}),
+            );
         }
     }
     let health = match &state.redis {

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 pub(crate) struct Download {
     pub(crate) url: String,
     pub(crate) user_id: String,
-    /// `once`: the first attempt fails half way; `always`: every attempt fails.
+    /// `once`: the first attempt fails half way; `always`: every attempt fails;
+    /// `until-retried`: every attempt fails until an admin retries the job from the dead letters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) fail: Option<String>,
 }
@@ -138,6 +139,8 @@ async fn download(job: Job<Download>, step: Duration) -> Result<Value, String> {
         let fail = match job.data.fail.as_deref() {
             Some("always") => true,
             Some("once") => job.attempt == 1,
+            // A retry from the dead letters grants a second set of attempts.
+            Some("until-retried") => job.max_attempts <= QueueConfig::youtube_downloads().defaults.attempts,
             _ => false,
         };
         if fail && percent == 60 {
