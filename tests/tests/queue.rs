@@ -195,6 +195,38 @@ mod servers {
         Ok(())
     }
 
+    /// A listener whose connections are dropped (`CLIENT KILL`) in the middle of a run reads on
+    /// after the reconnect from where it was: every job's completion is seen exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queue_events_resume_where_they_left_off_after_connections_drop() -> TestResult {
+        let ctx = Ctx::owned(Deployment::Standalone, |c| c).await;
+        let queue =
+            Queue::<Download>::new(Arc::clone(&ctx.backend), QueueConfig::new("events").prefix(ctx.ns.prefix()))?;
+        let mut events = queue.events(Start::Now).await?;
+        let ids = queue.add_bulk(&(0..400).map(download).collect::<Vec<_>>()).await?;
+        let worker = queue.worker(fast().concurrency(4), |_job| async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok::<_, Error>(())
+        });
+        let mut completed: HashMap<String, u32> = HashMap::new();
+        let mut dropped = false;
+        while completed.len() < ids.len() {
+            let event = tokio::time::timeout(Duration::from_secs(20), events.next()).await??;
+            if event.kind == EventKind::Completed {
+                *completed.entry(event.job.0).or_default() += 1;
+            }
+            if !dropped && completed.len() >= 100 {
+                tokio::task::block_in_place(|| ctx.servers.drop_clients())?;
+                dropped = true;
+            }
+        }
+        worker.shutdown().await;
+        assert!(dropped);
+        assert!(completed.values().all(|&n| n == 1), "no completion seen twice");
+        assert_eq!(completed.len(), ids.len());
+        Ok(())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn redis_killed_and_restarted_with_aof_during_ten_thousand_jobs() -> TestResult {
         let ctx = Ctx::persistent(|c| c).await;
