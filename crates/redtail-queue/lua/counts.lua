@@ -8,12 +8,10 @@ local function consider(id)
 end
 consider(redis.call('LINDEX', K_WAIT, 0))
 consider(redis.call('ZRANGE', K_PRIO, 0, 0)[1])
-local active = 0
-for _, n in ipairs(redis.call('HVALS', K_LEFT)) do active = active + tonumber(n) end
 local out = {
   redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO),
   redis.call('ZCARD', K_DELAY),
-  active,
+  redis.call('HLEN', K_RUN),
   redis.call('LLEN', K_DONE),
   redis.call('ZCARD', K_DEAD),
   redis.call('EXISTS', K_PAUSED),

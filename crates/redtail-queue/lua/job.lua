@@ -18,7 +18,7 @@ if op == 'retry' then
   emit('waiting', id)
   return 1
 end
-if job[1] == 'a' then return -1 end
+if redis.call('HEXISTS', K_RUN, id) == 1 then return -1 end
 if job[1] == 'w' then
   redis.call('LREM', K_WAIT, 1, id)
   redis.call('ZREM', K_PRIO, id)

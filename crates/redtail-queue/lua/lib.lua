@@ -1,14 +1,17 @@
 -- Prepended to every queue script (scripts cannot share code on the server).
 -- KEYS, the same for every script: 1 id counter, 2 waiting list, 3 prioritized set, 4 delayed
--- set, 5 leases (sorted set: batch token -> lease deadline), 6 completed list, 7 dead-letter set,
--- 8 paused flag, 9 wake marker, 10 events stream, 11 rate window, 12 jobs left per lease (hash).
--- A worker takes jobs in batches under one lease token; `b:<token>` lists the batch's job ids.
+-- set, 5 leases (sorted set: a worker lane's token -> lease deadline), 6 completed list,
+-- 7 dead-letter set, 8 paused flag, 9 wake marker, 10 events stream, 11 rate window,
+-- 12 running jobs (hash: id -> "<token> <attempts before this one> <started ms>").
+-- A running job is in the running hash only: its own hash is written when it finishes, so
+-- taking a job costs one read.
 -- ARGV[1]: the queue's key prefix (job keys are built from it; they share the hash tag);
 -- ARGV[2]: how many events the stream keeps (0: no events).
--- Job hash fields: d data, t created ms, n max attempts, a attempts started, s state
--- (w waiting, d delayed, a active, c completed, x dead), o options, y priority, l lease token,
--- st started ms, f finished ms, p progress, r result, e<attempt> error of that attempt.
-local K_ID, K_WAIT, K_PRIO, K_DELAY, K_LEASES, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE, K_LEFT =
+-- Job hash fields: d data, t created ms, n max attempts, a attempts finished (or given up),
+-- s state (w waiting or running, d delayed, c completed, x dead), o options, y priority,
+-- l token of the last attempt's lane, st its start ms, f finished ms, p progress, r result,
+-- e<attempt> error of that attempt.
+local K_ID, K_WAIT, K_PRIO, K_DELAY, K_LEASES, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE, K_RUN =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
 local PREFIX = ARGV[1]
 local EVENTS_CAP = tonumber(ARGV[2])
@@ -23,13 +26,11 @@ local SEQ_SPAN = 4294967296
 
 local function job_key(id) return PREFIX .. 'j:' .. id end
 local function log_key(id) return PREFIX .. 'lg:' .. id end
-local function batch_key(token) return PREFIX .. 'b:' .. token end
 
--- Ends a lease: its token, its count and its list of jobs.
-local function end_lease(token)
-  redis.call('ZREM', K_LEASES, token)
-  redis.call('HDEL', K_LEFT, token)
-  redis.call('DEL', batch_key(token))
+-- The token, attempts before and start of a running job, from its entry in the running hash.
+local function running(entry)
+  local token, before, started = string.match(entry, '^(%S+) (%d+) (%d+)$')
+  return token, tonumber(before), started
 end
 
 local function emit(kind, ids, data)
@@ -126,9 +127,10 @@ local function flush_retired()
   retired = {}
 end
 
+local MINUTE_KEY = PREFIX .. 'm:' .. string.format('%d', math.floor(NOW / 60000))
 local function count_minute(field, n)
   if n <= 0 then return end
-  local key = PREFIX .. 'm:' .. math.floor(NOW / 60000)
+  local key = MINUTE_KEY
   redis.call('HINCRBY', key, field, n)
   redis.call('PEXPIRE', key, 3660000)
 end

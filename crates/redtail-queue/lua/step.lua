@@ -1,100 +1,97 @@
--- A worker's round trip: acknowledge finished jobs, then take new ones under a new lease.
--- ARGV[3]: lease token of the jobs taken; ARGV[4]: lease ms; ARGV[5]: how many to take;
+-- A worker lane's round trip: acknowledge finished jobs, then take new ones under its lease.
+-- ARGV[3]: the lane's lease token; ARGV[4]: lease ms; ARGV[5]: how many to take;
 -- ARGV[6], ARGV[7]: the queue's rate limit (jobs, window ms; 0 jobs: none);
 -- ARGV[8], ARGV[9]: how long and how many dead jobs to keep (for jobs whose lease ran out on
--- their last attempt); ARGV[10]: number of acknowledgements, then 9 values each: kind
--- (c completed, f failed and retried after `delay`, x dead-lettered, r handed back unstarted),
--- id, lease token, attempt, payload (result or error), delay ms, keep ms, keep count, flags
--- (1: the job has a log; 2: a resend after an error, which may have been applied already).
+-- their last attempt); ARGV[10]: 1 when the token is new and its lease is to be created;
+-- ARGV[11]: number of acknowledgements, then 9 values each: kind (c completed, f failed and
+-- retried after `delay`, x dead-lettered, r handed back unstarted), id, attempt, started ms,
+-- payload (result or error), delay ms, keep ms, keep count, flags (1: the job has a log;
+-- 2: a resend after an error, which may have been applied already).
 -- Returns {statuses (1 applied or already applied, 0 refused: the lease was lost),
 -- taken jobs (id, data, attempt, max attempts, options, created ms for each),
--- ms until the next delayed job is due or -1, paused 0/1, ms until the rate window reopens or 0}.
+-- ms until the next delayed job is due or -1, paused 0/1, ms until the rate window reopens or 0,
+-- the server's time in ms, 1 when the lease is held (0: lost, take a new token)}.
 local token, lease, want = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local rate_max, rate_window = tonumber(ARGV[6]), tonumber(ARGV[7])
 local stalled_count = tonumber(ARGV[9])
-local n_acks = tonumber(ARGV[10])
+local n_acks = tonumber(ARGV[11])
 
--- While a lease is held, none of its unacknowledged jobs can have moved: only the recovery of an
--- expired lease (which ends it) or an acknowledgement under it moves them. So a first
--- acknowledgement under a held lease applies without reading the job.
-local held = {}
-local function is_held(tok)
-  local h = held[tok]
-  if h == nil then
-    h = redis.call('ZSCORE', K_LEASES, tok) ~= false
-    held[tok] = h
-  end
-  return h
+-- A lease lost once (it expired and its jobs were taken back) is never held again: its
+-- lane must start over with a new token. While it is held, none of its running jobs can
+-- have moved, so a first acknowledgement applies without reading the job.
+-- An expired lease is lost even before its jobs are taken back (below, in this same call).
+local deadline = redis.call('ZSCORE', K_LEASES, token)
+local held = deadline ~= false and tonumber(deadline) > NOW
+if not deadline and ARGV[10] == '1' then
+  redis.call('ZADD', K_LEASES, NOW + lease, token)
+  held = true
 end
 
-local statuses, done_ids, acked = {}, {}, {}
+local statuses, done_ids, finished = {}, {}, {}
 local completed, failed = 0, 0
 for i = 0, n_acks - 1 do
-  local b = 11 + i * 9
-  local kind, id, tok, attempt = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local payload, delay = ARGV[b + 4], tonumber(ARGV[b + 5])
-  local keep, keep_count, flags = ARGV[b + 6], tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
-  local has_log, resend = flags % 2 == 1, flags >= 2
+  local b = 12 + i * 9
+  local kind, id, attempt, started = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local payload, delay = ARGV[b + 4], ARGV[b + 5]
+  local keep, keep_count, flags = ARGV[b + 6], tonumber(ARGV[b + 7]), ARGV[b + 8]
+  local has_log, resend = flags == '1' or flags == '3', flags == '2' or flags == '3'
   local key = job_key(id)
-  local apply = false
-  if resend then
-    -- Applied before if the job left the active state under this same token.
-    local job = redis.call('HMGET', key, 's', 'l')
-    if job[2] ~= tok then
-      statuses[#statuses + 1] = 0
-    elseif job[1] ~= 'a' then
-      statuses[#statuses + 1] = 1
-    else
-      apply = is_held(tok)
-      statuses[#statuses + 1] = apply and 1 or 0
+  local apply = held
+  if held and resend then
+    -- Still running this attempt here: not applied yet. Otherwise applied before if the
+    -- job's last attempt is this one, from this lane.
+    local entry = redis.call('HGET', K_RUN, id)
+    local run_token, before = nil, nil
+    if entry then run_token, before = running(entry) end
+    apply = run_token == token and before + 1 == tonumber(attempt)
+    if not apply then
+      local job = redis.call('HMGET', key, 'l', 'a')
+      statuses[#statuses + 1] = (job[1] == token and tonumber(job[2]) == tonumber(attempt)) and 1 or 0
     end
-  else
-    apply = is_held(tok)
-    statuses[#statuses + 1] = apply and 1 or 0
+  elseif not held then
+    statuses[#statuses + 1] = 0
   end
   if apply then
-    acked[tok] = (acked[tok] or 0) + 1
+    statuses[#statuses + 1] = 1
+    finished[#finished + 1] = id
     if kind == 'c' then
-      redis.call('HSET', key, 's', 'c', 'f', NOW_S, 'r', payload)
+      redis.call('HSET', key, 's', 'c', 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'r', payload)
       retire(K_DONE, id, keep, keep_count, has_log)
       done_ids[#done_ids + 1] = id
       completed = completed + 1
     elseif kind == 'f' then
       failed = failed + 1
       emit('failed', id, payload)
-      if delay > 0 then
-        redis.call('HSET', key, 's', 'd', 'e' .. attempt, payload)
-        redis.call('ZADD', K_DELAY, NOW + delay, id)
+      if delay ~= '0' then
+        redis.call('HSET', key, 's', 'd', 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
+        redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
       else
-        redis.call('HSET', key, 's', 'w', 'e' .. attempt, payload)
+        redis.call('HSET', key, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
         enqueue(id, redis.call('HGET', key, 'y'))
         wake()
       end
-      emit('retrying', id, tostring(delay))
+      emit('retrying', id, delay)
     elseif kind == 'x' then
       failed = failed + 1
-      redis.call('HSET', key, 's', 'x', 'f', NOW_S, 'e' .. attempt, payload)
+      redis.call('HSET', key, 's', 'x', 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'e' .. attempt, payload)
       retire(K_DEAD, id, keep, keep_count, has_log)
       emit('failed', id, payload)
       emit('dead', id)
     else
-      redis.call('HINCRBY', key, 'a', -1)
-      redis.call('HSET', key, 's', 'w')
+      -- Handed back unstarted: the attempt does not count.
       enqueue(id, redis.call('HGET', key, 'y'), true)
       wake()
     end
   end
 end
-for tok, n in pairs(acked) do
-  if redis.call('HINCRBY', K_LEFT, tok, -n) <= 0 then end_lease(tok) end
-end
+if #finished > 0 then redis.call('HDEL', K_RUN, unpack(finished)) end
 flush_retired()
 emit('completed', table.concat(done_ids, ' '))
 count_minute('c', completed)
 count_minute('f', failed)
 
 -- Delayed jobs that are due join the line.
-local due = redis.call('ZRANGEBYSCORE', K_DELAY, '-inf', NOW, 'LIMIT', 0, 1000)
+local due = redis.call('ZRANGEBYSCORE', K_DELAY, '-inf', NOW_S, 'LIMIT', 0, 1000)
 if #due > 0 then
   redis.call('ZREM', K_DELAY, unpack(due))
   for _, id in ipairs(due) do
@@ -108,33 +105,42 @@ if #due > 0 then
   emit('waiting', table.concat(due, ' '))
 end
 
--- Jobs whose lease ran out (their worker died or lost Redis) run again, or are dead-lettered
--- when that was their last attempt.
-for _, tok in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', NOW, 'LIMIT', 0, 10)) do
-  for _, id in ipairs(redis.call('LRANGE', batch_key(tok), 0, -1)) do
-    local key = job_key(id)
-    local job = redis.call('HMGET', key, 's', 'l', 'a', 'n', 'y')
-    if job[1] == 'a' and job[2] == tok then
+-- Jobs whose lane's lease ran out (the worker died or lost Redis) run again, or are
+-- dead-lettered when that was their last attempt.
+local expired = redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', NOW_S, 'LIMIT', 0, 10)
+if #expired > 0 then
+  local gone = {}
+  for _, tok in ipairs(expired) do
+    gone[tok] = true
+    redis.call('ZREM', K_LEASES, tok)
+  end
+  local entries = redis.call('HGETALL', K_RUN)
+  for i = 1, #entries, 2 do
+    local id = entries[i]
+    local tok, before = running(entries[i + 1])
+    if gone[tok] then
+      redis.call('HDEL', K_RUN, id)
+      local key = job_key(id)
+      local job = redis.call('HMGET', key, 'n', 'y')
+      local attempt = string.format('%d', before + 1)
+      local reason = 'lease expired: the worker stopped or lost Redis during attempt ' .. attempt
       emit('stalled', id)
-      local a, n = tonumber(job[3]) or 0, tonumber(job[4]) or 1
-      local reason = 'lease expired: the worker stopped or lost Redis during attempt ' .. a
-      if a >= n then
-        redis.call('HSET', key, 's', 'x', 'f', NOW_S, 'e' .. a, reason)
+      if before + 1 >= (tonumber(job[1]) or 1) then
+        redis.call('HSET', key, 's', 'x', 'a', attempt, 'f', NOW_S, 'e' .. attempt, reason)
         retire(K_DEAD, id, ARGV[8], stalled_count, true)
         emit('dead', id)
       else
-        redis.call('HSET', key, 's', 'w', 'e' .. a, reason)
-        enqueue(id, job[5], true)
+        redis.call('HSET', key, 'a', attempt, 'e' .. attempt, reason)
+        enqueue(id, job[2], true)
       end
     end
   end
-  end_lease(tok)
+  flush_retired()
 end
-flush_retired()
 
 local paused = redis.call('EXISTS', K_PAUSED)
 local limited_until = 0
-if paused == 1 then want = 0 end
+if paused == 1 or not held then want = 0 end
 if want > 0 and rate_max > 0 then
   local used = tonumber(redis.call('GET', K_RATE) or '0')
   if used >= rate_max then
@@ -154,27 +160,26 @@ if want > 0 then
     if plain then for _, id in ipairs(plain) do ids[#ids + 1] = id end end
   end
 end
-local taken = {}
+local taken, entries = {}, {}
+local stamp = ' ' .. NOW_S
 for _, id in ipairs(ids) do
-  local key = job_key(id)
-  local job = redis.call('HMGET', key, 'd', 'a', 'n', 'o', 't')
+  local job = redis.call('HMGET', job_key(id), 'd', 'a', 'n', 'o', 't')
   -- A job deleted while waiting leaves only its id behind.
   if job[1] then
-    local attempt = (tonumber(job[2]) or 0) + 1
-    redis.call('HSET', key, 's', 'a', 'a', string.format('%d', attempt), 'l', token, 'st', NOW_S)
+    local before = job[2] or '0'
     taken[#taken + 1] = id
+    entries[#entries + 1] = id
+    entries[#entries + 1] = token .. ' ' .. before .. stamp
     jobs[#jobs + 1] = id
     jobs[#jobs + 1] = job[1]
-    jobs[#jobs + 1] = attempt
+    jobs[#jobs + 1] = tonumber(before) + 1
     jobs[#jobs + 1] = job[3] or '1'
     jobs[#jobs + 1] = job[4] or ''
     jobs[#jobs + 1] = job[5] or '0'
   end
 end
 if #taken > 0 then
-  redis.call('RPUSH', batch_key(token), unpack(taken))
-  redis.call('HSET', K_LEFT, token, #taken)
-  redis.call('ZADD', K_LEASES, NOW + lease, token)
+  redis.call('HSET', K_RUN, unpack(entries))
   emit('active', table.concat(taken, ' '))
   if rate_max > 0 then
     if redis.call('INCRBY', K_RATE, #taken) == #taken then redis.call('PEXPIRE', K_RATE, rate_window) end
@@ -184,4 +189,5 @@ if #taken > 0 then
 end
 
 local next_due = tonumber(redis.call('ZRANGE', K_DELAY, 0, 0, 'WITHSCORES')[2])
-return { statuses, jobs, next_due and math.max(next_due - NOW, 0) or -1, paused, limited_until }
+return { statuses, jobs, next_due and math.max(next_due - NOW, 0) or -1, paused, limited_until, NOW,
+  held and 1 or 0 }

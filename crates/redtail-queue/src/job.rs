@@ -38,7 +38,6 @@ impl JobState {
         Some(match code {
             "w" => JobState::Waiting,
             "d" => JobState::Delayed,
-            "a" => JobState::Active,
             "c" => JobState::Completed,
             "x" => JobState::Dead,
             _ => return None,
@@ -55,7 +54,7 @@ pub struct JobInfo {
     pub state: JobState,
     /// Its data, as JSON.
     pub data: serde_json::Value,
-    /// Attempts started so far (the running one included).
+    /// Attempts started so far (a running one included).
     pub attempts_started: u32,
     /// Attempts allowed.
     pub max_attempts: u32,

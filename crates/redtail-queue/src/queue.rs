@@ -182,6 +182,7 @@ pub(crate) mod k {
     pub(crate) const PAUSED: usize = 7;
     pub(crate) const MARK: usize = 8;
     pub(crate) const EVENTS: usize = 9;
+    pub(crate) const RUN: usize = 11;
 }
 
 impl<T: Serialize> Queue<T> {
@@ -189,7 +190,7 @@ impl<T: Serialize> Queue<T> {
     pub fn new(backend: Arc<dyn Backend>, config: QueueConfig) -> Result<Self> {
         config.validate()?;
         let tagged = Namespace::new(config.prefix.as_str())?.tagged(&config.name);
-        let keys = ["id", "w", "p", "d", "leases", "c", "x", "paused", "mk", "ev", "rl", "left"]
+        let keys = ["id", "w", "p", "d", "leases", "c", "x", "paused", "mk", "ev", "rl", "run"]
             .map(|part| tagged.key([part]))
             .to_vec();
         let prefix = format!("{}:{{{}}}:", config.prefix, config.name);
@@ -277,8 +278,17 @@ impl<T> Queue<T> {
     /// A job by id, in whatever state, or `None` when there is no such job (never added,
     /// deleted, or past its retention).
     pub async fn get(&self, id: &str) -> Result<Option<JobInfo>> {
-        let fields = self.inner.backend.call(Cmd::new("HGETALL").key(&self.inner.job_key(id))).await?;
-        reply::job_info(id, fields)
+        let inner = &self.inner;
+        let cmds = vec![Cmd::new("HGETALL").key(&inner.job_key(id)), Cmd::new("HGET").key(inner.key(k::RUN)).arg(id)];
+        let mut replies = inner.backend.pipeline(cmds).await?.into_iter();
+        let (Some(fields), Some(entry)) = (replies.next(), replies.next()) else {
+            return Err(Error::Reply("a pipeline of 2 returned fewer replies".to_owned()));
+        };
+        let mut job = reply::job_info(id, fields)?;
+        if let (Some(job), Some(entry)) = (job.as_mut(), entry.into_opt_bytes()?) {
+            reply::apply_running(job, &String::from_utf8_lossy(&entry));
+        }
+        Ok(job)
     }
 
     /// The lines logged by a job with [`Job::log`](crate::Job::log), oldest first.
@@ -295,6 +305,7 @@ impl<T> Queue<T> {
             return Ok(Vec::new());
         }
         let last = offset.saturating_add(count - 1);
+        let mut running = std::collections::HashMap::new();
         let ids = match state {
             JobState::Waiting => {
                 // Prioritized jobs run first, then the plain list.
@@ -312,14 +323,12 @@ impl<T> Queue<T> {
             }
             JobState::Delayed => zrange(inner, k::DELAY, offset, last, false).await?,
             JobState::Active => {
-                // Jobs of each held lease, oldest lease first; finished ones are filtered below.
-                let mut ids = Vec::new();
-                for token in zrange(inner, k::LEASES, 0, 1000, false).await? {
-                    let batch = Key::from_raw(format!("{}b:{token}", inner.prefix));
-                    for id in inner.backend.call(Cmd::new("LRANGE").key(&batch).arg(0).arg(-1)).await?.into_array()? {
-                        ids.push(id.into_string()?);
-                    }
+                let entries = inner.backend.call(Cmd::new("HGETALL").key(inner.key(k::RUN))).await?;
+                for (id, entry) in reply::pairs(entries)? {
+                    running.insert(id.into_string()?, entry.into_string()?);
                 }
+                let mut ids: Vec<String> = running.keys().cloned().collect();
+                ids.sort_unstable_by(|a, b| running[a].rsplit(' ').next().cmp(&running[b].rsplit(' ').next()));
                 let skip = usize::try_from(offset).unwrap_or(usize::MAX);
                 ids.into_iter().skip(skip).take(usize::try_from(count).unwrap_or(usize::MAX)).collect()
             }
@@ -347,8 +356,12 @@ impl<T> Queue<T> {
         let replies = inner.backend.pipeline(cmds).await?;
         let mut jobs = Vec::with_capacity(ids.len());
         for (id, fields) in ids.iter().zip(replies) {
+            let mut job = reply::job_info(id, fields)?;
+            if let (Some(job), Some(entry)) = (job.as_mut(), running.get(id)) {
+                reply::apply_running(job, entry);
+            }
             // A job may move on, or expire, between the two reads.
-            if let Some(job) = reply::job_info(id, fields)?.filter(|job| job.state == state) {
+            if let Some(job) = job.filter(|job| job.state == state) {
                 jobs.push(job);
             }
         }

@@ -46,9 +46,9 @@ pub(crate) fn metrics(reply: &[Value]) -> Result<Metrics> {
     })
 }
 
-/// A job hash from `HGETALL` (a flat array, or a RESP3 map); `None` when empty.
-pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
-    let pairs: Vec<(Value, Value)> = match fields {
+/// The field-value pairs of an `HGETALL` reply (a flat array, or a RESP3 map).
+pub(crate) fn pairs(reply: Value) -> Result<Vec<(Value, Value)>> {
+    Ok(match reply {
         Value::Map(pairs) => pairs,
         other => {
             let flat = other.into_array()?;
@@ -59,7 +59,12 @@ pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
             }
             pairs
         }
-    };
+    })
+}
+
+/// A job hash from `HGETALL`; `None` when empty.
+pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
+    let pairs = pairs(fields)?;
     if pairs.is_empty() {
         return Ok(None);
     }
@@ -103,6 +108,17 @@ pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
     }
     job.errors.sort_by_key(|(attempt, _)| *attempt);
     Ok(Some(job))
+}
+
+/// Marks a job as running from its entry in the running hash
+/// (`<token> <attempts before> <started ms>`): its own hash is written only when it finishes.
+pub(crate) fn apply_running(job: &mut JobInfo, entry: &str) {
+    let mut parts = entry.split(' ').skip(1);
+    let before = parts.next().and_then(|n| n.parse::<u32>().ok()).unwrap_or(job.attempts_started);
+    job.state = JobState::Active;
+    job.attempts_started = before + 1;
+    job.started_ms = parts.next().and_then(|n| n.parse().ok()).or(job.started_ms);
+    job.finished_ms = None;
 }
 
 /// Stored JSON, or the text itself when it is not JSON (data written by something else).

@@ -36,9 +36,10 @@ pub struct WorkerOptions {
     /// and acknowledging its jobs in batches in one round trip, so one lane's jobs run while
     /// the other's round trip is at the server.
     pub concurrency: usize,
-    /// How long jobs stay this worker's without renewal; renewed every third of it while their
-    /// handlers run. Jobs taken together share one lease. If the worker dies, its jobs run
-    /// again this long after.
+    /// How long jobs stay this worker's without renewal; renewed every third of it. Each lane
+    /// holds one lease for all its jobs. If the worker dies, its jobs run again this long after;
+    /// if it loses its lease (a pause longer than the lease), it cancels its jobs and starts
+    /// over, since they run elsewhere.
     pub lease: Duration,
     /// On shutdown, how long running jobs may take to finish before they are cancelled and
     /// handed back to the queue.
@@ -168,8 +169,9 @@ impl WorkerHandle {
 struct Ack {
     kind: &'static str,
     id: String,
-    token: Arc<str>,
     attempt: u32,
+    /// When the attempt started, in the server's ms.
+    started: u64,
     payload: String,
     delay: Duration,
     keep: Retention,
@@ -184,8 +186,8 @@ impl Ack {
         out.extend([
             Arg::from(self.kind),
             Arg::from(self.id.as_str()),
-            Arg::from(&*self.token),
             Arg::from(self.attempt),
+            Arg::from(self.started),
             Arg::from(self.payload.as_str()),
             Arg::from(millis(self.delay)),
             Arg::from(millis(self.keep.age)),
@@ -195,10 +197,10 @@ impl Ack {
     }
 }
 
-/// A job being run by this worker.
+/// A job being run by this lane.
 struct Running {
-    token: Arc<str>,
     attempt: u32,
+    started: u64,
     keep_failed: Retention,
     abort: AbortHandle,
 }
@@ -221,7 +223,7 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
         let counters = Arc::new(Counters::default());
         let mut id = [0u8; 8];
         // Only makes tokens unique between workers; a fixed id from a failed read still works
-        // because tokens also carry the process id, the lane and a sequence.
+        // because tokens also carry the process id, the lane and a generation.
         let _ = getrandom::fill(&mut id);
         let worker_id = format!("{}-{}", std::process::id(), id.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let concurrency = options.concurrency.max(1);
@@ -241,8 +243,10 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
                     },
                     handler: Arc::clone(&handler),
                     counters: Arc::clone(&counters),
-                    worker_id: format!("{worker_id}-{lane}"),
-                    seq: 0,
+                    lane_id: format!("{worker_id}-{lane}"),
+                    generation: 0,
+                    token: Arc::from(format!("{worker_id}-{lane}:0")),
+                    registered: false,
                     wake: wake_rx.clone(),
                     running: HashMap::new(),
                     acks: Vec::new(),
@@ -283,8 +287,13 @@ struct Runner<T, F> {
     options: WorkerOptions,
     handler: Arc<F>,
     counters: Arc<Counters>,
-    worker_id: String,
-    seq: u64,
+    lane_id: String,
+    /// How many leases this lane has lost; part of its token.
+    generation: u64,
+    /// The lane's lease token: every job it takes runs under it.
+    token: Arc<str>,
+    /// Whether the lease of `token` has been created.
+    registered: bool,
     wake: watch::Receiver<u64>,
     running: HashMap<String, Running>,
     acks: Vec<Ack>,
@@ -340,6 +349,13 @@ where
                 next_renew = Instant::now() + renew_every;
             }
             if stopping && self.running.is_empty() && self.acks.is_empty() {
+                // Nothing runs under the lease any more: end it rather than let it expire.
+                if self.registered {
+                    let cmd = Cmd::new("ZREM").key(self.inner.key(k::LEASES)).arg(&*self.token);
+                    if let Err(e) = self.inner.backend.call(cmd).await {
+                        tracing::debug!(error = %e, "queue worker: could not end its lease; it expires");
+                    }
+                }
                 break;
             }
             let want = if stopping || !more { 0 } else { self.options.concurrency.saturating_sub(self.running.len()) };
@@ -391,18 +407,32 @@ where
 
     /// Takes a finished attempt's acknowledgement, unless the job was meanwhile lost or handed back.
     fn accept(&mut self, ack: Ack) {
-        if self.running.get(&ack.id).is_some_and(|r| r.token == ack.token) {
+        if self.running.get(&ack.id).is_some_and(|r| r.attempt == ack.attempt) {
             self.running.remove(&ack.id);
             self.acks.push(ack);
         }
+    }
+
+    /// The lane's lease was lost (it expired, and its jobs were taken back): cancel what runs,
+    /// forget what is unacknowledged (it would be refused), and start over with a new token.
+    fn lose_lease(&mut self) {
+        for (id, running) in self.running.drain() {
+            running.abort.abort();
+            self.counters.lost.fetch_add(1, Relaxed);
+            tracing::warn!(job = %id, queue = %self.inner.config.name, "queue worker: lease lost; handler cancelled");
+        }
+        self.counters.refused.fetch_add(self.acks.len() as u64, Relaxed);
+        self.acks.clear();
+        self.generation += 1;
+        self.token = Arc::from(format!("{}:{}", self.lane_id, self.generation));
+        self.registered = false;
     }
 
     /// One round trip: the pending acknowledgements, and up to `want` new jobs.
     async fn step(&mut self, want: usize, tx: &mpsc::UnboundedSender<Ack>) -> Result<Step> {
         let inner = Arc::clone(&self.inner);
         let config = &inner.config;
-        self.seq += 1;
-        let token: Arc<str> = format!("{}:{}", self.worker_id, self.seq).into();
+        let token = Arc::clone(&self.token);
         let (rate_max, rate_window) = config.rate_limit.map_or((0, 0), |r| (r.max, millis(r.period)));
         let stalled = config.defaults.keep_failed;
         let mut args = vec![
@@ -413,6 +443,7 @@ where
             Arg::from(rate_window),
             Arg::from(millis(stalled.age)),
             Arg::from(stalled.count),
+            Arg::from(if self.registered { "0" } else { "1" }),
             Arg::from(self.acks.len()),
         ];
         for ack in &self.acks {
@@ -424,6 +455,12 @@ where
         let statuses = next()?.into_array()?;
         let jobs = next()?.into_array()?;
         let (next_due, paused, limited) = (next()?.as_int()?, next()?.as_int()? == 1, next()?.as_int()?);
+        let (now_ms, held) = (u64::try_from(next()?.as_int()?).unwrap_or(0), next()?.as_int()? == 1);
+        if !held {
+            self.lose_lease();
+            return Ok(Step { taken: 0, paused, recheck: None });
+        }
+        self.registered = true;
 
         for (ack, status) in std::mem::take(&mut self.acks).iter().zip(statuses) {
             let counter = match (status.as_int()?, ack.kind) {
@@ -445,7 +482,7 @@ where
         {
             let (id, data) = (id.into_string()?, data.into_bytes()?);
             let numbers = (attempt.as_int()?, max.as_int()?, created.as_int()?);
-            self.start(id, &data, numbers, &options.into_string()?, Arc::clone(&token), tx);
+            self.start(id, &data, numbers, &options.into_string()?, now_ms, tx);
         }
         let now = Instant::now();
         let after = |ms: i64| u64::try_from(ms).ok().map(|ms| now + Duration::from_millis(ms));
@@ -463,7 +500,7 @@ where
         data: &[u8],
         (attempt, max, created): (i64, i64, i64),
         options: &str,
-        token: Arc<str>,
+        started: u64,
         tx: &mpsc::UnboundedSender<Ack>,
     ) {
         let stored = if options.is_empty() {
@@ -479,8 +516,8 @@ where
         let ack = |kind, payload, delay, keep| Ack {
             kind,
             id: id.clone(),
-            token: Arc::clone(&token),
             attempt,
+            started,
             payload,
             delay,
             keep,
@@ -504,7 +541,7 @@ where
             max_attempts,
             created_ms: u64::try_from(created).unwrap_or(0),
             timeout,
-            token: Arc::clone(&token),
+            token: Arc::clone(&self.token),
             inner: Arc::clone(&self.inner),
             logged: Arc::default(),
         };
@@ -543,38 +580,22 @@ where
             let _ = tx.send(ack);
         };
         let abort = tokio::spawn(task).abort_handle();
-        self.running.insert(id, Running { token, attempt, keep_failed: stored.keep_failed, abort });
+        self.running.insert(id, Running { attempt, started, keep_failed: stored.keep_failed, abort });
     }
 
-    /// Renews the leases this worker holds; cancels the jobs of those found lost.
+    /// Renews the lane's lease; on finding it lost, starts over.
     async fn renew(&mut self) {
-        let mut tokens: Vec<&Arc<str>> = self.running.values().map(|r| &r.token).collect();
-        tokens.sort_unstable();
-        tokens.dedup();
-        if tokens.is_empty() {
+        if !self.registered {
             return;
         }
-        let mut args = vec![Arg::from(millis(self.options.lease))];
-        args.extend(tokens.into_iter().map(|t| Arg::from(&**t)));
-        let lost = match self.inner.run(&RENEW, args).await.and_then(|v| Ok(v.into_array()?)) {
-            Ok(lost) => lost,
+        let args = [Arg::from(millis(self.options.lease)), Arg::from(&*self.token)];
+        match self.inner.run(&RENEW, args).await.and_then(|v| Ok(v.into_array()?)) {
+            Ok(lost) if lost.is_empty() => {}
+            Ok(_) => self.lose_lease(),
             Err(e) => {
                 self.counters.redis_errors.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, queue = %self.inner.config.name, "queue worker: lease renewal failed; retrying");
-                return;
             }
-        };
-        for token in lost {
-            let Ok(token) = token.into_string() else { continue };
-            self.running.retain(|id, running| {
-                if *running.token != *token {
-                    return true;
-                }
-                running.abort.abort();
-                self.counters.lost.fetch_add(1, Relaxed);
-                tracing::warn!(job = %id, queue = %self.inner.config.name, "queue worker: lease lost; handler cancelled");
-                false
-            });
         }
     }
 
@@ -585,8 +606,8 @@ where
             self.acks.push(Ack {
                 kind: "r",
                 id,
-                token: running.token,
                 attempt: running.attempt,
+                started: running.started,
                 payload: String::new(),
                 delay: Duration::ZERO,
                 keep: running.keep_failed,
