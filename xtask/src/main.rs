@@ -22,10 +22,13 @@ cargo xtask <command>
   ci                       everything CI checks: fmt, clippy, tidy, tests on real servers, docs, cargo-deny
   test [-- <nextest args>] the test suites with a standalone, a cluster and a sentinel deployment up
   tour                     start a redis-server and run the Backend tour example against it
-  bench [--compare] [workload...]
+  bench [--compare] [--cluster] [workload...]
                            build the benchmark workloads in release mode and run them against a
                            redis-server of their own (or REDIS_URL); --compare also runs
                            ../shared/baseline/run.sh and ../shared/peers/run.sh on the same server
+                           and draws docs/benchmarks.svg; --cluster runs them again on a local
+                           3-primary cluster
+  chart <file>             redraw docs/benchmarks.svg from the JSON lines a bench --compare printed
   redis [standalone|cluster|sentinel]
                            start local servers, print their URLs, stop them on Enter or Ctrl-C
 ";
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("tour") => tour(),
         Some("bench") => bench(&args[1..]),
+        Some("chart") => chart(args.get(1).map(String::as_str)),
         Some("redis") => redis(args.get(1).map(String::as_str)),
         Some("help" | "--help" | "-h") | None => {
             eprint!("{HELP}");
@@ -126,11 +130,18 @@ fn start_all() -> Result<Vec<TestRedis>> {
 }
 
 /// Runs the workloads of `../shared/BENCHMARKS.md`, then (with `--compare`) the references on
-/// the same server, and prints every JSON line plus the ratios.
+/// the same server, and prints every JSON line plus the ratios; `--cluster` runs the workloads
+/// again on a local 3-primary cluster and prints each cluster/standalone ratio.
 fn bench(args: &[String]) -> Result {
     let compare = args.iter().any(|a| a == "--compare");
+    let cluster = args.iter().any(|a| a == "--cluster");
     let is_workload = |a: &String| !a.starts_with("--") && a.parse::<f64>().is_err();
-    let workloads: Vec<&String> = args.iter().filter(|a| is_workload(a)).collect();
+    let workloads: Vec<&str> = args.iter().filter(|a| is_workload(a)).map(String::as_str).collect();
+    // One process per workload, as the references run: no workload inherits another's heap.
+    let workloads =
+        if workloads.is_empty() { vec!["raw", "ratelimit", "session", "cache", "queue"] } else { workloads };
+    let flags: Vec<&String> =
+        args.iter().filter(|a| !is_workload(a) && !matches!(a.as_str(), "--compare" | "--cluster")).collect();
     run("cargo", ["build", "--release", "--quiet", "-p", "redtail-bench"], &[])?;
     let owned;
     let url = match env::var("REDIS_URL") {
@@ -141,41 +152,150 @@ fn bench(args: &[String]) -> Result {
         }
     };
     let binary = root().join("target/release/redtail-bench");
-    // One process per workload, as the references run: no workload inherits another's heap.
-    let all = ["raw", "ratelimit", "session", "cache", "queue"];
-    let workloads: Vec<&str> =
-        if workloads.is_empty() { all.to_vec() } else { workloads.iter().map(|w| w.as_str()).collect() };
-    let flags: Vec<&String> = args.iter().filter(|a| !is_workload(a) && *a != "--compare").collect();
+    let steps = workloads.len() * (1 + usize::from(cluster)) + if compare { 2 } else { 0 };
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .map_err(|e| e.to_string())?,
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let mut lines = Vec::new();
-    for workload in workloads {
-        lines.extend(capture(Command::new(&binary).arg(workload).args(&flags).env("REDIS_URL", &url))?);
+    for workload in &workloads {
+        bar.set_message(format!("redtail {workload}"));
+        lines.extend(capture(&bar, Command::new(&binary).arg(workload).args(&flags).env("REDIS_URL", &url))?);
+        bar.inc(1);
+    }
+    if cluster {
+        let servers = TestRedis::owned(Deployment::Cluster).map_err(|e| e.to_string())?;
+        let mut on_cluster = Vec::new();
+        for workload in &workloads {
+            bar.set_message(format!("redtail {workload} on a cluster"));
+            let found =
+                capture(&bar, Command::new(&binary).arg(workload).args(&flags).env("REDIS_URL", servers.url()))?;
+            on_cluster.extend(
+                found.into_iter().map(|l| l.replacen("\"impl\":\"redtail\"", "\"impl\":\"redtail-cluster\"", 1)),
+            );
+            bar.inc(1);
+        }
+        bar.suspend(|| print_ratios(&on_cluster, &lines, "redtail-cluster / redtail standalone"));
+        lines.extend(on_cluster);
     }
     if compare {
         let (host, port) = host_port(&url)?;
         let shared = root().join("../shared");
         for script in ["baseline/run.sh", "peers/run.sh"] {
+            bar.set_message(script.to_owned());
             let path = shared.join(script);
             if path.exists() {
-                lines.extend(capture(Command::new("bash").arg(&path).arg(&host).arg(&port))?);
+                lines.extend(capture(&bar, Command::new("bash").arg(&path).arg(&host).arg(&port))?);
             } else {
-                eprintln!("xtask: {} is missing; skipping it", path.display());
+                bar.suspend(|| eprintln!("xtask: {} is missing; skipping it", path.display()));
             }
+            bar.inc(1);
         }
-        print_ratios(&lines);
+        let ours: Vec<String> =
+            lines.iter().filter(|l| field(l, "impl").as_deref() == Some("redtail")).cloned().collect();
+        let others: Vec<String> =
+            lines.iter().filter(|l| !field(l, "impl").is_some_and(|i| i.starts_with("redtail"))).cloned().collect();
+        bar.suspend(|| print_ratios(&ours, &others, "redtail / other, same run"));
+        let chart = root().join("docs/benchmarks.svg");
+        fs::write(&chart, chart_svg(&lines)).map_err(|e| format!("cannot write {}: {e}", chart.display()))?;
+        bar.suspend(|| eprintln!("xtask: wrote {}", chart.display()));
     }
+    bar.finish_and_clear();
     Ok(())
 }
 
-/// Runs a command, echoing and returning its stdout lines.
-fn capture(command: &mut Command) -> Result<Vec<String>> {
+/// Redraws `docs/benchmarks.svg` from the JSON lines of a saved `bench --compare` run.
+fn chart(file: Option<&str>) -> Result {
+    let file = file.ok_or("usage: cargo xtask chart <file with the JSON lines of a bench --compare run>")?;
+    let text = fs::read_to_string(file).map_err(|e| format!("cannot read {file}: {e}"))?;
+    let lines: Vec<String> = text.lines().filter(|l| l.starts_with('{')).map(str::to_owned).collect();
+    let chart = root().join("docs/benchmarks.svg");
+    fs::write(&chart, chart_svg(&lines)).map_err(|e| format!("cannot write {}: {e}", chart.display()))
+}
+
+/// A bar chart of throughput per workload: redtail, the Node stack and the best Rust peer, each
+/// workload scaled to its fastest, with the figures written on the bars.
+fn chart_svg(lines: &[String]) -> String {
+    let rows: [(&str, &str, &str); 9] = [
+        ("raw.get", "raw.get", "per_sec"),
+        ("raw.set", "raw.set", "per_sec"),
+        ("ratelimit", "ratelimit", "per_sec"),
+        ("session.create", "session.create", "per_sec"),
+        ("session.get", "session.get", "per_sec"),
+        ("cache.set_tagged", "cache.set_tagged", "per_sec"),
+        ("cache.get_hit", "cache.get_hit", "per_sec"),
+        ("queue add", "queue", "add_per_sec"),
+        ("queue process", "queue", "process_per_sec"),
+    ];
+    let value = |line: &String, metric: &str| field(line, metric).and_then(|v| v.parse::<f64>().ok());
+    let best = |bench: &str, metric: &str, pick: &dyn Fn(&str) -> bool| {
+        lines
+            .iter()
+            .filter(|l| field(l, "bench").as_deref() == Some(bench) && field(l, "impl").is_some_and(|i| pick(&i)))
+            .filter_map(|l| Some((value(l, metric)?, field(l, "impl")?)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    let (width, row_height, label) = (960.0, 66.0, 150.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"22\" font-size=\"15\" font-weight=\"bold\">Throughput per workload (ops/s, one run; bars scaled per workload)</text>\n\
+         <rect x=\"560\" y=\"32\" width=\"12\" height=\"12\" fill=\"#b4311f\"/><text x=\"577\" y=\"43\">redtail</text>\n\
+         <rect x=\"640\" y=\"32\" width=\"12\" height=\"12\" fill=\"#6b7280\"/><text x=\"657\" y=\"43\">Node stack</text>\n\
+         <rect x=\"740\" y=\"32\" width=\"12\" height=\"12\" fill=\"#2563eb\"/><text x=\"757\" y=\"43\">best Rust peer</text>\n",
+        60.0 + row_height * rows.len() as f64
+    );
+    for (i, (title, bench, metric)) in rows.iter().enumerate() {
+        let bars = [
+            (best(bench, metric, &|i| i == "redtail"), "#b4311f"),
+            (best(bench, metric, &|i| i.starts_with("node")), "#6b7280"),
+            (best(bench, metric, &|i| i.starts_with("rust-")), "#2563eb"),
+        ];
+        let top = bars.iter().filter_map(|(b, _)| b.as_ref().map(|b| b.0)).fold(0.0, f64::max);
+        let y = 56.0 + row_height * i as f64;
+        svg.push_str(&format!("<text x=\"10\" y=\"{}\" font-weight=\"bold\">{title}</text>\n", y + 24.0));
+        for (j, (bar, color)) in bars.iter().enumerate() {
+            let Some((v, who)) = bar else { continue };
+            let length = if top > 0.0 { (width - label - 300.0) * v / top } else { 0.0 };
+            let by = y + 4.0 + 19.0 * j as f64;
+            svg.push_str(&format!(
+                "<rect x=\"{label}\" y=\"{by}\" width=\"{length:.1}\" height=\"16\" fill=\"{color}\"/>\n\
+                 <text x=\"{:.1}\" y=\"{}\">{} ({who})</text>\n",
+                label + length + 6.0,
+                by + 12.5,
+                thousands(*v)
+            ));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn thousands(v: f64) -> String {
+    let digits = format!("{v:.0}");
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Runs a command, echoing and returning its stdout lines above the progress bar.
+fn capture(bar: &indicatif::ProgressBar, command: &mut Command) -> Result<Vec<String>> {
     let shown = format!("{command:?}");
-    eprintln!("\n==> {shown}");
+    // println on a progress bar prints nothing when stderr is not a terminal: suspend it instead.
+    bar.suspend(|| eprintln!("==> {shown}"));
     let output =
-        command.stderr(std::process::Stdio::inherit()).output().map_err(|e| format!("cannot run {shown}: {e}"))?;
+        command.stderr(std::process::Stdio::piped()).output().map_err(|e| format!("cannot run {shown}: {e}"))?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    print!("{text}");
+    bar.suspend(|| print!("{text}"));
     if !output.status.success() {
-        return Err(format!("{shown} failed: {}", output.status));
+        return Err(format!("{shown} failed: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr)));
     }
     Ok(text.lines().map(str::to_owned).collect())
 }
@@ -196,18 +316,23 @@ fn field(line: &str, name: &str) -> Option<String> {
     Some(rest[..end].trim_matches('"').to_owned())
 }
 
-/// Prints redtail's throughput over every other implementation's, per workload and metric.
-fn print_ratios(lines: &[String]) {
-    println!("\nratios (redtail / other, same run):");
+/// Prints each of `ours` over each same-workload line of `others`, per metric.
+fn print_ratios(ours: &[String], others: &[String], title: &str) {
+    println!("\nratios ({title}):");
     for metric in ["per_sec", "add_per_sec", "process_per_sec"] {
-        for ours in lines.iter().filter(|l| field(l, "impl").as_deref() == Some("redtail")) {
-            let (Some(bench), Some(value)) = (field(ours, "bench"), field(ours, metric)) else { continue };
+        for mine in ours {
+            let (Some(bench), Some(value)) = (field(mine, "bench"), field(mine, metric)) else { continue };
             let Ok(value) = value.parse::<f64>() else { continue };
-            for other in lines.iter().filter(|l| field(l, "impl").as_deref() != Some("redtail")) {
-                let same = field(other, "bench").as_deref() == Some(bench.as_str());
+            let algorithm = field(mine, "algorithm");
+            for other in others {
+                let same = field(other, "bench").as_deref() == Some(bench.as_str())
+                    && (algorithm.is_none()
+                        || field(other, "algorithm").is_none()
+                        || field(other, "algorithm") == algorithm);
                 if let (true, Some(theirs)) = (same, field(other, metric).and_then(|v| v.parse::<f64>().ok())) {
                     let who = field(other, "impl").unwrap_or_default();
-                    println!("  {bench:<18} {metric:<16} {:>6.2}x  vs {who}", value / theirs);
+                    let what = algorithm.as_deref().map_or(bench.clone(), |a| format!("{bench} {a}"));
+                    println!("  {what:<24} {metric:<16} {:>6.2}x  vs {who}", value / theirs);
                 }
             }
         }
