@@ -1,13 +1,19 @@
 //! Rate limits on standalone, cluster, sentinel and the in-memory backend.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    process::Command,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
+use redtail_core::Cmd;
 use redtail_ratelimit::{Algorithm, Decision, OnFailure, Policy, RateLimiter};
 use redtail_tests::{Ctx, Deployment, Env, Target, TestResult, for_each_backend};
 
 for_each_backend!(
     a_thousand_concurrent_checks_admit_exactly_the_limit,
-    several_policies_are_all_or_nothing_on_one_slot
+    several_policies_are_all_or_nothing_on_one_slot,
+    client_clocks_skewed_by_ten_seconds_never_loosen_a_limit
 );
 
 fn limiter(env: &Env) -> Arc<RateLimiter> {
@@ -31,6 +37,54 @@ async fn a_thousand_concurrent_checks_admit_exactly_the_limit(target: Target) ->
             allowed += usize::from(task.await??.is_allowed());
         }
         assert_eq!(allowed, 100, "{algorithm:?}");
+    }
+    Ok(())
+}
+
+/// Limiters on client clocks 10 s ahead and 10 s behind take turns on one subject: together
+/// they never admit more than the limit, and stored time never goes backwards. A limiter on the
+/// server's clock (the default) reads no client clock at all and admits exactly the limit.
+async fn client_clocks_skewed_by_ten_seconds_never_loosen_a_limit(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let skew = Duration::from_secs(10);
+    let ahead = RateLimiter::new(env.backend.clone(), env.ns.child("rl"))
+        .with_client_clock(move || SystemTime::now() + skew)
+        .with_refusal_cache(false);
+    let behind = RateLimiter::new(env.backend.clone(), env.ns.child("rl"))
+        .with_client_clock(move || SystemTime::now() - skew)
+        .with_refusal_cache(false);
+    let server = RateLimiter::new(env.backend.clone(), env.ns.child("rl")).with_refusal_cache(false);
+    for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog] {
+        let policy = [Policy::new("skew", 5, Duration::from_secs(60)).with_algorithm(algorithm)];
+        let subject = format!("skewed-{algorithm:?}");
+        let key = env.ns.child("rl").tagged(&subject).key(["skew"]);
+        let mut admitted = 0;
+        let mut stored = 0.0;
+        for i in 0..20 {
+            let limiter = if i % 2 == 0 { &ahead } else { &behind };
+            admitted += usize::from(limiter.check(&subject, &policy).await?.is_allowed());
+            // GCRA stores its theoretical arrival time; the sliding log its newest entry.
+            let now = match algorithm {
+                Algorithm::Gcra => env.backend.call(Cmd::new("GET").key(&key)).await?.into_string()?.parse::<f64>()?,
+                _ => {
+                    let newest =
+                        env.backend.call(Cmd::new("ZRANGE").key(&key).arg(-1).arg(-1).arg("WITHSCORES")).await?;
+                    match newest.into_array()?.pop() {
+                        Some(score) => score.into_string()?.parse::<f64>()?,
+                        None => 0.0,
+                    }
+                }
+            };
+            assert!(now >= stored, "{algorithm:?}: stored time went back from {stored} to {now}");
+            stored = now;
+        }
+        assert!((1..=5).contains(&admitted), "{algorithm:?}: {admitted} admitted of a limit of 5");
+        let fresh = format!("server-{algorithm:?}");
+        let mut on_server = 0;
+        for _ in 0..20 {
+            on_server += usize::from(server.check(&fresh, &policy).await?.is_allowed());
+        }
+        assert_eq!(on_server, 5, "{algorithm:?} on the server's clock");
     }
     Ok(())
 }
@@ -101,4 +155,39 @@ async fn each_failure_mode_does_what_it_says_while_redis_is_down() -> TestResult
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+mod processes {
+    use super::*;
+
+    /// 1,000 checks against a limit of 100 from 4 client processes at once admit exactly 100.
+    async fn four_processes(kind: Deployment) -> TestResult {
+        let ctx = Ctx::new(kind).await;
+        let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 1500;
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_ratelimit_burst"))
+                    .args([ctx.servers.url(), ctx.ns.prefix(), "burst-user", "250", &start_at.to_string()])
+                    .output()
+            })
+            .collect();
+        let mut allowed = 0;
+        for child in children {
+            let output = child?;
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            allowed += String::from_utf8_lossy(&output.stdout).trim().parse::<u32>()?;
+        }
+        assert_eq!(allowed, 100);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn four_processes_admit_exactly_the_limit_on_standalone() -> TestResult {
+        four_processes(Deployment::Standalone).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn four_processes_admit_exactly_the_limit_on_a_cluster() -> TestResult {
+        four_processes(Deployment::Cluster).await
+    }
 }

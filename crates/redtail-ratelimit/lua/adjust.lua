@@ -1,8 +1,14 @@
 -- Charges (penalize) or gives back (refund) units of one policy without checking the limit.
 -- KEYS[1] the policy's state. ARGV[1] algorithm (g, s or f), ARGV[2] limit, ARGV[3] period ms,
--- ARGV[4] amount: positive charges, negative refunds. Never leaves a key without a TTL.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- ARGV[4] amount: positive charges, negative refunds; ARGV[5] the client's time in ms, or '' for
+-- the server's. Never leaves a key without a TTL.
+local now
+if ARGV[5] ~= '' then
+  now = tonumber(ARGV[5])
+else
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
 local algorithm, limit, period, amount = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if algorithm == 'g' then
   local tat = tonumber(redis.call('GET', KEYS[1]) or now)

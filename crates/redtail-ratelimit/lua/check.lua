@@ -1,21 +1,35 @@
 -- Checks several policies for one subject and charges all of them, or none.
--- Time is the server's (TIME), in milliseconds, so client clocks never matter.
+-- Time is the server's (TIME), in milliseconds, so client clocks never matter; unless ARGV[3]
+-- holds the client's time (for hosts that forbid TIME), which is then clamped so that stored
+-- time never goes backwards.
 -- KEYS[1] the subject's block key; KEYS[1 + i] the state of policy i (all keys share a hash tag).
--- ARGV[1] cost; then for each policy: algorithm (g: GCRA, s: sliding log, f: fixed window),
--- limit, period ms, burst. ARGV[2] is 1 to charge (0: only look, for shadow checks and peeks).
+-- ARGV[1] cost; ARGV[2] is 1 to charge (0: only look, for shadow checks and peeks); ARGV[3] the
+-- client's time in ms or ''; then for each policy: algorithm (g: GCRA, s: sliding log,
+-- f: fixed window), limit, period ms, burst.
 -- Returns {blocked ms, then for each policy: allowed (1/0), remaining, retry after ms, reset after ms}.
--- The server's time, read only when a policy needs it (the fixed window counts without it).
+local cost = tonumber(ARGV[1])
+local charge = ARGV[2] == '1'
+local n = (#ARGV - 3) / 4
+-- The time, read only when a policy needs it (the fixed window counts without it).
 local now = nil
 local function clock()
   if not now then
-    local time = redis.call('TIME')
-    now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+    if ARGV[3] ~= '' then
+      now = tonumber(ARGV[3])
+      -- A client clock behind the one that wrote a sliding log must not reopen its window.
+      for i = 1, n do
+        if ARGV[3 + (i - 1) * 4 + 1] == 's' then
+          local newest = redis.call('ZRANGE', KEYS[1 + i], -1, -1, 'WITHSCORES')[2]
+          if newest and tonumber(newest) > now then now = tonumber(newest) end
+        end
+      end
+    else
+      local time = redis.call('TIME')
+      now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+    end
   end
   return now
 end
-local cost = tonumber(ARGV[1])
-local charge = ARGV[2] == '1'
-local n = (#ARGV - 2) / 4
 
 local blocked = redis.call('PTTL', KEYS[1])
 if blocked < 0 then blocked = 0 end
@@ -24,10 +38,10 @@ local verdicts = {}
 local all_allowed = blocked == 0
 for i = 1, n do
   local key = KEYS[1 + i]
-  local algorithm = ARGV[2 + (i - 1) * 4 + 1]
-  local limit = tonumber(ARGV[2 + (i - 1) * 4 + 2])
-  local period = tonumber(ARGV[2 + (i - 1) * 4 + 3])
-  local burst = tonumber(ARGV[2 + (i - 1) * 4 + 4])
+  local algorithm = ARGV[3 + (i - 1) * 4 + 1]
+  local limit = tonumber(ARGV[3 + (i - 1) * 4 + 2])
+  local period = tonumber(ARGV[3 + (i - 1) * 4 + 3])
+  local burst = tonumber(ARGV[3 + (i - 1) * 4 + 4])
   local v = {key = key, algorithm = algorithm, period = period}
   if algorithm ~= 'f' then clock() end
   if algorithm == 'g' then

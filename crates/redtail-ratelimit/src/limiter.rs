@@ -6,7 +6,7 @@ use std::{
         Arc, LazyLock, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use redtail_core::{Arg, Backend, Cmd, Key, Namespace, Script, Tagged};
@@ -97,11 +97,25 @@ struct Counters {
 /// A refusal remembered in process, by subject and policy names: until when, and which policies.
 type Refusal = (Instant, Vec<&'static str>);
 
+/// A clock of this process, for [`RateLimiter::with_client_clock`].
+#[derive(Clone)]
+struct ClientClock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl std::fmt::Debug for ClientClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientClock")
+    }
+}
+
 /// Rate limits on any redtail [`Backend`].
 ///
 /// All keys of one subject (a user id, an API key, a client address) share a hash tag, so
 /// several policies are checked in one script call on Redis Cluster too; the script uses the
-/// server's clock, so client clocks never matter.
+/// server's clock, so client clocks never matter (unless [`RateLimiter::with_client_clock`]).
+///
+/// Every decision is a `tracing` event at debug level on target `redtail_ratelimit::decision`
+/// with `allowed`, `near_limit` (a policy at 80 % or more), `degraded` and `latency_us`, for
+/// metrics pipelines that read tracing events.
 ///
 /// Subjects refused for a second or more are remembered in process until their retry time, so an
 /// abusive client costs no round trip. When Redis cannot be reached, each policy decides by its
@@ -117,6 +131,7 @@ pub struct RateLimiter {
     /// (subject, policy) -> theoretical arrival time of the in-process GCRA, in ms since `epoch`.
     local: Arc<Mutex<HashMap<(String, &'static str), f64>>>,
     epoch: Instant,
+    client_clock: Option<ClientClock>,
 }
 
 impl RateLimiter {
@@ -131,6 +146,28 @@ impl RateLimiter {
             limited: Arc::default(),
             local: Arc::default(),
             epoch: Instant::now(),
+            client_clock: None,
+        }
+    }
+
+    /// Uses this process's `clock` instead of the server's `TIME`, for hosts that forbid
+    /// `TIME` in scripts. Stored time never goes backwards: a client whose clock is behind the
+    /// one that last wrote a key is judged at the later time, so skew can only make the limit
+    /// stricter, never looser. Prefer the server's clock (the default) wherever it is allowed.
+    #[must_use]
+    pub fn with_client_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.client_clock = Some(ClientClock(Arc::new(clock)));
+        self
+    }
+
+    /// The time argument of the scripts: the client's ms, or empty for the server's `TIME`.
+    fn time_arg(&self) -> Arg {
+        match &self.client_clock {
+            Some(ClientClock(clock)) => {
+                let ms = clock().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+                Arg::from(ms.to_string())
+            }
+            None => Arg::from(""),
         }
     }
 
@@ -185,6 +222,7 @@ impl RateLimiter {
         if let Some(decision) = self.cached(&cache_key) {
             return Ok(decision);
         }
+        let started = Instant::now();
         let decision = if enforced.is_empty() {
             Decision::Allowed {
                 remaining: u64::MAX,
@@ -208,6 +246,7 @@ impl RateLimiter {
                 Err(e) => tracing::debug!(error = %e, "shadow rate limit check failed"),
             }
         }
+        trace(subject, &decision, started.elapsed());
         if let Decision::Limited { retry_after, violated, degraded: false, .. } = &decision
             && self.cache_refusals
             && *retry_after >= Duration::from_secs(1)
@@ -306,7 +345,7 @@ impl RateLimiter {
         let mut keys = Vec::with_capacity(policies.len() + 1);
         keys.push(tagged.key(["!block"]));
         keys.extend(policies.iter().map(|p| Self::key(&tagged, p)));
-        let mut args: Vec<Arg> = vec![cost.into(), if charge { "1" } else { "0" }.into()];
+        let mut args: Vec<Arg> = vec![cost.into(), if charge { "1" } else { "0" }.into(), self.time_arg()];
         for policy in policies {
             args.push(policy.algorithm.code().into());
             args.push(policy.limit.into());
@@ -364,8 +403,13 @@ impl RateLimiter {
     async fn adjust(&self, subject: &str, policy: &Policy, amount: i64) -> Result<()> {
         policy.validate().map_err(Error::InvalidInput)?;
         let key = Self::key(&self.subject(subject)?, policy);
-        let args =
-            vec![policy.algorithm.code().into(), policy.limit.into(), millis(policy.period).into(), amount.into()];
+        let args = vec![
+            policy.algorithm.code().into(),
+            policy.limit.into(),
+            millis(policy.period).into(),
+            amount.into(),
+            self.time_arg(),
+        ];
         self.backend.eval(&ADJUST, &[key], args).await?;
         Ok(())
     }
@@ -409,4 +453,18 @@ fn validate(policies: &[Policy], cost: u64) -> Result<()> {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// One decision as a tracing event (see [`RateLimiter`]).
+fn trace(subject: &str, decision: &Decision, latency: Duration) {
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    match decision {
+        Decision::Allowed { policies, degraded, .. } => {
+            let near_limit = policies.iter().any(|p| p.remaining.saturating_mul(5) <= p.limit);
+            tracing::debug!(target: "redtail_ratelimit::decision", subject, allowed = true, near_limit, degraded, latency_us);
+        }
+        Decision::Limited { violated, degraded, .. } => {
+            tracing::debug!(target: "redtail_ratelimit::decision", subject, allowed = false, ?violated, degraded, latency_us);
+        }
+    }
 }
