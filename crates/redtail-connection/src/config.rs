@@ -80,8 +80,10 @@ impl Config {
             )));
         };
         if !SCHEMES.contains(&scheme) {
+            // Only a plausible scheme is repeated: anything else may hold credentials.
+            let named = if is_scheme(scheme) { format!("`{scheme}`") } else { "(not a scheme)".to_owned() };
             return Err(Error::Config(format!(
-                "cannot parse redis URL `{shown}`: unknown scheme `{scheme}` (expected one of {})",
+                "cannot parse redis URL `{shown}`: unknown scheme {named} (expected one of {})",
                 SCHEMES.join(", ")
             )));
         }
@@ -206,15 +208,27 @@ impl Config {
 }
 
 /// The URL with any password replaced by `***`.
+fn is_scheme(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b"+-.".contains(&b))
+}
+
 fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-        }
-        None => url.to_owned(),
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) if is_scheme(scheme) => (Some(scheme), rest),
+        _ => (None, url),
+    };
+    // Everything before the last `@` is credentials, even when malformed (a `/` or `?` in a
+    // password, no scheme): better to hide too much of a bad URL than to print a password.
+    let redacted = match rest.rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{user}:***@{}", &rest[at + 1..]),
+            None => format!("***@{}", &rest[at + 1..]),
+        },
+        None => rest.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{redacted}"),
+        None => redacted,
     }
 }
 
@@ -237,6 +251,15 @@ mod tests {
         match Config::from_url(url) {
             Ok(_) => panic!("{url} parsed"),
             Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn credentials_never_reach_an_error_however_the_url_is_broken() {
+        // Found by the hostile-input property test: no scheme, or a "scheme" holding credentials.
+        for url in ["user:hunter2@host", "user:hunter2@redis://x", "redis://user:pa/ss:hunter2@host:x", "hunter2@"] {
+            let msg = config_error(url);
+            assert!(!msg.contains("hunter2"), "{url}: {msg}");
         }
     }
 

@@ -1,0 +1,170 @@
+//! Property tests of every parser that reads input from users or from Redis: arbitrary, huge,
+//! non-UTF-8 and hostile values are refused with an error or handled, never a panic, and what
+//! is accepted round-trips.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+};
+
+use proptest::prelude::*;
+use redtail_connection::Config;
+use redtail_core::{Backend, Cmd, Codec, JsonCodec, Key, Namespace, Value, hash_tag, unescape};
+use redtail_queue::{JobOptions, Queue, QueueConfig};
+use redtail_ratelimit::ClientIp;
+use redtail_session::{SessionConfig, SessionStore, Token, example::UserSession};
+use redtail_testkit::MemoryBackend;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("runtime: {e}"))
+}
+
+/// Strings that look like what an attacker or a broken client sends.
+fn hostile() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[{}*?\\[\\]:%\\\\ \\r\\n\\t\\x00]{0,40}",
+        Just(String::new()),
+        Just("x".repeat(100_000)),
+        Just("redis://user:hunter2@host:notaport".to_owned()),
+        Just("\u{202e}\u{feff}\u{0}".to_owned()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// URL parsing never panics, and a password never appears in an error.
+    #[test]
+    fn redis_urls_never_panic_nor_leak_passwords(rest in hostile(), scheme in prop_oneof![
+        Just("redis://"), Just("rediss://"), Just("redis-cluster://"), Just("redis-sentinel://"), Just("redis+unix://"), Just("")
+    ]) {
+        let url = format!("{scheme}user:s3cr3t-pw@{rest}");
+        if let Err(e) = Config::from_url(&url) {
+            prop_assert!(!e.to_string().contains("s3cr3t-pw"), "{e}");
+        }
+        let _ = Config::from_url(&rest);
+    }
+
+    /// Only strings shaped like a token parse, and a parsed token is its own text.
+    #[test]
+    fn session_tokens_parse_only_their_own_shape(text in hostile()) {
+        if let Some(token) = Token::parse(&text) {
+            prop_assert_eq!(token.as_str(), text.as_str());
+            prop_assert_eq!(text.len(), 54);
+        }
+    }
+
+    /// Any bytes as a key part stay inside that part: no brace, glob character, colon or
+    /// whitespace reaches the key, the slot is the tag's, and escaping reverses exactly.
+    #[test]
+    fn key_parts_cannot_escape_their_place(tag in any::<Vec<u8>>(), part in any::<Vec<u8>>()) {
+        let ns = Namespace::new("rt:test").map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let tagged = ns.tagged(&tag);
+        let key = tagged.key([&part]);
+        let text = key.as_bytes();
+        let (prefix, rest) = text.split_at("rt:test:".len());
+        prop_assert_eq!(prefix, b"rt:test:");
+        // Exactly the braces the module put around the tag.
+        prop_assert_eq!(text.iter().filter(|&&b| b == b'{').count(), 1);
+        prop_assert_eq!(text.iter().filter(|&&b| b == b'}').count(), 1);
+        prop_assert!(!rest.iter().any(|b| b"*?[] \r\n\t".contains(b)));
+        prop_assert_eq!(key.slot(), tagged.slot());
+        let escaped_tag = hash_tag(text);
+        prop_assert_eq!(unescape(escaped_tag), Some(tag));
+        let escaped_part = text.rsplit(|&b| b == b':').next().unwrap_or_default();
+        prop_assert_eq!(unescape(escaped_part), Some(part));
+    }
+
+    /// Decoding arbitrary bytes is an error or a value, never a panic.
+    #[test]
+    fn codec_decodes_arbitrary_bytes_without_panicking(bytes in any::<Vec<u8>>()) {
+        let _ = JsonCodec.decode::<serde_json::Value>(&bytes);
+        let _ = JsonCodec.decode::<UserSession>(&bytes);
+    }
+
+    /// `X-Forwarded-For` from an untrusted peer is ignored; from a trusted one, the answer is the
+    /// peer or an address the header names.
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies(header in hostile(), last in any::<u32>()) {
+        let peer = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        prop_assert_eq!(ClientIp::new().client(peer, Some(&header)), peer);
+        let trusted = ClientIp::new().with_trusted_proxies(["10.0.0.0/8"]).map_err(TestCaseError::fail)?;
+        let chain = format!("{header}, {}", Ipv4Addr::from(last));
+        let client = trusted.client(peer, Some(&chain));
+        prop_assert!(client == peer || chain.contains(&client.to_string()), "{client} from {chain:?}");
+    }
+
+    /// Replies of any shape are read into values or errors, never a panic.
+    #[test]
+    fn replies_of_any_shape_convert_without_panicking(value in reply()) {
+        let _ = value.as_int();
+        let _ = value.as_opt_int();
+        let _ = value.clone().into_opt_bytes();
+        let _ = value.clone().into_string();
+        let _ = value.clone().into_array();
+        let _ = value.describe();
+    }
+
+    /// A corrupt job hash (anything written to it by something else) reads as an error or a job.
+    #[test]
+    fn corrupt_job_records_read_without_panicking(fields in proptest::collection::vec((hostile(), any::<Vec<u8>>()), 1..6)) {
+        let redis = MemoryBackend::new();
+        let queue = Queue::<serde_json::Value>::new(Arc::new(redis.clone()), QueueConfig::new("hostile"))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        runtime().block_on(async {
+            let mut cmd = Cmd::new("HSET").key(&Key::from_raw("rt:q:{hostile}:j:victim"));
+            for (field, value) in &fields {
+                cmd = cmd.arg(field.as_str()).arg(value.as_slice());
+            }
+            redis.call(cmd).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let _ = queue.get("victim").await;
+            Ok::<_, TestCaseError>(())
+        })?;
+    }
+
+    /// Job ids and payloads from users are checked, never trusted: a bad id is refused, any
+    /// string payload is stored and read back as it was.
+    #[test]
+    fn job_ids_and_payloads_from_users(id in hostile(), payload in hostile()) {
+        let redis = MemoryBackend::new();
+        let queue = Queue::<String>::new(Arc::new(redis), QueueConfig::new("input"))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        runtime().block_on(async {
+            match queue.add_with(&payload, JobOptions::default().id(id.as_str())).await {
+                Ok(added) => {
+                    let job = queue.get(added.id.as_str()).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(job.map(|j| j.data), Some(serde_json::Value::String(payload.clone())));
+                }
+                Err(redtail_queue::Error::InvalidInput(_) | redtail_queue::Error::TooLarge { .. }) => {}
+                Err(e) => return Err(TestCaseError::fail(e.to_string())),
+            }
+            let _ = queue.get(&id).await;
+            Ok(())
+        })?;
+    }
+
+    /// Any text as a session token is refused without a round trip or read as no session.
+    #[test]
+    fn sessions_read_with_any_token_are_none_or_refused(token in hostile()) {
+        let store = SessionStore::<UserSession>::new(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>, SessionConfig::default());
+        let found = runtime().block_on(store.get(&token)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(found.is_none());
+    }
+}
+
+fn reply() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Nil),
+        any::<i64>().prop_map(Value::Int),
+        any::<Vec<u8>>().prop_map(|b| Value::Bytes(b.into())),
+        any::<f64>().prop_map(Value::Double),
+        any::<bool>().prop_map(Value::Bool),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::vec((inner.clone(), inner), 0..4).prop_map(Value::Map),
+        ]
+    })
+}
