@@ -6,7 +6,8 @@
 -- ARGV[11]: number of acknowledgements, then 9 values each: kind (c completed, f failed and
 -- retried after `delay`, x dead-lettered, r handed back unstarted), id, attempt, started ms,
 -- payload (result or error), delay ms, keep ms, keep count, flags (1: the job has a log;
--- 2: a resend after an error, which may have been applied already).
+-- 2: a resend after an error, which may have been applied already); after them, the number
+-- of jobs the lane still runs and their ids, or -1 (see "Reconcile" below).
 -- Returns {statuses (1 applied or already applied, 0 refused: the lease was lost),
 -- taken jobs (id, data, attempt, max attempts, options, created ms for each),
 -- ms until the next delayed job is due or -1, paused 0/1, ms until the rate window reopens or 0,
@@ -86,6 +87,26 @@ for i = 0, n_acks - 1 do
 end
 if #finished > 0 then redis.call('HDEL', K_RUN, unpack(finished)) end
 flush_retired()
+
+-- Reconcile, after a call whose reply the lane never got: jobs that call took are recorded
+-- under the lane's token but run nowhere. They go back to the front of the line, their
+-- attempt not counted. (A held lease is never recovered, so nothing else would free them.)
+local r = 12 + n_acks * 9
+local n_held = tonumber(ARGV[r] or '-1')
+if held and n_held >= 0 then
+  local runs = {}
+  for i = 1, n_held do runs[ARGV[r + i]] = true end
+  local entries = redis.call('HGETALL', K_RUN)
+  local orphans = {}
+  for i = 1, #entries, 2 do
+    if not runs[entries[i]] and running(entries[i + 1]) == token then orphans[#orphans + 1] = entries[i] end
+  end
+  if #orphans > 0 then
+    redis.call('HDEL', K_RUN, unpack(orphans))
+    for _, id in ipairs(orphans) do enqueue(id, redis.call('HGET', job_key(id), 'y'), true) end
+    wake()
+  end
+end
 emit('completed', table.concat(done_ids, ' '))
 count_minute('c', completed)
 count_minute('f', failed)

@@ -247,6 +247,7 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
                     generation: 0,
                     token: Arc::from(format!("{worker_id}-{lane}:0")),
                     registered: false,
+                    reconcile: false,
                     wake: wake_rx.clone(),
                     running: HashMap::new(),
                     acks: Vec::new(),
@@ -294,6 +295,8 @@ struct Runner<T, F> {
     token: Arc<str>,
     /// Whether the lease of `token` has been created.
     registered: bool,
+    /// A round trip failed: the next one hands back jobs it may have taken unseen.
+    reconcile: bool,
     wake: watch::Receiver<u64>,
     running: HashMap<String, Running>,
     acks: Vec<Ack>,
@@ -368,8 +371,10 @@ where
                     }
                     Err(e) => {
                         self.counters.redis_errors.fetch_add(1, Relaxed);
-                        // Each may have been applied: the script recognises those.
+                        // Each may have been applied: the script recognises those. Jobs the
+                        // failed call may have taken are handed back by the next one.
                         self.acks.iter_mut().for_each(|ack| ack.resend = true);
+                        self.reconcile = true;
                         if hard_deadline.is_some_and(|d| Instant::now() >= d) {
                             tracing::warn!(error = %e, unsent = self.acks.len(), "queue worker: stopping without acknowledging; those jobs run again after their lease");
                             break;
@@ -449,7 +454,14 @@ where
         for ack in &self.acks {
             ack.args(&mut args);
         }
+        if self.reconcile {
+            args.push(Arg::from(self.running.len()));
+            args.extend(self.running.keys().map(|id| Arg::from(id.as_str())));
+        } else {
+            args.push(Arg::from("-1"));
+        }
         let mut reply = inner.run(&STEP, args).await?.into_array()?.into_iter();
+        self.reconcile = false;
         let mut next =
             || reply.next().ok_or_else(|| crate::Error::Reply("the step script returned too few values".to_owned()));
         let statuses = next()?.into_array()?;

@@ -407,3 +407,68 @@ async fn a_rate_limited_queue_starts_at_most_max_jobs_per_window() -> Result<()>
     worker.shutdown().await;
     Ok(())
 }
+
+/// A backend whose next script call is carried out but answered with a timeout, as when a
+/// connection drops after Redis applied a command and before its reply arrived.
+#[derive(Debug, Clone)]
+struct LosesOneReply {
+    inner: MemoryBackend,
+    lose_next: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[redtail_core::async_trait]
+impl Backend for LosesOneReply {
+    async fn call(&self, cmd: redtail_core::Cmd) -> redtail_core::Result<redtail_core::Value> {
+        self.inner.call(cmd).await
+    }
+    async fn pipeline(&self, cmds: Vec<redtail_core::Cmd>) -> redtail_core::Result<Vec<redtail_core::Value>> {
+        self.inner.pipeline(cmds).await
+    }
+    async fn transaction(&self, cmds: Vec<redtail_core::Cmd>) -> redtail_core::Result<Vec<redtail_core::Value>> {
+        self.inner.transaction(cmds).await
+    }
+    async fn eval(
+        &self,
+        script: &redtail_core::Script,
+        keys: &[redtail_core::Key],
+        args: Vec<redtail_core::Arg>,
+    ) -> redtail_core::Result<redtail_core::Value> {
+        let reply = self.inner.eval(script, keys, args).await?;
+        if script.name() == "queue_step" && self.lose_next.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(redtail_core::Error::Timeout(Duration::from_secs(1)));
+        }
+        Ok(reply)
+    }
+    async fn scan(
+        &self,
+        cursor: redtail_core::Cursor,
+        pattern: &redtail_core::Pattern,
+        count: u32,
+    ) -> redtail_core::Result<redtail_core::ScanPage> {
+        self.inner.scan(cursor, pattern, count).await
+    }
+    async fn publish(&self, channel: &str, message: redtail_core::Bytes) -> redtail_core::Result<u64> {
+        self.inner.publish(channel, message).await
+    }
+    async fn subscribe(&self, channels: &[&str]) -> redtail_core::Result<redtail_core::Subscription> {
+        self.inner.subscribe(channels).await
+    }
+    async fn blocking(&self, cmd: redtail_core::Cmd) -> redtail_core::Result<redtail_core::Value> {
+        self.inner.blocking(cmd).await
+    }
+}
+
+#[tokio::test]
+async fn jobs_taken_by_a_call_whose_reply_was_lost_run_without_waiting_for_the_lease() -> Result<()> {
+    let backend = LosesOneReply { inner: MemoryBackend::new(), lose_next: Arc::default() };
+    let queue = Queue::<Download>::new(Arc::new(backend.clone()), QueueConfig::new("lost-reply"))?;
+    queue.add_bulk(&(0..10).map(download).collect::<Vec<_>>()).await?;
+    backend.lose_next.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The lease is 30 s: only handing the unseen jobs back lets them run within the wait below.
+    let worker = queue.worker(fast().concurrency(4), |_job| async move { Ok::<_, Error>(()) });
+    until("every job completes", || async { queue.counts().await.ok().map(|c| c.completed) == Some(10) }).await;
+    let stats = worker.shutdown().await;
+    assert_eq!((stats.completed, stats.redis_errors), (10, 1));
+    assert!(!backend.lose_next.load(std::sync::atomic::Ordering::SeqCst), "a reply was lost");
+    Ok(())
+}
