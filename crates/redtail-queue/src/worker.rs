@@ -352,8 +352,9 @@ where
                 next_renew = Instant::now() + renew_every;
             }
             if stopping && self.running.is_empty() && self.acks.is_empty() {
-                // Nothing runs under the lease any more: end it rather than let it expire.
-                if self.registered {
+                // Nothing runs under the lease any more: end it rather than let it expire;
+                // unless a lost reply may have left jobs under it, which its expiry frees.
+                if self.registered && !self.reconcile {
                     let cmd = Cmd::new("ZREM").key(self.inner.key(k::LEASES)).arg(&*self.token);
                     if let Err(e) = self.inner.backend.call(cmd).await {
                         tracing::debug!(error = %e, "queue worker: could not end its lease; it expires");
