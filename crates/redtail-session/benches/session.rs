@@ -1,4 +1,4 @@
-//! Criterion benchmarks of sessions: token parsing, and one `create` and one `get` (token
+//! Criterion benchmarks of sessions: token generation, parsing and hashing, and one `create` and one `get` (token
 //! generation, SHA-256 digest, key building, one script or command) on the in-memory backend
 //! and on a real `redis-server` started for the run.
 //!
@@ -41,6 +41,8 @@ fn session(c: &mut Criterion) {
         });
         if name == "memory" {
             group.bench_function("token_parse", |b| b.iter(|| black_box(Token::parse(black_box(token.as_str())))));
+            group.bench_function("token_generate", |b| b.iter(|| black_box(Token::generate(black_box("u1")))));
+            group.bench_function("token_session_id_sha256", |b| b.iter(|| black_box(black_box(&token).session_id())));
         }
     }
     group.finish();

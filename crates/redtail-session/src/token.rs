@@ -22,8 +22,10 @@ pub const TOKEN_LEN: usize = 54;
 pub struct Token(String);
 
 impl Token {
-    /// A new token for `user_id`.
-    pub(crate) fn generate(user_id: &str) -> Result<Token> {
+    /// A new token for `user_id`, as [`SessionStore::create`](crate::SessionStore::create)
+    /// issues them: 256 bits from the OS generator and the user's routing tag. A token alone
+    /// opens nothing; only `create` stores a session for one.
+    pub fn generate(user_id: &str) -> Result<Token> {
         Self::with_tag(user_tag(user_id))
     }
 
@@ -53,6 +55,12 @@ impl Token {
         // Rejects non-canonical trailing bits, so one token has exactly one spelling.
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         (bytes.len() == SECRET_BYTES + TAG_BYTES).then(|| Token(text.to_owned()))
+    }
+
+    /// The id the token's session is stored under, as [`Session::id`](crate::Session::id)
+    /// shows it: a SHA-256 digest, safe to log.
+    pub fn session_id(&self) -> String {
+        self.locate().1
     }
 
     /// The token's text, for the client.

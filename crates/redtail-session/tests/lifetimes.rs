@@ -224,3 +224,15 @@ async fn revoked_jwts_are_remembered_until_they_expire() -> Result<()> {
     assert!(matches!(denylist.is_revoked("").await, Err(Error::InvalidInput(_))));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tokens_session_id_is_the_id_its_session_is_stored_under() -> redtail_session::Result<()> {
+    let (_redis, store) = setup(SessionConfig::default());
+    let (token, session) = store.create("u1", UserSession::new("u1", "user"), NewSession::standard()).await?;
+    assert_eq!(token.session_id(), session.id);
+    let fresh = redtail_session::Token::generate("u1")?;
+    assert_ne!(fresh.session_id(), session.id);
+    assert!(redtail_session::Token::parse(fresh.as_str()).is_some(), "a generated token parses");
+    assert!(store.get(fresh.as_str()).await?.is_none(), "a token alone opens nothing");
+    Ok(())
+}
