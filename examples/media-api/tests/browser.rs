@@ -12,9 +12,8 @@ use std::{
 };
 
 use base64::Engine;
-use common::{Service, TestResult, login};
+use common::{Service, TestResult, login, redis};
 use futures_util::{SinkExt, StreamExt};
-use redtail_testkit::TestRedis;
 use serde_json::{Value, json};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
 
@@ -140,8 +139,7 @@ impl Page {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_retries_a_dead_lettered_download_from_the_dashboard() -> TestResult {
-    let redis = TestRedis::owned(redtail_testkit::Deployment::Standalone)
-        .unwrap_or_else(|e| panic!("cannot start redis-server (install it: apt-get install redis-server): {e}"));
+    let redis = redis();
     let service = Service::on(&redis)?;
     let base = format!("http://127.0.0.1:{}", service.port);
 

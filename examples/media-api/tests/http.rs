@@ -4,14 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Service, TestResult, login};
+use common::{Service, TestResult, login, redis};
 use redtail_testkit::TestRedis;
 use serde_json::json;
-
-fn redis() -> TestRedis {
-    TestRedis::owned(redtail_testkit::Deployment::Standalone)
-        .unwrap_or_else(|e| panic!("cannot start redis-server (install it: apt-get install redis-server): {e}"))
-}
 
 #[tokio::test]
 async fn login_me_sessions_and_logout_all_ends_every_cookie() -> TestResult {

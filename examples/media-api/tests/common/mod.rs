@@ -17,6 +17,12 @@ use tokio::{
 /// The error type of test bodies.
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// A standalone `redis-server` of this test's own, or a panic saying what to install.
+pub fn redis() -> TestRedis {
+    TestRedis::owned(redtail_testkit::Deployment::Standalone)
+        .unwrap_or_else(|e| panic!("cannot start redis-server (install it: apt-get install redis-server): {e}"))
+}
+
 /// A running `media-api`, stopped (SIGTERM, then killed) on drop.
 pub struct Service {
     child: Child,
