@@ -157,6 +157,39 @@ async fn each_failure_mode_does_what_it_says_while_redis_is_down() -> TestResult
     Ok(())
 }
 
+/// A Redis out of memory with `noeviction` refuses the limiter's writes (`OOM`): each policy
+/// then decides by its failure mode, as when Redis is unreachable, and counts it as degraded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_out_of_memory_degrades_each_policy_by_its_failure_mode() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Standalone, |c| c).await;
+    let limiter = RateLimiter::new(ctx.backend.clone(), ctx.ns.child("rl"));
+    let closed = Policy::new("closed", 100, Duration::from_secs(60));
+    let local = Policy::new("local", 4, Duration::from_secs(60)).with_on_failure(OnFailure::Local { instances: 1 });
+    assert!(limiter.check("u", std::slice::from_ref(&closed)).await?.is_allowed());
+    let port = ctx.servers.data_ports()[0];
+    ctx.servers.admin(port, &["CONFIG", "SET", "maxmemory-policy", "noeviction"])?;
+    ctx.servers.admin(port, &["CONFIG", "SET", "maxmemory", "1"])?;
+
+    let decision = limiter.check("u", std::slice::from_ref(&closed)).await?;
+    assert!(matches!(decision, Decision::Limited { degraded: true, .. }), "{decision:?}");
+    let admitted = admitted_of(&limiter, &local, 6).await?;
+    assert_eq!(admitted, 4, "the local fallback admits the limit, no more");
+    assert_eq!(limiter.stats().degraded, 7);
+
+    ctx.servers.admin(port, &["CONFIG", "SET", "maxmemory", "0"])?;
+    let decision = limiter.check("u", std::slice::from_ref(&closed)).await?;
+    assert!(matches!(decision, Decision::Allowed { degraded: false, .. }), "{decision:?}");
+    Ok(())
+}
+
+async fn admitted_of(limiter: &RateLimiter, policy: &Policy, checks: usize) -> Result<usize, redtail_ratelimit::Error> {
+    let mut admitted = 0;
+    for _ in 0..checks {
+        admitted += usize::from(limiter.check("v", std::slice::from_ref(policy)).await?.is_allowed());
+    }
+    Ok(admitted)
+}
+
 mod processes {
     use super::*;
 

@@ -28,6 +28,11 @@ cargo xtask <command>
                            ../shared/baseline/run.sh and ../shared/peers/run.sh on the same server
                            and draws docs/benchmarks.svg; --cluster runs them again on a local
                            3-primary cluster
+  soak [--long] [--mode standalone|cluster|sentinel] [--secs N]
+                           the demo service and its worker under load while faults are injected
+                           (Redis killed, paused, failed over, out of memory; connections dropped;
+                           scripts flushed; the worker killed), then an account of every job,
+                           session and limit; 90 s of load by default, --long 30 minutes
   chart <file>             redraw docs/benchmarks.svg from the JSON lines a bench --compare printed
   redis [standalone|cluster|sentinel]
                            start local servers, print their URLs, stop them on Enter or Ctrl-C
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("tour") => tour(),
         Some("bench") => bench(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         Some("chart") => chart(args.get(1).map(String::as_str)),
         Some("redis") => redis(args.get(1).map(String::as_str)),
         Some("help" | "--help" | "-h") | None => {
@@ -92,6 +98,7 @@ fn ci() -> Result {
     // The container fallback is optional; make sure it still builds.
     run("cargo", ["clippy", "-p", "redtail-testkit", "--features", "testcontainers", "--", "-D", "warnings"], &[])?;
     test(&[])?;
+    soak(&[])?;
     run("cargo", ["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     deny()?;
     eprintln!("\nci passed in {:.0} s", started.elapsed().as_secs_f64());
@@ -127,6 +134,17 @@ fn start_all() -> Result<Vec<TestRedis>> {
             Ok(servers)
         })
         .collect()
+}
+
+/// Builds the demo service and the soak driver (tests/src/bin/soak), and runs the soak:
+/// `--long` holds the load for 30 minutes; other arguments go to the driver.
+fn soak(args: &[String]) -> Result {
+    run("cargo", ["build", "--quiet", "-p", "media-api", "-p", "redtail-tests", "--bin", "media-api", "--bin", "soak"], &[])?;
+    let mut forwarded: Vec<String> = args.iter().filter(|a| *a != "--long").cloned().collect();
+    if args.iter().any(|a| a == "--long") {
+        forwarded.extend(["--secs".to_owned(), "1800".to_owned()]);
+    }
+    run(&root().join("target/debug/soak").display().to_string(), &forwarded, &[])
 }
 
 /// Runs the workloads of `../shared/BENCHMARKS.md`, then (with `--compare`) the references on

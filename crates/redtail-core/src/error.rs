@@ -115,8 +115,18 @@ impl Error {
         self.server().is_some_and(|e| e.code() == code)
     }
 
-    /// Whether the error means Redis could not be reached or did not answer in time.
+    /// Whether the error means Redis could not be reached, did not answer in time, or cannot
+    /// serve the command in its present state: out of memory with `noeviction` (`OOM`), loading
+    /// its data (`LOADING`), busy with a long script (`BUSY`), without a primary or a quorum of
+    /// replicas (`MASTERDOWN`, `CLUSTERDOWN`, `NOREPLICAS`), or migrating the keys (`TRYAGAIN`).
+    /// Callers with a fallback (a rate limit's failure mode, a cache miss) take it for these.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Timeout(_) | Error::Connection { .. } | Error::ShuttingDown)
+        match self {
+            Error::Timeout(_) | Error::Connection { .. } | Error::ShuttingDown => true,
+            Error::Server(e) => {
+                matches!(e.code(), "OOM" | "LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "NOREPLICAS" | "TRYAGAIN")
+            }
+            _ => false,
+        }
     }
 }

@@ -259,8 +259,10 @@ async fn admin_overview(
         Some(redis) => serde_json::to_value(redis.health().await).unwrap_or(Value::Null),
         None => json!({"up": true, "backend": "memory"}),
     };
+    let limiter = state.limiter.stats();
     Ok(Json(json!({
         "success": true,
+        "limiter": {"degraded": limiter.degraded, "cached": limiter.cached, "shadowWouldLimit": limiter.shadow_would_limit},
         "queues": queues,
         "latest": latest,
         "dead": dead,

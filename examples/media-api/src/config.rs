@@ -40,6 +40,10 @@ pub(crate) struct Config {
     pub(crate) secure_cookies: bool,
     pub(crate) max_body_bytes: usize,
     pub(crate) download_step: Duration,
+    /// Completed jobs kept per queue, when not the queues' defaults.
+    pub(crate) keep_completed: Option<u64>,
+    /// Where the worker appends a line per attempt (`MEDIA_API_JOB_LEDGER`).
+    pub(crate) job_ledger: Option<std::path::PathBuf>,
 }
 
 pub(crate) const HELP: &str = "\
@@ -58,6 +62,9 @@ environment (defaults in brackets):
   MEDIA_API_WORKER          inline: run the worker in this process; off: API only [inline]
   MEDIA_API_MAX_BODY_BYTES  largest request body accepted [16384]
   MEDIA_API_DOWNLOAD_STEP_MS  time per progress step of a simulated download [400]
+  MEDIA_API_KEEP_COMPLETED  completed jobs kept (an hour at most) per queue [100 downloads, 1000 requests]
+  MEDIA_API_JOB_LEDGER      a file the worker appends `<ms> start|done|fail <job id> <attempt>` to,
+                            one line per event (the soak's account of every attempt) [none]
 ";
 
 impl Config {
@@ -101,6 +108,15 @@ impl Config {
         let step = parse("MEDIA_API_DOWNLOAD_STEP_MS", var("MEDIA_API_DOWNLOAD_STEP_MS"), "400", |v| {
             v.parse::<u64>().ok().filter(|n| *n <= 60_000)
         })?;
+        let keep_completed = match var("MEDIA_API_KEEP_COMPLETED") {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("MEDIA_API_KEEP_COMPLETED={v:?} is not a number of jobs; see --help"))?,
+            ),
+        };
+        let job_ledger = var("MEDIA_API_JOB_LEDGER").map(std::path::PathBuf::from);
         Ok(Config {
             addr,
             store,
@@ -109,6 +125,8 @@ impl Config {
             secure_cookies,
             max_body_bytes,
             download_step: Duration::from_millis(step),
+            keep_completed,
+            job_ledger,
         })
     }
 }

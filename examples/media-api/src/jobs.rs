@@ -1,10 +1,10 @@
 //! The job queues and their worker: simulated YouTube downloads with progress, and media
 //! requests. Failures are injectable per job so retries and dead letters can be seen.
 
-use std::{sync::Arc, time::Duration};
+use std::{fs::File, future::Future, io::Write, path::Path, sync::Arc, time::Duration};
 
 use redtail_core::Backend;
-use redtail_queue::{Backoff, Job, Queue, QueueConfig, WorkerHandle, WorkerOptions};
+use redtail_queue::{Backoff, Job, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -37,14 +37,22 @@ pub(crate) struct Queues {
 }
 
 impl Queues {
-    pub(crate) fn new(backend: &Arc<dyn Backend>) -> Result<Queues, redtail_queue::Error> {
-        // The original queues; retries after 2 s then 4 s, so a failing job is dead in seconds.
+    /// The original queues, keeping `keep_completed` completed jobs each when given.
+    pub(crate) fn new(
+        backend: &Arc<dyn Backend>,
+        keep_completed: Option<u64>,
+    ) -> Result<Queues, redtail_queue::Error> {
+        // Retries after 2 s then 4 s, so a failing job is dead in seconds.
         let fast = |config: QueueConfig| {
-            let defaults = config.defaults.clone().backoff(Backoff::Exponential {
+            let mut defaults = config.defaults.clone().backoff(Backoff::Exponential {
                 base: Duration::from_secs(2),
                 max: Duration::from_secs(30),
                 jitter: 0.0,
             });
+            if let Some(count) = keep_completed {
+                let age = defaults.keep_completed.age;
+                defaults = defaults.keep_completed(Retention::new(age, count));
+            }
             config.defaults(defaults)
         };
         Ok(Queues {
@@ -73,15 +81,53 @@ impl Queues {
         }
     }
 
-    /// Starts a worker on each queue.
-    pub(crate) fn start_workers(&self, step: Duration) -> Vec<WorkerHandle> {
+    /// Starts a worker on each queue, recording every attempt in `ledger`.
+    pub(crate) fn start_workers(&self, step: Duration, ledger: &Ledger) -> Vec<WorkerHandle> {
         let options = WorkerOptions::default().concurrency(4).shutdown_deadline(Duration::from_secs(10));
-        let downloads = self.downloads.worker(options.clone(), move |job| download(job, step));
-        let requests = self.requests.worker(options, move |job: Job<MediaRequest>| async move {
-            tokio::time::sleep(step).await;
-            Ok::<_, String>(json!({"status": "requested", "title": job.data.title}))
+        let record = ledger.clone();
+        let downloads = self.downloads.worker(options.clone(), move |job: Job<Download>| {
+            record.clone().around(job.id.as_str().to_owned(), job.attempt, download(job, step))
+        });
+        let record = ledger.clone();
+        let requests = self.requests.worker(options, move |job: Job<MediaRequest>| {
+            record.clone().around(job.id.as_str().to_owned(), job.attempt, async move {
+                tokio::time::sleep(step).await;
+                Ok::<_, String>(json!({"status": "requested", "title": job.data.title}))
+            })
         });
         vec![downloads, requests]
+    }
+}
+
+/// Where a worker records each attempt it runs (`MEDIA_API_JOB_LEDGER`): lines of
+/// `<unix ms> start|done|fail <job id> <attempt>`, each written by one `write` to a file opened
+/// for appending, so lines from several worker processes never mix and a killed worker's
+/// lines are kept. `cargo xtask soak` counts duplicates and in-flight jobs from it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ledger(Option<Arc<File>>);
+
+impl Ledger {
+    /// A ledger appending to `path`, or none.
+    pub(crate) fn open(path: Option<&Path>) -> std::io::Result<Ledger> {
+        let Some(path) = path else { return Ok(Ledger(None)) };
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Ledger(Some(Arc::new(file))))
+    }
+
+    /// Runs one attempt, recording its start and its outcome.
+    async fn around<R, E>(self, id: String, attempt: u32, attempt_future: impl Future<Output = Result<R, E>>) -> Result<R, E> {
+        self.record("start", &id, attempt);
+        let outcome = attempt_future.await;
+        self.record(if outcome.is_ok() { "done" } else { "fail" }, &id, attempt);
+        outcome
+    }
+
+    fn record(&self, event: &str, id: &str, attempt: u32) {
+        let Some(file) = &self.0 else { return };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        if let Err(e) = (&**file).write_all(format!("{now} {event} {id} {attempt}\n").as_bytes()) {
+            eprintln!("media-api: cannot write the job ledger: {e}");
+        }
     }
 }
 

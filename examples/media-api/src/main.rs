@@ -22,7 +22,7 @@ use redtail_testkit::MemoryBackend;
 use crate::{
     app::AppState,
     config::{Config, Role, Store},
-    jobs::Queues,
+    jobs::{Ledger, Queues},
 };
 
 #[tokio::main]
@@ -56,8 +56,14 @@ async fn run(config: Config) -> Result<(), String> {
             (Arc::new(MemoryBackend::new()), None)
         }
     };
-    let queues = Queues::new(&backend).map_err(|e| e.to_string())?;
-    let workers = if config.role == Role::Api { Vec::new() } else { queues.start_workers(config.download_step) };
+    let queues = Queues::new(&backend, config.keep_completed).map_err(|e| e.to_string())?;
+    let workers = if config.role == Role::Api {
+        Vec::new()
+    } else {
+        let ledger = Ledger::open(config.job_ledger.as_deref())
+            .map_err(|e| format!("cannot open MEDIA_API_JOB_LEDGER for appending: {e}"))?;
+        queues.start_workers(config.download_step, &ledger)
+    };
     if config.role == Role::Worker {
         eprintln!("media-api: worker running; Ctrl-C stops it");
         shutdown_signal().await;
