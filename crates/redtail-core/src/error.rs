@@ -124,7 +124,10 @@ impl Error {
         match self {
             Error::Timeout(_) | Error::Connection { .. } | Error::ShuttingDown => true,
             Error::Server(e) => {
-                matches!(e.code(), "OOM" | "LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "NOREPLICAS" | "TRYAGAIN")
+                matches!(
+                    e.code(),
+                    "OOM" | "LOADING" | "BUSY" | "MASTERDOWN" | "CLUSTERDOWN" | "NOREPLICAS" | "TRYAGAIN"
+                )
             }
             _ => false,
         }

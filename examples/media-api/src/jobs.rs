@@ -38,10 +38,7 @@ pub(crate) struct Queues {
 
 impl Queues {
     /// The original queues, keeping `keep_completed` completed jobs each when given.
-    pub(crate) fn new(
-        backend: &Arc<dyn Backend>,
-        keep_completed: Option<u64>,
-    ) -> Result<Queues, redtail_queue::Error> {
+    pub(crate) fn new(backend: &Arc<dyn Backend>, keep_completed: Option<u64>) -> Result<Queues, redtail_queue::Error> {
         // Retries after 2 s then 4 s, so a failing job is dead in seconds.
         let fast = |config: QueueConfig| {
             let mut defaults = config.defaults.clone().backoff(Backoff::Exponential {
@@ -115,7 +112,12 @@ impl Ledger {
     }
 
     /// Runs one attempt, recording its start and its outcome.
-    async fn around<R, E>(self, id: String, attempt: u32, attempt_future: impl Future<Output = Result<R, E>>) -> Result<R, E> {
+    async fn around<R, E>(
+        self,
+        id: String,
+        attempt: u32,
+        attempt_future: impl Future<Output = Result<R, E>>,
+    ) -> Result<R, E> {
         self.record("start", &id, attempt);
         let outcome = attempt_future.await;
         self.record(if outcome.is_ok() { "done" } else { "fail" }, &id, attempt);

@@ -121,8 +121,10 @@ pub(crate) async fn jobs_and_sessions(
     let in_flight: u64 = injected
         .iter()
         .map(|f| {
-            attempts.iter().filter(|a| a.start_ms <= f.end_ms && a.end_ms.is_none_or(|e| e + ACK_SLACK_MS >= f.start_ms)).count()
-                as u64
+            attempts
+                .iter()
+                .filter(|a| a.start_ms <= f.end_ms && a.end_ms.is_none_or(|e| e + ACK_SLACK_MS >= f.start_ms))
+                .count() as u64
         })
         .sum();
     account.check(
@@ -192,7 +194,11 @@ fn attempts(ledger: &str) -> Vec<Attempt> {
 
 /// Up to three examples, for a line of the account.
 fn sample(items: &[String]) -> String {
-    if items.is_empty() { String::new() } else { format!(" (e.g. {})", items.iter().take(3).cloned().collect::<Vec<_>>().join("; ")) }
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(" (e.g. {})", items.iter().take(3).cloned().collect::<Vec<_>>().join("; "))
+    }
 }
 
 /// p50, p99 and max of latencies in microseconds, as text in milliseconds.
@@ -262,7 +268,8 @@ impl Account {
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.ends_with(".log") && std::fs::read_to_string(entry.path()).is_ok_and(|t| t.contains("panicked")) {
+                if name.ends_with(".log") && std::fs::read_to_string(entry.path()).is_ok_and(|t| t.contains("panicked"))
+                {
                     panics.push(name);
                 }
             }
@@ -302,8 +309,7 @@ impl Account {
             let slot = by_fault.entry(f.fault.name()).or_default();
             *slot = (*slot).max(f.recovered.unwrap_or_default());
         }
-        let worst: Vec<String> =
-            by_fault.iter().map(|(name, d)| format!("{name} {:.2} s", d.as_secs_f64())).collect();
+        let worst: Vec<String> = by_fault.iter().map(|(name, d)| format!("{name} {:.2} s", d.as_secs_f64())).collect();
         self.check(
             never.is_empty(),
             format!(
@@ -343,7 +349,11 @@ impl Account {
             }
         }
         self.info(format!("latency before the first fault: {}", percentiles(before)));
-        self.info(format!("latency during faults and their recovery: {} ({} errors: 5xx or no reply)", percentiles(during), errors.0));
+        self.info(format!(
+            "latency during faults and their recovery: {} ({} errors: 5xx or no reply)",
+            percentiles(during),
+            errors.0
+        ));
         self.info(format!("latency between and after faults: {}", percentiles(after)));
         self.check(
             errors.1 == 0,

@@ -189,12 +189,17 @@ async fn simulate(http: Http, mut users: Vec<UserState>, seed: u64, deadline: In
                         4..14 => Some("once"),
                         _ => None,
                     };
-                    let path = fail.map_or("/api/youtube/download".to_owned(), |f| format!("/api/youtube/download?fail={f}"));
+                    let path =
+                        fail.map_or("/api/youtube/download".to_owned(), |f| format!("/api/youtube/download?fail={f}"));
                     let body = json!({"url": format!("https://example.invalid/v/{seed}-{n}")});
                     let reply = rec.timed(4, http.post(&path, Some(&cookie), body)).await;
                     if let Some(id) = accepted(&reply) {
                         *rec.report.downloads.entry(user.name.clone()).or_default() += 1;
-                        rec.report.jobs.push(Accepted { id: id.clone(), user: user.name.clone(), fail: fail.map(str::to_owned) });
+                        rec.report.jobs.push(Accepted {
+                            id: id.clone(),
+                            user: user.name.clone(),
+                            fail: fail.map(str::to_owned),
+                        });
                         user.jobs.push(id);
                     }
                 }

@@ -173,7 +173,10 @@ impl Services {
         let env = vec![
             ("REDIS_URL".to_owned(), redis_url.to_owned()),
             ("MEDIA_API_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
-            ("MEDIA_API_USERS".to_owned(), format!("admin:admin:admin,abuser:abuser:user,probe:probe:user,{}", accounts.join(","))),
+            (
+                "MEDIA_API_USERS".to_owned(),
+                format!("admin:admin:admin,abuser:abuser:user,probe:probe:user,{}", accounts.join(",")),
+            ),
             ("MEDIA_API_DOWNLOAD_STEP_MS".to_owned(), "5".to_owned()),
             ("MEDIA_API_KEEP_COMPLETED".to_owned(), "1000000".to_owned()),
             ("MEDIA_API_JOB_LEDGER".to_owned(), dir.join("ledger.txt").display().to_string()),
@@ -265,7 +268,9 @@ pub(crate) type MemorySample = (u64, u64, (u32, u64), u64);
 fn rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().to_owned()))
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -276,7 +281,10 @@ fn redis_used_memory(ports: &[u16]) -> u64 {
         .iter()
         .filter_map(|port| redtail_testkit::resp::command(*port, &["INFO", "memory"]).ok())
         .filter_map(|reply| {
-            reply.text()?.lines().find_map(|l| l.strip_prefix("used_memory:").and_then(|v| v.trim().parse::<u64>().ok()))
+            reply
+                .text()?
+                .lines()
+                .find_map(|l| l.strip_prefix("used_memory:").and_then(|v| v.trim().parse::<u64>().ok()))
         })
         .sum()
 }
@@ -304,6 +312,15 @@ fn soak(options: &Options) -> Result<(), String> {
         cycles,
         dir.display()
     );
+    if options.mode == Deployment::Sentinel {
+        // Without it a failover loses every write the old primary takes between the promotion
+        // of its replica and its own demotion (seconds): see docs/security.md.
+        for port in redis.data_ports() {
+            for (name, value) in [("min-replicas-to-write", "1"), ("min-replicas-max-lag", "10")] {
+                redis.admin(port, &["CONFIG", "SET", name, value]).map_err(|e| format!("CONFIG SET {name}: {e}"))?;
+            }
+        }
+    }
     let users = load::user_names(options.users);
     let mut services = Services::start(&binary, &dir, redis.url(), &users)?;
     let rt = runtime()?;
