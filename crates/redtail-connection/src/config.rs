@@ -126,6 +126,35 @@ impl Config {
         }
     }
 
+    /// Trusts exactly the CA certificates in `pem` (one or more `BEGIN CERTIFICATE` blocks) for
+    /// `rediss://` connections, instead of the system's roots: the usual setup for a Redis with
+    /// certificates from a private CA. A server whose certificate no such CA signed is refused
+    /// during the handshake.
+    ///
+    /// Fails when `pem` holds no certificate or one that cannot be used as a root.
+    #[cfg(feature = "tls")]
+    pub fn with_tls_root_certificates(mut self, pem: &[u8]) -> Result<Config> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+
+        let invalid = |what: String| Error::Config(format!("TLS root certificates: {what}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| invalid(format!("cannot read the PEM: {e}")))?;
+            roots.add(cert).map_err(|e| invalid(format!("a certificate cannot be a root: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(invalid("no `BEGIN CERTIFICATE` block found".to_owned()));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.fred.tls = Some(fred::types::config::TlsConnector::from(client).into());
+        Ok(self)
+    }
+
     /// Number of multiplexed connections commands are spread over (per cluster node). Default 2.
     #[must_use]
     pub fn with_pool_size(mut self, size: usize) -> Self {

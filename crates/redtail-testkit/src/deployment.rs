@@ -110,6 +110,39 @@ impl TestRedis {
         Self::start(Deployment::Standalone, false, true)
     }
 
+    /// A standalone server of its own serving TLS with the PEM files `cert` and `key` (its
+    /// certificate and private key); [`TestRedis::url`] is the `rediss://127.0.0.1:<port>` URL.
+    /// Clients need not present a certificate. The harness itself talks to the server on a
+    /// plain port that only it uses.
+    pub fn standalone_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TestRedis> {
+        let root = std::env::temp_dir().join(format!("redtail-test-{}-{}", std::process::id(), unique()));
+        let tls_port = crate::server::free_port()?.to_string();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let args = [
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+        ];
+        let server = Process::start(&root, "tls", &args, None)?;
+        Ok(TestRedis {
+            deployment: Deployment::Standalone,
+            url: format!("rediss://127.0.0.1:{tls_port}"),
+            servers: vec![server],
+            sentinels: Vec::new(),
+            root: Some(root),
+            container: None,
+        })
+    }
+
     fn start(kind: Deployment, persistent: bool, detached: bool) -> Result<TestRedis> {
         #[cfg(feature = "testcontainers")]
         if kind == Deployment::Standalone && !persistent && !crate::container::redis_server_installed() {

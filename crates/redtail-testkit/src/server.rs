@@ -198,7 +198,7 @@ impl Drop for Process {
 }
 
 /// A loopback port that is free now, as is `port + 10000` (the cluster bus port).
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     // Spread processes over the range so parallel test processes rarely race for a port.
     let seed = u16::try_from((std::process::id() as u64 * 7919 + nanos()) % 30_000).unwrap_or(0);
