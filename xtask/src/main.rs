@@ -33,6 +33,10 @@ cargo xtask <command>
                            (Redis killed, paused, failed over, out of memory; connections dropped;
                            scripts flushed; the worker killed), then an account of every job,
                            session and limit; 90 s of load by default, --long 30 minutes
+  fuzz [--secs N] [target...]
+                           build the libFuzzer targets of fuzz/ with coverage instrumentation (stable
+                           Rust, no cargo-fuzz needed) and run each for N seconds (20), replaying the
+                           crash inputs kept in fuzz/regressions/ first
   chart <file>             redraw docs/benchmarks.svg from the JSON lines a bench --compare printed
   redis [standalone|cluster|sentinel]
                            start local servers, print their URLs, stop them on Enter or Ctrl-C
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
         Some("tour") => tour(),
         Some("bench") => bench(&args[1..]),
         Some("soak") => soak(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("chart") => chart(args.get(1).map(String::as_str)),
         Some("redis") => redis(args.get(1).map(String::as_str)),
         Some("help" | "--help" | "-h") | None => {
@@ -93,12 +98,14 @@ where
 fn ci() -> Result {
     let started = Instant::now();
     run("cargo", ["fmt", "--all", "--", "--check"], &[])?;
+    run("cargo", ["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"], &[])?;
     tidy()?;
     run("cargo", ["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"], &[])?;
     // The container fallback is optional; make sure it still builds.
     run("cargo", ["clippy", "-p", "redtail-testkit", "--features", "testcontainers", "--", "-D", "warnings"], &[])?;
     test(&[])?;
     soak(&[])?;
+    fuzz(&[])?;
     run("cargo", ["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     deny()?;
     eprintln!("\nci passed in {:.0} s", started.elapsed().as_secs_f64());
@@ -139,12 +146,100 @@ fn start_all() -> Result<Vec<TestRedis>> {
 /// Builds the demo service and the soak driver (tests/src/bin/soak), and runs the soak:
 /// `--long` holds the load for 30 minutes; other arguments go to the driver.
 fn soak(args: &[String]) -> Result {
-    run("cargo", ["build", "--quiet", "-p", "media-api", "-p", "redtail-tests", "--bin", "media-api", "--bin", "soak"], &[])?;
+    run(
+        "cargo",
+        ["build", "--quiet", "-p", "media-api", "-p", "redtail-tests", "--bin", "media-api", "--bin", "soak"],
+        &[],
+    )?;
     let mut forwarded: Vec<String> = args.iter().filter(|a| *a != "--long").cloned().collect();
     if args.iter().any(|a| a == "--long") {
         forwarded.extend(["--secs".to_owned(), "1800".to_owned()]);
     }
     run(&root().join("target/debug/soak").display().to_string(), &forwarded, &[])
+}
+
+/// The fuzz targets of `fuzz/`, one per parser of untrusted input.
+const FUZZ_TARGETS: [&str; 7] = ["url", "token", "key", "codec", "forwarded_for", "job_record", "replies"];
+
+/// Builds the fuzz targets with the coverage instrumentation cargo-fuzz would add (all of it
+/// stable: no sanitizer, which safe Rust does not need), then runs each for a bounded time.
+/// Inputs that crashed once live in `fuzz/regressions/<target>/` and are replayed first; a new
+/// crash is saved under `target/fuzz/artifacts/<target>/` and fails the run.
+fn fuzz(args: &[String]) -> Result {
+    let mut secs = 20u64;
+    let mut targets = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--secs" => {
+                secs = args.next().and_then(|v| v.parse().ok()).ok_or("--secs takes a number of seconds")?;
+            }
+            t if FUZZ_TARGETS.contains(&t) => targets.push(t),
+            other => return Err(format!("unknown fuzz target `{other}` (one of {})", FUZZ_TARGETS.join(", "))),
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    let flags = [
+        "-Cpasses=sancov-module",
+        "-Cllvm-args=-sanitizer-coverage-level=4",
+        "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+        "-Cllvm-args=-sanitizer-coverage-pc-table",
+        "-Cllvm-args=-sanitizer-coverage-trace-compares",
+        "--cfg fuzzing",
+        "-Cdebug-assertions",
+        "-Coverflow-checks",
+    ]
+    .join(" ");
+    let host = "x86_64-unknown-linux-gnu";
+    // An explicit --target keeps the instrumentation out of build scripts and proc macros.
+    run(
+        "cargo",
+        [
+            "build",
+            "--quiet",
+            "--release",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--target",
+            host,
+            "--target-dir",
+            "target/fuzz",
+            "--bins",
+        ],
+        &[("RUSTFLAGS", &flags)],
+    )?;
+    for target in targets {
+        let corpus = root().join("target/fuzz/corpus").join(target);
+        let regressions = root().join("fuzz/regressions").join(target);
+        let artifacts = root().join("target/fuzz/artifacts").join(target);
+        for dir in [&corpus, &regressions, &artifacts] {
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let binary = root().join("target/fuzz").join(host).join("release").join(target);
+        let outcome = run(
+            &binary.display().to_string(),
+            [
+                format!("-max_total_time={secs}"),
+                "-rss_limit_mb=2048".to_owned(),
+                "-timeout=10".to_owned(),
+                "-print_final_stats=1".to_owned(),
+                format!("-artifact_prefix={}/", artifacts.display()),
+                corpus.display().to_string(),
+                regressions.display().to_string(),
+            ],
+            &[],
+        );
+        if outcome.is_err() {
+            return Err(format!(
+                "fuzz target `{target}` failed: the input is in {}; fix the bug, then move the input into {} so every run replays it",
+                artifacts.display(),
+                regressions.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Runs the workloads of `../shared/BENCHMARKS.md`, then (with `--compare`) the references on
@@ -509,7 +604,7 @@ fn tidy() -> Result {
     eprintln!("\n==> tidy");
     let mut problems = Vec::new();
     let root = root();
-    for dir in ["crates", "tests", "xtask", "examples"] {
+    for dir in ["crates", "tests", "xtask", "examples", "fuzz"] {
         walk(&root.join(dir), &mut |path| {
             let Ok(text) = fs::read_to_string(path) else { return };
             let relative = path.strip_prefix(&root).unwrap_or(path).display().to_string();

@@ -1,0 +1,31 @@
+//! Stored values: any bytes decode to a value or an error through the codec, and any bytes
+//! under a cache entry's key read as a miss or a value, never a panic.
+
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use redtail_cache::{Cache, CacheConfig};
+use redtail_core::{Backend, Cmd, Codec, JsonCodec, Key};
+use redtail_session::example::UserSession;
+use redtail_testkit::MemoryBackend;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"))
+}
+
+fuzz_target!(|bytes: &[u8]| {
+    let _ = JsonCodec.decode::<serde_json::Value>(bytes);
+    let _ = JsonCodec.decode::<UserSession>(bytes);
+    runtime().block_on(async {
+        let redis = MemoryBackend::new();
+        let backend: Arc<dyn Backend> = Arc::new(redis.clone());
+        let Ok(cache) = Cache::new(backend, CacheConfig::default()).await else { return };
+        let set = Cmd::new("SET").key(&Key::from_raw("rt:c:e:victim")).arg(bytes);
+        if redis.call(set).await.is_ok() {
+            let _ = cache.get::<serde_json::Value>("victim").await;
+        }
+    });
+});

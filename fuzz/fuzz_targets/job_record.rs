@@ -1,0 +1,36 @@
+//! Job records: a job hash holding anything (written by something else, or corrupt) reads as a
+//! job or an error, never a panic.
+
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+
+use libfuzzer_sys::fuzz_target;
+use redtail_core::{Backend, Cmd, Key};
+use redtail_queue::{Queue, QueueConfig};
+use redtail_testkit::MemoryBackend;
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"))
+}
+
+fuzz_target!(|fields: Vec<(String, Vec<u8>)>| {
+    if fields.is_empty() {
+        return;
+    }
+    runtime().block_on(async {
+        let redis = MemoryBackend::new();
+        let Ok(queue) = Queue::<serde_json::Value>::new(Arc::new(redis.clone()), QueueConfig::new("fuzz")) else {
+            return;
+        };
+        let mut cmd = Cmd::new("HSET").key(&Key::from_raw("rt:q:{fuzz}:j:victim"));
+        for (field, value) in &fields {
+            cmd = cmd.arg(field.as_str()).arg(value.as_slice());
+        }
+        if redis.call(cmd).await.is_ok() {
+            let _ = queue.get("victim").await;
+            let _ = queue.logs("victim").await;
+        }
+    });
+});
