@@ -104,7 +104,12 @@ fn ci() -> Result {
     // The container fallback is optional; make sure it still builds.
     run("cargo", ["clippy", "-p", "redtail-testkit", "--features", "testcontainers", "--", "-D", "warnings"], &[])?;
     test(&[])?;
+    // The short soak: 90 s on a standalone server with every fault, then a minute each on a
+    // cluster and a sentinel set, where the failover replaces the restart.
     soak(&[])?;
+    for mode in ["cluster", "sentinel"] {
+        soak(&["--mode".to_owned(), mode.to_owned(), "--secs".to_owned(), "60".to_owned()])?;
+    }
     fuzz(&[])?;
     run("cargo", ["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     deny()?;

@@ -85,9 +85,14 @@ impl Http {
         self.send(Method::POST, path, cookie, Some(json.to_string())).await
     }
 
-    /// Logs `user` in (password = user name) and returns the session cookie.
+    /// `POST /api/auth/login` for `user`, whose password is its name (as the soak sets up).
+    pub(crate) async fn login_request(&self, user: &str) -> Reply {
+        self.post("/api/auth/login", None, serde_json::json!({"username": user, "password": user})).await
+    }
+
+    /// Logs `user` in and returns the session cookie.
     pub(crate) async fn login(&self, user: &str) -> Result<String, Reply> {
-        let reply = self.post("/api/auth/login", None, serde_json::json!({"username": user, "password": user})).await;
+        let reply = self.login_request(user).await;
         match (&reply.status, &reply.set_cookie) {
             (200, Some(cookie)) => Ok(cookie.clone()),
             _ => Err(reply),

@@ -165,7 +165,7 @@ async fn simulate(http: Http, mut users: Vec<UserState>, seed: u64, deadline: In
                 // Logged out or not (an error leaves it unknown), it is no longer checked.
                 rec.timed(1, http.post("/api/auth/logout", Some(&oldest), json!({}))).await;
             }
-            let reply = rec.timed(0, http.post("/api/auth/login", None, login(&user.name))).await;
+            let reply = rec.timed(0, http.login_request(&user.name)).await;
             if let (200, Some(cookie)) = (reply.status, reply.set_cookie) {
                 user.sessions.push(cookie);
             }
@@ -243,10 +243,6 @@ async fn abuse(http: Http, deadline: Instant) -> (LoadReport, Vec<Sample>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     (rec.report, rec.samples)
-}
-
-fn login(user: &str) -> serde_json::Value {
-    json!({"username": user, "password": user})
 }
 
 fn accepted(reply: &crate::http::Reply) -> Option<String> {

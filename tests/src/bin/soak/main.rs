@@ -262,6 +262,26 @@ impl Services {
     }
 }
 
+impl Drop for Services {
+    /// A run that fails half way leaves no process behind (after [`Services::stop`], a no-op).
+    fn drop(&mut self) {
+        for child in [&mut self.api, &mut self.worker] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A child process killed when dropped: the load generator, if the run fails before it ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Memory samples: `(ms, api RSS KiB, worker RSS KiB with its pid, Redis used_memory bytes)`.
 pub(crate) type MemorySample = (u64, u64, (u32, u64), u64);
 
@@ -353,15 +373,17 @@ fn soak(options: &Options) -> Result<(), String> {
     let started_ms = now_ms();
     let started = Instant::now();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut loader = Command::new(exe)
-        .args(["load", &services.base, &options.secs.to_string(), &options.users.to_string()])
-        .arg(options.tasks.to_string())
-        .arg(&dir)
-        .spawn()
-        .map_err(|e| format!("cannot start the load generator: {e}"))?;
+    let mut loader = Reaped(
+        Command::new(exe)
+            .args(["load", &services.base, &options.secs.to_string(), &options.users.to_string()])
+            .arg(options.tasks.to_string())
+            .arg(&dir)
+            .spawn()
+            .map_err(|e| format!("cannot start the load generator: {e}"))?,
+    );
 
     let mut injected = Vec::new();
-    let mut probes = 0;
+    let mut probes = 0u8;
     for cycle in 0..cycles {
         for (offset, fault) in schedule(options.mode) {
             let at = Duration::from_secs(cycle * CYCLE_SECS + offset);
@@ -372,7 +394,8 @@ fn soak(options: &Options) -> Result<(), String> {
             let start_ms = now_ms();
             let note = inject(fault, &redis, &mut services)?;
             let end_ms = now_ms();
-            probes += 1;
+            // Addresses 127.0.1.1 to 127.0.1.200, one per fault (250 and 251 serve other calls).
+            probes = probes % 200 + 1;
             let recovered = rt.block_on(recover(&services.base, probes));
             eprintln!(
                 "soak: +{:>5.1} s {:<36} {:>6} ms, recovered in {}{}",
@@ -385,7 +408,7 @@ fn soak(options: &Options) -> Result<(), String> {
             injected.push(Injected { fault, start_ms, end_ms, recovered, note });
         }
     }
-    let status = loader.wait().map_err(|e| e.to_string())?;
+    let status = loader.0.wait().map_err(|e| e.to_string())?;
     if !status.success() {
         return Err(format!("the load generator failed: {status}"));
     }
@@ -464,7 +487,7 @@ fn memory_pressure(redis: &TestRedis, services: &Services) -> Result<String, Str
     let http = Http::new(&services.base, IpAddr::V4(Ipv4Addr::new(127, 0, 1, 250)));
     let refused = runtime()?.block_on(async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        http.post("/api/auth/login", None, serde_json::json!({"username": "admin", "password": "admin"})).await
+        http.login_request("admin").await
     });
     std::thread::sleep(Duration::from_millis(3500));
     for port in &ports {
