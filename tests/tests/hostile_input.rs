@@ -5,14 +5,16 @@
 use std::{
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
+    time::{Duration, SystemTime},
 };
 
 use proptest::prelude::*;
+use redtail_cache::{Cache, CacheConfig, EntryOptions};
 use redtail_connection::Config;
 use redtail_core::{Backend, Cmd, Codec, JsonCodec, Key, Namespace, Value, hash_tag, unescape};
 use redtail_queue::{JobOptions, Queue, QueueConfig};
-use redtail_ratelimit::ClientIp;
-use redtail_session::{SessionConfig, SessionStore, Token, example::UserSession};
+use redtail_ratelimit::{ClientIp, Policy, RateLimiter};
+use redtail_session::{JwtDenylist, NewSession, SessionConfig, SessionStore, Token, example::UserSession};
 use redtail_testkit::MemoryBackend;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -150,6 +152,74 @@ proptest! {
         let store = SessionStore::<UserSession>::new(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>, SessionConfig::default());
         let found = runtime().block_on(store.get(&token)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(found.is_none());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// Every other public entry point that takes a string from users (cache keys, tags and
+    /// patterns, rate-limit subjects, session user ids, JWT ids, namespace prefixes, queue
+    /// names) accepts it and round-trips it, or refuses it with an error: never a panic, never
+    /// a value under another key.
+    #[test]
+    fn every_user_string_is_accepted_or_refused_cleanly(text in hostile(), other in hostile()) {
+        runtime().block_on(async {
+            let fail = |e: &dyn std::fmt::Display| TestCaseError::fail(e.to_string());
+            let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+
+            let cache = Cache::new(Arc::clone(&backend), CacheConfig::default()).await.map_err(|e| fail(&e))?;
+            let options = EntryOptions::ttl(Duration::from_secs(60)).tag(text.as_str());
+            match cache.set(&text, &other, &options).await {
+                Ok(()) => {
+                    prop_assert_eq!(cache.get::<String>(&text).await, Some(other.clone()));
+                    if other != text {
+                        prop_assert_eq!(cache.get::<String>(&other).await, None);
+                    }
+                    cache.invalidate_tag(&text).await.map_err(|e| fail(&e))?;
+                    prop_assert_eq!(cache.get::<String>(&text).await, None);
+                }
+                Err(redtail_cache::Error::InvalidInput(_) | redtail_cache::Error::TooLarge { .. }) => {}
+                Err(e) => return Err(fail(&e)),
+            }
+            let _ = cache.invalidate_pattern(&other).await;
+            let _ = cache.delete(&other).await;
+
+            let limiter = RateLimiter::new(Arc::clone(&backend), Namespace::new("rt:rl").map_err(|e| fail(&e))?);
+            let policy = Policy::new("hostile", 1, Duration::from_secs(60));
+            match limiter.check(&text, std::slice::from_ref(&policy)).await {
+                Ok(first) => {
+                    prop_assert!(first.is_allowed());
+                    let second = limiter.check(&text, std::slice::from_ref(&policy)).await.map_err(|e| fail(&e))?;
+                    prop_assert!(!second.is_allowed(), "the subject's own counter, not another's");
+                }
+                Err(redtail_ratelimit::Error::InvalidInput(_)) => {}
+                Err(e) => return Err(fail(&e)),
+            }
+
+            let store = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default());
+            match store.create(&text, UserSession::new(text.as_str(), "user"), NewSession::standard()).await {
+                Ok((token, _)) => {
+                    let found = store.get(token.as_str()).await.map_err(|e| fail(&e))?;
+                    prop_assert_eq!(found.map(|s| s.user_id), Some(text.clone()));
+                    prop_assert_eq!(store.invalidate_all(&text).await.map_err(|e| fail(&e))?, 1);
+                }
+                Err(redtail_session::Error::InvalidInput(_) | redtail_session::Error::TooLarge { .. }) => {}
+                Err(e) => return Err(fail(&e)),
+            }
+
+            let denylist = JwtDenylist::new(Arc::clone(&backend), Namespace::new("rt:jwt").map_err(|e| fail(&e))?);
+            let later = SystemTime::now() + Duration::from_secs(60);
+            match denylist.revoke(&text, later).await {
+                Ok(_) => prop_assert!(denylist.is_revoked(&text).await.map_err(|e| fail(&e))?),
+                Err(redtail_session::Error::InvalidInput(_)) => {}
+                Err(e) => return Err(fail(&e)),
+            }
+
+            let _ = Namespace::new(&text);
+            let _ = Queue::<String>::new(Arc::clone(&backend), QueueConfig::new(text.as_str()));
+            Ok(())
+        })?;
     }
 }
 
