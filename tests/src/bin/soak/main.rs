@@ -425,7 +425,7 @@ fn soak(options: &Options) -> Result<(), String> {
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let stopped = services.stop();
     account.services(&dir, &stopped);
-    account.rate_limits(&report, &admin);
+    account.rate_limits(&report, &admin, &injected);
     account.recovery(&injected);
     account.latency(&dir, &injected, load_end_ms)?;
     account.memory(&samples, started_ms, load_end_ms);
