@@ -197,7 +197,12 @@ fn fuzz(args: &[String]) -> Result {
         "-Coverflow-checks",
     ]
     .join(" ");
-    let host = "x86_64-unknown-linux-gnu";
+    let rustc = Command::new("rustc").arg("-vV").output().map_err(|e| format!("cannot run rustc -vV: {e}"))?;
+    let host = String::from_utf8_lossy(&rustc.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .ok_or("rustc -vV names no host")?;
+    let host = host.as_str();
     // An explicit --target keeps the instrumentation out of build scripts and proc macros.
     run(
         "cargo",
