@@ -150,11 +150,16 @@ impl Recorder {
     }
 }
 
+/// Requests one task may send per second of the run, at most: the load is bounded in count as
+/// well as in time (a task sends about 12 a second).
+const MAX_PER_TASK_SECOND: u64 = 40;
+
 async fn simulate(http: Http, mut users: Vec<UserState>, seed: u64, deadline: Instant) -> (LoadReport, Vec<Sample>) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (seed + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let mut rec = Recorder::default();
     let mut n = 0u64;
-    while Instant::now() < deadline && !users.is_empty() {
+    let cap = deadline.saturating_duration_since(Instant::now()).as_secs().max(1) * MAX_PER_TASK_SECOND;
+    while Instant::now() < deadline && !users.is_empty() && n < cap {
         n += 1;
         let pick = rng.below(users.len() as u64) as usize;
         let user = &mut users[pick];
@@ -233,7 +238,10 @@ async fn simulate(http: Http, mut users: Vec<UserState>, seed: u64, deadline: In
 async fn abuse(http: Http, deadline: Instant) -> (LoadReport, Vec<Sample>) {
     let mut rec = Recorder::default();
     let mut cookie = None;
-    while Instant::now() < deadline {
+    let cap = deadline.saturating_duration_since(Instant::now()).as_secs().max(1) * 100;
+    let mut sent = 0u64;
+    while Instant::now() < deadline && sent < cap {
+        sent += 1;
         match &cookie {
             None => cookie = http.login("abuser").await.ok(),
             Some(c) => {
