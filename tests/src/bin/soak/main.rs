@@ -282,8 +282,8 @@ impl Drop for Reaped {
     }
 }
 
-/// Memory samples: `(ms, api RSS KiB, worker RSS KiB with its pid, Redis used_memory bytes)`.
-pub(crate) type MemorySample = (u64, u64, (u32, u64), u64);
+/// Memory samples: `(ms, api RSS KiB, RSS KiB of the worker running then, Redis used_memory bytes)`.
+pub(crate) type MemorySample = (u64, u64, u64, u64);
 
 fn rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
@@ -361,7 +361,7 @@ fn soak(options: &Options) -> Result<(), String> {
         std::thread::spawn(move || {
             while sampling.load(Ordering::SeqCst) {
                 let worker = worker_pid.load(Ordering::SeqCst);
-                let sample = (now_ms(), rss_kib(api_pid), (worker, rss_kib(worker)), redis_used_memory(&ports));
+                let sample = (now_ms(), rss_kib(api_pid), rss_kib(worker), redis_used_memory(&ports));
                 if let Ok(mut samples) = samples.lock() {
                     samples.push(sample);
                 }
@@ -425,7 +425,7 @@ fn soak(options: &Options) -> Result<(), String> {
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let stopped = services.stop();
     account.services(&dir, &stopped);
-    account.rate_limits(&report, &admin, &injected);
+    account.rate_limits(&report, &admin, &injected, options.secs);
     account.recovery(&injected);
     account.latency(&dir, &injected, load_end_ms)?;
     account.memory(&samples, started_ms, load_end_ms);
