@@ -80,14 +80,7 @@ impl TestRedis {
     /// A deployment of `kind`, from its environment variable when set, else started.
     pub fn shared_or_owned(kind: Deployment) -> Result<TestRedis> {
         match std::env::var(kind.env()) {
-            Ok(url) if !url.is_empty() => Ok(TestRedis {
-                deployment: kind,
-                url,
-                servers: Vec::new(),
-                sentinels: Vec::new(),
-                root: None,
-                container: None,
-            }),
+            Ok(url) if !url.is_empty() => Ok(TestRedis::empty(kind, url, None)),
             _ => Self::owned(kind),
         }
     }
@@ -115,32 +108,21 @@ impl TestRedis {
     /// Clients need not present a certificate. The harness itself talks to the server on a
     /// plain port that only it uses.
     pub fn standalone_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TestRedis> {
-        let root = std::env::temp_dir().join(format!("redtail-test-{}-{}", std::process::id(), unique()));
+        let root = new_root();
         let tls_port = crate::server::free_port()?.to_string();
+        let mut this =
+            TestRedis::empty(Deployment::Standalone, format!("rediss://127.0.0.1:{tls_port}"), Some(root.clone()));
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let args = [
-            "--tls-port",
-            &tls_port,
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-auth-clients",
-            "no",
-            "--appendonly",
-            "no",
-            "--save",
-            "",
-        ];
-        let server = Process::start(&root, "tls", &args, None)?;
-        Ok(TestRedis {
-            deployment: Deployment::Standalone,
-            url: format!("rediss://127.0.0.1:{tls_port}"),
-            servers: vec![server],
-            sentinels: Vec::new(),
-            root: Some(root),
-            container: None,
-        })
+        let mut args = vec!["--tls-port", &tls_port, "--tls-cert-file", &cert, "--tls-key-file", &key];
+        args.extend_from_slice(&["--tls-auth-clients", "no"]);
+        args.extend_from_slice(NOT_PERSISTENT);
+        this.servers.push(Process::start(&root, "tls", &args, None)?);
+        Ok(this)
+    }
+
+    /// A deployment of `kind` at `url` with no server yet; `root`, when given, is removed on drop.
+    fn empty(deployment: Deployment, url: String, root: Option<PathBuf>) -> TestRedis {
+        TestRedis { deployment, url, servers: Vec::new(), sentinels: Vec::new(), root, container: None }
     }
 
     fn start(kind: Deployment, persistent: bool, detached: bool) -> Result<TestRedis> {
@@ -148,20 +130,10 @@ impl TestRedis {
         if kind == Deployment::Standalone && !persistent && !crate::container::redis_server_installed() {
             return crate::container::standalone();
         }
-        let root = std::env::temp_dir().join(format!("redtail-test-{}-{}", std::process::id(), unique()));
-        let mut this = TestRedis {
-            deployment: kind,
-            url: String::new(),
-            servers: Vec::new(),
-            sentinels: Vec::new(),
-            root: Some(root.clone()),
-            container: None,
-        };
-        let persistence: &[&str] = if persistent {
-            &["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
-        } else {
-            &["--appendonly", "no", "--save", ""]
-        };
+        let root = new_root();
+        let mut this = TestRedis::empty(kind, String::new(), Some(root.clone()));
+        let persistence: &[&str] =
+            if persistent { &["--appendonly", "yes", "--appendfsync", "always", "--save", ""] } else { NOT_PERSISTENT };
         let started = match kind {
             Deployment::Standalone => {
                 this.servers.push(Process::start_with(&root, "standalone", persistence, None, detached)?);
@@ -181,14 +153,9 @@ impl TestRedis {
 
     #[cfg(feature = "testcontainers")]
     pub(crate) fn from_container(url: String, container: Box<dyn std::any::Any + Send>) -> TestRedis {
-        TestRedis {
-            deployment: Deployment::Standalone,
-            url,
-            servers: Vec::new(),
-            sentinels: Vec::new(),
-            root: None,
-            container: Some(container),
-        }
+        let mut this = TestRedis::empty(Deployment::Standalone, url, None);
+        this.container = Some(container);
+        this
     }
 
     fn start_cluster(&mut self, root: &std::path::Path, persistence: &[&str]) -> Result<()> {
@@ -488,6 +455,14 @@ fn expect_ok_or_int(reply: Reply) -> Result<()> {
 fn field_of(reply: &Reply, name: &str) -> Option<String> {
     let Reply::Array(Some(items)) = reply else { return None };
     items.chunks(2).find(|pair| pair[0].text().as_deref() == Some(name)).and_then(|pair| pair.get(1)?.text())
+}
+
+/// Server arguments for a deployment whose data need not survive a restart.
+const NOT_PERSISTENT: &[&str] = &["--appendonly", "no", "--save", ""];
+
+/// A new folder for one deployment's servers, under the system's temporary folder.
+fn new_root() -> PathBuf {
+    std::env::temp_dir().join(format!("redtail-test-{}-{}", std::process::id(), unique()))
 }
 
 fn unique() -> u64 {
