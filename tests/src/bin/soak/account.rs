@@ -23,7 +23,8 @@ const ACK_SLACK_MS: u64 = 1_000;
 /// worker held, and the retries' backoff.
 const DRAIN: Duration = Duration::from_secs(120);
 
-async fn connect(url: &str) -> Result<Arc<dyn Backend>, String> {
+/// The client the account reads Redis with, for the whole account.
+pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Backend>, String> {
     let config = Config::from_url(url).map_err(|e| e.to_string())?;
     Ok(Arc::new(Redis::connect(config).await.map_err(|e| format!("cannot reach Redis for the account: {e}"))?))
 }
@@ -36,14 +37,13 @@ fn queues(backend: &Arc<dyn Backend>) -> Result<[Queue<serde_json::Value>; 2], S
 /// Waits for the queues to drain, then accounts for every accepted job, every attempt in the
 /// ledger and every live session.
 pub(crate) async fn jobs_and_sessions(
-    url: &str,
+    backend: &Arc<dyn Backend>,
     report: &LoadReport,
     dir: &Path,
     injected: &[Injected],
 ) -> Result<Account, String> {
     let mut account = Account::default();
-    let backend = connect(url).await?;
-    let [downloads, requests] = queues(&backend)?;
+    let [downloads, requests] = queues(backend)?;
     let started = tokio::time::Instant::now();
     let mut totals = (0, 0);
     loop {
@@ -136,7 +136,7 @@ pub(crate) async fn jobs_and_sessions(
     );
 
     // Sessions: every one created and not logged out is still there (Redis kept its data).
-    let store = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default());
+    let store = SessionStore::<UserSession>::new(Arc::clone(backend), SessionConfig::default());
     let mut lost = Vec::new();
     for (user, token) in &report.sessions {
         match store.get(token).await {
@@ -219,12 +219,11 @@ pub(crate) struct Leftovers {
 }
 
 /// Obliterates the queues and ends every user's sessions, then scans every key for a TTL.
-pub(crate) async fn clean_up(url: &str, users: &[String]) -> Result<Leftovers, String> {
-    let backend = connect(url).await?;
-    for queue in queues(&backend)? {
+pub(crate) async fn clean_up(backend: &Arc<dyn Backend>, users: &[String]) -> Result<Leftovers, String> {
+    for queue in queues(backend)? {
         queue.obliterate(true).await.map_err(|e| format!("obliterate: {e}"))?;
     }
-    let store = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default());
+    let store = SessionStore::<UserSession>::new(Arc::clone(backend), SessionConfig::default());
     for user in users.iter().map(String::as_str).chain(["admin", "abuser", "probe"]) {
         store.invalidate_all(user).await.map_err(|e| format!("invalidate_all({user}): {e}"))?;
     }

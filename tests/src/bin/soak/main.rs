@@ -392,7 +392,7 @@ fn soak(options: &Options) -> Result<(), String> {
             }
             std::thread::sleep(at.saturating_sub(started.elapsed()));
             let start_ms = now_ms();
-            let note = inject(fault, &redis, &mut services)?;
+            let note = inject(fault, &redis, &mut services, &rt)?;
             let end_ms = now_ms();
             // Addresses 127.0.1.1 to 127.0.1.200, one per fault (250 and 251 serve other calls).
             probes = probes % 200 + 1;
@@ -419,7 +419,8 @@ fn soak(options: &Options) -> Result<(), String> {
     .map_err(|e| format!("load.json: {e}"))?;
 
     let admin = rt.block_on(admin_overview(&services.base))?;
-    let mut account = rt.block_on(account::jobs_and_sessions(redis.url(), &report, &dir, &injected))?;
+    let backend = rt.block_on(account::connect(redis.url()))?;
+    let mut account = rt.block_on(account::jobs_and_sessions(&backend, &report, &dir, &injected))?;
     sampling.store(false, Ordering::SeqCst);
     let _ = sampler.join();
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
@@ -429,7 +430,7 @@ fn soak(options: &Options) -> Result<(), String> {
     account.recovery(&injected);
     account.latency(&dir, &injected, load_end_ms)?;
     account.memory(&samples, started_ms, load_end_ms);
-    let leftovers = rt.block_on(account::clean_up(redis.url(), &users))?;
+    let leftovers = rt.block_on(account::clean_up(&backend, &users))?;
     account.redis_memory(&leftovers, baseline_memory, &samples, redis_used_memory(&ports));
     println!("{}", account.render(options, &injected));
     if account.failed() {
@@ -441,7 +442,12 @@ fn soak(options: &Options) -> Result<(), String> {
 }
 
 /// Injects one fault and waits until it has ended; returns what it observed.
-fn inject(fault: Fault, redis: &TestRedis, services: &mut Services) -> Result<String, String> {
+fn inject(
+    fault: Fault,
+    redis: &TestRedis,
+    services: &mut Services,
+    rt: &tokio::runtime::Runtime,
+) -> Result<String, String> {
     let e = |e: redtail_testkit::Error| format!("{}: {e}", fault.name());
     match fault {
         Fault::DropClients => redis.drop_clients().map_err(e)?,
@@ -469,14 +475,14 @@ fn inject(fault: Fault, redis: &TestRedis, services: &mut Services) -> Result<St
             .map_err(e)?;
             return Ok(format!("new primary on port {port}"));
         }
-        Fault::MemoryPressure => return memory_pressure(redis, services),
+        Fault::MemoryPressure => return memory_pressure(redis, services, rt),
     }
     Ok(String::new())
 }
 
 /// Sets `maxmemory` below what each primary uses, with `noeviction`, for 4 s; a login tried
 /// meanwhile must be refused with a clear error, then `maxmemory` is lifted.
-fn memory_pressure(redis: &TestRedis, services: &Services) -> Result<String, String> {
+fn memory_pressure(redis: &TestRedis, services: &Services, rt: &tokio::runtime::Runtime) -> Result<String, String> {
     let e = |e: redtail_testkit::Error| format!("memory pressure: {e}");
     let ports = redis.data_ports();
     for port in &ports {
@@ -485,7 +491,7 @@ fn memory_pressure(redis: &TestRedis, services: &Services) -> Result<String, Str
         redis.admin(*port, &["CONFIG", "SET", "maxmemory", &(used / 2).max(1 << 20).to_string()]).map_err(e)?;
     }
     let http = Http::new(&services.base, IpAddr::V4(Ipv4Addr::new(127, 0, 1, 250)));
-    let refused = runtime()?.block_on(async {
+    let refused = rt.block_on(async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         http.login_request("admin").await
     });
