@@ -3,18 +3,14 @@
 
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use redtail_cache::{Cache, CacheConfig};
 use redtail_core::{Backend, Cmd, Codec, JsonCodec, Key};
+use redtail_fuzz::runtime;
 use redtail_session::example::UserSession;
 use redtail_testkit::MemoryBackend;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"))
-}
 
 fuzz_target!(|bytes: &[u8]| {
     let _ = JsonCodec.decode::<serde_json::Value>(bytes);

@@ -3,17 +3,13 @@
 
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use redtail_core::{Backend, Cmd, Key};
+use redtail_fuzz::runtime;
 use redtail_queue::{Queue, QueueConfig};
 use redtail_testkit::MemoryBackend;
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"))
-}
 
 fuzz_target!(|fields: Vec<(String, Vec<u8>)>| {
     if fields.is_empty() {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use std::{
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -19,14 +19,10 @@ use redtail_core::{
     Arg, Backend, Bytes, Cmd, Cursor, Error, Key, Pattern, ScanPage, Script, ServerError, Subscription, Value,
     async_trait,
 };
+use redtail_fuzz::runtime;
 use redtail_queue::{JobState, Queue, QueueConfig};
 use redtail_ratelimit::{Policy, RateLimiter};
 use redtail_session::{NewSession, SessionConfig, SessionStore, example::UserSession};
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime"))
-}
 
 /// A reply of any shape, nested a few levels at most.
 fn value(u: &mut Unstructured<'_>, depth: u32) -> Result<Value> {
