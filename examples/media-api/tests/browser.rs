@@ -12,7 +12,7 @@ use std::{
 };
 
 use base64::Engine;
-use common::{Service, TestResult, login, redis};
+use common::{Service, TestResult, login, queue_download, redis};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
@@ -145,19 +145,14 @@ async fn an_admin_retries_a_dead_lettered_download_from_the_dashboard() -> TestR
 
     // A download that fails every attempt until it is retried from the dead letters.
     let alice = login(&service, "alice", false).await?;
-    let queued = service
-        .post("/api/youtube/download?fail=until-retried")
-        .cookie(&alice)
-        .json(&json!({"url": "https://example.invalid/v/broken"}))
-        .send()
-        .await?;
-    let id = queued.json()["jobId"].as_str().ok_or("no job id")?.to_owned();
-    service
-        .post("/api/youtube/download")
-        .cookie(&alice)
-        .json(&json!({"url": "https://example.invalid/v/ok"}))
-        .send()
-        .await?;
+    let id = queue_download(
+        &service,
+        &alice,
+        "/api/youtube/download?fail=until-retried",
+        "https://example.invalid/v/broken",
+    )
+    .await?;
+    queue_download(&service, &alice, "/api/youtube/download", "https://example.invalid/v/ok").await?;
 
     let (_browser, mut page) = Page::open().await?;
     page.call("Page.navigate", json!({"url": format!("{base}/admin")})).await?;

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Service, TestResult, login, redis};
+use common::{Service, TestResult, login, queue_download, redis};
 use redtail_testkit::TestRedis;
 use serde_json::json;
 
@@ -91,14 +91,7 @@ async fn a_jobs_progress_reaches_100_and_its_result_is_visible_and_failures_retr
     let redis = redis();
     let service = Service::on(&redis)?;
     let alice = login(&service, "alice", false).await?;
-    let queued = service
-        .post("/api/youtube/download?fail=once")
-        .cookie(&alice)
-        .json(&json!({"url": "https://example.invalid/v/9"}))
-        .send()
-        .await?;
-    assert_eq!(queued.status, 202);
-    let id = queued.json()["jobId"].as_str().ok_or("no job id")?.to_owned();
+    let id = queue_download(&service, &alice, "/api/youtube/download?fail=once", "https://example.invalid/v/9").await?;
     let mut seen_progress = Vec::new();
     let job = loop {
         let job = service.get(&format!("/api/jobs/{id}")).cookie(&alice).send().await?.json();
@@ -251,13 +244,7 @@ async fn a_worker_only_process_runs_the_jobs_an_api_only_process_queues() -> Tes
     let redis = redis();
     let api = Service::start(&[], &[("REDIS_URL", redis.url()), ("MEDIA_API_WORKER", "off")])?;
     let alice = login(&api, "alice", false).await?;
-    let queued = api
-        .post("/api/youtube/download")
-        .cookie(&alice)
-        .json(&json!({"url": "https://example.invalid/v/1"}))
-        .send()
-        .await?;
-    let id = queued.json()["jobId"].as_str().ok_or("no id")?.to_owned();
+    let id = queue_download(&api, &alice, "/api/youtube/download", "https://example.invalid/v/1").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let waiting = api.get(&format!("/api/jobs/{id}")).cookie(&alice).send().await?.json();
     assert_eq!(waiting["job"]["state"], json!("waiting"), "no worker in the API process");

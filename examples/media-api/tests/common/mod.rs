@@ -205,3 +205,16 @@ pub async fn login(
     assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
     Ok(response.cookie().ok_or("no session cookie")?)
 }
+
+/// Queues a download as the holder of `cookie` (`path` may carry `?fail=...`), checks it was
+/// accepted, and returns its job id.
+pub async fn queue_download(
+    service: &Service,
+    cookie: &str,
+    path: &str,
+    url: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let response = service.post(path).cookie(cookie).json(&serde_json::json!({"url": url})).send().await?;
+    assert_eq!(response.status, 202, "{}", String::from_utf8_lossy(&response.body));
+    Ok(response.json()["jobId"].as_str().ok_or("no job id")?.to_owned())
+}
