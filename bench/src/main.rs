@@ -152,6 +152,18 @@ async fn raw(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result
     })
     .await?;
     report("raw.get", n, concurrency, get);
+    // The same reads through `BatchedGet`, as the session and cache crates make them.
+    let reads = Arc::new(redtail_core::BatchedGet::new(Arc::clone(backend)));
+    let k = Arc::clone(&keys);
+    let get = drive(n, concurrency, move |i| {
+        let (reads, keys) = (Arc::clone(&reads), Arc::clone(&k));
+        async move {
+            reads.get(&keys[i % keys.len()]).await?.ok_or("missing")?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("raw.get_batched", n, concurrency, get);
     let cleanup: Vec<Cmd> = keys.iter().map(|k| Cmd::new("UNLINK").key(k)).collect();
     for chunk in cleanup.chunks(1_000) {
         backend.pipeline(chunk.to_vec()).await?;
@@ -168,6 +180,7 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
         let limiter = Arc::new(RateLimiter::new(Arc::clone(backend), ns.clone()));
         let policy = Policy::new("api", 100, Duration::from_secs(60)).with_algorithm(algorithm);
         let limited = Arc::new(AtomicUsize::new(0));
+        let server_before = server_usec(backend).await?;
         let (l, p, lim) = (Arc::clone(&limiter), policy.clone(), Arc::clone(&limited));
         let measured = drive(n, concurrency, move |i| {
             let (limiter, policy, limited) = (Arc::clone(&l), p.clone(), Arc::clone(&lim));
@@ -182,6 +195,7 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
         let mut extra = serde_json::Map::new();
         extra.insert("algorithm".into(), json!(algorithm_name(algorithm)));
         extra.insert("limited".into(), json!(limited.load(Ordering::Relaxed)));
+        extra.insert("server_us_per_op".into(), json!(per_op(server_usec(backend).await? - server_before, n)));
         report_with("ratelimit", n, concurrency, measured, extra);
         let page = backend.scan(Cursor::START, &ns.pattern(Vec::<&str>::new()), 1_000).await?;
         let mut bytes = Vec::new();
@@ -193,6 +207,21 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
         println!("{line}");
     }
     Ok(())
+}
+
+/// Microseconds of server CPU spent in commands so far (`INFO commandstats`), to report the
+/// server's cost per operation beside the throughput.
+async fn server_usec(backend: &Arc<dyn Backend>) -> Result<u64, Error> {
+    let info = backend.call(Cmd::new("INFO").arg("commandstats")).await?.into_string()?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.split("usec=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+fn per_op(usec: u64, n: usize) -> f64 {
+    (usec as f64 / n as f64 * 100.0).round() / 100.0
 }
 
 fn algorithm_name(algorithm: redtail_ratelimit::Algorithm) -> &'static str {

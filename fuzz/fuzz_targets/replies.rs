@@ -85,6 +85,9 @@ impl Backend for Fuzzed {
     async fn blocking(&self, _cmd: Cmd) -> redtail_core::Result<Value> {
         self.next()
     }
+    fn is_cluster(&self) -> bool {
+        false
+    }
 }
 
 fn replies(data: &[u8]) -> Result<Vec<std::result::Result<Value, String>>> {

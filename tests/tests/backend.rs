@@ -27,7 +27,16 @@ for_each_backend!(
     publish_reaches_subscribers,
     blocking_commands_do_not_stall_other_traffic,
     blocking_commands_reply_as_redis_does,
+    batched_gets_answer_each_caller_across_slots,
+    batched_scripts_run_each_call_once_and_fail_alone,
 );
+
+static BATCHED_INCR_BY: LazyLock<Script> = LazyLock::new(|| {
+    Script::batched(
+        "test_batched_incr_by",
+        "return batch(function(KEYS, ARGV) return redis.call('INCRBY', KEYS[1], ARGV[1]) end)",
+    )
+});
 
 /// Keys spread over many slots (no hash tag), so cluster tests cross nodes.
 fn spread_keys(ctx: &Env, n: usize) -> Vec<Key> {
@@ -275,5 +284,56 @@ async fn blocking_commands_reply_as_redis_does(target: Target) -> TestResult {
         Value::Array(vec![Value::Array(vec![bulk("2-1"), Value::Array(vec![bulk("g"), bulk("w")])])])
     );
     backend.call(Cmd::new("DEL").key(&list).key(&other).key(&zset).key(&stream)).await?;
+    Ok(())
+}
+
+async fn batched_gets_answer_each_caller_across_slots(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
+    let keys = spread_keys(&ctx, 300);
+    // Every third key is missing, and one holds a list: MGET reads both as nil.
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| !i.is_multiple_of(3)) {
+        ctx.backend.call(Cmd::new("SET").key(key).arg(format!("v{i}")).arg("EX").arg(60)).await?;
+    }
+    ctx.backend.call(Cmd::new("RPUSH").key(&keys[0]).arg("a")).await?;
+    ctx.backend.call(Cmd::new("EXPIRE").key(&keys[0]).arg(60)).await?;
+    let reads = redtail_core::BatchedGet::new(Arc::clone(&ctx.backend));
+    // Three rounds of all keys at once, so batches mix slots and repeat keys.
+    let all: Vec<Key> = keys.iter().cycle().take(keys.len() * 3).cloned().collect();
+    let answers = futures_util::future::join_all(all.iter().map(|key| reads.get(key))).await;
+    for (i, answer) in answers.into_iter().enumerate() {
+        let i = i % keys.len();
+        let expected = (!i.is_multiple_of(3)).then(|| Bytes::from(format!("v{i}")));
+        assert_eq!(answer?, expected, "key {i}");
+    }
+    let many = reads.get_many(&keys[1..3]).await?;
+    assert_eq!(many, vec![Some(Bytes::from("v1")), Some(Bytes::from("v2"))]);
+    Ok(())
+}
+
+async fn batched_scripts_run_each_call_once_and_fail_alone(target: Target) -> TestResult {
+    let ctx = Env::new(target).await;
+    let keys = spread_keys(&ctx, 100);
+    let list = ctx.ns.key(["a-list"]);
+    ctx.backend.call(Cmd::new("RPUSH").key(&list).arg("a")).await?;
+    ctx.backend.call(Cmd::new("EXPIRE").key(&list).arg(60)).await?;
+    let script = redtail_core::BatchedScript::new(Arc::clone(&ctx.backend), &BATCHED_INCR_BY);
+    // 500 concurrent calls over 100 keys of many slots, and one on the list among them.
+    let calls = (0..500).map(|i| script.eval(vec![keys[i % 100].clone()], vec![(i % 100 + 1).into()]));
+    let (answers, failed) =
+        tokio::join!(futures_util::future::join_all(calls), script.eval(vec![list.clone()], vec![1.into()]));
+    assert!(matches!(&failed, Err(e) if e.is_server_code("WRONGTYPE")), "{failed:?}");
+    for (i, answer) in answers.into_iter().enumerate() {
+        let step = (i % 100 + 1) as i64;
+        let n = answer?.as_int()?;
+        assert!(n % step == 0 && n / step >= 1 && n / step <= 5, "call {i} answered {n}");
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let value = ctx.backend.call(Cmd::new("GET").key(key)).await?.as_int()?;
+        assert_eq!(value, 5 * (i as i64 + 1), "each call ran once on key {i}");
+        ctx.backend.call(Cmd::new("DEL").key(key)).await?;
+    }
+    // One call's keys must share a slot, as for any script.
+    let crossing = vec![ctx.ns.tagged("u1").key(["x"]), ctx.ns.tagged("u2").key(["x"])];
+    assert!(matches!(script.eval(crossing, vec![1.into()]).await, Err(Error::CrossSlot { .. })));
     Ok(())
 }

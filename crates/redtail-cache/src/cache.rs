@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant, UNIX_EPOCH},
 };
 
-use redtail_core::{Arg, Backend, Bytes, Cmd, Codec, Cursor, JsonCodec, Key, Namespace, Script, Value};
+use redtail_core::{Arg, Backend, BatchedGet, Bytes, Cmd, Codec, Cursor, JsonCodec, Key, Namespace, Script, Value};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{OnceCell, oneshot};
 
@@ -38,6 +38,8 @@ pub struct Cache<C: Codec = JsonCodec> {
 
 struct Inner<C> {
     backend: Arc<dyn Backend>,
+    // Concurrent reads of entries and tag records share one MGET.
+    reads: BatchedGet,
     codec: C,
     config: CacheConfig,
     entries: Namespace,
@@ -114,6 +116,7 @@ impl<C: Codec> Cache<C> {
                 locks: root.child("l"),
                 channel,
                 id,
+                reads: BatchedGet::new(Arc::clone(&backend)),
                 backend,
                 codec,
                 config,
@@ -303,14 +306,22 @@ impl<C: Codec> Cache<C> {
             bump(&self.inner.counters.local_hits);
             return Ok((Found::Fresh(entry), HashMap::new()));
         }
-        let mut cmds = Vec::with_capacity(1 + hint.len());
-        cmds.push(Cmd::new("GET").key(key));
         let proposals: Vec<TagVersion> = hint.iter().map(|_| self.new_version()).collect();
-        cmds.extend(hint.iter().zip(&proposals).map(|(t, proposal)| match create_ms {
-            Some(ttl_ms) => self.get_or_create_tag(t, proposal, ttl_ms),
-            None => Cmd::new("GET").key(&self.inner.tags.key([t])),
-        }));
-        let mut replies = self.inner.backend.pipeline(cmds).await?.into_iter();
+        let mut replies = match create_ms {
+            // Plain reads: the entry and the tag records, batched with other callers' reads.
+            None => {
+                let tags = hint.iter().map(|t| self.inner.tags.key([t]));
+                self.read(std::iter::once(key.clone()).chain(tags)).await?.into_iter()
+            }
+            Some(ttl_ms) => {
+                let mut cmds = Vec::with_capacity(1 + hint.len());
+                cmds.push(Cmd::new("GET").key(key));
+                cmds.extend(
+                    hint.iter().zip(&proposals).map(|(t, proposal)| self.get_or_create_tag(t, proposal, ttl_ms)),
+                );
+                self.inner.backend.pipeline(cmds).await?.into_iter()
+            }
+        };
         let stored = replies.next().unwrap_or(Value::Nil).into_opt_bytes()?;
         let mut versions = HashMap::with_capacity(hint.len());
         for ((tag, proposal), reply) in hint.iter().zip(proposals).zip(replies) {
@@ -328,8 +339,8 @@ impl<C: Codec> Cache<C> {
         let unknown: Vec<&str> =
             entry.tags.iter().map(|(t, _)| t.as_str()).filter(|t| !versions.contains_key(*t)).collect();
         if !unknown.is_empty() {
-            let cmds = unknown.iter().map(|t| Cmd::new("GET").key(&self.inner.tags.key([t]))).collect();
-            for (tag, reply) in unknown.iter().zip(self.inner.backend.pipeline(cmds).await?) {
+            let replies = self.read(unknown.iter().map(|t| self.inner.tags.key([t]))).await?;
+            for (tag, reply) in unknown.iter().zip(replies) {
                 versions.insert((*tag).to_owned(), version_of(reply)?);
             }
         }
@@ -346,6 +357,13 @@ impl<C: Codec> Cache<C> {
         }
         bump(&self.inner.counters.hits);
         Ok((Found::Fresh(entry), versions))
+    }
+
+    /// Reads the strings at `keys` (nil for missing or of another type) through the batched reads.
+    async fn read(&self, keys: impl Iterator<Item = Key>) -> redtail_core::Result<Vec<Value>> {
+        let keys: Vec<Key> = keys.collect();
+        let reads = self.inner.reads.get_many(&keys).await?;
+        Ok(reads.into_iter().map(|value| value.map_or(Value::Nil, Value::Bytes)).collect())
     }
 
     fn missing(&self, versions: HashMap<String, Option<TagVersion>>) -> (Found, HashMap<String, Option<TagVersion>>) {

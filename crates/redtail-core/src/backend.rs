@@ -82,6 +82,11 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Timeout: unknown whether the command took an element; prefer commands that move the
     /// element somewhere recoverable (`BLMOVE` to a processing list) over plain pops.
     async fn blocking(&self, cmd: Cmd) -> Result<Value>;
+
+    /// Whether this is a Redis Cluster, where the keys of one script, transaction or multi-key
+    /// command must share a slot. Elsewhere a [`Batcher`](crate::Batcher) may put the keys of
+    /// many slots in one call (see [`Script::across_slots`]).
+    fn is_cluster(&self) -> bool;
 }
 
 /// Where a [`Backend::scan`] continues: the shard (cluster primary) and that shard's cursor.

@@ -1,6 +1,6 @@
 //! The core error type shared by every backend and feature crate.
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 /// A boxed error from a backend implementation, kept as the source of an [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -102,6 +102,35 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error once for each of `n` callers that shared one batched call
+    /// ([`Batcher`](crate::Batcher)), with the sources kept (shared between the copies).
+    pub fn fan_out(self, n: usize) -> Vec<Error> {
+        let shared = |source: BoxError| Arc::new(Shared(source));
+        let copy: Box<dyn Fn() -> Error> = match self {
+            Error::Server(e) => Box::new(move || Error::Server(e.clone())),
+            Error::Timeout(d) => Box::new(move || Error::Timeout(d)),
+            Error::Connection { source } => {
+                let source = shared(source);
+                Box::new(move || Error::Connection { source: Box::new(Arc::clone(&source)) })
+            }
+            Error::CrossSlot { what, first, other } => Box::new(move || Error::CrossSlot { what, first, other }),
+            Error::UnexpectedReply { expected, got } => {
+                Box::new(move || Error::UnexpectedReply { expected, got: got.clone() })
+            }
+            Error::Codec { action, source } => {
+                let source = shared(source);
+                Box::new(move || Error::Codec { action, source: Box::new(Arc::clone(&source)) })
+            }
+            Error::InvalidInput(m) => Box::new(move || Error::InvalidInput(m.clone())),
+            Error::ShuttingDown => Box::new(|| Error::ShuttingDown),
+            Error::Backend { source } => {
+                let source = shared(source);
+                Box::new(move || Error::Backend { source: Box::new(Arc::clone(&source)) })
+            }
+        };
+        (0..n).map(|_| copy()).collect()
+    }
+
     /// The server error reply, when this error is one.
     pub fn server(&self) -> Option<&ServerError> {
         match self {
@@ -131,5 +160,21 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+/// An error source shared by the copies of [`Error::fan_out`]; shows and chains as the original.
+#[derive(Debug)]
+struct Shared(BoxError);
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Shared {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
     }
 }

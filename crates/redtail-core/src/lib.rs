@@ -35,6 +35,7 @@
 //! ```
 
 mod backend;
+mod batch;
 mod cmd;
 mod codec;
 mod error;
@@ -44,6 +45,7 @@ mod value;
 
 pub use async_trait::async_trait;
 pub use backend::{Backend, Cursor, Event, Feed, Message, ScanPage, Subscription, same_slot};
+pub use batch::{BatchedGet, BatchedScript, Batcher, batch_group};
 pub use bytes::Bytes;
 pub use cmd::{Arg, Cmd};
 pub use codec::{Codec, JsonCodec};

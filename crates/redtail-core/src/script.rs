@@ -1,6 +1,6 @@
 //! `Script`: a Lua script from `lua/*.lua`, with its SHA-1 computed once.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 /// A Lua script run with `EVALSHA`.
 ///
@@ -19,15 +19,46 @@ use std::fmt;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Script {
     name: &'static str,
-    source: &'static str,
+    source: Cow<'static, str>,
     sha: String,
+    across_slots: bool,
 }
 
 impl Script {
     /// A script named `name` (used in logs and errors) with Lua `source`.
     pub fn new(name: &'static str, source: &'static str) -> Self {
-        let sha = sha1_smol::Sha1::from(source).digest().to_string();
-        Self { name, source, sha }
+        Self::from_source(name, Cow::Borrowed(source), false)
+    }
+
+    /// A script that does the work of many callers in one call, run through a
+    /// [`BatchedScript`](crate::BatchedScript). `body` returns `batch(function(KEYS, ARGV) ... end)`:
+    /// the function is one caller's work, written as a plain script with that caller's `KEYS`
+    /// and `ARGV` (the `batch` helper of `lua/batch.lua` is prepended).
+    ///
+    /// Its keys may span slots on a backend that is not a cluster ([`Script::across_slots`]).
+    pub fn batched(name: &'static str, body: &'static str) -> Self {
+        let source = format!("{}{body}", include_str!("../lua/batch.lua"));
+        Self::from_source(name, Cow::Owned(source), true)
+    }
+
+    fn from_source(name: &'static str, source: Cow<'static, str>, across_slots: bool) -> Self {
+        let sha = sha1_smol::Sha1::from(source.as_ref()).digest().to_string();
+        Self { name, source, sha, across_slots }
+    }
+
+    /// Marks a script that batches the work of many callers: on a backend that is not a cluster
+    /// ([`Backend::is_cluster`](crate::Backend::is_cluster)) its keys may span slots. Any other
+    /// script is refused keys of two slots everywhere, so a script that would fail on a cluster
+    /// fails on one server too.
+    #[must_use]
+    pub fn across_slots(mut self) -> Self {
+        self.across_slots = true;
+        self
+    }
+
+    /// Whether [`Script::across_slots`] was called.
+    pub fn spans_slots(&self) -> bool {
+        self.across_slots
     }
 
     /// The name given to [`Script::new`].
@@ -36,8 +67,8 @@ impl Script {
     }
 
     /// The Lua source, sent with `SCRIPT LOAD` when the server does not know the script.
-    pub fn source(&self) -> &'static str {
-        self.source
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// The lowercase hex SHA-1 of the source, as `EVALSHA` expects.

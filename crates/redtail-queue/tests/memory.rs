@@ -456,6 +456,9 @@ impl Backend for LosesOneReply {
     async fn blocking(&self, cmd: redtail_core::Cmd) -> redtail_core::Result<redtail_core::Value> {
         self.inner.blocking(cmd).await
     }
+    fn is_cluster(&self) -> bool {
+        self.inner.is_cluster()
+    }
 }
 
 #[tokio::test]

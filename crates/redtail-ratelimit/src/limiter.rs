@@ -9,14 +9,14 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use redtail_core::{Arg, Backend, Cmd, Key, Namespace, Script, Tagged};
+use redtail_core::{Arg, Backend, BatchedScript, Cmd, Key, Namespace, Script, Tagged};
 
 use crate::{Error, OnFailure, Policy, Result};
 
 /// Entries kept in each in-process map before it is cleared, so memory stays bounded.
 const LOCAL_ENTRIES: usize = 100_000;
 
-static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new("ratelimit_check", include_str!("../lua/check.lua")));
+static CHECK: LazyLock<Script> = LazyLock::new(|| Script::batched("ratelimit_check", include_str!("../lua/check.lua")));
 static ADJUST: LazyLock<Script> = LazyLock::new(|| Script::new("ratelimit_adjust", include_str!("../lua/adjust.lua")));
 
 /// The outcome of a check. Being limited is an expected outcome, not an error.
@@ -123,6 +123,8 @@ impl std::fmt::Debug for ClientClock {
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     backend: Arc<dyn Backend>,
+    // Concurrent checks share one script call.
+    checks: Arc<BatchedScript>,
     namespace: Namespace,
     shadow: bool,
     cache_refusals: bool,
@@ -138,6 +140,7 @@ impl RateLimiter {
     /// A limiter keeping its state under `namespace` (for example `rt:rl`).
     pub fn new(backend: Arc<dyn Backend>, namespace: Namespace) -> Self {
         RateLimiter {
+            checks: Arc::new(BatchedScript::new(Arc::clone(&backend), &CHECK)),
             backend,
             namespace,
             shadow: false,
@@ -352,7 +355,7 @@ impl RateLimiter {
             args.push(millis(policy.period).into());
             args.push(policy.burst.into());
         }
-        let reply = self.backend.eval(&CHECK, &keys, args).await?.into_array()?;
+        let reply = self.checks.eval(keys, args).await?.into_array()?;
         let number = |i: usize| -> Result<u64> {
             let value =
                 reply.get(i).ok_or_else(|| Error::Reply(format!("the script returned {} values", reply.len())))?;

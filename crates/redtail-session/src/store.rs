@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redtail_core::{Arg, Backend, Cmd, Codec, JsonCodec, Key, Script, Tagged, Value};
+use redtail_core::{Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCodec, Key, Script, Tagged, Value};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -19,7 +19,7 @@ use crate::{
 };
 
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("session_create", concat!(include_str!("../lua/header.lua"), include_str!("../lua/create.lua")))
+    Script::batched("session_create", concat!(include_str!("../lua/header.lua"), include_str!("../lua/create.lua")))
 });
 static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new("session_update", concat!(include_str!("../lua/header.lua"), include_str!("../lua/update.lua")))
@@ -121,6 +121,9 @@ impl NewSession {
 /// hash tag, so it is atomic and exact on Redis Cluster too. See the crate documentation.
 pub struct SessionStore<T, C: Codec = JsonCodec> {
     backend: Arc<dyn Backend>,
+    // Concurrent `get`s share one MGET, concurrent `create`s one script call.
+    reads: BatchedGet,
+    creates: BatchedScript,
     config: SessionConfig,
     codec: C,
     corrupt: AtomicU64,
@@ -145,6 +148,8 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// A store with data encoded by `codec`.
     pub fn with_codec(backend: Arc<dyn Backend>, config: SessionConfig, codec: C) -> Self {
         SessionStore {
+            reads: BatchedGet::new(Arc::clone(&backend)),
+            creates: BatchedScript::new(Arc::clone(&backend), &CREATE),
             backend,
             config,
             codec,
@@ -200,22 +205,35 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         let token = Token::generate(user_id)?;
         let (key, index, id) = self.keys_of(&token);
         let (idle, absolute) = self.config.lifetimes(options.remember_me);
-        let device = match &options.device {
-            Some(device) => serde_json::to_vec(device).map_err(|e| Error::InvalidInput(format!("device: {e}")))?,
-            None => Vec::new(),
-        };
+        let lifetime = absolute.map_or(idle, |absolute| idle.min(absolute));
+        // The stored value but the server's time (see lua/create.lua for the header's fields).
+        let user = serde_json::to_string(user_id).map_err(|e| Error::InvalidInput(format!("user id: {e}")))?;
+        let before_now = format!("{{\"u\":{user},\"c\":");
+        let mut after_now = String::from(",\"s\":0");
+        if let Some(absolute) = absolute {
+            after_now.push_str(&format!(",\"a\":{}", secs(absolute)));
+        }
+        after_now.push_str(&format!(",\"e\":{}", secs(lifetime)));
+        if options.remember_me {
+            after_now.push_str(",\"r\":1");
+        }
+        let mut after_now = after_now.into_bytes();
+        if let Some(device) = &options.device {
+            after_now.extend_from_slice(b",\"v\":");
+            serde_json::to_writer(&mut after_now, device).map_err(|e| Error::InvalidInput(format!("device: {e}")))?;
+        }
+        after_now.extend_from_slice(b"}\n");
+        after_now.extend_from_slice(&encoded);
         let args: Vec<Arg> = vec![
-            secs(idle).into(),
-            absolute.map_or(0, secs).into(),
-            user_id.into(),
-            encoded.into(),
-            if options.remember_me { "1" } else { "0" }.into(),
-            device.into(),
+            before_now.into(),
+            after_now.into(),
+            secs(lifetime).into(),
             id.as_str().into(),
             Self::session_prefix(&self.tagged(&user_tag_text(user_id))).into(),
             self.config.max_sessions_per_user.unwrap_or(0).into(),
+            user_id.into(),
         ];
-        let reply = self.backend.eval(&CREATE, &[key, index], args).await?.into_array()?;
+        let reply = self.creates.eval(vec![key, index], args).await?.into_array()?;
         let time = |i: usize| reply.get(i).map(Value::as_int).transpose().map(|t| t.unwrap_or(0));
         let (now, expires) = (time(0)?, time(1)?);
         let at = at_secs;
@@ -239,11 +257,17 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn get(&self, token: &str) -> Result<Option<Session<T>>> {
         let Some(token) = Token::parse(token) else { return Ok(None) };
         let (key, id) = self.session_key(&token);
-        let reply = match self.backend.call(Cmd::new("GET").key(&key)).await {
-            Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(&id, "not a string")),
-            other => other?,
+        let value = match self.reads.get(&key).await? {
+            Some(value) => value,
+            // Missing, or another type under the key (MGET reads both as nil): GET tells which.
+            None => match self.backend.call(Cmd::new("GET").key(&key)).await {
+                Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(&id, "not a string")),
+                other => match other?.into_opt_bytes()? {
+                    Some(value) => value,
+                    None => return Ok(None),
+                },
+            },
         };
-        let Some(value) = reply.into_opt_bytes()? else { return Ok(None) };
         match self.decode(id.clone(), &value) {
             Ok(session) => Ok(Some(session)),
             Err(reason) => Ok(self.corrupt(&id, &reason)),

@@ -264,6 +264,20 @@ fn setup(lua: &Lua) -> mlua::Result<()> {
     )?;
     globals.raw_set("cjson", cjson)?;
 
+    // As in Redis, an error reply raised by `redis.call` reaches a Lua `pcall` as its message.
+    let clean = lua.create_function(|lua, value: LuaValue| match value {
+        LuaValue::Error(e) => Ok(LuaValue::String(lua.create_string(describe(&e))?)),
+        other => Ok(other),
+    })?;
+    let pcall: mlua::Function = lua
+        .load(
+            "local raw, clean = ... return function(f, ...) \
+               local r = {raw(f, ...)} if not r[1] then r[2] = clean(r[2]) end \
+               return unpack(r, 1, table.maxn(r)) end",
+        )
+        .call((globals.raw_get::<mlua::Function>("pcall")?, clean))?;
+    globals.raw_set("pcall", pcall)?;
+
     // As in Redis: scripts may neither create nor read undeclared globals.
     let guard = lua.create_table()?;
     for (metamethod, attempt) in [("__newindex", "create global"), ("__index", "access nonexistent global")] {

@@ -1,0 +1,365 @@
+//! `Batcher`: requests made at the same time by many tasks, sent to Redis together.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Arg, Backend, Bytes, Cmd, Error, Key, Result, Script, ServerError, Value, same_slot};
+
+type Run<Q, A> = dyn Fn(Vec<Q>) -> Pin<Box<dyn Future<Output = Vec<Result<A>>> + Send>> + Send + Sync;
+
+/// Gathers requests made concurrently into batches, so that many callers share one command or
+/// script call: the way `session.get` becomes one `MGET` and rate-limit checks one `EVALSHA`
+/// under load.
+///
+/// A request is sent at once when nothing is waiting; while `in_flight` batches are on their way,
+/// new requests queue and leave together as the next batch (at most `max` each). So an idle
+/// caller pays no added latency, and a busy process pays the command overhead once per batch
+/// instead of once per request.
+///
+/// Requests go in one batch only if they have the same group ([`Batcher::submit`]'s `group`): on
+/// a cluster the slot of their keys, elsewhere 0. A batch runs once; it is never retried, so a
+/// state-changing batch runs at most once, as a single script call does.
+///
+/// The batching task is spawned on the Tokio runtime of the first [`submit`](Batcher::submit)
+/// (again on the caller's if that runtime has shut down) and ends when the `Batcher` is dropped,
+/// after answering what it holds.
+pub struct Batcher<Q, A> {
+    run: Arc<Run<Q, A>>,
+    max: usize,
+    in_flight: usize,
+    // The batching task's queue; replaced when that task is gone with the runtime it ran on.
+    sender: RwLock<Option<mpsc::UnboundedSender<Pending<Q, A>>>>,
+}
+
+struct Pending<Q, A> {
+    group: u16,
+    request: Q,
+    reply: oneshot::Sender<Result<A>>,
+}
+
+impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
+    /// A batcher that runs each batch with `run`, which answers one result per request, in order.
+    ///
+    /// # Panics
+    /// If `max` or `in_flight` is 0.
+    pub fn new<F, Fut>(max: usize, in_flight: usize, run: F) -> Self
+    where
+        F: Fn(Vec<Q>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Result<A>>> + Send + 'static,
+    {
+        assert!(max > 0 && in_flight > 0, "a batcher needs room for one request and one batch");
+        let run: Arc<Run<Q, A>> = Arc::new(move |batch| Box::pin(run(batch)));
+        Batcher { run, max, in_flight, sender: RwLock::new(None) }
+    }
+
+    /// Sends `request` with the next batch of its `group` (see [`batch_group`]) and waits for
+    /// its answer.
+    ///
+    /// Dropping the returned future does not withdraw a request already handed to the batch.
+    pub async fn submit(&self, group: u16, request: Q) -> Result<A> {
+        let (reply, answer) = oneshot::channel();
+        let mut pending = Pending { group, request, reply };
+        let sent = match &*self.sender.read().unwrap_or_else(PoisonError::into_inner) {
+            Some(sender) => sender.send(pending),
+            None => Err(mpsc::error::SendError(pending)),
+        };
+        if let Err(mpsc::error::SendError(unsent)) = sent {
+            pending = unsent;
+            let mut sender = self.sender.write().unwrap_or_else(PoisonError::into_inner);
+            if sender.as_ref().is_none_or(mpsc::UnboundedSender::is_closed) {
+                let (start, receiver) = mpsc::unbounded_channel();
+                tokio::spawn(drive(receiver, Arc::clone(&self.run), self.max, self.in_flight));
+                *sender = Some(start);
+            }
+            let sender = sender.as_ref().ok_or(Error::ShuttingDown)?;
+            sender.send(pending).map_err(|_| Error::ShuttingDown)?;
+        }
+        // Dropped unanswered only when the runtime running the batches shut down.
+        answer.await.unwrap_or(Err(Error::ShuttingDown))
+    }
+}
+
+impl<Q, A> fmt::Debug for Batcher<Q, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batcher").field("max", &self.max).field("in_flight", &self.in_flight).finish_non_exhaustive()
+    }
+}
+
+/// `GET` for many concurrent callers, sent as one `MGET` per batch (per slot on a cluster).
+///
+/// Under load this is several times faster than a `GET` per caller (docs/benchmarks.md): the
+/// client and the server handle one command for many keys. As with `MGET`, a key that holds
+/// another type reads as `None`; a caller that must tell "missing" from "foreign" asks again with
+/// `GET` when it gets `None`.
+#[derive(Debug)]
+pub struct BatchedGet {
+    backend: Arc<dyn Backend>,
+    batcher: Batcher<Key, Option<Bytes>>,
+}
+
+impl BatchedGet {
+    /// Most keys in one `MGET`.
+    const MAX: usize = 256;
+    /// Batches on their way at once; more requests wait for the next batch.
+    const IN_FLIGHT: usize = 4;
+
+    /// Batched reads through `backend`.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        let sender = Arc::clone(&backend);
+        let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |keys: Vec<Key>| {
+            let backend = Arc::clone(&sender);
+            async move { mget(&*backend, keys).await }
+        });
+        BatchedGet { backend, batcher }
+    }
+
+    /// The value of the string at `key`, `None` if it is missing or not a string.
+    pub async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
+        self.batcher.submit(batch_group(&*self.backend, key), key.clone()).await
+    }
+
+    /// [`BatchedGet::get`] for each of `keys`, submitted together so they share batches.
+    pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        futures_util::future::try_join_all(keys.iter().map(|key| self.get(key))).await
+    }
+}
+
+/// One `MGET` for `keys`, answered per key; a failed call fails every key with the same error.
+async fn mget(backend: &dyn Backend, keys: Vec<Key>) -> Vec<Result<Option<Bytes>>> {
+    let n = keys.len();
+    let mut cmd = Cmd::new("MGET");
+    for key in &keys {
+        cmd = cmd.key(key);
+    }
+    match backend.call(cmd).await.and_then(Value::into_array) {
+        Ok(values) if values.len() == n => values.into_iter().map(Value::into_opt_bytes).collect(),
+        Ok(values) => {
+            let got = format!("{} values for {n} keys", values.len());
+            Error::UnexpectedReply { expected: "one MGET value per key", got }.fan_out(n).into_iter().map(Err).collect()
+        }
+        Err(e) => e.fan_out(n).into_iter().map(Err).collect(),
+    }
+}
+
+/// A batched script ([`Script::batched`]) run for many concurrent callers as one `EVALSHA` per
+/// batch (per slot on a cluster).
+///
+/// Each caller's part runs as if it were a script call of its own: atomically, at most once (a
+/// batch is never sent twice), and failing alone when it fails. The calls of one batch run in
+/// one script, so the server pays the script call overhead once for all of them.
+#[derive(Debug)]
+pub struct BatchedScript {
+    backend: Arc<dyn Backend>,
+    batcher: Batcher<(Vec<Key>, Vec<Arg>), Value>,
+}
+
+impl BatchedScript {
+    /// Most callers in one script call.
+    const MAX: usize = 128;
+    /// Script calls on their way at once; more callers wait for the next batch.
+    const IN_FLIGHT: usize = 4;
+
+    /// Runs `script` (made with [`Script::batched`]) through `backend`.
+    pub fn new(backend: Arc<dyn Backend>, script: &'static Script) -> Self {
+        let sender = Arc::clone(&backend);
+        let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |calls| {
+            let backend = Arc::clone(&sender);
+            async move { eval_batch(&*backend, script, calls).await }
+        });
+        BatchedScript { backend, batcher }
+    }
+
+    /// Runs one caller's part with its `keys` (all in one slot, as for [`Backend::eval`]) and
+    /// `args`, and returns its reply; an error raised by that part is [`Error::Server`].
+    pub async fn eval(&self, keys: Vec<Key>, args: Vec<Arg>) -> Result<Value> {
+        same_slot("script", keys.iter().map(Key::slot))?;
+        let group = keys.first().map_or(0, |key| batch_group(&*self.backend, key));
+        self.batcher.submit(group, (keys, args)).await
+    }
+}
+
+/// One script call for the parts of `calls`, in the layout `lua/batch.lua` reads.
+async fn eval_batch(backend: &dyn Backend, script: &Script, calls: Vec<(Vec<Key>, Vec<Arg>)>) -> Vec<Result<Value>> {
+    let n = calls.len();
+    let mut keys = Vec::new();
+    let mut args: Vec<Arg> = Vec::with_capacity(1 + 2 * n);
+    args.push(n.into());
+    for (call_keys, call_args) in &calls {
+        args.push(call_keys.len().into());
+        args.push(call_args.len().into());
+    }
+    for (call_keys, call_args) in calls {
+        keys.extend(call_keys);
+        args.extend(call_args);
+    }
+    let replies = match backend.eval(script, &keys, args).await.and_then(Value::into_array) {
+        Ok(replies) if replies.len() == n => replies,
+        Ok(replies) => {
+            let got = format!("{} replies for {n} calls", replies.len());
+            return Error::UnexpectedReply { expected: "one reply per batched call", got }
+                .fan_out(n)
+                .into_iter()
+                .map(Err)
+                .collect();
+        }
+        Err(e) => return e.fan_out(n).into_iter().map(Err).collect(),
+    };
+    replies.into_iter().map(part).collect()
+}
+
+/// One caller's reply in a batched script's answer: `{1, reply}` or `{0, error message}`.
+fn part(reply: Value) -> Result<Value> {
+    let mut reply = reply.into_array()?.into_iter();
+    let ok = reply.next().map(|flag| flag.as_int()).transpose()?;
+    let value = reply.next().unwrap_or(Value::Nil);
+    match ok {
+        Some(1) => Ok(value),
+        Some(0) => Err(Error::Server(ServerError::new(value.into_string()?))),
+        _ => {
+            Err(Error::UnexpectedReply { expected: "a batched call's {1, reply} or {0, error}", got: value.describe() })
+        }
+    }
+}
+
+/// The batch group of a request on `key` for [`Batcher::submit`]: its slot on a cluster, where one
+/// call cannot span slots, and 0 elsewhere.
+pub fn batch_group(backend: &dyn Backend, key: &Key) -> u16 {
+    if backend.is_cluster() { key.slot() } else { 0 }
+}
+
+/// The batching task: takes what has queued, groups it, and keeps up to `in_flight` batches going.
+async fn drive<Q, A>(
+    mut receiver: mpsc::UnboundedReceiver<Pending<Q, A>>,
+    run: Arc<Run<Q, A>>,
+    max: usize,
+    in_flight: usize,
+) {
+    let mut running = FuturesUnordered::new();
+    let mut queued = Vec::new();
+    let mut open = true;
+    loop {
+        if running.len() < in_flight {
+            while let Ok(pending) = receiver.try_recv() {
+                queued.push(pending);
+            }
+            for batch in split(std::mem::take(&mut queued), max) {
+                running.push(answer(batch, Arc::clone(&run)));
+            }
+        }
+        tokio::select! {
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => {}
+            pending = receiver.recv(), if open && running.len() < in_flight => match pending {
+                Some(pending) => queued.push(pending),
+                None => open = false,
+            },
+            else => return,
+        }
+    }
+}
+
+/// Splits requests into batches of one group each, at most `max` long, keeping their order.
+fn split<Q, A>(queued: Vec<Pending<Q, A>>, max: usize) -> Vec<Vec<Pending<Q, A>>> {
+    let mut groups: HashMap<u16, Vec<Vec<Pending<Q, A>>>> = HashMap::new();
+    for pending in queued {
+        let batches = groups.entry(pending.group).or_default();
+        match batches.last_mut() {
+            Some(batch) if batch.len() < max => batch.push(pending),
+            _ => batches.push(vec![pending]),
+        }
+    }
+    groups.into_values().flatten().collect()
+}
+
+/// Runs one batch and answers each of its requests.
+async fn answer<Q, A>(batch: Vec<Pending<Q, A>>, run: Arc<Run<Q, A>>) {
+    let (requests, replies): (Vec<Q>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
+    let n = requests.len();
+    let results = run(requests).await;
+    if results.len() != n {
+        let got = format!("{} answers for {n} requests", results.len());
+        let e = Error::UnexpectedReply { expected: "one answer per batched request", got };
+        for (reply, e) in replies.into_iter().zip(e.fan_out(n)) {
+            let _ = reply.send(Err(e));
+        }
+        return;
+    }
+    for (reply, result) in replies.into_iter().zip(results) {
+        // A caller that stopped waiting no longer needs its answer.
+        let _ = reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_batches_and_each_gets_its_own_answer() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let batcher = Arc::new(Batcher::new(16, 1, move |batch: Vec<u32>| {
+            seen.lock().unwrap().push(batch.len());
+            async move {
+                tokio::task::yield_now().await;
+                batch.into_iter().map(|n| Ok(n * 2)).collect()
+            }
+        }));
+        let tasks: Vec<_> = (0..200u32)
+            .map(|n| {
+                let batcher = Arc::clone(&batcher);
+                tokio::spawn(async move { (n, batcher.submit(0, n).await) })
+            })
+            .collect();
+        for task in tasks {
+            let (n, answer) = task.await.unwrap();
+            assert_eq!(answer.unwrap(), n * 2);
+        }
+        let sizes = sizes.lock().unwrap();
+        assert_eq!(sizes.iter().sum::<usize>(), 200, "every request ran once");
+        assert!(sizes.iter().all(|&s| s <= 16), "no batch over the maximum: {sizes:?}");
+        assert!(sizes.len() < 200, "some requests shared a batch: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn groups_never_share_a_batch_and_wrong_answer_counts_fail_the_batch() {
+        let batcher = Batcher::new(8, 1, |batch: Vec<(u16, u16)>| async move {
+            let group = batch[0].0;
+            assert!(batch.iter().all(|(g, _)| *g == group), "mixed groups in {batch:?}");
+            batch.into_iter().map(|(_, v)| Ok(v)).collect()
+        });
+        let answers = futures_util::future::join_all((0..40u16).map(|i| batcher.submit(i % 3, (i % 3, i)))).await;
+        for (i, answer) in answers.into_iter().enumerate() {
+            assert_eq!(answer.unwrap() as usize, i);
+        }
+        let short = Batcher::new(8, 1, |_batch: Vec<u8>| async { vec![Ok(1u8)] });
+        let answers = futures_util::future::join_all((0..2).map(|i| short.submit(0, i))).await;
+        assert!(answers.iter().any(|a| matches!(a, Err(Error::UnexpectedReply { .. }))), "{answers:?}");
+    }
+
+    #[test]
+    fn a_batcher_outlives_the_runtime_that_ran_its_batches() {
+        let batcher = Batcher::new(8, 2, |batch: Vec<u8>| async move { batch.into_iter().map(Ok).collect() });
+        for n in 0..3 {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            assert_eq!(runtime.block_on(batcher.submit(0, n)).unwrap(), n);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lone_request_is_sent_at_once() {
+        let batcher = Batcher::new(64, 4, |batch: Vec<u8>| async move { batch.into_iter().map(Ok).collect() });
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(1), batcher.submit(0, 7)).await;
+        assert_eq!(answer.unwrap().unwrap(), 7);
+    }
+}
