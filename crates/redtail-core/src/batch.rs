@@ -132,17 +132,33 @@ impl BatchedGet {
     }
 }
 
-/// One `MGET` for `keys`, answered per key; a failed call fails every key with the same error.
+/// One `MGET` for `keys`, answered per key; a key asked for by several callers is sent once
+/// (the cache reads the same tag records for most of its entries). A failed call fails every key
+/// with the same error.
 async fn mget(backend: &dyn Backend, keys: Vec<Key>) -> Vec<Result<Option<Bytes>>> {
     let n = keys.len();
+    let mut unique: Vec<&Key> = Vec::with_capacity(n);
+    let mut index: HashMap<&Key, usize> = HashMap::with_capacity(n);
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|key| {
+            *index.entry(key).or_insert_with(|| {
+                unique.push(key);
+                unique.len() - 1
+            })
+        })
+        .collect();
     let mut cmd = Cmd::new("MGET");
-    for key in &keys {
+    for key in &unique {
         cmd = cmd.key(key);
     }
+    let unique = unique.len();
     match backend.call(cmd).await.and_then(Value::into_array) {
-        Ok(values) if values.len() == n => values.into_iter().map(Value::into_opt_bytes).collect(),
+        Ok(values) if values.len() == unique => {
+            positions.into_iter().map(|i| values.get(i).cloned().unwrap_or(Value::Nil).into_opt_bytes()).collect()
+        }
         Ok(values) => {
-            let got = format!("{} values for {n} keys", values.len());
+            let got = format!("{} values for {unique} keys", values.len());
             Error::UnexpectedReply { expected: "one MGET value per key", got }.fan_out(n).into_iter().map(Err).collect()
         }
         Err(e) => e.fan_out(n).into_iter().map(Err).collect(),
@@ -189,43 +205,43 @@ impl BatchedScript {
 /// One script call for the parts of `calls`, in the layout `lua/batch.lua` reads.
 async fn eval_batch(backend: &dyn Backend, script: &Script, calls: Vec<(Vec<Key>, Vec<Arg>)>) -> Vec<Result<Value>> {
     let n = calls.len();
-    let mut keys = Vec::new();
-    let mut args: Vec<Arg> = Vec::with_capacity(1 + 2 * n);
-    args.push(n.into());
-    for (call_keys, call_args) in &calls {
-        args.push(call_keys.len().into());
-        args.push(call_args.len().into());
+    let shape = |(keys, args): &(Vec<Key>, Vec<Arg>)| (keys.len(), args.len());
+    let uniform = calls.first().map(shape).filter(|first| calls.iter().all(|call| shape(call) == *first));
+    let mut args: Vec<Arg> = vec![n.into()];
+    match uniform {
+        Some((keys, call_args)) => args.extend([keys.into(), call_args.into()]),
+        None => {
+            args.push("".into());
+            for call in &calls {
+                let (keys, call_args) = shape(call);
+                args.extend([keys.into(), call_args.into()]);
+            }
+        }
     }
+    let mut keys = Vec::new();
     for (call_keys, call_args) in calls {
         keys.extend(call_keys);
         args.extend(call_args);
     }
     let replies = match backend.eval(script, &keys, args).await.and_then(Value::into_array) {
-        Ok(replies) if replies.len() == n => replies,
+        Ok(replies) if replies.len() == 2 * n => replies,
         Ok(replies) => {
-            let got = format!("{} replies for {n} calls", replies.len());
-            return Error::UnexpectedReply { expected: "one reply per batched call", got }
-                .fan_out(n)
-                .into_iter()
-                .map(Err)
-                .collect();
+            let got = format!("{} values for {n} calls", replies.len());
+            let e = Error::UnexpectedReply { expected: "two values per batched call", got };
+            return e.fan_out(n).into_iter().map(Err).collect();
         }
         Err(e) => return e.fan_out(n).into_iter().map(Err).collect(),
     };
-    replies.into_iter().map(part).collect()
+    let mut replies = replies.into_iter();
+    std::iter::from_fn(|| Some(part(replies.next()?, replies.next()?))).collect()
 }
 
-/// One caller's reply in a batched script's answer: `{1, reply}` or `{0, error message}`.
-fn part(reply: Value) -> Result<Value> {
-    let mut reply = reply.into_array()?.into_iter();
-    let ok = reply.next().map(|flag| flag.as_int()).transpose()?;
-    let value = reply.next().unwrap_or(Value::Nil);
-    match ok {
-        Some(1) => Ok(value),
-        Some(0) => Err(Error::Server(ServerError::new(value.into_string()?))),
-        _ => {
-            Err(Error::UnexpectedReply { expected: "a batched call's {1, reply} or {0, error}", got: value.describe() })
-        }
+/// One caller's part of a batched script's answer: 1 and its reply, or 0 and an error message.
+fn part(ok: Value, reply: Value) -> Result<Value> {
+    match ok.as_int() {
+        Ok(1) => Ok(reply),
+        Ok(0) => Err(Error::Server(ServerError::new(reply.into_string()?))),
+        _ => Err(Error::UnexpectedReply { expected: "1 or 0 before a batched call's reply", got: ok.describe() }),
     }
 }
 
