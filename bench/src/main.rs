@@ -388,6 +388,7 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
     let list_bytes = backend.call(Cmd::new("MEMORY").arg("USAGE").key(&list)).await?.as_opt_int()?.unwrap_or(0);
     let per_job = job_bytes.iter().sum::<i64>() / job_bytes.len().max(1) as i64 + list_bytes / jobs.max(1) as i64;
 
+    let server_before = server_usec(backend).await?;
     let started = Instant::now();
     let worker = queue.worker(WorkerOptions::default().concurrency(concurrency), |job| async move {
         let len = job.data.get("url").and_then(|u| u.as_str()).map_or(0, str::len);
@@ -401,11 +402,13 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
     }
     let processed = started.elapsed();
     let stats = worker.shutdown().await;
+    let server = per_op(server_usec(backend).await? - server_before, jobs);
     let per_sec = |d: Duration| (jobs as f64 / d.as_secs_f64()).round();
     println!(
         "{}",
         json!({"bench": "queue", "impl": "redtail", "jobs": jobs, "add_per_sec": per_sec(added),
-               "process_per_sec": per_sec(processed), "worker_concurrency": concurrency, "redis_errors": stats.redis_errors})
+               "process_per_sec": per_sec(processed), "worker_concurrency": concurrency, "redis_errors": stats.redis_errors,
+               "process_server_us_per_job": server})
     );
     println!("{}", json!({"bench": "memory.job", "impl": "redtail", "bytes": per_job, "sampled": job_bytes.len()}));
     queue.obliterate(true).await?;

@@ -19,7 +19,11 @@ async fn cache(backend: &Arc<dyn Backend>, prefix: &str, local: bool) -> Cache {
     Cache::new(Arc::clone(backend), config).await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-for_each_backend!(typed_values_tags_and_patterns, invalidation_racing_a_thousand_sets_never_resurrects);
+for_each_backend!(
+    typed_values_tags_and_patterns,
+    invalidation_racing_a_thousand_sets_never_resurrects,
+    concurrent_writes_fail_alone_on_a_foreign_tag_record,
+);
 
 async fn typed_values_tags_and_patterns(target: Target) -> TestResult {
     let env = Env::new(target).await;
@@ -42,6 +46,33 @@ async fn typed_values_tags_and_patterns(target: Target) -> TestResult {
     assert!(cache.service_status::<serde_json::Value>("plex").await.is_some(), "other keys untouched");
     assert!(cache.delete(&redtail_cache::service_status_key("plex")).await?);
     assert_eq!(cache.stats().redis_errors, 0);
+    Ok(())
+}
+
+/// Concurrent writes share their round trips; a tag record holding foreign data fails the
+/// writes that use that tag, and only them.
+async fn concurrent_writes_fail_alone_on_a_foreign_tag_record(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let cache = cache(&env.backend, env.ns.prefix(), false).await;
+    let record = redtail_core::Namespace::new(env.ns.prefix())?.child("t").key(["broken"]);
+    env.backend.call(Cmd::new("RPUSH").key(&record).arg("not a version")).await?;
+    env.backend.call(Cmd::new("EXPIRE").key(&record).arg(60)).await?;
+    let writes = (0..400).map(|i| {
+        let tag = if i % 2 == 0 { "fine" } else { "broken" };
+        let options = EntryOptions::default().tag(tag).tag("shared");
+        let cache = &cache;
+        async move { (i, cache.set(&format!("w:{i}"), &i, &options).await) }
+    });
+    for (i, written) in futures_util::future::join_all(writes).await {
+        let read = cache.get_with_tags::<u32>(&format!("w:{i}"), &["fine", "shared"]).await;
+        if i % 2 == 0 {
+            assert!(written.is_ok(), "write {i}: {written:?}");
+            assert_eq!(read, Some(i), "write {i} is readable");
+        } else {
+            assert!(written.is_err(), "write {i} under the broken tag succeeded");
+            assert_eq!(read, None, "write {i} is not readable");
+        }
+    }
     Ok(())
 }
 

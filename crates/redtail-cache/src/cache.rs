@@ -10,7 +10,9 @@ use std::{
     time::{Duration, Instant, UNIX_EPOCH},
 };
 
-use redtail_core::{Arg, Backend, BatchedGet, Bytes, Cmd, Codec, Cursor, JsonCodec, Key, Namespace, Script, Value};
+use redtail_core::{
+    Arg, Backend, BatchedGet, Batcher, Bytes, Cmd, Codec, Cursor, JsonCodec, Key, Namespace, Script, Value, batch_group,
+};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{OnceCell, oneshot};
 
@@ -22,6 +24,12 @@ use crate::{
 };
 
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new("cache_release", include_str!("../lua/release.lua")));
+/// Most writes in one batch ([`write_batch`]), and batches on their way at once.
+const WRITES_PER_BATCH: usize = 256;
+const WRITE_BATCHES_IN_FLIGHT: usize = 4;
+
+static WRITE: LazyLock<Script> =
+    LazyLock::new(|| Script::new("cache_write", include_str!("../lua/write.lua")).across_slots());
 
 /// Keys removed per round trip by pattern invalidation.
 const UNLINK_BATCH: u32 = 500;
@@ -38,8 +46,10 @@ pub struct Cache<C: Codec = JsonCodec> {
 
 struct Inner<C> {
     backend: Arc<dyn Backend>,
-    // Concurrent reads of entries and tag records share one MGET.
+    // Concurrent reads of entries and tag records share one MGET; concurrent writes share
+    // their round trips (`write_batch`).
     reads: BatchedGet,
+    writes: Batcher<Write, ()>,
     codec: C,
     config: CacheConfig,
     entries: Namespace,
@@ -117,6 +127,13 @@ impl<C: Codec> Cache<C> {
                 channel,
                 id,
                 reads: BatchedGet::new(Arc::clone(&backend)),
+                writes: {
+                    let (backend, tags) = (Arc::clone(&backend), root.child("t"));
+                    Batcher::new(WRITES_PER_BATCH, WRITE_BATCHES_IN_FLIGHT, move |writes| {
+                        let (backend, tags) = (Arc::clone(&backend), tags.clone());
+                        async move { write_batch(&*backend, &tags, writes).await }
+                    })
+                },
                 backend,
                 codec,
                 config,
@@ -317,7 +334,9 @@ impl<C: Codec> Cache<C> {
                 let mut cmds = Vec::with_capacity(1 + hint.len());
                 cmds.push(Cmd::new("GET").key(key));
                 cmds.extend(
-                    hint.iter().zip(&proposals).map(|(t, proposal)| self.get_or_create_tag(t, proposal, ttl_ms)),
+                    hint.iter()
+                        .zip(&proposals)
+                        .map(|(t, proposal)| get_or_create_tag(&self.inner.tags, t, proposal, ttl_ms)),
                 );
                 self.inner.backend.pipeline(cmds).await?.into_iter()
             }
@@ -473,75 +492,25 @@ impl<C: Codec> Cache<C> {
             });
         }
         let ttl = options.ttl.mul_f64(1.0 + options.jitter * self.random_fraction());
-        let hard_ms = self.hard_ms(ttl, options);
-        let tags = self.tag_versions(&options.tags, known, hard_ms).await?;
         let entry = Envelope {
             format: self.inner.codec.format(),
             fresh_until_ms: self.now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             load_ms: u32::try_from(load_time.as_millis()).unwrap_or(u32::MAX),
-            tags,
+            tags: Vec::with_capacity(options.tags.len()),
             value,
         };
-        // Tag records live as long as the entries that use them: each write extends its tags.
-        let mut cmds: Vec<Cmd> = entry
+        let tags = options
             .tags
             .iter()
-            .map(|(t, _)| Cmd::new("PEXPIRE").key(&self.inner.tags.key([t])).arg(hard_ms).arg("GT"))
+            .map(|tag| (tag.clone(), known.get(tag).copied().flatten().ok_or_else(|| self.new_version())))
             .collect();
-        cmds.push(Cmd::new("SET").key(key).arg(entry.encode()).arg("PX").arg(hard_ms));
-        // A tag record that expired since its version was read leaves the entry invalid, as
-        // it must: the record's next version will not match.
-        let replies = self.inner.backend.pipeline(cmds).await?;
-        if let Some(reply) = replies.last()
-            && let Value::Error(e) = reply
-        {
-            return Err(Error::from(redtail_core::Error::Server(e.clone())));
-        }
+        let write = Write { key: key.clone(), entry, tags, hard_ms: self.hard_ms(ttl, options) };
+        self.inner.writes.submit(batch_group(&*self.inner.backend, key), write).await.map_err(Arc::new)?;
         if let Some(local) = &self.inner.local {
             local.remove(key.as_bytes());
         }
         self.broadcast(local::KEY, key.as_bytes()).await;
         Ok(())
-    }
-
-    /// The current version of each tag: as read before the value was computed (`known`), or
-    /// read now, creating the record (kept `ttl_ms`) when there is none.
-    async fn tag_versions(
-        &self,
-        tags: &[String],
-        known: HashMap<String, Option<TagVersion>>,
-        ttl_ms: u64,
-    ) -> Result<Vec<(String, TagVersion)>> {
-        let mut out = Vec::with_capacity(tags.len());
-        let mut ask = Vec::new();
-        for tag in tags {
-            match known.get(tag) {
-                Some(Some(v)) => out.push((tag.clone(), *v)),
-                _ => ask.push(tag),
-            }
-        }
-        if ask.is_empty() {
-            return Ok(out);
-        }
-        let proposals: Vec<TagVersion> = ask.iter().map(|_| self.new_version()).collect();
-        let cmds = ask.iter().zip(&proposals).map(|(t, v)| self.get_or_create_tag(t, v, ttl_ms)).collect();
-        let replies = self.inner.backend.pipeline(cmds).await?;
-        for ((tag, proposal), reply) in ask.into_iter().zip(proposals).zip(replies) {
-            // Nil: our proposal became the version.
-            out.push((tag.clone(), version_of(reply)?.unwrap_or(proposal)));
-        }
-        Ok(out)
-    }
-
-    /// Reads the version of `tag`, making `proposal` its version (kept `ttl_ms`) if it has none.
-    fn get_or_create_tag(&self, tag: &str, proposal: &TagVersion, ttl_ms: u64) -> Cmd {
-        Cmd::new("SET")
-            .key(&self.inner.tags.key([tag]))
-            .arg(proposal.to_vec())
-            .arg("NX")
-            .arg("GET")
-            .arg("PX")
-            .arg(ttl_ms)
     }
 
     /// How long an entry fresh for `ttl` is kept in Redis, in ms: its TTL and its stale window.
@@ -713,6 +682,104 @@ impl Drop for Membership<'_> {
 
 /// Reads a tag record: `None` when there is none; a record of another shape is a version that
 /// matches nothing.
+/// Reads the version of `tag`, making `proposal` its version (kept `ttl_ms`) if it has none.
+fn get_or_create_tag(tags: &Namespace, tag: &str, proposal: &TagVersion, ttl_ms: u64) -> Cmd {
+    Cmd::new("SET").key(&tags.key([tag])).arg(proposal.to_vec()).arg("NX").arg("GET").arg("PX").arg(ttl_ms)
+}
+
+/// A write waiting for its batch: the entry, its tags' versions (read before the value was
+/// computed, or to be read now with a proposal for a tag without one), and its life in Redis.
+struct Write {
+    key: Key,
+    entry: Envelope,
+    tags: Vec<(String, std::result::Result<TagVersion, TagVersion>)>,
+    hard_ms: u64,
+}
+
+/// Writes a batch in two round trips, however many writes it holds: first each tag once (its
+/// version read or created, its record extended to the longest life asked for, since tag
+/// records live as long as the entries that use them), then every entry.
+///
+/// An invalidation between the two leaves the entries written under the old versions, so they
+/// are invalid, as they must be; so does a tag record that expires between them.
+async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>) -> Vec<redtail_core::Result<()>> {
+    let n = writes.len();
+    // Each tag once: the longest life asked for, and a proposal if writes need its version (how
+    // many, so that a failed read can fail each of them).
+    let mut unique: Vec<(&str, u64, Option<TagVersion>, usize)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for write in &writes {
+        for (tag, version) in &write.tags {
+            let i = *index.entry(tag).or_insert_with(|| {
+                unique.push((tag, 0, None, 0));
+                unique.len() - 1
+            });
+            let (_, ttl, proposal, readers) = &mut unique[i];
+            *ttl = (*ttl).max(write.hard_ms);
+            if let Err(p) = version {
+                proposal.get_or_insert(*p);
+                *readers += 1;
+            }
+        }
+    }
+    let mut cmds = Vec::with_capacity(2 * unique.len());
+    for (tag, ttl, proposal, _) in &unique {
+        if let Some(proposal) = proposal {
+            cmds.push(get_or_create_tag(tags, tag, proposal, *ttl));
+        }
+        cmds.push(Cmd::new("PEXPIRE").key(&tags.key([tag])).arg(*ttl).arg("GT"));
+    }
+    let mut replies = match backend.pipeline(cmds).await {
+        Ok(replies) => replies.into_iter(),
+        Err(e) => return e.fan_out(n).into_iter().map(Err).collect(),
+    };
+    // The version each tag has now (nil: the proposal became it), or its error for each reader.
+    let mut read: HashMap<String, std::result::Result<TagVersion, Vec<redtail_core::Error>>> = HashMap::new();
+    for (tag, _, proposal, readers) in &unique {
+        if let Some(proposal) = proposal {
+            let version = version_of(replies.next().unwrap_or(Value::Nil));
+            read.insert((*tag).to_owned(), version.map(|v| v.unwrap_or(*proposal)).map_err(|e| e.fan_out(*readers)));
+        }
+        replies.next();
+    }
+    let mut results: Vec<Option<redtail_core::Result<()>>> = Vec::with_capacity(n);
+    let (mut keys, mut args) = (Vec::with_capacity(n), Vec::with_capacity(2 * n));
+    for Write { key, mut entry, tags, hard_ms } in writes {
+        let versions: redtail_core::Result<Vec<(String, TagVersion)>> = tags
+            .into_iter()
+            .map(|(tag, version)| {
+                let version = match version {
+                    Ok(known) => known,
+                    Err(_) => match read.get_mut(&tag) {
+                        Some(Ok(v)) => *v,
+                        Some(Err(errors)) => return Err(errors.pop().unwrap_or(redtail_core::Error::ShuttingDown)),
+                        None => {
+                            let got = format!("no version read for tag {tag:?}");
+                            return Err(redtail_core::Error::UnexpectedReply { expected: "a tag version", got });
+                        }
+                    },
+                };
+                Ok((tag, version))
+            })
+            .collect();
+        match versions {
+            Ok(versions) => {
+                entry.tags = versions;
+                keys.push(key);
+                args.extend([Arg::from(entry.encode()), Arg::from(hard_ms)]);
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    // Every entry in one script call (they share a slot on a cluster: the batch's group).
+    let mut failed = match keys.is_empty() {
+        true => Vec::new(),
+        false => backend.eval(&WRITE, &keys, args).await.err().map_or_else(Vec::new, |e| e.fan_out(keys.len())),
+    };
+    results.into_iter().map(|result| result.unwrap_or_else(|| failed.pop().map_or(Ok(()), Err))).collect()
+}
+
 fn version_of(reply: Value) -> redtail_core::Result<Option<TagVersion>> {
     Ok(reply.into_opt_bytes()?.map(|b| b.as_ref().try_into().unwrap_or([0xFF; 8])))
 }

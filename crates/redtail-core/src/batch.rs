@@ -101,51 +101,78 @@ impl<Q, A> fmt::Debug for Batcher<Q, A> {
 /// `GET` when it gets `None`.
 #[derive(Debug)]
 pub struct BatchedGet {
-    backend: Arc<dyn Backend>,
-    batcher: Batcher<Key, Option<Bytes>>,
+    // Whether batches are per slot (read once: it never changes).
+    cluster: bool,
+    batcher: Batcher<Vec<Key>, Vec<Option<Bytes>>>,
 }
 
 impl BatchedGet {
-    /// Most keys in one `MGET`.
+    /// Most callers in one `MGET`.
     const MAX: usize = 256;
-    /// Batches on their way at once; more requests wait for the next batch.
-    const IN_FLIGHT: usize = 4;
+    /// Batches on their way at once; more requests wait for the next batch. Two keeps the
+    /// connection busy while a reply is read; more made smaller batches and fewer reads a
+    /// second in redtail-bench.
+    const IN_FLIGHT: usize = 2;
 
     /// Batched reads through `backend`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
-        let sender = Arc::clone(&backend);
-        let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |keys: Vec<Key>| {
-            let backend = Arc::clone(&sender);
-            async move { mget(&*backend, keys).await }
+        let cluster = backend.is_cluster();
+        let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |requests: Vec<Vec<Key>>| {
+            let backend = Arc::clone(&backend);
+            async move { mget(&*backend, requests).await }
         });
-        BatchedGet { backend, batcher }
+        BatchedGet { cluster, batcher }
     }
 
     /// The value of the string at `key`, `None` if it is missing or not a string.
     pub async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        self.batcher.submit(batch_group(&*self.backend, key), key.clone()).await
+        let mut values = self.batcher.submit(slot_group(self.cluster, key), vec![key.clone()]).await?;
+        Ok(values.pop().flatten())
     }
 
-    /// [`BatchedGet::get`] for each of `keys`, submitted together so they share batches.
+    /// [`BatchedGet::get`] for each of `keys`, in one request per slot group (one request on a
+    /// server that is not a cluster).
     pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
-        futures_util::future::try_join_all(keys.iter().map(|key| self.get(key))).await
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let group = slot_group(self.cluster, key);
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((group, vec![i])),
+            }
+        }
+        let requests = groups
+            .iter()
+            .map(|(group, members)| self.batcher.submit(*group, members.iter().map(|&i| keys[i].clone()).collect()));
+        let answers = futures_util::future::try_join_all(requests).await?;
+        let mut values = vec![None; keys.len()];
+        for ((_, members), answer) in groups.iter().zip(answers) {
+            for (&i, value) in members.iter().zip(answer) {
+                values[i] = value;
+            }
+        }
+        Ok(values)
     }
 }
 
-/// One `MGET` for `keys`, answered per key; a key asked for by several callers is sent once
-/// (the cache reads the same tag records for most of its entries). A failed call fails every key
-/// with the same error.
-async fn mget(backend: &dyn Backend, keys: Vec<Key>) -> Vec<Result<Option<Bytes>>> {
-    let n = keys.len();
-    let mut unique: Vec<&Key> = Vec::with_capacity(n);
-    let mut index: HashMap<&Key, usize> = HashMap::with_capacity(n);
-    let positions: Vec<usize> = keys
+/// One `MGET` for the keys of every request, answered per request; a key asked for by several
+/// requests is sent once (the cache reads the same tag records for most of its entries). A failed
+/// call fails every request with the same error.
+async fn mget(backend: &dyn Backend, requests: Vec<Vec<Key>>) -> Vec<Result<Vec<Option<Bytes>>>> {
+    let n = requests.len();
+    let mut unique: Vec<&Key> = Vec::new();
+    let mut index: HashMap<&Key, usize> = HashMap::new();
+    let positions: Vec<Vec<usize>> = requests
         .iter()
-        .map(|key| {
-            *index.entry(key).or_insert_with(|| {
-                unique.push(key);
-                unique.len() - 1
-            })
+        .map(|keys| {
+            keys.iter()
+                .map(|key| {
+                    *index.entry(key).or_insert_with(|| {
+                        unique.push(key);
+                        unique.len() - 1
+                    })
+                })
+                .collect()
         })
         .collect();
     let mut cmd = Cmd::new("MGET");
@@ -155,7 +182,11 @@ async fn mget(backend: &dyn Backend, keys: Vec<Key>) -> Vec<Result<Option<Bytes>
     let unique = unique.len();
     match backend.call(cmd).await.and_then(Value::into_array) {
         Ok(values) if values.len() == unique => {
-            positions.into_iter().map(|i| values.get(i).cloned().unwrap_or(Value::Nil).into_opt_bytes()).collect()
+            let values: Vec<Option<Bytes>> = match values.into_iter().map(Value::into_opt_bytes).collect() {
+                Ok(values) => values,
+                Err(e) => return e.fan_out(n).into_iter().map(Err).collect(),
+            };
+            positions.into_iter().map(|request| Ok(request.into_iter().map(|i| values[i].clone()).collect())).collect()
         }
         Ok(values) => {
             let got = format!("{} values for {unique} keys", values.len());
@@ -173,7 +204,7 @@ async fn mget(backend: &dyn Backend, keys: Vec<Key>) -> Vec<Result<Option<Bytes>
 /// one script, so the server pays the script call overhead once for all of them.
 #[derive(Debug)]
 pub struct BatchedScript {
-    backend: Arc<dyn Backend>,
+    cluster: bool,
     batcher: Batcher<(Vec<Key>, Vec<Arg>), Value>,
 }
 
@@ -181,23 +212,23 @@ impl BatchedScript {
     /// Most callers in one script call.
     const MAX: usize = 128;
     /// Script calls on their way at once; more callers wait for the next batch.
-    const IN_FLIGHT: usize = 4;
+    const IN_FLIGHT: usize = 2;
 
     /// Runs `script` (made with [`Script::batched`]) through `backend`.
     pub fn new(backend: Arc<dyn Backend>, script: &'static Script) -> Self {
-        let sender = Arc::clone(&backend);
+        let cluster = backend.is_cluster();
         let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |calls| {
-            let backend = Arc::clone(&sender);
+            let backend = Arc::clone(&backend);
             async move { eval_batch(&*backend, script, calls).await }
         });
-        BatchedScript { backend, batcher }
+        BatchedScript { cluster, batcher }
     }
 
     /// Runs one caller's part with its `keys` (all in one slot, as for [`Backend::eval`]) and
     /// `args`, and returns its reply; an error raised by that part is [`Error::Server`].
     pub async fn eval(&self, keys: Vec<Key>, args: Vec<Arg>) -> Result<Value> {
         same_slot("script", keys.iter().map(Key::slot))?;
-        let group = keys.first().map_or(0, |key| batch_group(&*self.backend, key));
+        let group = keys.first().map_or(0, |key| slot_group(self.cluster, key));
         self.batcher.submit(group, (keys, args)).await
     }
 }
@@ -248,7 +279,11 @@ fn part(ok: Value, reply: Value) -> Result<Value> {
 /// The batch group of a request on `key` for [`Batcher::submit`]: its slot on a cluster, where one
 /// call cannot span slots, and 0 elsewhere.
 pub fn batch_group(backend: &dyn Backend, key: &Key) -> u16 {
-    if backend.is_cluster() { key.slot() } else { 0 }
+    slot_group(backend.is_cluster(), key)
+}
+
+fn slot_group(cluster: bool, key: &Key) -> u16 {
+    if cluster { key.slot() } else { 0 }
 }
 
 /// The batching task: takes what has queued, groups it, and keeps up to `in_flight` batches going.
