@@ -66,14 +66,22 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs `op(i)` for i in 0..n from `concurrency` tasks; returns the elapsed time and sorted latencies.
-async fn drive<F, Fut>(n: usize, concurrency: usize, op: F) -> Result<(Duration, Vec<Duration>), Error>
+/// What one workload measured: its time, its sorted latencies, and the server CPU it used (µs).
+struct Measured {
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    server_usec: u64,
+}
+
+/// Runs `op(i)` for i in 0..n from `concurrency` tasks against `backend`'s server.
+async fn drive<F, Fut>(backend: &Arc<dyn Backend>, n: usize, concurrency: usize, op: F) -> Result<Measured, Error>
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Error>> + Send,
 {
     let op = Arc::new(op);
     let next = Arc::new(AtomicUsize::new(0));
+    let server_before = server_usec(backend).await?;
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -98,10 +106,11 @@ where
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
-    Ok((elapsed, latencies))
+    let server_usec = server_usec(backend).await?.saturating_sub(server_before);
+    Ok(Measured { elapsed, latencies, server_usec })
 }
 
-fn report(bench: &str, n: usize, concurrency: usize, measured: (Duration, Vec<Duration>)) {
+fn report(bench: &str, n: usize, concurrency: usize, measured: Measured) {
     report_with(bench, n, concurrency, measured, serde_json::Map::new());
 }
 
@@ -109,7 +118,7 @@ fn report_with(
     bench: &str,
     n: usize,
     concurrency: usize,
-    (elapsed, latencies): (Duration, Vec<Duration>),
+    Measured { elapsed, latencies, server_usec }: Measured,
     extra: serde_json::Map<String, serde_json::Value>,
 ) {
     let pct = |p: f64| {
@@ -120,6 +129,7 @@ fn report_with(
         "bench": bench, "impl": "redtail", "ops": n, "concurrency": concurrency,
         "per_sec": (n as f64 / elapsed.as_secs_f64()).round(),
         "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0, "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
+        "server_us_per_op": per_op(server_usec, n),
     });
     if let Some(fields) = line.as_object_mut() {
         fields.extend(extra);
@@ -133,7 +143,7 @@ async fn raw(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result
     let ns = Namespace::new("b:raw")?;
     let keys: Arc<Vec<redtail_core::Key>> = Arc::new((0..10_000).map(|i| ns.key([i.to_string()])).collect());
     let (b, k) = (Arc::clone(backend), Arc::clone(&keys));
-    let set = drive(n, concurrency, move |i| {
+    let set = drive(backend, n, concurrency, move |i| {
         let (backend, keys) = (Arc::clone(&b), Arc::clone(&k));
         async move {
             backend.call(Cmd::new("SET").key(&keys[i % keys.len()]).arg("abc")).await?;
@@ -143,7 +153,7 @@ async fn raw(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result
     .await?;
     report("raw.set", n, concurrency, set);
     let (b, k) = (Arc::clone(backend), Arc::clone(&keys));
-    let get = drive(n, concurrency, move |i| {
+    let get = drive(backend, n, concurrency, move |i| {
         let (backend, keys) = (Arc::clone(&b), Arc::clone(&k));
         async move {
             backend.call(Cmd::new("GET").key(&keys[i % keys.len()])).await?.into_opt_bytes()?.ok_or("missing")?;
@@ -155,7 +165,7 @@ async fn raw(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result
     // The same reads through `BatchedGet`, as the session and cache crates make them.
     let reads = Arc::new(redtail_core::BatchedGet::new(Arc::clone(backend)));
     let k = Arc::clone(&keys);
-    let get = drive(n, concurrency, move |i| {
+    let get = drive(backend, n, concurrency, move |i| {
         let (reads, keys) = (Arc::clone(&reads), Arc::clone(&k));
         async move {
             reads.get(&keys[i % keys.len()]).await?.ok_or("missing")?;
@@ -180,9 +190,8 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
         let limiter = Arc::new(RateLimiter::new(Arc::clone(backend), ns.clone()));
         let policy = Policy::new("api", 100, Duration::from_secs(60)).with_algorithm(algorithm);
         let limited = Arc::new(AtomicUsize::new(0));
-        let server_before = server_usec(backend).await?;
         let (l, p, lim) = (Arc::clone(&limiter), policy.clone(), Arc::clone(&limited));
-        let measured = drive(n, concurrency, move |i| {
+        let measured = drive(backend, n, concurrency, move |i| {
             let (limiter, policy, limited) = (Arc::clone(&l), p.clone(), Arc::clone(&lim));
             async move {
                 if !limiter.check(&format!("user{}", i % 10_000), std::slice::from_ref(&policy)).await?.is_allowed() {
@@ -195,7 +204,6 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
         let mut extra = serde_json::Map::new();
         extra.insert("algorithm".into(), json!(algorithm_name(algorithm)));
         extra.insert("limited".into(), json!(limited.load(Ordering::Relaxed)));
-        extra.insert("server_us_per_op".into(), json!(per_op(server_usec(backend).await? - server_before, n)));
         report_with("ratelimit", n, concurrency, measured, extra);
         let page = backend.scan(Cursor::START, &ns.pattern(Vec::<&str>::new()), 1_000).await?;
         let mut bytes = Vec::new();
@@ -239,7 +247,7 @@ async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Re
     ));
     let tokens: Arc<Vec<std::sync::OnceLock<Token>>> = Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
     let (s, t) = (Arc::clone(&store), Arc::clone(&tokens));
-    let created = drive(n, concurrency, move |i| {
+    let created = drive(backend, n, concurrency, move |i| {
         let (store, tokens) = (Arc::clone(&s), Arc::clone(&t));
         async move {
             let user = format!("u{}", i % 1000);
@@ -256,7 +264,7 @@ async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Re
     report("session.create", n, concurrency, created);
 
     let (s, t) = (Arc::clone(&store), Arc::clone(&tokens));
-    let read = drive(n, concurrency, move |i| {
+    let read = drive(backend, n, concurrency, move |i| {
         let (store, tokens) = (Arc::clone(&s), Arc::clone(&t));
         async move {
             let token = tokens[i].get().ok_or("no token")?;
@@ -312,7 +320,7 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
     let tags = |i: usize| ["api-response".to_owned(), format!("ep{}", i % 20)];
     let cache = Cache::new(Arc::clone(backend), CacheConfig::default().with_prefix("b:c")).await?;
     let c = cache.clone();
-    let set = drive(n, concurrency, move |i| {
+    let set = drive(backend, n, concurrency, move |i| {
         let c = c.clone();
         async move {
             let [a, b] = tags(i);
@@ -324,7 +332,7 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
     .await?;
     report("cache.set_tagged", n, concurrency, set);
     let c = cache.clone();
-    let get = drive(n, concurrency, move |i| {
+    let get = drive(backend, n, concurrency, move |i| {
         let c = c.clone();
         async move {
             let [a, b] = tags(i);
@@ -343,7 +351,7 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
         local.get::<serde_json::Value>(&format!("api:ep:{i}")).await.ok_or("cache miss")?;
     }
     let c = local.clone();
-    let hits = drive(n, concurrency, move |i| {
+    let hits = drive(backend, n, concurrency, move |i| {
         let c = c.clone();
         async move {
             c.get::<serde_json::Value>(&format!("api:ep:{i}")).await.ok_or("cache miss")?;

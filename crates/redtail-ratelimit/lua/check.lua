@@ -10,6 +10,8 @@
 -- Returns {blocked ms, then for each policy: allowed (1/0), remaining, retry after ms, reset after ms}.
 -- Every policy's state is read with the block key in one MGET (a sliding log, a sorted set,
 -- reads as nil there and is read on its own): the fewer commands, the more checks a second.
+-- Numbers go to redis.call as strings where they can (Lua formats a number argument with
+-- printf("%.17g")).
 
 -- The server's time, read once for the whole call.
 local server_now = nil
@@ -75,7 +77,7 @@ return batch(function(KEYS, ARGV)
       end
     elseif algorithm == 's' then
       -- Sliding log: one entry per unit of cost; never more than limit in any window of period.
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - period)
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - period))
       local used = redis.call('ZCARD', key)
       stored[i] = used
       allowed = used + cost <= limit
@@ -110,16 +112,17 @@ return batch(function(KEYS, ARGV)
     for i = 1, n do
       local key, algorithm, period = KEYS[1 + i], ARGV[4 * i], tonumber(ARGV[4 * i + 2])
       if algorithm == 'g' then
-        redis.call('SET', key, string.format('%.3f', stored[i]), 'PX', math.max(1, out[4 * i + 1]))
+        redis.call('SET', key, string.format('%.3f', stored[i]), 'PX', string.format('%d', math.max(1, out[4 * i + 1])))
       elseif algorithm == 's' then
+        local now_s = string.format('%d', now)
         for c = 1, cost do
-          redis.call('ZADD', key, now, now .. ':' .. (stored[i] + c))
+          redis.call('ZADD', key, now_s, now_s .. ':' .. string.format('%d', stored[i] + c))
         end
-        redis.call('PEXPIRE', key, period)
+        redis.call('PEXPIRE', key, ARGV[4 * i + 2])
         out[4 * i + 1] = period
-      elseif redis.call('INCRBY', key, cost) == cost then
+      elseif redis.call('INCRBY', key, ARGV[1]) == cost then
         -- A new window: its TTL (and the reply's reset) is the period, as computed above.
-        redis.call('PEXPIRE', key, period)
+        redis.call('PEXPIRE', key, ARGV[4 * i + 2])
       end
     end
   end

@@ -11,15 +11,21 @@
 -- (the idle lifetime, capped by the absolute one), ARGV[4] session id, ARGV[5] session key prefix
 -- (a session key is prefix .. id), ARGV[6] cap on sessions (0: none), ARGV[7] user id
 -- Returns {now, expires, evicted count}, times in Unix seconds.
-local now = nil
+-- Numbers reach redis.call as strings formatted once: Lua formats a number argument with
+-- printf("%.17g"), which was a good part of this script's cost.
+local now, now_s = nil, nil
 return batch(function(KEYS, ARGV)
-  now = now or tonumber(redis.call('TIME')[1])
+  if not now then
+    now = tonumber(redis.call('TIME')[1])
+    now_s = string.format('%d', now)
+  end
   local expires = now + tonumber(ARGV[3])
-  redis.call('SET', KEYS[1], ARGV[1] .. now .. ARGV[2], 'EXAT', expires)
+  local expires_s = string.format('%d', expires)
+  redis.call('SET', KEYS[1], ARGV[1] .. now_s .. ARGV[2], 'EXAT', expires_s)
 
   -- The index keeps live sessions only: expired ids are pruned on every write.
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  redis.call('ZADD', KEYS[2], expires, ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_s)
+  redis.call('ZADD', KEYS[2], expires_s, ARGV[4])
 
   local evicted = 0
   local cap = tonumber(ARGV[6])
@@ -41,10 +47,11 @@ return batch(function(KEYS, ARGV)
     end
   end
 
-  -- The index lives exactly as long as its longest-lived session: GT only ever moves its expiry
-  -- later; when GT did nothing, NX sets a first expiry on an index without one (GT never does).
-  if redis.call('EXPIREAT', KEYS[2], expires, 'GT') == 0 then
-    redis.call('EXPIREAT', KEYS[2], expires, 'NX')
+  -- The index lives exactly as long as its longest-lived session: its expiry only ever moves
+  -- later, and an index without one (just created) gets one.
+  local ttl = redis.call('TTL', KEYS[2])
+  if ttl < 0 or now + ttl < expires then
+    redis.call('EXPIREAT', KEYS[2], expires_s)
   end
   return {now, expires, evicted}
 end)
