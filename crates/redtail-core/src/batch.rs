@@ -4,6 +4,7 @@ use std::{
     collections::HashMap,
     fmt,
     future::Future,
+    hash::{BuildHasherDefault, Hasher},
     pin::Pin,
     sync::{Arc, PoisonError, RwLock},
 };
@@ -103,7 +104,28 @@ impl<Q, A> fmt::Debug for Batcher<Q, A> {
 pub struct BatchedGet {
     // Whether batches are per slot (read once: it never changes).
     cluster: bool,
-    batcher: Batcher<Vec<Key>, Vec<Option<Bytes>>>,
+    batcher: Batcher<Reads, Read>,
+}
+
+/// The keys one caller reads; most read one, which then costs no allocation.
+enum Reads {
+    One(Key),
+    Many(Vec<Key>),
+}
+
+impl Reads {
+    fn keys(&self) -> &[Key] {
+        match self {
+            Reads::One(key) => std::slice::from_ref(key),
+            Reads::Many(keys) => keys,
+        }
+    }
+}
+
+/// What one caller read, in the order of its keys.
+enum Read {
+    One(Option<Bytes>),
+    Many(Vec<Option<Bytes>>),
 }
 
 impl BatchedGet {
@@ -117,7 +139,7 @@ impl BatchedGet {
     /// Batched reads through `backend`.
     pub fn new(backend: Arc<dyn Backend>) -> Self {
         let cluster = backend.is_cluster();
-        let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |requests: Vec<Vec<Key>>| {
+        let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |requests: Vec<Reads>| {
             let backend = Arc::clone(&backend);
             async move { mget(&*backend, requests).await }
         });
@@ -126,8 +148,10 @@ impl BatchedGet {
 
     /// The value of the string at `key`, `None` if it is missing or not a string.
     pub async fn get(&self, key: &Key) -> Result<Option<Bytes>> {
-        let mut values = self.batcher.submit(slot_group(self.cluster, key), vec![key.clone()]).await?;
-        Ok(values.pop().flatten())
+        match self.batcher.submit(slot_group(self.cluster, key), Reads::One(key.clone())).await? {
+            Read::One(value) => Ok(value),
+            Read::Many(mut values) => Ok(values.pop().flatten()),
+        }
     }
 
     /// [`BatchedGet::get`] for each of `keys`, in one request per slot group (one request on a
@@ -141,12 +165,16 @@ impl BatchedGet {
                 None => groups.push((group, vec![i])),
             }
         }
-        let requests = groups
-            .iter()
-            .map(|(group, members)| self.batcher.submit(*group, members.iter().map(|&i| keys[i].clone()).collect()));
+        let requests = groups.iter().map(|(group, members)| {
+            self.batcher.submit(*group, Reads::Many(members.iter().map(|&i| keys[i].clone()).collect()))
+        });
         let answers = futures_util::future::try_join_all(requests).await?;
         let mut values = vec![None; keys.len()];
         for ((_, members), answer) in groups.iter().zip(answers) {
+            let answer = match answer {
+                Read::One(value) => vec![value],
+                Read::Many(values) => values,
+            };
             for (&i, value) in members.iter().zip(answer) {
                 values[i] = value;
             }
@@ -158,21 +186,19 @@ impl BatchedGet {
 /// One `MGET` for the keys of every request, answered per request; a key asked for by several
 /// requests is sent once (the cache reads the same tag records for most of its entries). A failed
 /// call fails every request with the same error.
-async fn mget(backend: &dyn Backend, requests: Vec<Vec<Key>>) -> Vec<Result<Vec<Option<Bytes>>>> {
+async fn mget(backend: &dyn Backend, requests: Vec<Reads>) -> Vec<Result<Read>> {
     let n = requests.len();
     let mut unique: Vec<&Key> = Vec::new();
-    let mut index: HashMap<&Key, usize> = HashMap::new();
-    let positions: Vec<Vec<usize>> = requests
+    let mut index: HashMap<&Key, usize, BuildHasherDefault<Fnv>> = HashMap::default();
+    // Where each request's keys are among the keys sent, all requests one after the other.
+    let positions: Vec<usize> = requests
         .iter()
-        .map(|keys| {
-            keys.iter()
-                .map(|key| {
-                    *index.entry(key).or_insert_with(|| {
-                        unique.push(key);
-                        unique.len() - 1
-                    })
-                })
-                .collect()
+        .flat_map(Reads::keys)
+        .map(|key| {
+            *index.entry(key).or_insert_with(|| {
+                unique.push(key);
+                unique.len() - 1
+            })
         })
         .collect();
     let mut cmd = Cmd::new("MGET");
@@ -180,19 +206,48 @@ async fn mget(backend: &dyn Backend, requests: Vec<Vec<Key>>) -> Vec<Result<Vec<
         cmd = cmd.key(key);
     }
     let unique = unique.len();
-    match backend.call(cmd).await.and_then(Value::into_array) {
-        Ok(values) if values.len() == unique => {
-            let values: Vec<Option<Bytes>> = match values.into_iter().map(Value::into_opt_bytes).collect() {
-                Ok(values) => values,
-                Err(e) => return e.fan_out(n).into_iter().map(Err).collect(),
-            };
-            positions.into_iter().map(|request| Ok(request.into_iter().map(|i| values[i].clone()).collect())).collect()
-        }
+    let values = match backend.call(cmd).await.and_then(Value::into_array) {
+        Ok(values) if values.len() == unique => values.into_iter().map(Value::into_opt_bytes).collect(),
         Ok(values) => {
             let got = format!("{} values for {unique} keys", values.len());
-            Error::UnexpectedReply { expected: "one MGET value per key", got }.fan_out(n).into_iter().map(Err).collect()
+            Err(Error::UnexpectedReply { expected: "one MGET value per key", got })
         }
-        Err(e) => e.fan_out(n).into_iter().map(Err).collect(),
+        Err(e) => Err(e),
+    };
+    let values: Vec<Option<Bytes>> = match values {
+        Ok(values) => values,
+        Err(e) => return e.fan_out(n).into_iter().map(Err).collect(),
+    };
+    let mut positions = positions.into_iter();
+    let mut value = || positions.next().and_then(|i| values.get(i).cloned()).flatten();
+    requests
+        .iter()
+        .map(|request| {
+            Ok(match request {
+                Reads::One(_) => Read::One(value()),
+                Reads::Many(keys) => Read::Many(keys.iter().map(|_| value()).collect()),
+            })
+        })
+        .collect()
+}
+
+/// FNV-1a: a fast hash for the keys of one batch. Keys chosen to collide cost little: a batch
+/// holds a few hundred keys at most, and a collision costs one comparison.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = hash;
     }
 }
 
