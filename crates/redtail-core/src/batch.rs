@@ -341,30 +341,59 @@ fn slot_group(cluster: bool, key: &Key) -> u16 {
     if cluster { key.slot() } else { 0 }
 }
 
-/// The batching task: takes what has queued, groups it, and keeps up to `in_flight` batches going.
+/// The batching task: queues requests by group and keeps up to `in_flight` batches of each
+/// group on their way. A group with room sends what it holds at once; a busy one sends it all
+/// (in batches of at most `max`) when one of its batches returns. So on a cluster, where each
+/// slot is a group, requests for different slots never wait for each other.
 async fn drive<Q, A>(
     mut receiver: mpsc::UnboundedReceiver<Pending<Q, A>>,
     run: Arc<Run<Q, A>>,
     max: usize,
     in_flight: usize,
 ) {
+    let mut groups: HashMap<u16, Group<Q, A>> = HashMap::new();
     let mut running = FuturesUnordered::new();
-    let mut queued = Vec::new();
     let mut open = true;
+    let launch = |groups: &mut HashMap<u16, Group<Q, A>>, running: &mut FuturesUnordered<_>, group: u16| {
+        let Some(state) = groups.get_mut(&group) else { return };
+        while state.busy < in_flight && !state.queue.is_empty() {
+            let batch: Vec<_> = state.queue.drain(..state.queue.len().min(max)).collect();
+            state.busy += 1;
+            let run = Arc::clone(&run);
+            running.push(async move {
+                answer(batch, run).await;
+                group
+            });
+        }
+        if state.busy == 0 {
+            groups.remove(&group);
+        }
+    };
+    let mut arrived = Vec::new();
     loop {
-        if running.len() < in_flight {
-            while let Ok(pending) = receiver.try_recv() {
-                queued.push(pending);
+        // Everything that has arrived joins its group's queue before any group sends.
+        while let Ok(pending) = receiver.try_recv() {
+            if !arrived.contains(&pending.group) {
+                arrived.push(pending.group);
             }
-            for batch in split(std::mem::take(&mut queued), max) {
-                running.push(answer(batch, Arc::clone(&run)));
-            }
+            groups.entry(pending.group).or_default().queue.push(pending);
+        }
+        for group in arrived.drain(..) {
+            launch(&mut groups, &mut running, group);
         }
         tokio::select! {
             biased;
-            Some(()) = running.next(), if !running.is_empty() => {}
-            pending = receiver.recv(), if open && running.len() < in_flight => match pending {
-                Some(pending) => queued.push(pending),
+            Some(group) = running.next(), if !running.is_empty() => {
+                if let Some(state) = groups.get_mut(&group) {
+                    state.busy -= 1;
+                }
+                launch(&mut groups, &mut running, group);
+            }
+            pending = receiver.recv(), if open => match pending {
+                Some(pending) => {
+                    arrived.push(pending.group);
+                    groups.entry(pending.group).or_default().queue.push(pending);
+                }
                 None => open = false,
             },
             else => return,
@@ -372,17 +401,16 @@ async fn drive<Q, A>(
     }
 }
 
-/// Splits requests into batches of one group each, at most `max` long, keeping their order.
-fn split<Q, A>(queued: Vec<Pending<Q, A>>, max: usize) -> Vec<Vec<Pending<Q, A>>> {
-    let mut groups: HashMap<u16, Vec<Vec<Pending<Q, A>>>> = HashMap::new();
-    for pending in queued {
-        let batches = groups.entry(pending.group).or_default();
-        match batches.last_mut() {
-            Some(batch) if batch.len() < max => batch.push(pending),
-            _ => batches.push(vec![pending]),
-        }
+/// The requests of one group waiting for room, and its batches on their way.
+struct Group<Q, A> {
+    busy: usize,
+    queue: Vec<Pending<Q, A>>,
+}
+
+impl<Q, A> Default for Group<Q, A> {
+    fn default() -> Self {
+        Group { busy: 0, queue: Vec::new() }
     }
-    groups.into_values().flatten().collect()
 }
 
 /// Runs one batch and answers each of its requests.
@@ -451,6 +479,30 @@ mod tests {
         let short = Batcher::new(8, 1, |_batch: Vec<u8>| async { vec![Ok(1u8)] });
         let answers = futures_util::future::join_all((0..2).map(|i| short.submit(0, i))).await;
         assert!(answers.iter().any(|a| matches!(a, Err(Error::UnexpectedReply { .. }))), "{answers:?}");
+    }
+
+    #[tokio::test]
+    async fn a_busy_group_never_holds_up_another() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let held = Arc::clone(&release);
+        let batcher = Arc::new(Batcher::new(8, 1, move |batch: Vec<u16>| {
+            let held = Arc::clone(&held);
+            async move {
+                if batch.contains(&0) {
+                    held.notified().await;
+                }
+                batch.into_iter().map(Ok).collect()
+            }
+        }));
+        let blocked = tokio::spawn({
+            let batcher = Arc::clone(&batcher);
+            async move { batcher.submit(0, 0).await }
+        });
+        tokio::task::yield_now().await;
+        let other = tokio::time::timeout(std::time::Duration::from_secs(1), batcher.submit(1, 1)).await;
+        assert_eq!(other.expect("group 1 answered while group 0 was busy").unwrap(), 1);
+        release.notify_one();
+        assert_eq!(blocked.await.unwrap().unwrap(), 0);
     }
 
     #[test]

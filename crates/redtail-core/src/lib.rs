@@ -1,6 +1,8 @@
 //! The foundation of redtail: the [`Backend`] trait every redtail crate is written against, and
 //! the pieces they share: [`Value`] replies, [`Cmd`] commands, Lua [`Script`]s, [`Namespace`]
 //! keys with hash tags and escaping, the [`Codec`] for stored values, and the core [`Error`].
+//! [`BatchedGet`] and [`BatchedScript`] send the requests many tasks make at once as one `MGET`
+//! or one script call ([`Batcher`] is the general tool under them).
 //!
 //! Feature crates (`redtail-session`, `redtail-ratelimit`, ...) depend on this crate only.
 //! `redtail-connection` implements [`Backend`] on a real Redis (standalone, cluster or sentinel);
