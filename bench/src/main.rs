@@ -70,7 +70,7 @@ async fn main() -> Result<(), Error> {
 struct Measured {
     elapsed: Duration,
     latencies: Vec<Duration>,
-    server_usec: u64,
+    server_usec: Option<u64>,
 }
 
 /// Runs `op(i)` for i in 0..n from `concurrency` tasks against `backend`'s server.
@@ -106,7 +106,8 @@ where
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
-    let server_usec = server_usec(backend).await?.saturating_sub(server_before);
+    let server_usec =
+        server_usec(backend).await?.zip(server_before).map(|(after, before)| after.saturating_sub(before));
     Ok(Measured { elapsed, latencies, server_usec })
 }
 
@@ -129,7 +130,7 @@ fn report_with(
         "bench": bench, "impl": "redtail", "ops": n, "concurrency": concurrency,
         "per_sec": (n as f64 / elapsed.as_secs_f64()).round(),
         "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0, "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
-        "server_us_per_op": per_op(server_usec, n),
+        "server_us_per_op": server_usec.map(|usec| per_op(usec, n)),
     });
     if let Some(fields) = line.as_object_mut() {
         fields.extend(extra);
@@ -219,13 +220,18 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
 
 /// Microseconds of server CPU spent in commands so far (`INFO commandstats`), to report the
 /// server's cost per operation beside the throughput.
-async fn server_usec(backend: &Arc<dyn Backend>) -> Result<u64, Error> {
+async fn server_usec(backend: &Arc<dyn Backend>) -> Result<Option<u64>, Error> {
+    // On a cluster INFO answers for one node only; there is no server-wide figure.
+    if backend.is_cluster() {
+        return Ok(None);
+    }
     let info = backend.call(Cmd::new("INFO").arg("commandstats")).await?.into_string()?;
-    Ok(info
-        .lines()
-        .filter_map(|line| line.split("usec=").nth(1))
-        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
-        .sum())
+    Ok(Some(
+        info.lines()
+            .filter_map(|line| line.split("usec=").nth(1))
+            .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .sum(),
+    ))
 }
 
 fn per_op(usec: u64, n: usize) -> f64 {
@@ -410,7 +416,7 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
     }
     let processed = started.elapsed();
     let stats = worker.shutdown().await;
-    let server = per_op(server_usec(backend).await? - server_before, jobs);
+    let server = server_usec(backend).await?.zip(server_before).map(|(after, before)| per_op(after - before, jobs));
     let per_sec = |d: Duration| (jobs as f64 / d.as_secs_f64()).round();
     println!(
         "{}",
