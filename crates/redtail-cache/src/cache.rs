@@ -323,7 +323,11 @@ impl<C: Codec> Cache<C> {
             bump(&self.inner.counters.local_hits);
             return Ok((Found::Fresh(entry), HashMap::new()));
         }
-        let proposals: Vec<TagVersion> = hint.iter().map(|_| self.new_version()).collect();
+        // Versions proposed for tags without a record, when the lookup creates them.
+        let proposals: Vec<TagVersion> = match create_ms {
+            Some(_) => hint.iter().map(|_| self.new_version()).collect(),
+            None => Vec::new(),
+        };
         let mut replies = match create_ms {
             // Plain reads: the entry and the tag records, batched with other callers' reads.
             None => {
@@ -343,8 +347,10 @@ impl<C: Codec> Cache<C> {
         };
         let stored = replies.next().unwrap_or(Value::Nil).into_opt_bytes()?;
         let mut versions = HashMap::with_capacity(hint.len());
-        for ((tag, proposal), reply) in hint.iter().zip(proposals).zip(replies) {
-            let version = version_of(reply)?.or(create_ms.map(|_| proposal));
+        let mut proposals = proposals.into_iter();
+        for (tag, reply) in hint.iter().zip(replies) {
+            // Nil where a proposal was made: the proposal became the version.
+            let version = version_of(reply)?.or(proposals.next());
             versions.insert((*tag).to_owned(), version);
         }
         let Some(stored) = stored else { return Ok(self.missing(versions)) };

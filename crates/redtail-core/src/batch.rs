@@ -157,6 +157,12 @@ impl BatchedGet {
     /// [`BatchedGet::get`] for each of `keys`, in one request per slot group (one request on a
     /// server that is not a cluster).
     pub async fn get_many(&self, keys: &[Key]) -> Result<Vec<Option<Bytes>>> {
+        if !self.cluster {
+            return match self.batcher.submit(0, Reads::Many(keys.to_vec())).await? {
+                Read::Many(values) => Ok(values),
+                Read::One(value) => Ok(vec![value]),
+            };
+        }
         let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let group = slot_group(self.cluster, key);
