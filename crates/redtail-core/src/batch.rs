@@ -20,13 +20,12 @@ type Run<Q, A> = dyn Fn(Vec<Q>) -> Pin<Box<dyn Future<Output = Vec<Result<A>>> +
 /// script call: the way `session.get` becomes one `MGET` and rate-limit checks one `EVALSHA`
 /// under load.
 ///
-/// A request is sent at once when nothing is waiting; while `in_flight` batches are on their way,
-/// new requests queue and leave together as the next batch (at most `max` each). So an idle
-/// caller pays no added latency, and a busy process pays the command overhead once per batch
-/// instead of once per request.
-///
 /// Requests go in one batch only if they have the same group ([`Batcher::submit`]'s `group`): on
-/// a cluster the slot of their keys, elsewhere 0. A batch runs once; it is never retried, so a
+/// a cluster the slot of their keys, elsewhere 0. A request is sent at once when its group has
+/// fewer than `in_flight` batches on their way; otherwise it queues, and what has queued leaves
+/// together (at most `max` a batch) as soon as one returns. So an idle caller pays no added
+/// latency, a busy process pays the command overhead once per batch instead of once per request,
+/// and a busy group never holds up another. A batch runs once; it is never retried, so a
 /// state-changing batch runs at most once, as a single script call does.
 ///
 /// The batching task is spawned on the Tokio runtime of the first [`submit`](Batcher::submit)

@@ -206,24 +206,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         let (key, index, id) = self.keys_of(&token);
         let (idle, absolute) = self.config.lifetimes(options.remember_me);
         let lifetime = absolute.map_or(idle, |absolute| idle.min(absolute));
-        // The stored value but the server's time (see lua/create.lua for the header's fields).
-        let user = serde_json::to_string(user_id).map_err(|e| Error::InvalidInput(format!("user id: {e}")))?;
-        let before_now = format!("{{\"u\":{user},\"c\":");
-        let mut after_now = String::from(",\"s\":0");
-        if let Some(absolute) = absolute {
-            after_now.push_str(&format!(",\"a\":{}", secs(absolute)));
-        }
-        after_now.push_str(&format!(",\"e\":{}", secs(lifetime)));
-        if options.remember_me {
-            after_now.push_str(",\"r\":1");
-        }
-        let mut after_now = after_now.into_bytes();
-        if let Some(device) = &options.device {
-            after_now.extend_from_slice(b",\"v\":");
-            serde_json::to_writer(&mut after_now, device).map_err(|e| Error::InvalidInput(format!("device: {e}")))?;
-        }
-        after_now.extend_from_slice(b"}\n");
-        after_now.extend_from_slice(&encoded);
+        let (before_now, after_now) = stored_value(user_id, lifetime, absolute, &options, &encoded)?;
         let args: Vec<Arg> = vec![
             before_now.into(),
             after_now.into(),
@@ -253,7 +236,9 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     }
 
     /// The session of `token`, or `None` when the token is malformed, unknown or expired, or the
-    /// data under it is not a session (counted in [`SessionStore::corrupt_reads`]). One round trip.
+    /// data under it is not a session (counted in [`SessionStore::corrupt_reads`]). One round trip,
+    /// shared with concurrent reads (one `MGET`); a second one (`GET`) when nothing is found, to
+    /// tell a missing session from foreign data.
     pub async fn get(&self, token: &str) -> Result<Option<Session<T>>> {
         let Some(token) = Token::parse(token) else { return Ok(None) };
         let (key, id) = self.session_key(&token);
@@ -415,4 +400,33 @@ struct Header {
     r: Option<u8>,
     #[serde(default)]
     v: Option<Device>,
+}
+
+/// A session's stored value, but the server's time that goes between the two parts (see
+/// `lua/create.lua` for the header's fields): the header up to its creation time, then the rest
+/// of the header, a newline and the encoded data.
+fn stored_value(
+    user_id: &str,
+    lifetime: Duration,
+    absolute: Option<Duration>,
+    options: &NewSession,
+    encoded: &[u8],
+) -> Result<(String, Vec<u8>)> {
+    let user = serde_json::to_string(user_id).map_err(|e| Error::InvalidInput(format!("user id: {e}")))?;
+    let mut after = String::from(",\"s\":0");
+    if let Some(absolute) = absolute {
+        after.push_str(&format!(",\"a\":{}", secs(absolute)));
+    }
+    after.push_str(&format!(",\"e\":{}", secs(lifetime)));
+    if options.remember_me {
+        after.push_str(",\"r\":1");
+    }
+    let mut after = after.into_bytes();
+    if let Some(device) = &options.device {
+        after.extend_from_slice(b",\"v\":");
+        serde_json::to_writer(&mut after, device).map_err(|e| Error::InvalidInput(format!("device: {e}")))?;
+    }
+    after.extend_from_slice(b"}\n");
+    after.extend_from_slice(encoded);
+    Ok((format!("{{\"u\":{user},\"c\":"), after))
 }
