@@ -234,6 +234,11 @@ async fn server_usec(backend: &Arc<dyn Backend>) -> Result<Option<u64>, Error> {
     ))
 }
 
+/// Server CPU used since `before` (a reading of [`server_usec`]).
+async fn server_usec_since(backend: &Arc<dyn Backend>, before: Option<u64>) -> Result<Option<u64>, Error> {
+    Ok(server_usec(backend).await?.zip(before).map(|(after, before)| after.saturating_sub(before)))
+}
+
 fn per_op(usec: u64, n: usize) -> f64 {
     (usec as f64 / n as f64 * 100.0).round() / 100.0
 }
@@ -416,7 +421,7 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
     }
     let processed = started.elapsed();
     let stats = worker.shutdown().await;
-    let server = server_usec(backend).await?.zip(server_before).map(|(after, before)| per_op(after - before, jobs));
+    let server = server_usec_since(backend, server_before).await?.map(|usec| per_op(usec, jobs));
     let per_sec = |d: Duration| (jobs as f64 / d.as_secs_f64()).round();
     println!(
         "{}",

@@ -119,21 +119,23 @@ impl<C: Codec> Cache<C> {
             }
             None => (None, None),
         };
+        let tags = root.child("t");
+        let writes = {
+            let (backend, tags) = (Arc::clone(&backend), tags.clone());
+            Batcher::new(WRITES_PER_BATCH, WRITE_BATCHES_IN_FLIGHT, move |writes| {
+                let (backend, tags) = (Arc::clone(&backend), tags.clone());
+                async move { write_batch(&*backend, &tags, writes).await }
+            })
+        };
         Ok(Cache {
             inner: Arc::new(Inner {
                 entries: root.child("e"),
-                tags: root.child("t"),
+                tags,
                 locks: root.child("l"),
                 channel,
                 id,
                 reads: BatchedGet::new(Arc::clone(&backend)),
-                writes: {
-                    let (backend, tags) = (Arc::clone(&backend), root.child("t"));
-                    Batcher::new(WRITES_PER_BATCH, WRITE_BATCHES_IN_FLIGHT, move |writes| {
-                        let (backend, tags) = (Arc::clone(&backend), tags.clone());
-                        async move { write_batch(&*backend, &tags, writes).await }
-                    })
-                },
+                writes,
                 backend,
                 codec,
                 config,
@@ -323,18 +325,15 @@ impl<C: Codec> Cache<C> {
             bump(&self.inner.counters.local_hits);
             return Ok((Found::Fresh(entry), HashMap::new()));
         }
-        // Versions proposed for tags without a record, when the lookup creates them.
-        let proposals: Vec<TagVersion> = match create_ms {
-            Some(_) => hint.iter().map(|_| self.new_version()).collect(),
-            None => Vec::new(),
-        };
-        let mut replies = match create_ms {
+        // With `create_ms`, versions are proposed for tags without a record.
+        let (mut replies, proposals) = match create_ms {
             // Plain reads: the entry and the tag records, batched with other callers' reads.
             None => {
                 let tags = hint.iter().map(|t| self.inner.tags.key([t]));
-                self.read(std::iter::once(key.clone()).chain(tags)).await?.into_iter()
+                (self.read(std::iter::once(key.clone()).chain(tags)).await?.into_iter(), Vec::new())
             }
             Some(ttl_ms) => {
+                let proposals: Vec<TagVersion> = hint.iter().map(|_| self.new_version()).collect();
                 let mut cmds = Vec::with_capacity(1 + hint.len());
                 cmds.push(Cmd::new("GET").key(key));
                 cmds.extend(
@@ -342,7 +341,7 @@ impl<C: Codec> Cache<C> {
                         .zip(&proposals)
                         .map(|(t, proposal)| get_or_create_tag(&self.inner.tags, t, proposal, ttl_ms)),
                 );
-                self.inner.backend.pipeline(cmds).await?.into_iter()
+                (self.inner.backend.pipeline(cmds).await?.into_iter(), proposals)
             }
         };
         let stored = replies.next().unwrap_or(Value::Nil).into_opt_bytes()?;
@@ -508,7 +507,13 @@ impl<C: Codec> Cache<C> {
         let tags = options
             .tags
             .iter()
-            .map(|tag| (tag.clone(), known.get(tag).copied().flatten().ok_or_else(|| self.new_version())))
+            .map(|tag| {
+                let version = match known.get(tag) {
+                    Some(Some(version)) => WriteTag::Known(*version),
+                    _ => WriteTag::Propose(self.new_version()),
+                };
+                (tag.clone(), version)
+            })
             .collect();
         let write = Write { key: key.clone(), entry, tags, hard_ms: self.hard_ms(ttl, options) };
         self.inner.writes.submit(batch_group(&*self.inner.backend, key), write).await.map_err(Arc::new)?;
@@ -686,20 +691,25 @@ impl Drop for Membership<'_> {
     }
 }
 
-/// Reads a tag record: `None` when there is none; a record of another shape is a version that
-/// matches nothing.
 /// Reads the version of `tag`, making `proposal` its version (kept `ttl_ms`) if it has none.
 fn get_or_create_tag(tags: &Namespace, tag: &str, proposal: &TagVersion, ttl_ms: u64) -> Cmd {
     Cmd::new("SET").key(&tags.key([tag])).arg(proposal.to_vec()).arg("NX").arg("GET").arg("PX").arg(ttl_ms)
 }
 
-/// A write waiting for its batch: the entry, its tags' versions (read before the value was
-/// computed, or to be read now with a proposal for a tag without one), and its life in Redis.
+/// A write waiting for its batch: the entry, its tags' versions, and its life in Redis.
 struct Write {
     key: Key,
     entry: Envelope,
-    tags: Vec<(String, std::result::Result<TagVersion, TagVersion>)>,
+    tags: Vec<(String, WriteTag)>,
     hard_ms: u64,
+}
+
+/// The version a write carries for one of its tags.
+enum WriteTag {
+    /// Read before the value was computed: the entry must carry this one.
+    Known(TagVersion),
+    /// To be read with the batch; this proposal becomes the version of a tag without a record.
+    Propose(TagVersion),
 }
 
 /// Writes a batch in two round trips, however many writes it holds: first each tag once (its
@@ -722,7 +732,7 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
             });
             let (_, ttl, proposal, readers) = &mut unique[i];
             *ttl = (*ttl).max(write.hard_ms);
-            if let Err(p) = version {
+            if let WriteTag::Propose(p) = version {
                 proposal.get_or_insert(*p);
                 *readers += 1;
             }
@@ -755,8 +765,8 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
             .into_iter()
             .map(|(tag, version)| {
                 let version = match version {
-                    Ok(known) => known,
-                    Err(_) => match read.get_mut(&tag) {
+                    WriteTag::Known(known) => known,
+                    WriteTag::Propose(_) => match read.get_mut(&tag) {
                         Some(Ok(v)) => *v,
                         Some(Err(errors)) => return Err(errors.pop().unwrap_or(redtail_core::Error::ShuttingDown)),
                         None => {
@@ -779,13 +789,16 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
         }
     }
     // Every entry in one script call (they share a slot on a cluster: the batch's group).
-    let mut failed = match keys.is_empty() {
-        true => Vec::new(),
-        false => backend.eval(&WRITE, &keys, args).await.err().map_or_else(Vec::new, |e| e.fan_out(keys.len())),
+    let mut failed = if keys.is_empty() {
+        Vec::new()
+    } else {
+        backend.eval(&WRITE, &keys, args).await.err().map_or_else(Vec::new, |e| e.fan_out(keys.len()))
     };
     results.into_iter().map(|result| result.unwrap_or_else(|| failed.pop().map_or(Ok(()), Err))).collect()
 }
 
+/// Reads a tag record: `None` when there is none; a record of another shape is a version that
+/// matches nothing.
 fn version_of(reply: Value) -> redtail_core::Result<Option<TagVersion>> {
     Ok(reply.into_opt_bytes()?.map(|b| b.as_ref().try_into().unwrap_or([0xFF; 8])))
 }

@@ -333,11 +333,7 @@ impl Backend for Redis {
 
     async fn eval(&self, script: &Script, keys: &[Key], args: Vec<Arg>) -> Result<Value> {
         // Keyless scripts still need one node to load into and run on: slot 0.
-        let slot = if script.spans_slots() && !self.is_cluster() {
-            keys.first().map_or(0, Key::slot)
-        } else {
-            same_slot("script", keys.iter().map(Key::slot))?.unwrap_or(0)
-        };
+        let slot = script.slot(keys, self.is_cluster())?.unwrap_or(0);
         let _guard = self.enter()?;
         // Written at most once: if the connection drops after the write, the script may have run,
         // and running it again could count a rate-limit hit twice.

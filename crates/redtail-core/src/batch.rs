@@ -221,7 +221,7 @@ async fn mget(backend: &dyn Backend, requests: Vec<Reads>) -> Vec<Result<Read>> 
     };
     let values: Vec<Option<Bytes>> = match values {
         Ok(values) => values,
-        Err(e) => return e.fan_out(n).into_iter().map(Err).collect(),
+        Err(e) => return fail_each(e, n),
     };
     let mut positions = positions.into_iter();
     let mut value = || positions.next().and_then(|i| values.get(i).cloned()).flatten();
@@ -318,10 +318,9 @@ async fn eval_batch(backend: &dyn Backend, script: &Script, calls: Vec<(Vec<Key>
         Ok(replies) if replies.len() == 2 * n => replies,
         Ok(replies) => {
             let got = format!("{} values for {n} calls", replies.len());
-            let e = Error::UnexpectedReply { expected: "two values per batched call", got };
-            return e.fan_out(n).into_iter().map(Err).collect();
+            return fail_each(Error::UnexpectedReply { expected: "two values per batched call", got }, n);
         }
-        Err(e) => return e.fan_out(n).into_iter().map(Err).collect(),
+        Err(e) => return fail_each(e, n),
     };
     let mut replies = replies.into_iter();
     std::iter::from_fn(|| Some(part(replies.next()?, replies.next()?))).collect()
@@ -334,6 +333,11 @@ fn part(ok: Value, reply: Value) -> Result<Value> {
         Ok(0) => Err(Error::Server(ServerError::new(reply.into_string()?))),
         _ => Err(Error::UnexpectedReply { expected: "1 or 0 before a batched call's reply", got: ok.describe() }),
     }
+}
+
+/// The answers of `n` callers whose shared call failed with `e`.
+fn fail_each<T>(e: Error, n: usize) -> Vec<Result<T>> {
+    e.fan_out(n).into_iter().map(Err).collect()
 }
 
 /// The batch group of a request on `key` for [`Batcher::submit`]: its slot on a cluster, where one
@@ -375,13 +379,16 @@ async fn drive<Q, A>(
         }
     };
     let mut arrived = Vec::new();
+    let arrive = |groups: &mut HashMap<u16, Group<Q, A>>, arrived: &mut Vec<u16>, pending: Pending<Q, A>| {
+        if !arrived.contains(&pending.group) {
+            arrived.push(pending.group);
+        }
+        groups.entry(pending.group).or_default().queue.push(pending);
+    };
     loop {
         // Everything that has arrived joins its group's queue before any group sends.
         while let Ok(pending) = receiver.try_recv() {
-            if !arrived.contains(&pending.group) {
-                arrived.push(pending.group);
-            }
-            groups.entry(pending.group).or_default().queue.push(pending);
+            arrive(&mut groups, &mut arrived, pending);
         }
         for group in arrived.drain(..) {
             launch(&mut groups, &mut running, group);
@@ -395,10 +402,7 @@ async fn drive<Q, A>(
                 launch(&mut groups, &mut running, group);
             }
             pending = receiver.recv(), if open => match pending {
-                Some(pending) => {
-                    arrived.push(pending.group);
-                    groups.entry(pending.group).or_default().queue.push(pending);
-                }
+                Some(pending) => arrive(&mut groups, &mut arrived, pending),
                 None => open = false,
             },
             else => return,

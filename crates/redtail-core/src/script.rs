@@ -2,6 +2,8 @@
 
 use std::{borrow::Cow, fmt};
 
+use crate::{Key, Result, same_slot};
+
 /// A Lua script run with `EVALSHA`.
 ///
 /// Scripts live in `lua/*.lua` files of each crate and are loaded with `include_str!`, so they are
@@ -59,6 +61,16 @@ impl Script {
     /// Whether [`Script::across_slots`] was called.
     pub fn spans_slots(&self) -> bool {
         self.across_slots
+    }
+
+    /// The slot the script runs on with `keys` (`None` without keys): the slot they share.
+    /// Keys of two slots are [`Error::CrossSlot`](crate::Error::CrossSlot), unless the script
+    /// spans slots and the backend is not a `cluster`; then it runs on its first key's slot.
+    pub fn slot(&self, keys: &[Key], cluster: bool) -> Result<Option<u16>> {
+        if self.across_slots && !cluster {
+            return Ok(keys.first().map(Key::slot));
+        }
+        same_slot("script", keys.iter().map(Key::slot))
     }
 
     /// The name given to [`Script::new`].

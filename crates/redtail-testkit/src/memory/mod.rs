@@ -270,9 +270,7 @@ impl Backend for MemoryBackend {
     }
 
     async fn eval(&self, script: &Script, keys: &[Key], args: Vec<Arg>) -> Result<Value> {
-        if !script.spans_slots() {
-            same_slot("script", keys.iter().map(Key::slot))?;
-        }
+        script.slot(keys, self.is_cluster())?;
         let keys: Vec<Bytes> = keys.iter().map(Key::to_bytes).collect();
         let args: Vec<Bytes> = args.into_iter().map(Arg::into_bytes).collect();
         let mut state = self.lock();
