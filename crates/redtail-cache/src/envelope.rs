@@ -24,7 +24,8 @@ pub(crate) struct Envelope {
     pub(crate) format: u8,
     pub(crate) fresh_until_ms: u64,
     pub(crate) load_ms: u32,
-    pub(crate) tags: Vec<(String, TagVersion)>,
+    /// Tag names (UTF-8) and versions; names share the stored bytes.
+    pub(crate) tags: Vec<(Bytes, TagVersion)>,
     pub(crate) value: Bytes,
 }
 
@@ -42,7 +43,7 @@ impl Envelope {
         out.push(u8::try_from(self.tags.len()).unwrap_or(u8::MAX));
         for (tag, version) in &self.tags {
             out.push(u8::try_from(tag.len()).unwrap_or(u8::MAX));
-            out.extend_from_slice(tag.as_bytes());
+            out.extend_from_slice(tag);
             out.extend_from_slice(version);
         }
         out.extend_from_slice(&self.value);
@@ -61,7 +62,8 @@ impl Envelope {
         let mut tags = Vec::with_capacity(usize::from(header[14]));
         for _ in 0..header[14] {
             let len = usize::from(*bytes.get(at)?);
-            let tag = std::str::from_utf8(bytes.get(at + 1..at + 1 + len)?).ok()?.to_owned();
+            std::str::from_utf8(bytes.get(at + 1..at + 1 + len)?).ok()?;
+            let tag = bytes.slice(at + 1..at + 1 + len);
             let version = bytes.get(at + 1 + len..at + 9 + len)?.try_into().ok()?;
             tags.push((tag, version));
             at += 9 + len;

@@ -43,7 +43,7 @@ impl Local {
     pub(crate) fn remove_tag(&self, tag: &str) {
         let tag = tag.to_owned();
         // Only fails when closures are not enabled, and they are.
-        let _ = self.entries.invalidate_entries_if(move |_, e| e.tags.iter().any(|(t, _)| *t == tag));
+        let _ = self.entries.invalidate_entries_if(move |_, e| e.tags.iter().any(|(t, _)| t[..] == *tag.as_bytes()));
     }
 
     pub(crate) fn clear(&self) {

@@ -213,13 +213,18 @@ impl Redis {
         // fred's command futures are about 7 KB (`futures_around_fred_stay_small` below).
         // Boxed once here, they are not copied again as this future and the trait's boxed future
         // are built around them.
+        // Raw frames: converted once, to core values, without fred's own value types.
         let reply = if *options == Options::default() {
             // The common case skips fred's per-call options wrapper.
-            Box::pin(client.custom::<FredValue, _>(command, args)).await
+            Box::pin(client.custom_raw(command, args)).await
         } else {
-            Box::pin(client.with_options(options).custom::<FredValue, _>(command, args)).await
+            Box::pin(client.with_options(options).custom_raw(command, args)).await
         };
-        reply.map(convert::value).map_err(|e| self.error(e))
+        match reply.map(convert::frame) {
+            Ok(Value::Error(e)) => Err(Error::Server(e)),
+            Ok(value) => Ok(value),
+            Err(e) => Err(self.error(e)),
+        }
     }
 
     async fn pubsub(&self) -> Result<&PubSub> {

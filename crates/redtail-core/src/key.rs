@@ -72,21 +72,24 @@ impl Namespace {
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        Key::build(self.prefix.as_bytes(), None, parts)
+        Key::build(self.prefix.as_bytes(), NO_TAG, parts)
     }
 
     /// A namespace whose keys all carry the hash tag `tag`, so they share one cluster slot and can be
     /// used together in one transaction or script.
     pub fn tagged(&self, tag: impl AsRef<[u8]>) -> Tagged {
         let mut escaped = Vec::new();
-        escape_into(tag.as_ref(), &mut escaped);
-        // Redis hashes the whole key when its braces are empty, which would scatter the keys
-        // of an empty tag over the cluster: an empty tag is written as a lone `%`, which
-        // escaping never produces.
-        if escaped.is_empty() {
-            escaped.push(b'%');
-        }
+        escape_tag_into(tag.as_ref(), &mut escaped);
         Tagged { prefix: self.prefix.clone(), tag: escaped }
+    }
+
+    /// `self.tagged(tag).key(parts)`, built at once: for keys made on every request.
+    pub fn tagged_key<I, P>(&self, tag: impl AsRef<[u8]>, parts: I) -> Key
+    where
+        I: IntoIterator<Item = P>,
+        P: AsRef<[u8]>,
+    {
+        Key::build(self.prefix.as_bytes(), Some(|buf: &mut Vec<u8>| escape_tag_into(tag.as_ref(), buf)), parts)
     }
 
     /// A `SCAN` pattern matching every key under `<prefix>:<part>:...:`.
@@ -95,7 +98,7 @@ impl Namespace {
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        let mut key = Key::build(self.prefix.as_bytes(), None, parts).bytes.to_vec();
+        let mut key = Key::build(self.prefix.as_bytes(), NO_TAG, parts).bytes.to_vec();
         key.extend_from_slice(b":*");
         Pattern(key.into())
     }
@@ -145,7 +148,7 @@ impl Tagged {
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        Key::build(self.prefix.as_bytes(), Some(&self.tag), parts)
+        Key::build(self.prefix.as_bytes(), Some(|buf: &mut Vec<u8>| buf.extend_from_slice(&self.tag)), parts)
     }
 
     /// The cluster slot every key of this namespace maps to.
@@ -156,7 +159,7 @@ impl Tagged {
     /// The `SCAN` pattern matching every key of this namespace (`<prefix>:{<tag>}:*`); all of
     /// them are in one slot, so on a cluster they are all on one primary.
     pub fn pattern(&self) -> Pattern {
-        let mut key = Key::build(self.prefix.as_bytes(), Some(&self.tag), std::iter::empty::<&[u8]>()).bytes.to_vec();
+        let mut key = self.key(std::iter::empty::<&[u8]>()).bytes.to_vec();
         key.extend_from_slice(b":*");
         Pattern(key.into())
     }
@@ -168,6 +171,9 @@ impl fmt::Debug for Tagged {
     }
 }
 
+/// [`Key::build`] without a hash tag.
+const NO_TAG: Option<fn(&mut Vec<u8>)> = None;
+
 /// A complete Redis key with its cluster slot computed once.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Key {
@@ -176,7 +182,8 @@ pub struct Key {
 }
 
 impl Key {
-    fn build<I, P>(prefix: &[u8], tag: Option<&[u8]>, parts: I) -> Key
+    /// `prefix`, then the hash tag `tag` writes (already escaped) in braces, then each part.
+    fn build<I, P>(prefix: &[u8], tag: Option<impl FnOnce(&mut Vec<u8>)>, parts: I) -> Key
     where
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
@@ -185,7 +192,7 @@ impl Key {
         buf.extend_from_slice(prefix);
         if let Some(tag) = tag {
             buf.extend_from_slice(b":{");
-            buf.extend_from_slice(tag);
+            tag(&mut buf);
             buf.push(b'}');
         }
         for part in parts {
@@ -279,6 +286,16 @@ fn escape_into(part: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xF)]]);
         }
     }
+}
+
+/// Escapes a hash tag. Redis hashes the whole key when its braces are empty, which would
+/// scatter the keys of an empty tag over the cluster: an empty tag is written as a lone `%`,
+/// which escaping never produces.
+fn escape_tag_into(tag: &[u8], out: &mut Vec<u8>) {
+    if tag.is_empty() {
+        out.push(b'%');
+    }
+    escape_into(tag, out);
 }
 
 /// Reverses the escaping of one key part (or tag: a lone `%` is the empty tag); `None` when

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     Error, Result, SessionConfig,
-    token::{Token, user_tag_text},
+    token::{self, Location, Token, user_tag_text},
 };
 
 static CREATE: LazyLock<Script> = LazyLock::new(|| {
@@ -39,6 +39,9 @@ static INVALIDATE_ALL: LazyLock<Script> = LazyLock::new(|| {
 static LIST: LazyLock<Script> = LazyLock::new(|| {
     Script::new("session_list", concat!(include_str!("../lua/header.lua"), include_str!("../lua/list.lua")))
 });
+
+/// The last part of an index's key; it cannot be a session id, which is 16 characters long.
+const INDEX: &str = "i";
 
 /// The longest user id accepted, in bytes.
 const MAX_USER_ID: usize = 1024;
@@ -168,22 +171,19 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         self.config.namespace.tagged(tag)
     }
 
-    /// The keys of a token's session: the session, its tag's index, and the session's id.
-    fn keys_of(&self, token: &Token) -> (Key, Key, String) {
-        let (tag, id) = token.locate();
-        let tagged = self.tagged(&tag);
-        (tagged.key([id.as_str()]), Self::index(&tagged), id)
+    /// The key of the session at `at`.
+    fn session_key(&self, at: &Location) -> Key {
+        self.config.namespace.tagged_key(at.tag(), [at.id()])
     }
 
-    /// The session key and id alone, for reads and updates that leave the index alone.
-    fn session_key(&self, token: &Token) -> (Key, String) {
-        let (tag, id) = token.locate();
-        (self.tagged(&tag).key([id.as_str()]), id)
+    /// The keys of the session at `at` and of its tag's index.
+    fn keys_of(&self, at: &Location) -> [Key; 2] {
+        [self.session_key(at), self.config.namespace.tagged_key(at.tag(), [INDEX])]
     }
 
-    /// The index of a routing tag; `i` cannot be a session id, which is 16 characters long.
+    /// The index of a routing tag.
     fn index(tagged: &Tagged) -> Key {
-        tagged.key(["i"])
+        tagged.key([INDEX])
     }
 
     fn session_prefix(tagged: &Tagged) -> String {
@@ -203,7 +203,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         check_user_id(user_id)?;
         let encoded = self.encode(&data)?;
         let token = Token::generate(user_id)?;
-        let (key, index, id) = self.keys_of(&token);
+        let at = token.locate();
         let (idle, absolute) = self.config.lifetimes(options.remember_me);
         let lifetime = absolute.map_or(idle, |absolute| idle.min(absolute));
         let (before_now, after_now) = stored_value(user_id, lifetime, absolute, &options, &encoded)?;
@@ -211,24 +211,24 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             before_now.into(),
             after_now.into(),
             secs(lifetime).into(),
-            id.as_str().into(),
-            Self::session_prefix(&self.tagged(&user_tag_text(user_id))).into(),
+            at.id().into(),
+            // The token carries the user's tag.
+            self.config.namespace.tagged_key(at.tag(), [""]).to_string().into(),
             self.config.max_sessions_per_user.unwrap_or(0).into(),
             user_id.into(),
         ];
-        let reply = self.creates.eval(vec![key, index], args).await?.into_array()?;
+        let reply = self.creates.eval(self.keys_of(&at).into(), args).await?.into_array()?;
         let time = |i: usize| reply.get(i).map(Value::as_int).transpose().map(|t| t.unwrap_or(0));
         let (now, expires) = (time(0)?, time(1)?);
-        let at = at_secs;
         let deadline = absolute.map(|a| now.saturating_add(i64::try_from(secs(a)).unwrap_or(i64::MAX)));
         let session = Session {
-            id,
+            id: at.id().to_owned(),
             user_id: user_id.to_owned(),
             data,
-            created_at: at(now),
-            last_seen: at(now),
-            expires_at: at(expires),
-            absolute_deadline: deadline.map(at),
+            created_at: at_secs(now),
+            last_seen: at_secs(now),
+            expires_at: at_secs(expires),
+            absolute_deadline: deadline.map(at_secs),
             remember_me: options.remember_me,
             device: options.device,
         };
@@ -240,22 +240,23 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// shared with concurrent reads (one `MGET`); a second one (`GET`) when nothing is found, to
     /// tell a missing session from foreign data.
     pub async fn get(&self, token: &str) -> Result<Option<Session<T>>> {
-        let Some(token) = Token::parse(token) else { return Ok(None) };
-        let (key, id) = self.session_key(&token);
+        let Some(at) = token::locate(token) else { return Ok(None) };
+        let key = self.session_key(&at);
+        let id = at.id();
         let value = match self.reads.get(&key).await? {
             Some(value) => value,
             // Missing, or another type under the key (MGET reads both as nil): GET tells which.
             None => match self.backend.call(Cmd::new("GET").key(&key)).await {
-                Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(&id, "not a string")),
+                Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(id, "not a string")),
                 other => match other?.into_opt_bytes()? {
                     Some(value) => value,
                     None => return Ok(None),
                 },
             },
         };
-        match self.decode(id.clone(), &value) {
+        match self.decode(id.to_owned(), &value) {
             Ok(session) => Ok(Some(session)),
-            Err(reason) => Ok(self.corrupt(&id, &reason)),
+            Err(reason) => Ok(self.corrupt(id, &reason)),
         }
     }
 
@@ -292,9 +293,8 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// session has ended: a request that finishes after logout never brings it back.
     pub async fn update(&self, token: &str, data: &T) -> Result<bool> {
         let encoded = self.encode(data)?;
-        let Some(token) = Token::parse(token) else { return Ok(false) };
-        let (key, _) = self.session_key(&token);
-        let updated = self.backend.eval(&UPDATE, &[key], vec![encoded.into()]).await?;
+        let Some(at) = token::locate(token) else { return Ok(false) };
+        let updated = self.backend.eval(&UPDATE, &[self.session_key(&at)], vec![encoded.into()]).await?;
         Ok(updated.as_int()? == 1)
     }
 
@@ -302,15 +302,14 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// it would move by more than the configured fraction of its idle lifetime. Returns the expiry
     /// now in force, or `None` when the session has ended.
     pub async fn extend(&self, token: &str) -> Result<Option<SystemTime>> {
-        let Some(token) = Token::parse(token) else { return Ok(None) };
-        let (key, index, id) = self.keys_of(&token);
+        let Some(at) = token::locate(token) else { return Ok(None) };
         let args = vec![
-            id.into(),
+            at.id().into(),
             self.config.extend_fraction.into(),
             secs(self.config.idle).into(),
             secs(self.config.remember_idle).into(),
         ];
-        let reply = self.backend.eval(&EXTEND, &[key, index], args).await?;
+        let reply = self.backend.eval(&EXTEND, &self.keys_of(&at), args).await?;
         Ok(reply.as_opt_int()?.map(at_secs))
     }
 
@@ -319,18 +318,17 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn rotate(&self, token: &str) -> Result<Option<Token>> {
         let Some(old) = Token::parse(token) else { return Ok(None) };
         let new = old.sibling()?;
-        let (old_key, index, old_id) = self.keys_of(&old);
-        let (new_key, _, new_id) = self.keys_of(&new);
-        let rotated =
-            self.backend.eval(&ROTATE, &[old_key, new_key, index], vec![old_id.into(), new_id.into()]).await?;
+        let (old_at, new_at) = (old.locate(), new.locate());
+        let [old_key, index] = self.keys_of(&old_at);
+        let keys = [old_key, self.session_key(&new_at), index];
+        let rotated = self.backend.eval(&ROTATE, &keys, vec![old_at.id().into(), new_at.id().into()]).await?;
         Ok((rotated.as_int()? == 1).then_some(new))
     }
 
     /// Ends one session. Returns whether it was live.
     pub async fn invalidate(&self, token: &str) -> Result<bool> {
-        let Some(token) = Token::parse(token) else { return Ok(false) };
-        let (key, index, id) = self.keys_of(&token);
-        Ok(self.backend.eval(&INVALIDATE, &[key, index], vec![id.into()]).await?.as_int()? == 1)
+        let Some(at) = token::locate(token) else { return Ok(false) };
+        Ok(self.backend.eval(&INVALIDATE, &self.keys_of(&at), vec![at.id().into()]).await?.as_int()? == 1)
     }
 
     /// Ends every session of `user_id` ("log out everywhere"); returns how many were live.

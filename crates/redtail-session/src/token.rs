@@ -49,18 +49,13 @@ impl Token {
     /// Checks the shape of a token from a client, without any Redis round trip.
     /// `None` for anything that cannot be a token: wrong length, alphabet or padding.
     pub fn parse(text: &str) -> Option<Token> {
-        if text.len() != TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return None;
-        }
-        // Rejects non-canonical trailing bits, so one token has exactly one spelling.
-        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        (bytes.len() == SECRET_BYTES + TAG_BYTES).then(|| Token(text.to_owned()))
+        locate(text).map(|_| Token(text.to_owned()))
     }
 
     /// The id the token's session is stored under, as [`Session::id`](crate::Session::id)
     /// shows it: a SHA-256 digest, safe to log.
     pub fn session_id(&self) -> String {
-        self.locate().1
+        self.locate().id().to_owned()
     }
 
     /// The token's text, for the client.
@@ -68,19 +63,53 @@ impl Token {
         &self.0
     }
 
-    /// Where the token's session lives: its routing tag and its id (a digest of the whole token).
-    pub(crate) fn locate(&self) -> (String, String) {
-        // The last 8 bytes are the tag: base64url's 4-character groups cover 3 bytes each, so the
-        // tag's text is re-derived from the decoded tail rather than sliced from the token.
-        let mut tail = [0u8; 12];
-        let text = self.0.as_bytes();
-        // Characters 40..54 encode bytes 30..40; decode them alone.
-        let tag = match URL_SAFE_NO_PAD.decode_slice(&text[40..], &mut tail) {
-            Ok(10) => URL_SAFE_NO_PAD.encode(&tail[2..10]),
-            _ => String::new(),
-        };
-        (tag, digest(text))
+    /// Where the token's session lives.
+    pub(crate) fn locate(&self) -> Location {
+        // Every token was checked when it was made or parsed; a default location finds nothing.
+        locate(&self.0).unwrap_or(Location { tag: [b'%'; TAG_TEXT], id: [b'%'; ID_TEXT] })
     }
+}
+
+/// Length of a routing tag's text: base64url of 8 bytes.
+const TAG_TEXT: usize = 11;
+/// Length of a session id: base64url of 12 bytes.
+const ID_TEXT: usize = 16;
+
+/// Where a token's session lives: its routing tag and its id (a digest of the whole token), as
+/// they appear in keys. Held on the stack: a read computes one for every request.
+#[derive(Clone, Copy)]
+pub(crate) struct Location {
+    tag: [u8; TAG_TEXT],
+    id: [u8; ID_TEXT],
+}
+
+impl Location {
+    /// The routing tag's text.
+    pub(crate) fn tag(&self) -> &[u8] {
+        &self.tag
+    }
+
+    /// The session id's text.
+    pub(crate) fn id(&self) -> &str {
+        // base64url text is ASCII.
+        std::str::from_utf8(&self.id).unwrap_or_default()
+    }
+}
+
+/// Checks the shape of a token's text and finds where its session lives; `None` for anything
+/// that cannot be a token: wrong length, alphabet or padding.
+pub(crate) fn locate(text: &str) -> Option<Location> {
+    if text.len() != TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return None;
+    }
+    // Rejects non-canonical trailing bits, so one token has exactly one spelling.
+    let mut bytes = [0u8; SECRET_BYTES + TAG_BYTES + 2];
+    if URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()? != SECRET_BYTES + TAG_BYTES {
+        return None;
+    }
+    let mut tag = [0; TAG_TEXT];
+    URL_SAFE_NO_PAD.encode_slice(&bytes[SECRET_BYTES..SECRET_BYTES + TAG_BYTES], &mut tag).ok()?;
+    Some(Location { tag, id: id_of(text.as_bytes()) })
 }
 
 impl fmt::Debug for Token {
@@ -111,8 +140,11 @@ pub(crate) fn user_tag_text(user_id: &str) -> String {
 /// The id a session is stored under: 96 bits of SHA-256 of the token, base64url (16 characters).
 /// 96 bits keep ids unique among any number of sessions a Redis can hold, and finding a token
 /// for an id is a preimage search over 2^256 tokens.
-pub(crate) fn digest(token: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(&Sha256::digest(token)[..12])
+pub(crate) fn id_of(token: &[u8]) -> [u8; ID_TEXT] {
+    let mut id = [b'%'; ID_TEXT];
+    // 12 bytes always fit in 16 characters.
+    let _ = URL_SAFE_NO_PAD.encode_slice(&Sha256::digest(token)[..12], &mut id);
+    id
 }
 
 #[cfg(test)]
@@ -126,7 +158,7 @@ mod tests {
         let token = Token::generate("user-1")?;
         assert_eq!(token.as_str().len(), TOKEN_LEN);
         assert_eq!(Token::parse(token.as_str()), Some(token.clone()));
-        assert_eq!(token.locate().0, user_tag_text("user-1"));
+        assert_eq!(token.locate().tag(), user_tag_text("user-1").as_bytes());
         assert!(!format!("{token:?}").contains(token.as_str()));
         Ok(())
     }

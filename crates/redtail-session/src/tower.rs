@@ -9,7 +9,7 @@ use tower_sessions_core::{
     session_store::{Error as StoreError, Result as StoreResult},
 };
 
-use crate::token::digest;
+use crate::token::id_of;
 
 /// A [`tower_sessions_core::SessionStore`] on any redtail backend.
 ///
@@ -30,7 +30,7 @@ impl TowerSessionStore {
     }
 
     fn key(&self, id: &Id) -> Key {
-        self.namespace.key([digest(&id.0.to_le_bytes())])
+        self.namespace.key([id_of(&id.0.to_le_bytes())])
     }
 
     /// Writes the record with `NX` or `XX`; returns whether Redis accepted the write.
