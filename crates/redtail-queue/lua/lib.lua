@@ -67,22 +67,28 @@ end
 -- Completed ids go to a list (they finish in time order, and a list append costs nothing);
 -- dead ids to a sorted set by time (they are looked up one by one to retry or delete).
 -- Each job's expiry is set here; the list or set is updated once per script by flush_retired().
-local retired = {}
-local function retire(set, id, age_s, count, has_log)
+-- `age_s` and `count_s` arrive as strings (ARGV); the group of the previous call is reused
+-- when they and `set` are the same (interned strings compare in constant time), so a step that
+-- retires many jobs of one queue formats no group key per job.
+local retired, last = {}, nil
+local function retire(set, id, age_s, count_s, has_log)
   local key = job_key(id)
-  local age = tonumber(age_s)
-  if age <= 0 or count <= 0 then
+  local group = last
+  if not (group and group.set == set and group.age_s == age_s and group.count_s == count_s) then
+    local group_key = set .. ' ' .. age_s .. ' ' .. count_s
+    group = retired[group_key]
+    if not group then
+      group = { set = set, age_s = age_s, count_s = count_s, age = tonumber(age_s), count = tonumber(count_s), ids = {} }
+      retired[group_key] = group
+    end
+    last = group
+  end
+  if group.age <= 0 or group.count <= 0 then
     redis.call('DEL', key, log_key(id))
     return
   end
   redis.call('PEXPIRE', key, age_s)
   if has_log then redis.call('PEXPIRE', log_key(id), age_s) end
-  local group_key = set .. ' ' .. age_s .. ' ' .. count
-  local group = retired[group_key]
-  if not group then
-    group = { set = set, age = age, count = count, ids = {} }
-    retired[group_key] = group
-  end
   group.ids[#group.ids + 1] = id
 end
 
@@ -98,10 +104,11 @@ end
 
 local function flush_retired()
   for _, group in pairs(retired) do
-    local set, count = group.set, group.count
+    local set, count, ids = group.set, group.count, group.ids
     -- At most 1000 at a time, so lowering a count never makes one call slow.
-    if set == K_DONE then
-      local excess = math.min(redis.call('RPUSH', set, unpack(group.ids)) - count, 1000)
+    -- (A group of jobs deleted at once has no ids.)
+    if #ids > 0 and set == K_DONE then
+      local excess = math.min(redis.call('RPUSH', set, unpack(ids)) - count, 1000)
       if excess > 0 then delete_jobs(redis.call('LPOP', set, excess)) end
       -- Ids whose job has expired (its age passed) leave from the head, oldest first.
       for _ = 1, 100 do
@@ -109,10 +116,10 @@ local function flush_retired()
         if not head or redis.call('EXISTS', job_key(head)) == 1 then break end
         redis.call('LPOP', set)
       end
-    else
+    elseif #ids > 0 then
       local members = {}
-      for _, id in ipairs(group.ids) do
-        members[#members + 1] = NOW
+      for _, id in ipairs(ids) do
+        members[#members + 1] = NOW_S
         members[#members + 1] = id
       end
       redis.call('ZADD', set, unpack(members))
@@ -124,7 +131,7 @@ local function flush_retired()
       end
     end
   end
-  retired = {}
+  retired, last = {}, nil
 end
 
 local MINUTE_KEY = PREFIX .. 'm:' .. string.format('%d', math.floor(NOW / 60000))

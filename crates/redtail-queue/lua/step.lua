@@ -14,7 +14,7 @@
 -- the server's time in ms, 1 when the lease is held (0: lost, take a new token)}.
 local token, lease, want = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local rate_max, rate_window = tonumber(ARGV[6]), tonumber(ARGV[7])
-local stalled_count = tonumber(ARGV[9])
+local stalled_count = ARGV[9]
 local n_acks = tonumber(ARGV[11])
 
 -- A lease lost once (it expired and its jobs were taken back) is never held again: its
@@ -34,7 +34,7 @@ for i = 0, n_acks - 1 do
   local b = 12 + i * 9
   local kind, id, attempt, started = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local payload, delay = ARGV[b + 4], ARGV[b + 5]
-  local keep, keep_count, flags = ARGV[b + 6], tonumber(ARGV[b + 7]), ARGV[b + 8]
+  local keep, keep_count, flags = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
   local has_log, resend = flags == '1' or flags == '3', flags == '2' or flags == '3'
   local key = job_key(id)
   local apply = held
