@@ -324,7 +324,7 @@ async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Re
 /// The cached value of the cache workloads, as a Rust service reads it back from a typed cache.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
+#[allow(dead_code)] // decoded, as the workload asks, and never read
 struct ServiceStatus {
     service: String,
     status: String,
@@ -334,7 +334,7 @@ struct ServiceStatus {
 }
 
 #[derive(serde::Deserialize)]
-#[allow(dead_code)]
+#[allow(dead_code)] // decoded, as the workload asks, and never read
 struct ServiceDetails {
     version: String,
     libraries: u32,

@@ -377,6 +377,8 @@ mod tests {
         let key = user.key(["x"]);
         assert_eq!(key.as_bytes(), b"t:{a%7Db%3A%2A%7Bc}:x");
         assert_eq!(key.slot(), user.slot());
+        assert_eq!(ns().tagged_key(hostile, ["x"]), key);
+        assert_eq!(ns().tagged_key("", ["x"]), ns().tagged("").key(["x"]));
         let pattern = ns().pattern([hostile]);
         assert!(!pattern.as_bytes()[..pattern.as_bytes().len() - 1].iter().any(|b| b"*?[]{}\\".contains(b)));
     }
