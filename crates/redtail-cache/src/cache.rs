@@ -735,10 +735,11 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
     }
     let mut cmds = Vec::with_capacity(2 * unique.len());
     for (tag, ttl, proposal, _) in &unique {
+        let record = tags.key([tag]);
         if let Some(proposal) = proposal {
-            cmds.push(get_or_create_tag(&tags.key([tag]), proposal, *ttl));
+            cmds.push(get_or_create_tag(&record, proposal, *ttl));
         }
-        cmds.push(Cmd::new("PEXPIRE").key(&tags.key([tag])).arg(*ttl).arg("GT"));
+        cmds.push(Cmd::new("PEXPIRE").key(&record).arg(*ttl).arg("GT"));
     }
     let mut replies = match backend.pipeline(cmds).await {
         Ok(replies) => replies.into_iter(),

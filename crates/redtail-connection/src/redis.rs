@@ -212,8 +212,7 @@ impl Redis {
         let client = self.inner.pool.next();
         // fred's command futures are about 7 KB (`futures_around_fred_stay_small` below).
         // Boxed once here, they are not copied again as this future and the trait's boxed future
-        // are built around them.
-        // Raw frames: converted once, to core values, without fred's own value types.
+        // are built around them. Replies come as raw frames, converted once to core values.
         let reply = if *options == Options::default() {
             // The common case skips fred's per-call options wrapper.
             Box::pin(client.custom_raw(command, args)).await
