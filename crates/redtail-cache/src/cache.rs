@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        Arc, LazyLock, Mutex,
+        Arc, LazyLock, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant, UNIX_EPOCH},
@@ -27,6 +27,8 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new("cache_release",
 /// Most writes in one batch ([`write_batch`]), and batches on their way at once.
 const WRITES_PER_BATCH: usize = 256;
 const WRITE_BATCHES_IN_FLIGHT: usize = 4;
+/// Most tag record keys remembered ([`Inner::tag_keys`]).
+const TAG_KEYS: usize = 1024;
 
 static WRITE: LazyLock<Script> =
     LazyLock::new(|| Script::new("cache_write", include_str!("../lua/write.lua")).across_slots());
@@ -54,6 +56,9 @@ struct Inner<C> {
     config: CacheConfig,
     entries: Namespace,
     tags: Namespace,
+    /// The keys of the tag records read so far (at most [`TAG_KEYS`]): a read names its tags on
+    /// every call, and most caches use a few dozen.
+    tag_keys: RwLock<HashMap<Box<str>, Key>>,
     locks: Namespace,
     channel: String,
     /// Identifies this instance's invalidation messages.
@@ -131,6 +136,7 @@ impl<C: Codec> Cache<C> {
             inner: Arc::new(Inner {
                 entries: root.child("e"),
                 tags,
+                tag_keys: RwLock::default(),
                 locks: root.child("l"),
                 channel,
                 id,
@@ -327,7 +333,7 @@ impl<C: Codec> Cache<C> {
         }
         let mut keys = Vec::with_capacity(1 + hint.len());
         keys.push(key.clone());
-        keys.extend(hint.iter().map(|t| self.inner.tags.key([t])));
+        keys.extend(hint.iter().map(|t| self.tag_key(t)));
         // With `create_ms`, versions are proposed for tags without a record.
         let (replies, proposals) = match create_ms {
             // Plain reads: the entry and the tag records, batched with other callers' reads.
@@ -381,6 +387,19 @@ impl<C: Codec> Cache<C> {
         }
         bump(&self.inner.counters.hits);
         Ok((Found::Fresh(entry), versions))
+    }
+
+    /// The key of `tag`'s record.
+    fn tag_key(&self, tag: &str) -> Key {
+        if let Some(key) = self.inner.tag_keys.read().unwrap_or_else(PoisonError::into_inner).get(tag) {
+            return key.clone();
+        }
+        let key = self.inner.tags.key([tag]);
+        let mut known = self.inner.tag_keys.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() < TAG_KEYS {
+            known.insert(tag.into(), key.clone());
+        }
+        key
     }
 
     fn missing(&self, versions: Versions) -> (Found, Versions) {
