@@ -267,7 +267,7 @@ impl Hasher for Mix {
 
     fn write(&mut self, bytes: &[u8]) {
         for byte in bytes {
-            self.write_u64(self.0 ^ u64::from(*byte));
+            self.write_u64(u64::from(*byte));
         }
     }
 
