@@ -10,7 +10,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redtail_core::{Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCodec, Key, Script, Tagged, Value};
+use redtail_core::{Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCodec, Key, Script, Value};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -167,10 +167,6 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         self.corrupt.load(Ordering::Relaxed)
     }
 
-    fn tagged(&self, tag: &str) -> Tagged {
-        self.config.namespace.tagged(tag)
-    }
-
     /// The key of the session at `at`.
     fn session_key(&self, at: &Location) -> Key {
         self.config.namespace.tagged_key(at.tag(), [at.id()])
@@ -178,16 +174,18 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
 
     /// The keys of the session at `at` and of its tag's index.
     fn keys_of(&self, at: &Location) -> [Key; 2] {
-        [self.session_key(at), self.config.namespace.tagged_key(at.tag(), [INDEX])]
+        [self.session_key(at), self.index(at.tag())]
     }
 
-    /// The index of a routing tag.
-    fn index(tagged: &Tagged) -> Key {
-        tagged.key([INDEX])
+    /// The index of the sessions under a routing tag.
+    fn index(&self, tag: &[u8]) -> Key {
+        self.config.namespace.tagged_key(tag, [INDEX])
     }
 
-    fn session_prefix(tagged: &Tagged) -> String {
-        tagged.key([""]).to_string()
+    /// What the keys of the sessions under a routing tag start with (a session key is this and
+    /// the session's id), for the scripts that read the index.
+    fn session_prefix(&self, tag: &[u8]) -> String {
+        self.config.namespace.tagged_key(tag, [""]).to_string()
     }
 
     fn encode(&self, data: &T) -> Result<Vec<u8>> {
@@ -213,7 +211,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             secs(lifetime).into(),
             at.id().into(),
             // The token carries the user's tag.
-            self.config.namespace.tagged_key(at.tag(), [""]).to_string().into(),
+            self.session_prefix(at.tag()).into(),
             self.config.max_sessions_per_user.unwrap_or(0).into(),
             user_id.into(),
         ];
@@ -334,18 +332,18 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// Ends every session of `user_id` ("log out everywhere"); returns how many were live.
     pub async fn invalidate_all(&self, user_id: &str) -> Result<u64> {
         check_user_id(user_id)?;
-        let tagged = self.tagged(&user_tag_text(user_id));
-        let args = vec![Self::session_prefix(&tagged).into(), user_id.into()];
-        let ended = self.backend.eval(&INVALIDATE_ALL, &[Self::index(&tagged)], args).await?.as_int()?;
+        let tag = user_tag_text(user_id);
+        let args = vec![self.session_prefix(tag.as_bytes()).into(), user_id.into()];
+        let ended = self.backend.eval(&INVALIDATE_ALL, &[self.index(tag.as_bytes())], args).await?.as_int()?;
         Ok(u64::try_from(ended).unwrap_or(0))
     }
 
     /// The live sessions of `user_id`, oldest expiry first; unreadable ones are skipped and counted.
     pub async fn list(&self, user_id: &str) -> Result<Vec<Session<T>>> {
         check_user_id(user_id)?;
-        let tagged = self.tagged(&user_tag_text(user_id));
-        let args = vec![Self::session_prefix(&tagged).into(), user_id.into()];
-        let reply = self.backend.eval(&LIST, &[Self::index(&tagged)], args).await?.into_array()?;
+        let tag = user_tag_text(user_id);
+        let args = vec![self.session_prefix(tag.as_bytes()).into(), user_id.into()];
+        let reply = self.backend.eval(&LIST, &[self.index(tag.as_bytes())], args).await?.into_array()?;
         let mut sessions = Vec::with_capacity(reply.len());
         for entry in reply {
             let mut parts = entry.into_array()?.into_iter();

@@ -31,11 +31,10 @@ impl Token {
 
     /// A new token with the same routing tag as this one, for rotation.
     pub(crate) fn sibling(&self) -> Result<Token> {
-        let bytes = URL_SAFE_NO_PAD.decode(&self.0).unwrap_or_default();
+        // Every token was checked when it was made or parsed.
+        let bytes = decode(&self.0).unwrap_or([0; SECRET_BYTES + TAG_BYTES]);
         let mut tag = [0u8; TAG_BYTES];
-        if let Some(own) = bytes.get(SECRET_BYTES..) {
-            tag.copy_from_slice(own);
-        }
+        tag.copy_from_slice(&bytes[SECRET_BYTES..]);
         Self::with_tag(tag)
     }
 
@@ -49,7 +48,7 @@ impl Token {
     /// Checks the shape of a token from a client, without any Redis round trip.
     /// `None` for anything that cannot be a token: wrong length, alphabet or padding.
     pub fn parse(text: &str) -> Option<Token> {
-        locate(text).map(|_| Token(text.to_owned()))
+        decode(text).map(|_| Token(text.to_owned()))
     }
 
     /// The id the token's session is stored under, as [`Session::id`](crate::Session::id)
@@ -96,19 +95,28 @@ impl Location {
     }
 }
 
-/// Checks the shape of a token's text and finds where its session lives; `None` for anything
-/// that cannot be a token: wrong length, alphabet or padding.
-pub(crate) fn locate(text: &str) -> Option<Location> {
+/// The bytes of a token's text; `None` for anything that cannot be a token: wrong length,
+/// alphabet or padding.
+fn decode(text: &str) -> Option<[u8; SECRET_BYTES + TAG_BYTES]> {
     if text.len() != TOKEN_LEN || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return None;
     }
-    // Rejects non-canonical trailing bits, so one token has exactly one spelling.
+    // Rejects non-canonical trailing bits, so one token has exactly one spelling. (The decoder
+    // wants room for the 42 bytes 56 characters could hold.)
     let mut bytes = [0u8; SECRET_BYTES + TAG_BYTES + 2];
     if URL_SAFE_NO_PAD.decode_slice(text, &mut bytes).ok()? != SECRET_BYTES + TAG_BYTES {
         return None;
     }
+    let mut token = [0u8; SECRET_BYTES + TAG_BYTES];
+    token.copy_from_slice(&bytes[..SECRET_BYTES + TAG_BYTES]);
+    Some(token)
+}
+
+/// Checks the shape of a token's text (as [`Token::parse`]) and finds where its session lives.
+pub(crate) fn locate(text: &str) -> Option<Location> {
+    let bytes = decode(text)?;
     let mut tag = [0; TAG_TEXT];
-    URL_SAFE_NO_PAD.encode_slice(&bytes[SECRET_BYTES..SECRET_BYTES + TAG_BYTES], &mut tag).ok()?;
+    URL_SAFE_NO_PAD.encode_slice(&bytes[SECRET_BYTES..], &mut tag).ok()?;
     Some(Location { tag, id: id_of(text.as_bytes()) })
 }
 
