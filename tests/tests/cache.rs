@@ -23,6 +23,7 @@ for_each_backend!(
     typed_values_tags_and_patterns,
     invalidation_racing_a_thousand_sets_never_resurrects,
     concurrent_writes_fail_alone_on_a_foreign_tag_record,
+    a_loaded_value_keeps_the_version_of_each_of_its_tags,
 );
 
 async fn typed_values_tags_and_patterns(target: Target) -> TestResult {
@@ -73,6 +74,25 @@ async fn concurrent_writes_fail_alone_on_a_foreign_tag_record(target: Target) ->
             assert_eq!(read, None, "write {i} is not readable");
         }
     }
+    Ok(())
+}
+
+/// A load whose tags are part known, part new carries each tag's own version: the value it
+/// stores is readable, and the next call does not load again.
+async fn a_loaded_value_keeps_the_version_of_each_of_its_tags(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let cache = cache(&env.backend, env.ns.prefix(), false).await;
+    cache.set("other", &1u32, &EntryOptions::default().tag("known")).await?;
+    let options = EntryOptions::default().tag("known").tag("new");
+    let loads = std::sync::atomic::AtomicU32::new(0);
+    let load = || async {
+        loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok::<u32, std::io::Error>(7)
+    };
+    assert_eq!(cache.get_or_compute("k", &options, load).await?, 7);
+    assert_eq!(cache.get_with_tags::<u32>("k", &["known", "new"]).await, Some(7), "the loaded value is readable");
+    assert_eq!(cache.get_or_compute("k", &options, load).await?, 7);
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1, "loaded once");
     Ok(())
 }
 

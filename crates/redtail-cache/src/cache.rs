@@ -351,9 +351,15 @@ impl<C: Codec> Cache<C> {
         };
         let mut replies = replies.into_iter();
         let stored = replies.next().flatten();
-        // Nil where a proposal was made: the proposal became the version.
+        // One proposal per tag, in order (none for plain reads); nil where a proposal was made
+        // means the proposal became the version.
         let mut proposals = proposals.into_iter();
-        let versions: Versions = replies.map(|reply| version_of(reply).or(proposals.next())).collect();
+        let versions: Versions = replies
+            .map(|reply| {
+                let proposal = proposals.next();
+                version_of(reply).or(proposal)
+            })
+            .collect();
         let Some(stored) = stored else { return Ok(self.missing(versions)) };
         let Some(entry) = Envelope::decode(stored) else {
             self.corrupt(key).await;
