@@ -56,7 +56,7 @@ async fn main() -> Result<(), Error> {
         cache(&backend, n, concurrency).await?;
     }
     if wants("queue") {
-        queue(&backend, number("--jobs", 20_000), 50).await?;
+        queue(&backend, number("--jobs", 20_000), number("--qc", 50)).await?;
     }
     // Not part of a plain run: a million jobs take a minute.
     if args.iter().any(|a| a == "queue-soak") {

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use redtail_cache::{Cache, CacheConfig, EntryOptions};
 use redtail_connection::Config;
 use redtail_core::{Backend, Cmd, Codec, JsonCodec, Key, Namespace, Value, hash_tag, unescape};
-use redtail_queue::{JobOptions, Queue, QueueConfig};
+use redtail_queue::{JobOptions, JobState, Queue, QueueConfig};
 use redtail_ratelimit::{ClientIp, Policy, RateLimiter};
 use redtail_session::{JwtDenylist, NewSession, SessionConfig, SessionStore, Token, example::UserSession};
 use redtail_testkit::MemoryBackend;
@@ -121,6 +121,36 @@ proptest! {
             }
             redis.call(cmd).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
             let _ = queue.get("victim").await;
+            Ok::<_, TestCaseError>(())
+        })?;
+    }
+
+    /// A completed job's record (see `lua/lib.lua`) holding anything, or well-formed numbers
+    /// around any token, data and result, reads as a job, nothing or an error, never a panic.
+    #[test]
+    fn corrupt_completed_records_read_without_panicking(
+        junk in any::<Vec<u8>>(),
+        numbers in proptest::collection::vec(any::<u64>(), 9),
+        token in hostile(),
+        tail in any::<Vec<u8>>(),
+    ) {
+        let redis = MemoryBackend::new();
+        let queue = Queue::<serde_json::Value>::new(Arc::new(redis.clone()), QueueConfig::new("hostile"))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut shaped: Vec<u8> = Vec::new();
+        for (i, n) in numbers.iter().enumerate() {
+            shaped.extend_from_slice(if i == 2 { token.clone() } else { n.to_string() }.as_bytes());
+            shaped.push(b' ');
+        }
+        shaped.extend_from_slice(&tail);
+        runtime().block_on(async {
+            for record in [junk, shaped] {
+                let set = Cmd::new("HSET").key(&Key::from_raw("rt:q:{hostile}:cr")).arg("victim").arg(record);
+                let push = Cmd::new("RPUSH").key(&Key::from_raw("rt:q:{hostile}:c")).arg("victim");
+                redis.pipeline(vec![set, push]).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let _ = queue.get("victim").await;
+                let _ = queue.list(JobState::Completed, 0, 10).await;
+            }
             Ok::<_, TestCaseError>(())
         })?;
     }

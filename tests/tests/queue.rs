@@ -11,7 +11,7 @@ use std::{
 
 use redtail_core::{Cmd, Key};
 use redtail_queue::{
-    Backoff, Error, EventKind, JobOptions, JobState, Queue, QueueConfig, Retention, Start, WorkerOptions,
+    Backoff, Error, EventKind, JobId, JobOptions, JobState, Queue, QueueConfig, Retention, Start, WorkerOptions,
 };
 use redtail_tests::{Ctx, Env, Target, TestRedis, TestResult, for_each_backend};
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,10 @@ where
     Err(format!("timed out after {limit:?} waiting until {what}").into())
 }
 
-for_each_backend!(the_three_original_queues_with_every_feature);
+for_each_backend!(
+    the_three_original_queues_with_every_feature,
+    a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job
+);
 
 /// `youtube-downloads`, `media-requests` and `notifications` side by side (on a cluster, each in
 /// its own slot): adds in bulk, custom ids, priorities, delays, progress, retries, dead letters,
@@ -131,6 +134,70 @@ async fn the_three_original_queues_with_every_feature(target: Target) -> TestRes
         assert!(queue.obliterate(false).await? > 0);
         assert_eq!(queue.counts().await?, Default::default());
     }
+    Ok(())
+}
+
+/// A job that succeeds on its first attempt, without log or progress, leaves its hash for a
+/// record in the queue's completed-records hash: it reads back, lists, counts, is deleted and
+/// cleaned like any completed job, and retention trims it by count. A job with a log keeps its
+/// hash (and the log goes with it).
+async fn a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let prefix = env.ns.prefix().to_owned();
+    let keep = Retention::new(Duration::from_secs(3600), 7);
+    let defaults = JobOptions::default().attempts(2).keep_completed(keep);
+    let queue = Queue::<Download>::new(
+        Arc::clone(&env.backend),
+        QueueConfig::new("records").prefix(prefix.as_str()).defaults(defaults),
+    )?;
+    let hash_exists = |id: &str| {
+        let cmd = Cmd::new("EXISTS").key(&Key::from_raw(format!("{prefix}:{{records}}:j:{id}")));
+        let backend = Arc::clone(&env.backend);
+        async move { Ok::<_, Error>(backend.call(cmd).await?.as_int()? == 1) }
+    };
+    let ids = queue.add_bulk(&(0..5).map(download).collect::<Vec<_>>()).await?;
+    let priority = |p| JobOptions::default().attempts(2).priority(p);
+    let trimmed = queue.add_with(&download(6), priority(3)).await?.id;
+    let urgent = queue.add_with(&download(7), priority(2)).await?.id;
+    let logged = queue.add_with(&download(8), priority(1)).await?.id;
+    // One at a time, so they finish in order: the three prioritized jobs, then 0..=4.
+    let worker = queue.worker(fast().concurrency(1), |job| async move {
+        if job.data.url.ends_with('8') {
+            job.log("kept in the hash").await?;
+        }
+        Ok::<_, Error>(job.data.url.len())
+    });
+    until("every job completes", Duration::from_secs(20), || async { Ok(worker.stats().completed == 8) }).await?;
+    worker.shutdown().await;
+
+    assert_eq!(queue.counts().await?.completed, 7, "the first to finish is past the count kept");
+    assert_eq!(queue.get(trimmed.as_str()).await?, None);
+    let listed = queue.list(JobState::Completed, 0, 10).await?;
+    let listed_ids: Vec<&str> = listed.iter().map(|j| j.id.as_str()).collect();
+    let newest_first: Vec<&str> = ids.iter().rev().chain([&logged, &urgent]).map(|id| id.as_str()).collect();
+    assert_eq!(listed_ids, newest_first);
+    for (job, (n, priority)) in listed.iter().zip([(4, 0), (3, 0), (2, 0), (1, 0), (0, 0), (8, 1), (7, 2)]) {
+        assert_eq!(job.state, JobState::Completed);
+        assert_eq!(serde_json::from_value::<Download>(job.data.clone())?, download(n));
+        assert_eq!(job.result, Some(serde_json::json!(download(n).url.len())));
+        assert_eq!((job.attempts_started, job.max_attempts, job.priority), (1, 2, priority));
+        assert!(job.created_ms > 0 && Some(job.created_ms) <= job.started_ms && job.started_ms <= job.finished_ms);
+        assert_eq!(queue.get(job.id.as_str()).await?.as_ref(), Some(job), "get reads what list does");
+        assert_eq!(hash_exists(job.id.as_str()).await?, n == 8, "only job {} (with a log) keeps its hash", job.id);
+    }
+    assert_eq!(queue.logs(logged.as_str()).await?, ["kept in the hash"]);
+
+    assert!(queue.delete(ids[4].as_str()).await?);
+    assert_eq!(queue.get(ids[4].as_str()).await?, None);
+    assert!(!queue.delete(ids[4].as_str()).await?, "deleted once");
+    // Cleaning takes the oldest first: the record, then the hash with its log.
+    assert_eq!(queue.clean(redtail_queue::Finished::Completed, Duration::ZERO, 2).await?, 2);
+    assert_eq!((queue.get(urgent.as_str()).await?, queue.get(logged.as_str()).await?), (None, None));
+    assert!(queue.logs(logged.as_str()).await?.is_empty());
+    let left: Vec<JobId> = queue.list(JobState::Completed, 0, 10).await?.into_iter().map(|j| j.id).collect();
+    assert_eq!(left, ids[..4].iter().rev().cloned().collect::<Vec<_>>());
+    assert_eq!(queue.counts().await?.completed, 4);
+    queue.obliterate(false).await?;
     Ok(())
 }
 

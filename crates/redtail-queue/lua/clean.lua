@@ -7,6 +7,10 @@ if ARGV[3] == 'c' then
   ids = {}
   for _, id in ipairs(redis.call('LRANGE', K_DONE, 0, limit - 1)) do
     local finished = tonumber(redis.call('HGET', job_key(id), 'f'))
+    if not finished then
+      local record = record_of(id)
+      finished = record and tonumber(string.match(record, '^(%d+) '))
+    end
     if finished and finished > cutoff then break end
     ids[#ids + 1] = id
   end
@@ -16,6 +20,6 @@ else
   if #ids > 0 then redis.call('ZREM', K_DEAD, unpack(ids)) end
 end
 if #ids == 0 then return 0 end
-delete_jobs(ids)
+if ARGV[3] == 'c' then delete_completed(ids) else delete_jobs(ids) end
 emit('removed', table.concat(ids, ' '))
 return #ids

@@ -5,7 +5,15 @@
 local op, id = ARGV[3], ARGV[4]
 local key = job_key(id)
 local job = redis.call('HMGET', key, 's', 'y', 'a', 'n')
-if not job[1] then return 0 end
+if not job[1] then
+  -- Completed and kept as a record (see keep_record)?
+  if op ~= 'delete' or not record_of(id) then return 0 end
+  redis.call('HDEL', K_RECS, id)
+  redis.call('LREM', K_DONE, 1, id)
+  redis.call('DEL', log_key(id))
+  emit('removed', id)
+  return 1
+end
 if op == 'retry' then
   if job[1] ~= 'x' then return 0 end
   redis.call('ZREM', K_DEAD, id)

@@ -2,7 +2,8 @@
 -- KEYS, the same for every script: 1 id counter, 2 waiting list, 3 prioritized set, 4 delayed
 -- set, 5 leases (sorted set: a worker lane's token -> lease deadline), 6 completed list,
 -- 7 dead-letter set, 8 paused flag, 9 wake marker, 10 events stream, 11 rate window,
--- 12 running jobs (hash: id -> "<token> <attempts before this one> <started ms>").
+-- 12 running jobs (hash: id -> "<token> <attempts before this one> <started ms>"),
+-- 13 completed records (hash: id -> record, see keep_record).
 -- A running job is in the running hash only: its own hash is written when it finishes, so
 -- taking a job costs one read.
 -- ARGV[1]: the queue's key prefix (job keys are built from it; they share the hash tag);
@@ -11,8 +12,9 @@
 -- s state (w waiting or running, d delayed, c completed, x dead), o options, y priority,
 -- l token of the last attempt's lane, st its start ms, f finished ms, p progress, r result,
 -- e<attempt> error of that attempt.
-local K_ID, K_WAIT, K_PRIO, K_DELAY, K_LEASES, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE, K_RUN =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local K_ID, K_WAIT, K_PRIO, K_DELAY, K_LEASES, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE, K_RUN, K_RECS =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12],
+  KEYS[13]
 local PREFIX = ARGV[1]
 local EVENTS_CAP = tonumber(ARGV[2])
 local clock = redis.call('TIME')
@@ -66,23 +68,33 @@ end
 -- Completed and dead jobs are kept `age_s` ms (0: deleted at once), at most `count` of them.
 -- Completed ids go to a list (they finish in time order, and a list append costs nothing);
 -- dead ids to a sorted set by time (they are looked up one by one to retry or delete).
--- Each job's expiry is set here; the list or set is updated once per script by flush_retired().
+-- A job retired by retire() keeps its hash, given an expiry here; one completed by
+-- keep_record() (a first attempt's success, without log or progress) leaves its hash for a
+-- record in K_RECS, written with the others of its script:
+-- "<finished ms> <expires ms> <record from the worker>", the worker's part being
+-- "<token> <attempt> <started ms> <created ms> <max attempts> <priority> <data bytes> <data><result>".
+-- The list or set and the records are updated once per script by flush_retired().
 -- `age_s` and `count_s` arrive as strings (ARGV); the group of the previous call is reused
 -- when they and `set` are the same (interned strings compare in constant time), so a step that
 -- retires many jobs of one queue formats no group key per job.
-local retired, last = {}, nil
-local function retire(set, id, age_s, count_s, has_log)
-  local key = job_key(id)
+local retired, last, gone = {}, nil, {}
+local function group_of(set, age_s, count_s)
   local group = last
   if not (group and group.set == set and group.age_s == age_s and group.count_s == count_s) then
     local group_key = set .. ' ' .. age_s .. ' ' .. count_s
     group = retired[group_key]
     if not group then
-      group = { set = set, age_s = age_s, count_s = count_s, age = tonumber(age_s), count = tonumber(count_s), ids = {} }
+      group = { set = set, age_s = age_s, count_s = count_s, age = tonumber(age_s), count = tonumber(count_s), ids = {},
+        records = {} }
       retired[group_key] = group
     end
     last = group
   end
+  return group
+end
+
+local function retire(set, key, id, age_s, count_s, has_log)
+  local group = group_of(set, age_s, count_s)
   if group.age <= 0 or group.count <= 0 then
     redis.call('DEL', key, log_key(id))
     return
@@ -90,6 +102,27 @@ local function retire(set, id, age_s, count_s, has_log)
   redis.call('PEXPIRE', key, age_s)
   if has_log then redis.call('PEXPIRE', log_key(id), age_s) end
   group.ids[#group.ids + 1] = id
+end
+
+local function keep_record(key, id, record, age_s, count_s)
+  local group = group_of(K_DONE, age_s, count_s)
+  gone[#gone + 1] = key
+  if group.age <= 0 or group.count <= 0 then return end
+  if not group.head then group.head = NOW_S .. ' ' .. string.format('%d', NOW + group.age) .. ' ' end
+  group.ids[#group.ids + 1] = id
+  local records = group.records
+  records[#records + 1] = id
+  records[#records + 1] = group.head .. record
+end
+
+-- A completed job's record, unless there is none or it has expired (it is then removed).
+local function record_of(id)
+  local record = redis.call('HGET', K_RECS, id)
+  if not record then return nil end
+  local expires = tonumber(string.match(record, '^%d+ (%d+) '))
+  if expires and expires > NOW then return record end
+  redis.call('HDEL', K_RECS, id)
+  return nil
 end
 
 local function delete_jobs(ids)
@@ -102,19 +135,34 @@ local function delete_jobs(ids)
   redis.call('DEL', unpack(keys))
 end
 
+-- Completed jobs: kept as records, which have no hash or log, or as hashes.
+local function delete_completed(ids)
+  if #ids == 0 then return end
+  if redis.call('HDEL', K_RECS, unpack(ids)) < #ids then delete_jobs(ids) end
+end
+
 local function flush_retired()
+  if #gone > 0 then redis.call('DEL', unpack(gone)) end
   for _, group in pairs(retired) do
     local set, count, ids = group.set, group.count, group.ids
+    if #group.records > 0 then
+      redis.call('HSET', K_RECS, unpack(group.records))
+      -- The records' hash lives as long as its newest record.
+      if redis.call('PTTL', K_RECS) < group.age then redis.call('PEXPIRE', K_RECS, group.age_s) end
+    end
     -- At most 1000 at a time, so lowering a count never makes one call slow.
     -- (A group of jobs deleted at once has no ids.)
     if #ids > 0 and set == K_DONE then
       local excess = math.min(redis.call('RPUSH', set, unpack(ids)) - count, 1000)
-      if excess > 0 then delete_jobs(redis.call('LPOP', set, excess)) end
-      -- Ids whose job has expired (its age passed) leave from the head, oldest first.
-      for _ = 1, 100 do
-        local head = redis.call('LINDEX', set, 0)
-        if not head or redis.call('EXISTS', job_key(head)) == 1 then break end
-        redis.call('LPOP', set)
+      if excess > 0 then
+        delete_completed(redis.call('LPOP', set, excess))
+      else
+        -- Ids whose job has expired (its age passed) leave from the head, oldest first.
+        for _ = 1, 100 do
+          local head = redis.call('LINDEX', set, 0)
+          if not head or record_of(head) or redis.call('EXISTS', job_key(head)) == 1 then break end
+          redis.call('LPOP', set)
+        end
       end
     elseif #ids > 0 then
       local members = {}
@@ -131,7 +179,7 @@ local function flush_retired()
       end
     end
   end
-  retired, last = {}, nil
+  retired, last, gone = {}, nil, {}
 end
 
 local MINUTE_KEY = PREFIX .. 'm:' .. string.format('%d', math.floor(NOW / 60000))

@@ -3,13 +3,14 @@
 -- ARGV[6], ARGV[7]: the queue's rate limit (jobs, window ms; 0 jobs: none);
 -- ARGV[8], ARGV[9]: how long and how many dead jobs to keep (for jobs whose lease ran out on
 -- their last attempt); ARGV[10]: 1 when the token is new and its lease is to be created;
--- ARGV[11]: number of acknowledgements, then 9 values each: kind (c completed, f failed and
--- retried after `delay`, x dead-lettered, r handed back unstarted), id, attempt, started ms,
--- payload (result or error), delay ms, keep ms, keep count, flags (1: the job has a log;
+-- ARGV[11]: number of acknowledgements, then 9 values each: kind (c completed, C completed and
+-- kept as a record, f failed and retried after `delay`, x dead-lettered, r handed back
+-- unstarted), id, attempt, started ms, payload (result, error, or for C the worker's part of
+-- the record: see keep_record), delay ms, keep ms, keep count, flags (1: the job has a log;
 -- 2: a resend after an error, which may have been applied already); after them, the number
 -- of jobs the lane still runs and their ids, or -1 (see "Reconcile" below).
 -- Returns {statuses (1 applied or already applied, 0 refused: the lease was lost),
--- taken jobs (id, data, attempt, max attempts, options, created ms for each),
+-- taken jobs (id, data, attempt, max attempts, options, created ms, priority for each),
 -- ms until the next delayed job is due or -1, paused 0/1, ms until the rate window reopens or 0,
 -- the server's time in ms, 1 when the lease is held (0: lost, take a new token)}.
 local token, lease, want = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -47,6 +48,10 @@ for i = 0, n_acks - 1 do
     apply = run_token == token and before + 1 == tonumber(attempt)
     if not apply then
       local job = redis.call('HMGET', key, 'l', 'a')
+      if not job[1] then
+        local record = record_of(id)
+        if record then job = { string.match(record, '^%d+ %d+ (%S+) (%d+) ') } end
+      end
       statuses[#statuses + 1] = (job[1] == token and tonumber(job[2]) == tonumber(attempt)) and 1 or 0
     end
   elseif not held then
@@ -55,9 +60,13 @@ for i = 0, n_acks - 1 do
   if apply then
     statuses[#statuses + 1] = 1
     finished[#finished + 1] = id
-    if kind == 'c' then
+    if kind == 'C' then
+      keep_record(key, id, payload, keep, keep_count)
+      done_ids[#done_ids + 1] = id
+      completed = completed + 1
+    elseif kind == 'c' then
       redis.call('HSET', key, 's', 'c', 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'r', payload)
-      retire(K_DONE, id, keep, keep_count, has_log)
+      retire(K_DONE, key, id, keep, keep_count, has_log)
       done_ids[#done_ids + 1] = id
       completed = completed + 1
     elseif kind == 'f' then
@@ -75,7 +84,7 @@ for i = 0, n_acks - 1 do
     elseif kind == 'x' then
       failed = failed + 1
       redis.call('HSET', key, 's', 'x', 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'e' .. attempt, payload)
-      retire(K_DEAD, id, keep, keep_count, has_log)
+      retire(K_DEAD, key, id, keep, keep_count, has_log)
       emit('failed', id, payload)
       emit('dead', id)
     else
@@ -148,7 +157,7 @@ if #expired > 0 then
       emit('stalled', id)
       if before + 1 >= (tonumber(job[1]) or 1) then
         redis.call('HSET', key, 's', 'x', 'a', attempt, 'f', NOW_S, 'e' .. attempt, reason)
-        retire(K_DEAD, id, ARGV[8], stalled_count, true)
+        retire(K_DEAD, key, id, ARGV[8], stalled_count, true)
         emit('dead', id)
       else
         redis.call('HSET', key, 'a', attempt, 'e' .. attempt, reason)
@@ -184,7 +193,7 @@ end
 local taken, entries = {}, {}
 local stamp = ' ' .. NOW_S
 for _, id in ipairs(ids) do
-  local job = redis.call('HMGET', job_key(id), 'd', 'a', 'n', 'o', 't')
+  local job = redis.call('HMGET', job_key(id), 'd', 'a', 'n', 'o', 't', 'y')
   -- A job deleted while waiting leaves only its id behind.
   if job[1] then
     local before = job[2] or '0'
@@ -197,6 +206,7 @@ for _, id in ipairs(ids) do
     jobs[#jobs + 1] = job[3] or '1'
     jobs[#jobs + 1] = job[4] or ''
     jobs[#jobs + 1] = job[5] or '0'
+    jobs[#jobs + 1] = job[6] or '0'
   end
 end
 if #taken > 0 then

@@ -91,6 +91,9 @@ pub struct Job<T> {
     pub(crate) inner: Arc<Inner>,
     /// Set by [`Job::log`], so that the log expires with the job.
     pub(crate) logged: Arc<AtomicBool>,
+    /// Set by [`Job::progress`]: the job keeps its hash, which holds the progress, when it
+    /// completes (others leave it for a smaller record).
+    pub(crate) progressed: Arc<AtomicBool>,
 }
 
 impl<T> fmt::Debug for Job<T> {
@@ -106,6 +109,7 @@ impl<T> Job<T> {
     pub async fn progress(&self, progress: impl Serialize) -> Result<bool> {
         let value = serde_json::to_string(&progress).map_err(Error::Encode)?;
         let args = [Arg::from(self.id.as_str()), Arg::from(&*self.token), Arg::from(value)];
+        self.progressed.store(true, Ordering::Relaxed);
         Ok(self.inner.run(&PROGRESS, args).await?.as_int()? == 1)
     }
 

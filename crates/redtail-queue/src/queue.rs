@@ -183,6 +183,7 @@ pub(crate) mod k {
     pub(crate) const MARK: usize = 8;
     pub(crate) const EVENTS: usize = 9;
     pub(crate) const RUN: usize = 11;
+    pub(crate) const RECORDS: usize = 12;
 }
 
 impl<T: Serialize> Queue<T> {
@@ -190,7 +191,7 @@ impl<T: Serialize> Queue<T> {
     pub fn new(backend: Arc<dyn Backend>, config: QueueConfig) -> Result<Self> {
         config.validate()?;
         let tagged = Namespace::new(config.prefix.as_str())?.tagged(&config.name);
-        let keys = ["id", "w", "p", "d", "leases", "c", "x", "paused", "mk", "ev", "rl", "run"]
+        let keys = ["id", "w", "p", "d", "leases", "c", "x", "paused", "mk", "ev", "rl", "run", "cr"]
             .map(|part| tagged.key([part]))
             .to_vec();
         let prefix = format!("{}:{{{}}}:", config.prefix, config.name);
@@ -279,16 +280,25 @@ impl<T> Queue<T> {
     /// deleted, or past its retention).
     pub async fn get(&self, id: &str) -> Result<Option<JobInfo>> {
         let inner = &self.inner;
-        let cmds = vec![Cmd::new("HGETALL").key(&inner.job_key(id)), Cmd::new("HGET").key(inner.key(k::RUN)).arg(id)];
+        let cmds = vec![
+            Cmd::new("HGETALL").key(&inner.job_key(id)),
+            Cmd::new("HGET").key(inner.key(k::RUN)).arg(id),
+            Cmd::new("HGET").key(inner.key(k::RECORDS)).arg(id),
+        ];
         let mut replies = inner.backend.pipeline(cmds).await?.into_iter();
-        let (Some(fields), Some(entry)) = (replies.next(), replies.next()) else {
-            return Err(Error::Reply("a pipeline of 2 returned fewer replies".to_owned()));
+        let (Some(fields), Some(entry), Some(record)) = (replies.next(), replies.next(), replies.next()) else {
+            return Err(Error::Reply("a pipeline of 3 returned fewer replies".to_owned()));
         };
-        let mut job = reply::job_info(id, fields)?;
-        if let (Some(job), Some(entry)) = (job.as_mut(), entry.into_opt_bytes()?) {
-            reply::apply_running(job, &String::from_utf8_lossy(&entry));
+        let Some(mut job) = reply::job_info(id, fields)? else {
+            return match record.into_opt_bytes()? {
+                Some(record) => reply::record_info(id, &record, now_ms()),
+                None => Ok(None),
+            };
+        };
+        if let Some(entry) = entry.into_opt_bytes()? {
+            reply::apply_running(&mut job, &String::from_utf8_lossy(&entry));
         }
-        Ok(job)
+        Ok(Some(job))
     }
 
     /// The lines logged by a job with [`Job::log`](crate::Job::log), oldest first.
@@ -352,11 +362,25 @@ impl<T> Queue<T> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let cmds = ids.iter().map(|id| Cmd::new("HGETALL").key(&inner.job_key(id))).collect();
-        let replies = inner.backend.pipeline(cmds).await?;
+        let mut cmds: Vec<Cmd> = ids.iter().map(|id| Cmd::new("HGETALL").key(&inner.job_key(id))).collect();
+        if state == JobState::Completed {
+            cmds.push(ids.iter().fold(Cmd::new("HMGET").key(inner.key(k::RECORDS)), |cmd, id| cmd.arg(id.as_str())));
+        }
+        let mut replies = inner.backend.pipeline(cmds).await?;
+        // Completed jobs kept as records (see `lua/lib.lua`) have no hash.
+        let mut records = match state {
+            JobState::Completed => replies.pop().map(Value::into_array).transpose()?.unwrap_or_default(),
+            _ => Vec::new(),
+        }
+        .into_iter();
+        let now = now_ms();
         let mut jobs = Vec::with_capacity(ids.len());
         for (id, fields) in ids.iter().zip(replies) {
-            let mut job = reply::job_info(id, fields)?;
+            let record = records.next().map(Value::into_opt_bytes).transpose()?.flatten();
+            let mut job = match (reply::job_info(id, fields)?, record) {
+                (None, Some(record)) => reply::record_info(id, &record, now)?,
+                (job, _) => job,
+            };
             if let (Some(job), Some(entry)) = (job.as_mut(), running.get(id)) {
                 reply::apply_running(job, entry);
             }
@@ -480,6 +504,11 @@ async fn zrange(inner: &Inner, set: usize, start: u64, stop: u64, newest_first: 
 }
 
 /// A duration in whole milliseconds, as scripts take it.
+/// This machine's clock in ms since the Unix epoch (for hiding expired completed records).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, millis)
+}
+
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

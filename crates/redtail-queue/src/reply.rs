@@ -110,6 +110,48 @@ pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
     Ok(Some(job))
 }
 
+/// A completed job kept as a record in the completed-records hash (`keep_record` in
+/// `lua/lib.lua`): `<finished> <expires> <token> <attempt> <started> <created> <max attempts>
+/// <priority> <data bytes> <data><result>`. `None` when it expired before `now_ms`.
+pub(crate) fn record_info(id: &str, record: &[u8], now_ms: u64) -> Result<Option<JobInfo>> {
+    let bad = || Error::Reply(format!("job {id}: unreadable completed record"));
+    let mut rest = record;
+    let mut numbers = [0_u64; 9];
+    for (i, number) in numbers.iter_mut().enumerate() {
+        let end = rest.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let (word, tail) = (&rest[..end], &rest[end + 1..]);
+        rest = tail;
+        // The third word is the lease token, kept for resent acknowledgements only.
+        if i != 2 {
+            *number = std::str::from_utf8(word).ok().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        }
+    }
+    let [finished, expires, _, attempt, started, created, max, priority, data_len] = numbers;
+    if expires <= now_ms {
+        return Ok(None);
+    }
+    let data_len = usize::try_from(data_len).map_err(|_| bad())?;
+    if data_len > rest.len() {
+        return Err(bad());
+    }
+    let (data, result) = rest.split_at(data_len);
+    let small = |n: u64| u32::try_from(n).map_err(|_| bad());
+    Ok(Some(JobInfo {
+        id: JobId(id.to_owned()),
+        state: JobState::Completed,
+        data: json(&String::from_utf8_lossy(data)),
+        attempts_started: small(attempt)?,
+        max_attempts: small(max)?,
+        priority: small(priority)?,
+        created_ms: created,
+        started_ms: Some(started),
+        finished_ms: Some(finished),
+        progress: None,
+        result: Some(json(&String::from_utf8_lossy(result))),
+        errors: Vec::new(),
+    }))
+}
+
 /// Marks a job as running from its entry in the running hash
 /// (`<token> <attempts before> <started ms>`): its own hash is written only when it finishes.
 pub(crate) fn apply_running(job: &mut JobInfo, entry: &str) {

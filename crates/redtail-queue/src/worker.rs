@@ -14,7 +14,7 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use redtail_core::{Arg, Cmd, Value};
+use redtail_core::{Arg, Bytes, Cmd, Value};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
     sync::{mpsc, watch},
@@ -172,7 +172,8 @@ struct Ack {
     attempt: u32,
     /// When the attempt started, in the server's ms.
     started: u64,
-    payload: String,
+    /// The result (JSON), the error, or for "C" the worker's part of the job's record.
+    payload: Bytes,
     delay: Duration,
     keep: Retention,
     /// The handler wrote to the job's log.
@@ -188,7 +189,7 @@ impl Ack {
             Arg::from(self.id.as_str()),
             Arg::from(self.attempt),
             Arg::from(self.started),
-            Arg::from(self.payload.as_str()),
+            Arg::from(self.payload.clone()),
             Arg::from(millis(self.delay)),
             Arg::from(millis(self.keep.age)),
             Arg::from(self.keep.count),
@@ -481,21 +482,21 @@ where
                     tracing::warn!(job = %ack.id, queue = %config.name, "queue worker: acknowledgement refused, the lease was lost; the job runs again elsewhere");
                     &self.counters.refused
                 }
-                (_, "c") => &self.counters.completed,
+                (_, "c" | "C") => &self.counters.completed,
                 (_, "f") => &self.counters.retried,
                 (_, "x") => &self.counters.dead,
                 _ => &self.counters.released,
             };
             counter.fetch_add(1, Relaxed);
         }
-        let taken = jobs.len() / 6;
+        let taken = jobs.len() / 7;
         let mut fields = jobs.into_iter();
-        while let (Some(id), Some(data), Some(attempt), Some(max), Some(options), Some(created)) =
-            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        while let (Some(id), Some(data), Some(attempt), Some(max), Some(options), Some(created), Some(priority)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
         {
             let (id, data) = (id.into_string()?, data.into_bytes()?);
-            let numbers = (attempt.as_int()?, max.as_int()?, created.as_int()?);
-            self.start(id, &data, numbers, &options.into_string()?, now_ms, tx);
+            let numbers = (attempt.as_int()?, max.as_int()?, created.as_int()?, priority.as_int()?);
+            self.start(id, data, numbers, &options.into_string()?, now_ms, tx);
         }
         let now = Instant::now();
         let after = |ms: i64| u64::try_from(ms).ok().map(|ms| now + Duration::from_millis(ms));
@@ -510,8 +511,8 @@ where
     fn start(
         &mut self,
         id: String,
-        data: &[u8],
-        (attempt, max, created): (i64, i64, i64),
+        data: Bytes,
+        (attempt, max, created, priority): (i64, i64, i64, i64),
         options: &str,
         started: u64,
         tx: &mpsc::UnboundedSender<Ack>,
@@ -537,19 +538,24 @@ where
             logged: false,
             resend: false,
         };
-        let data: T = match serde_json::from_slice(data) {
+        let decoded: T = match serde_json::from_slice(&data) {
             Ok(data) => data,
             Err(e) => {
                 // A poison job: no attempt can succeed, so none is retried.
                 tracing::warn!(job = %id, error = %e, queue = %self.inner.config.name, "queue worker: job data does not decode; dead-lettered");
-                self.acks.push(ack("x", format!("cannot decode job data: {e}"), Duration::ZERO, stored.keep_failed));
+                self.acks.push(ack(
+                    "x",
+                    Bytes::from(format!("cannot decode job data: {e}")),
+                    Duration::ZERO,
+                    stored.keep_failed,
+                ));
                 return;
             }
         };
         let timeout = stored.timeout.map(Duration::from_millis);
         let job = Job {
             id: JobId(id.clone()),
-            data,
+            data: decoded,
             attempt,
             max_attempts,
             created_ms: u64::try_from(created).unwrap_or(0),
@@ -557,10 +563,17 @@ where
             token: Arc::clone(&self.token),
             inner: Arc::clone(&self.inner),
             logged: Arc::default(),
+            progressed: Arc::default(),
         };
-        let logged = Arc::clone(&job.logged);
+        let (logged, progressed) = (Arc::clone(&job.logged), Arc::clone(&job.progressed));
+        // A first attempt's success leaves the job hash for a record (see `lua/lib.lua`), which
+        // holds all there is to know about it unless it has a log or progress (kept as before).
+        let record = (attempt == 1).then(|| {
+            let head = format!("{} 1 {started} {created} {max} {priority} {} ", self.token, data.len());
+            (head, data)
+        });
         let (handler, counters, tx) = (Arc::clone(&self.handler), Arc::clone(&self.counters), tx.clone());
-        let done = ack("c", String::new(), Duration::ZERO, stored.keep_completed);
+        let done = ack("c", Bytes::new(), Duration::ZERO, stored.keep_completed);
         let task = async move {
             let run = AssertUnwindSafe(handler(job)).catch_unwind();
             let outcome = match timeout {
@@ -568,9 +581,7 @@ where
                 None => Some(run.await),
             };
             let result = match outcome {
-                Some(Ok(Ok(value))) => {
-                    serde_json::to_string(&value).map_err(|e| format!("cannot encode the result: {e}"))
-                }
+                Some(Ok(Ok(value))) => serde_json::to_vec(&value).map_err(|e| format!("cannot encode the result: {e}")),
                 Some(Ok(Err(e))) => Err(e.to_string()),
                 Some(Err(panic)) => {
                     counters.panicked.fetch_add(1, Relaxed);
@@ -583,12 +594,21 @@ where
             };
             let done = Ack { logged: logged.load(Relaxed), ..done };
             let ack = match result {
-                Ok(json) => Ack { payload: json, ..done },
+                Ok(json) => match record.filter(|_| !done.logged && !progressed.load(Relaxed)) {
+                    Some((head, data)) => {
+                        let mut payload = Vec::with_capacity(head.len() + data.len() + json.len());
+                        payload.extend_from_slice(head.as_bytes());
+                        payload.extend_from_slice(&data);
+                        payload.extend_from_slice(&json);
+                        Ack { kind: "C", payload: Bytes::from(payload), ..done }
+                    }
+                    None => Ack { payload: Bytes::from(json), ..done },
+                },
                 Err(error) if attempt < max_attempts => {
                     let delay = stored.backoff.delay(attempt, random_unit());
-                    Ack { kind: "f", payload: error, delay, keep: stored.keep_failed, ..done }
+                    Ack { kind: "f", payload: Bytes::from(error), delay, keep: stored.keep_failed, ..done }
                 }
-                Err(error) => Ack { kind: "x", payload: error, keep: stored.keep_failed, ..done },
+                Err(error) => Ack { kind: "x", payload: Bytes::from(error), keep: stored.keep_failed, ..done },
             };
             let _ = tx.send(ack);
         };
@@ -621,7 +641,7 @@ where
                 id,
                 attempt: running.attempt,
                 started: running.started,
-                payload: String::new(),
+                payload: Bytes::new(),
                 delay: Duration::ZERO,
                 keep: running.keep_failed,
                 logged: false,

@@ -475,3 +475,42 @@ async fn jobs_taken_by_a_call_whose_reply_was_lost_run_without_waiting_for_the_l
     assert!(!backend.lose_next.load(std::sync::atomic::Ordering::SeqCst), "a reply was lost");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_completion_whose_reply_was_lost_is_recognised_when_resent() -> Result<()> {
+    let backend = LosesOneReply { inner: MemoryBackend::new(), lose_next: Arc::default() };
+    let queue = Queue::<Download>::new(Arc::new(backend.clone()), QueueConfig::new("lost-ack"))?;
+    let ids = queue.add_bulk(&(0..10).map(download).collect::<Vec<_>>()).await?;
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let worker = queue.worker(fast().concurrency(1), {
+        let (backend, runs) = (backend.clone(), Arc::clone(&runs));
+        move |job| {
+            // The step that acknowledges the first job is carried out, but its reply is lost:
+            // the worker sends the acknowledgement again, and the job's record shows it applied.
+            if runs
+                .lock()
+                .map(|mut r| {
+                    r.push(job.id.clone());
+                    r.len()
+                })
+                .unwrap_or(0)
+                == 1
+            {
+                backend.lose_next.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            async move { Ok::<_, Error>(()) }
+        }
+    });
+    until("every job completes", || async { queue.counts().await.ok().map(|c| c.completed) == Some(10) }).await;
+    let stats = worker.shutdown().await;
+    assert_eq!((stats.completed, stats.refused, stats.redis_errors), (10, 0, 1));
+    assert!(!backend.lose_next.load(std::sync::atomic::Ordering::SeqCst), "a reply was lost");
+    let mut ran = runs.lock().map(|r| r.clone()).unwrap_or_default();
+    ran.sort();
+    let mut listed: Vec<_> = queue.list(JobState::Completed, 0, 100).await?.into_iter().map(|j| j.id).collect();
+    listed.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!((ran, listed), (expected.clone(), expected), "each job ran and completed once");
+    Ok(())
+}
