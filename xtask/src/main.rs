@@ -22,12 +22,14 @@ cargo xtask <command>
   ci                       everything CI checks: fmt, clippy, tidy, tests on real servers, docs, cargo-deny
   test [-- <nextest args>] the test suites with a standalone, a cluster and a sentinel deployment up
   tour                     start a redis-server and run the Backend tour example against it
-  bench [--compare] [--cluster] [workload...]
+  bench [--compare] [--cluster] [--pairs N] [workload...]
                            build the benchmark workloads in release mode and run them against a
                            redis-server of their own (or REDIS_URL); --compare also runs
                            ../shared/baseline/run.sh and ../shared/peers/run.sh on the same server
                            and draws docs/benchmarks.svg; --cluster runs them again on a local
-                           3-primary cluster
+                           3-primary cluster; --pairs N (with --compare) then runs the queue
+                           workload and BullMQ's N more times, alternating, and prints the median
+                           ratio (the phases of one run can differ in machine speed)
   soak [--long] [--mode standalone|cluster|sentinel] [--secs N]
                            the demo service and its worker under load while faults are injected
                            (Redis killed, paused, failed over, out of memory; connections dropped;
@@ -263,8 +265,21 @@ fn bench(args: &[String]) -> Result {
     // One process per workload, as the references run: no workload inherits another's heap.
     let workloads =
         if workloads.is_empty() { vec!["raw", "ratelimit", "session", "cache", "queue"] } else { workloads };
-    let flags: Vec<&String> =
-        args.iter().filter(|a| !is_workload(a) && !matches!(a.as_str(), "--compare" | "--cluster")).collect();
+    let (mut flags, mut pairs) = (Vec::new(), 0);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--compare" | "--cluster" => {}
+            "--pairs" => {
+                pairs = rest
+                    .next()
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or("--pairs takes a number of alternating queue runs")?;
+            }
+            _ if is_workload(arg) => {}
+            _ => flags.push(arg),
+        }
+    }
     run("cargo", ["build", "--release", "--quiet", "-p", "redtail-bench"], &[])?;
     let owned;
     let url = match env::var("REDIS_URL") {
@@ -321,12 +336,64 @@ fn bench(args: &[String]) -> Result {
         let others: Vec<String> =
             lines.iter().filter(|l| !field(l, "impl").is_some_and(|i| i.starts_with("redtail"))).cloned().collect();
         bar.suspend(|| print_ratios(&ours, &others, "redtail / other, same run"));
+        if pairs > 0 {
+            lines.extend(queue_pairs(&bar, &binary, &url, pairs)?);
+        }
         let chart = root().join("docs/benchmarks.svg");
         fs::write(&chart, chart_svg(&lines)).map_err(|e| format!("cannot write {}: {e}", chart.display()))?;
         bar.suspend(|| eprintln!("xtask: wrote {}", chart.display()));
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// The queue workload and BullMQ's (from the baseline's install, which `baseline/run.sh` made)
+/// `pairs` times, alternating, on the server at `url`; prints each pair's ratio and the median.
+fn queue_pairs(bar: &indicatif::ProgressBar, binary: &Path, url: &str, pairs: usize) -> Result<Vec<String>> {
+    let (host, port) = host_port(url)?;
+    let node = env::var("REDTAIL_BASELINE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| env::temp_dir().join("redtail-baseline"));
+    if !node.join("node_modules/bullmq").exists() {
+        return Err(format!("--pairs needs BullMQ installed in {} by ../shared/baseline/run.sh", node.display()));
+    }
+    let per_sec = |lines: &[String]| {
+        lines
+            .iter()
+            .find(|l| field(l, "bench").as_deref() == Some("queue"))
+            .and_then(|l| field(l, "process_per_sec"))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let (mut lines, mut ratios) = (Vec::new(), Vec::new());
+    for round in 1..=pairs {
+        bar.set_message(format!("queue pair {round}/{pairs}"));
+        let ours = capture(bar, Command::new(binary).arg("queue").env("REDIS_URL", url))?;
+        let theirs =
+            capture(bar, Command::new("node").arg("queue.mjs").args([&host, &port, "20000", "50"]).current_dir(&node))?;
+        let (Some(a), Some(b)) = (per_sec(&ours), per_sec(&theirs)) else {
+            return Err("a queue run printed no process_per_sec".to_owned());
+        };
+        ratios.push(a / b);
+        for (who, value) in [("redtail", a), ("node-bullmq", b)] {
+            lines.push(format!(
+                "{{\"bench\":\"queue.paired\",\"impl\":\"{who}\",\"round\":{round},\"process_per_sec\":{value}}}"
+            ));
+        }
+    }
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
+    bar.suspend(|| {
+        println!(
+            "\nqueue process_per_sec, redtail / node-bullmq, {pairs} alternating pairs: {} (median {median:.2}x)",
+            each.join(" ")
+        );
+    });
+    for line in &lines {
+        bar.suspend(|| println!("{line}"));
+    }
+    Ok(lines)
 }
 
 /// Redraws `docs/benchmarks.svg` from the JSON lines of a saved `bench --compare` run.
