@@ -15,9 +15,7 @@ for i = 0, n - 1 do
     out[#out + 1] = 0
   else
     local delay, priority = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-    local fields = { 'd', ARGV[b + 1], 't', NOW_S, 'n', ARGV[b + 4], 'a', '0' }
-    if ARGV[b + 5] ~= '' then fields[#fields + 1] = 'o'; fields[#fields + 1] = ARGV[b + 5] end
-    if priority > 0 then fields[#fields + 1] = 'y'; fields[#fields + 1] = ARGV[b + 3] end
+    local fields = { 'd', ARGV[b + 1], 'm', ARGV[b + 4] .. ' ' .. NOW_S .. ' ' .. ARGV[b + 3] .. ' ' .. ARGV[b + 5] }
     fields[#fields + 1] = 's'
     if delay > 0 then
       fields[#fields + 1] = 'd'

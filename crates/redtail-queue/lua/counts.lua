@@ -3,7 +3,8 @@
 local oldest = -1
 local function consider(id)
   if not id then return end
-  local t = tonumber(redis.call('HGET', job_key(id), 't'))
+  local _, created = meta(redis.call('HGET', job_key(id), 'm'))
+  local t = tonumber(created)
   if t and (oldest < 0 or t < oldest) then oldest = t end
 end
 consider(redis.call('LINDEX', K_WAIT, 0))

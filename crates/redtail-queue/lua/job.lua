@@ -4,7 +4,7 @@
 -- Returns 1 done, 0 no such job (or not dead, for retry), -1 refused: the job is running.
 local op, id = ARGV[3], ARGV[4]
 local key = job_key(id)
-local job = redis.call('HMGET', key, 's', 'y', 'a', 'n')
+local job = redis.call('HMGET', key, 's', 'm', 'a')
 if not job[1] then
   -- Completed and kept as a record (see keep_record)?
   if op ~= 'delete' or not record_of(id) then return 0 end
@@ -17,11 +17,13 @@ end
 if op == 'retry' then
   if job[1] ~= 'x' then return 0 end
   redis.call('ZREM', K_DEAD, id)
-  local started, allowed = tonumber(job[3]) or 0, tonumber(job[4]) or 1
-  redis.call('HSET', key, 's', 'w', 'n', string.format('%d', started + allowed))
+  local max, created, priority, options = meta(job[2])
+  local started, allowed = tonumber(job[3]) or 0, tonumber(max) or 1
+  local m = string.format('%d', started + allowed) .. ' ' .. (created or '0') .. ' ' .. (priority or '0') .. ' ' .. (options or '')
+  redis.call('HSET', key, 's', 'w', 'm', m)
   redis.call('PERSIST', key)
   redis.call('PERSIST', log_key(id))
-  enqueue(id, job[2])
+  enqueue(id, priority)
   wake()
   emit('waiting', id)
   return 1

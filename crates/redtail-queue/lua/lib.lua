@@ -8,8 +8,9 @@
 -- taking a job costs one read.
 -- ARGV[1]: the queue's key prefix (job keys are built from it; they share the hash tag);
 -- ARGV[2]: how many events the stream keeps (0: no events).
--- Job hash fields: d data, t created ms, n max attempts, a attempts finished (or given up),
--- s state (w waiting or running, d delayed, c completed, x dead), o options, y priority,
+-- Job hash fields: d data, m "<max attempts> <created ms> <priority> <options>" (options JSON,
+-- or nothing for the queue's; one field, so that taking a job reads three), a attempts finished
+-- or given up (absent: none), s state (w waiting or running, d delayed, c completed, x dead),
 -- l token of the last attempt's lane, st its start ms, f finished ms, p progress, r result,
 -- e<attempt> error of that attempt.
 local K_ID, K_WAIT, K_PRIO, K_DELAY, K_LEASES, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE, K_RUN, K_RECS =
@@ -27,6 +28,16 @@ local PRIORITY_SPAN = 1048576
 local SEQ_SPAN = 4294967296
 
 local function job_key(id) return PREFIX .. 'j:' .. id end
+
+-- A job's max attempts, created ms, priority and options, from its m field.
+local function meta(m)
+  return string.match(m or '', '^(%d+) (%d+) (%d+) (.*)$')
+end
+
+local function priority_of(key)
+  local _, _, priority = meta(redis.call('HGET', key, 'm'))
+  return priority
+end
 local function log_key(id) return PREFIX .. 'lg:' .. id end
 
 -- The token, attempts before and start of a running job, from its entry in the running hash.
@@ -77,7 +88,7 @@ end
 -- `age_s` and `count_s` arrive as strings (ARGV); the group of the previous call is reused
 -- when they and `set` are the same (interned strings compare in constant time), so a step that
 -- retires many jobs of one queue formats no group key per job.
-local retired, last, gone = {}, nil, {}
+local retired, last, vacated = {}, nil, {}
 local function group_of(set, age_s, count_s)
   local group = last
   if not (group and group.set == set and group.age_s == age_s and group.count_s == count_s) then
@@ -106,7 +117,7 @@ end
 
 local function keep_record(key, id, record, age_s, count_s)
   local group = group_of(K_DONE, age_s, count_s)
-  gone[#gone + 1] = key
+  vacated[#vacated + 1] = key
   if group.age <= 0 or group.count <= 0 then return end
   if not group.head then group.head = NOW_S .. ' ' .. string.format('%d', NOW + group.age) .. ' ' end
   group.ids[#group.ids + 1] = id
@@ -142,7 +153,7 @@ local function delete_completed(ids)
 end
 
 local function flush_retired()
-  if #gone > 0 then redis.call('DEL', unpack(gone)) end
+  if #vacated > 0 then redis.call('DEL', unpack(vacated)) end
   for _, group in pairs(retired) do
     local set, count, ids = group.set, group.count, group.ids
     if #group.records > 0 then
@@ -179,7 +190,7 @@ local function flush_retired()
       end
     end
   end
-  retired, last, gone = {}, nil, {}
+  retired, last, vacated = {}, nil, {}
 end
 
 local MINUTE_KEY = PREFIX .. 'm:' .. string.format('%d', math.floor(NOW / 60000))

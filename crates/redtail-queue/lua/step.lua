@@ -10,7 +10,7 @@
 -- 2: a resend after an error, which may have been applied already); after them, the number
 -- of jobs the lane still runs and their ids, or -1 (see "Reconcile" below).
 -- Returns {statuses (1 applied or already applied, 0 refused: the lease was lost),
--- taken jobs (id, data, attempt, max attempts, options, created ms, priority for each),
+-- taken jobs (id, data, attempt, and the job's m field for each: see lib.lua),
 -- ms until the next delayed job is due or -1, paused 0/1, ms until the rate window reopens or 0,
 -- the server's time in ms, 1 when the lease is held (0: lost, take a new token)}.
 local token, lease, want = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -77,7 +77,7 @@ for i = 0, n_acks - 1 do
         redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
       else
         redis.call('HSET', key, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
-        enqueue(id, redis.call('HGET', key, 'y'))
+        enqueue(id, priority_of(key))
         wake()
       end
       emit('retrying', id, delay)
@@ -89,7 +89,7 @@ for i = 0, n_acks - 1 do
       emit('dead', id)
     else
       -- Handed back unstarted: the attempt does not count.
-      enqueue(id, redis.call('HGET', key, 'y'), true)
+      enqueue(id, priority_of(key), true)
       wake()
     end
   end
@@ -112,7 +112,7 @@ if held and n_held >= 0 then
   end
   if #orphans > 0 then
     redis.call('HDEL', K_RUN, unpack(orphans))
-    for _, id in ipairs(orphans) do enqueue(id, redis.call('HGET', job_key(id), 'y'), true) end
+    for _, id in ipairs(orphans) do enqueue(id, priority_of(job_key(id)), true) end
     wake()
   end
 end
@@ -126,10 +126,11 @@ if #due > 0 then
   redis.call('ZREM', K_DELAY, unpack(due))
   for _, id in ipairs(due) do
     local key = job_key(id)
-    local job = redis.call('HMGET', key, 's', 'y')
+    local job = redis.call('HMGET', key, 's', 'm')
     if job[1] then
       redis.call('HSET', key, 's', 'w')
-      enqueue(id, job[2])
+      local _, _, priority = meta(job[2])
+      enqueue(id, priority)
     end
   end
   emit('waiting', table.concat(due, ' '))
@@ -151,17 +152,17 @@ if #expired > 0 then
     if gone[tok] then
       redis.call('HDEL', K_RUN, id)
       local key = job_key(id)
-      local job = redis.call('HMGET', key, 'n', 'y')
+      local max, _, priority = meta(redis.call('HGET', key, 'm'))
       local attempt = string.format('%d', before + 1)
       local reason = 'lease expired: the worker stopped or lost Redis during attempt ' .. attempt
       emit('stalled', id)
-      if before + 1 >= (tonumber(job[1]) or 1) then
+      if before + 1 >= (tonumber(max) or 1) then
         redis.call('HSET', key, 's', 'x', 'a', attempt, 'f', NOW_S, 'e' .. attempt, reason)
         retire(K_DEAD, key, id, ARGV[8], stalled_count, true)
         emit('dead', id)
       else
         redis.call('HSET', key, 'a', attempt, 'e' .. attempt, reason)
-        enqueue(id, job[2], true)
+        enqueue(id, priority, true)
       end
     end
   end
@@ -193,7 +194,7 @@ end
 local taken, entries = {}, {}
 local stamp = ' ' .. NOW_S
 for _, id in ipairs(ids) do
-  local job = redis.call('HMGET', job_key(id), 'd', 'a', 'n', 'o', 't', 'y')
+  local job = redis.call('HMGET', job_key(id), 'd', 'a', 'm')
   -- A job deleted while waiting leaves only its id behind.
   if job[1] then
     local before = job[2] or '0'
@@ -203,10 +204,7 @@ for _, id in ipairs(ids) do
     jobs[#jobs + 1] = id
     jobs[#jobs + 1] = job[1]
     jobs[#jobs + 1] = tonumber(before) + 1
-    jobs[#jobs + 1] = job[3] or '1'
-    jobs[#jobs + 1] = job[4] or ''
-    jobs[#jobs + 1] = job[5] or '0'
-    jobs[#jobs + 1] = job[6] or '0'
+    jobs[#jobs + 1] = job[3] or ''
   end
 end
 if #taken > 0 then

@@ -92,9 +92,10 @@ pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
             }
             "d" => job.data = json(&text),
             "a" => job.attempts_started = number().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            "n" => job.max_attempts = number().and_then(|n| u32::try_from(n).ok()).unwrap_or(1),
-            "y" => job.priority = number().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
-            "t" => job.created_ms = number().unwrap_or(0),
+            "m" => {
+                let meta = Meta::parse(&text).ok_or_else(|| Error::Reply(format!("job {id}: fixed facts {text:?}")))?;
+                (job.max_attempts, job.created_ms, job.priority) = (meta.max_attempts, meta.created_ms, meta.priority);
+            }
             "st" => job.started_ms = number(),
             "f" => job.finished_ms = number(),
             "p" => job.progress = Some(json(&text)),
@@ -108,6 +109,31 @@ pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
     }
     job.errors.sort_by_key(|(attempt, _)| *attempt);
     Ok(Some(job))
+}
+
+/// A job's fixed facts, from its `m` field (`lua/lib.lua`):
+/// `<max attempts> <created ms> <priority> <options>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta<'a> {
+    pub(crate) max_attempts: u32,
+    pub(crate) created_ms: u64,
+    pub(crate) priority: u32,
+    /// The job's options (JSON), empty for the queue's.
+    pub(crate) options: &'a str,
+}
+
+impl<'a> Meta<'a> {
+    pub(crate) fn parse(text: &'a str) -> Option<Meta<'a>> {
+        let (max, rest) = text.split_once(' ')?;
+        let (created, rest) = rest.split_once(' ')?;
+        let (priority, options) = rest.split_once(' ')?;
+        Some(Meta {
+            max_attempts: max.parse().ok()?,
+            created_ms: created.parse().ok()?,
+            priority: priority.parse().ok()?,
+            options,
+        })
+    }
 }
 
 /// A completed job kept as a record in the completed-records hash (`keep_record` in
@@ -166,4 +192,33 @@ pub(crate) fn apply_running(job: &mut JobInfo, entry: &str) {
 /// Stored JSON, or the text itself when it is not JSON (data written by something else).
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_facts_read_with_and_without_options() {
+        let plain = Meta { max_attempts: 3, created_ms: 1_764_150_000_000, priority: 0, options: "" };
+        assert_eq!(Meta::parse("3 1764150000000 0 "), Some(plain));
+        let options = r#"{"backoff": {"fixed": 20}, "timeout": null}"#;
+        assert_eq!(Meta::parse(&format!("5 7 2 {options}")).map(|m| (m.priority, m.options)), Some((2, options)));
+        for bad in ["", "3 1764150000000 0", "x 1 0 ", "3 -1 0 ", "3 1 99999999999 "] {
+            assert_eq!(Meta::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_completed_record_reads_whole_until_it_expires() {
+        let record = br#"2000 5000 w-1:0 1 1500 1000 3 2 9 {"a":"b"}{"ok":true}"#;
+        let job = record_info("7", record, 4999).ok().flatten().unwrap_or_else(|| panic!("record unread"));
+        assert_eq!((job.state, job.attempts_started, job.max_attempts, job.priority), (JobState::Completed, 1, 3, 2));
+        assert_eq!((job.created_ms, job.started_ms, job.finished_ms), (1000, Some(1500), Some(2000)));
+        assert_eq!((job.data, job.result), (serde_json::json!({"a": "b"}), Some(serde_json::json!({"ok": true}))));
+        assert!(matches!(record_info("7", record, 5000), Ok(None)), "expired");
+        for bad in [&b"2000 5000 w-1:0 1 1500 1000 3 2 99 {}"[..], b"2000 5000", b"a b c d e f g h i j"] {
+            assert!(record_info("7", bad, 0).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }

@@ -26,6 +26,7 @@ use crate::{
     Job, JobId, Queue, Result, Retention,
     config::Stored,
     queue::{Inner, RENEW, STEP, k, millis},
+    reply::Meta,
 };
 
 /// How a worker runs.
@@ -489,14 +490,15 @@ where
             };
             counter.fetch_add(1, Relaxed);
         }
-        let taken = jobs.len() / 7;
+        let taken = jobs.len() / 4;
         let mut fields = jobs.into_iter();
-        while let (Some(id), Some(data), Some(attempt), Some(max), Some(options), Some(created), Some(priority)) =
-            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        while let (Some(id), Some(data), Some(attempt), Some(meta)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
         {
-            let (id, data) = (id.into_string()?, data.into_bytes()?);
-            let numbers = (attempt.as_int()?, max.as_int()?, created.as_int()?, priority.as_int()?);
-            self.start(id, data, numbers, &options.into_string()?, now_ms, tx);
+            let (id, data, meta) = (id.into_string()?, data.into_bytes()?, meta.into_string()?);
+            let meta = Meta::parse(&meta)
+                .ok_or_else(|| crate::Error::Reply(format!("job {id}: unreadable fixed facts {meta:?}")))?;
+            self.start(id, data, attempt.as_int()?, meta, now_ms, tx);
         }
         let now = Instant::now();
         let after = |ms: i64| u64::try_from(ms).ok().map(|ms| now + Duration::from_millis(ms));
@@ -512,21 +514,21 @@ where
         &mut self,
         id: String,
         data: Bytes,
-        (attempt, max, created, priority): (i64, i64, i64, i64),
-        options: &str,
+        attempt: i64,
+        meta: Meta<'_>,
         started: u64,
         tx: &mpsc::UnboundedSender<Ack>,
     ) {
-        let stored = if options.is_empty() {
+        let stored = if meta.options.is_empty() {
             self.inner.defaults
         } else {
-            serde_json::from_str::<Stored>(options).unwrap_or_else(|e| {
+            serde_json::from_str::<Stored>(meta.options).unwrap_or_else(|e| {
                 tracing::warn!(job = %id, error = %e, "queue worker: unreadable job options; using the queue's");
                 self.inner.defaults
             })
         };
         let attempt = u32::try_from(attempt).unwrap_or(1);
-        let max_attempts = u32::try_from(max).unwrap_or(1);
+        let max_attempts = meta.max_attempts;
         let ack = |kind, payload, delay, keep| Ack {
             kind,
             id: id.clone(),
@@ -558,7 +560,7 @@ where
             data: decoded,
             attempt,
             max_attempts,
-            created_ms: u64::try_from(created).unwrap_or(0),
+            created_ms: meta.created_ms,
             timeout,
             token: Arc::clone(&self.token),
             inner: Arc::clone(&self.inner),
@@ -569,7 +571,8 @@ where
         // A first attempt's success leaves the job hash for a record (see `lua/lib.lua`), which
         // holds all there is to know about it unless it has a log or progress (kept as before).
         let record = (attempt == 1).then(|| {
-            let head = format!("{} 1 {started} {created} {max} {priority} {} ", self.token, data.len());
+            let (created, priority) = (meta.created_ms, meta.priority);
+            let head = format!("{} 1 {started} {created} {max_attempts} {priority} {} ", self.token, data.len());
             (head, data)
         });
         let (handler, counters, tx) = (Arc::clone(&self.handler), Arc::clone(&self.counters), tx.clone());
