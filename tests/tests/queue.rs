@@ -197,6 +197,18 @@ async fn a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job(targe
     let left: Vec<JobId> = queue.list(JobState::Completed, 0, 10).await?.into_iter().map(|j| j.id).collect();
     assert_eq!(left, ids[..4].iter().rev().cloned().collect::<Vec<_>>());
     assert_eq!(queue.counts().await?.completed, 4);
+
+    // A custom id stays taken while its job is kept, as a record too.
+    let once = || JobOptions::default().attempts(2).id("once");
+    assert!(queue.add_with(&download(9), once()).await?.created);
+    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) });
+    until("the job with a custom id completes", Duration::from_secs(20), || async {
+        Ok(worker.stats().completed == 1)
+    })
+    .await?;
+    worker.shutdown().await;
+    assert!(!hash_exists("once").await?);
+    assert!(!queue.add_with(&download(9), once()).await?.created, "the id is still taken");
     queue.obliterate(false).await?;
     Ok(())
 }

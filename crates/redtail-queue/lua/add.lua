@@ -10,7 +10,7 @@ for i = 0, n - 1 do
   local id = ARGV[b]
   if id == '' then id = string.format('%d', last - n + i + 1) end
   local key = job_key(id)
-  if ARGV[b] ~= '' and redis.call('EXISTS', key) == 1 then
+  if ARGV[b] ~= '' and (redis.call('EXISTS', key) == 1 or record_of(id)) then
     out[#out + 1] = id
     out[#out + 1] = 0
   else

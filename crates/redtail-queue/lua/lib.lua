@@ -28,6 +28,7 @@ local PRIORITY_SPAN = 1048576
 local SEQ_SPAN = 4294967296
 
 local function job_key(id) return PREFIX .. 'j:' .. id end
+local function log_key(id) return PREFIX .. 'lg:' .. id end
 
 -- A job's max attempts, created ms, priority and options, from its m field.
 local function meta(m)
@@ -38,7 +39,6 @@ local function priority_of(key)
   local _, _, priority = meta(redis.call('HGET', key, 'm'))
   return priority
 end
-local function log_key(id) return PREFIX .. 'lg:' .. id end
 
 -- The token, attempts before and start of a running job, from its entry in the running hash.
 local function running(entry)
