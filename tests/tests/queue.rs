@@ -55,7 +55,8 @@ where
 
 for_each_backend!(
     the_three_original_queues_with_every_feature,
-    a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job
+    a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job,
+    a_busy_worker_leaves_the_wake_up_to_an_idle_one
 );
 
 /// `youtube-downloads`, `media-requests` and `notifications` side by side (on a cluster, each in
@@ -209,6 +210,46 @@ async fn a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job(targe
     worker.shutdown().await;
     assert!(!hash_exists("once").await?);
     assert!(!queue.add_with(&download(9), once()).await?.created, "the id is still taken");
+    queue.obliterate(false).await?;
+    Ok(())
+}
+
+/// A worker whose lanes are all busy does not listen for wake-ups, so a new job wakes a worker
+/// that can take it, long before that worker would look on its own.
+async fn a_busy_worker_leaves_the_wake_up_to_an_idle_one(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let config = QueueConfig::new("wake").prefix(env.ns.prefix());
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), config)?;
+    let release = Arc::new(tokio::sync::Notify::new());
+    // Both wait long between looks of their own, so only a wake-up starts the second job soon.
+    let idle_poll = Duration::from_secs(60);
+    let slow = queue.worker(WorkerOptions::default().idle_poll(idle_poll).concurrency(1), {
+        let release = Arc::clone(&release);
+        move |_job| {
+            let release = Arc::clone(&release);
+            async move {
+                release.notified().await;
+                Ok::<_, Error>(())
+            }
+        }
+    });
+    queue.add(&download(1)).await?;
+    until("the busy worker runs the first job", Duration::from_secs(10), || async {
+        Ok(queue.counts().await?.active == 1)
+    })
+    .await?;
+    let idle = queue.worker(WorkerOptions::default().idle_poll(idle_poll), |_job| async move { Ok::<_, Error>(()) });
+    // Let the idle worker find the queue empty and start waiting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    queue.add(&download(2)).await?;
+    until("the idle worker is woken to run the second job", Duration::from_secs(3), || async {
+        Ok(idle.stats().completed == 1)
+    })
+    .await?;
+    release.notify_one();
+    until("the first job finishes", Duration::from_secs(10), || async { Ok(slow.stats().completed == 1) }).await?;
+    slow.shutdown().await;
+    idle.shutdown().await;
     queue.obliterate(false).await?;
     Ok(())
 }

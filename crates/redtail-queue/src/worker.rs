@@ -8,7 +8,10 @@ use std::{
     panic::AssertUnwindSafe,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{
+            AtomicU64, AtomicUsize,
+            Ordering::{AcqRel, Acquire, Relaxed},
+        },
     },
     time::Duration,
 };
@@ -17,7 +20,7 @@ use futures_util::FutureExt;
 use redtail_core::{Arg, Bytes, Cmd, Value};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{Notify, mpsc, watch},
     task::{AbortHandle, JoinHandle},
     time::{Instant, sleep_until},
 };
@@ -233,7 +236,8 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
         // while the other's step is at the server, so Redis and the handlers overlap.
         let lanes = concurrency.min(LANES);
         let (wake, wake_rx) = watch::channel(0u64);
-        spawn_waker(&self.inner, wake, options.idle_poll);
+        let idle = Arc::new(Idle::default());
+        spawn_waker(&self.inner, wake, Arc::clone(&idle), options.idle_poll);
         let handler = Arc::new(handler);
         let tasks = (0..lanes)
             .map(|lane| {
@@ -251,6 +255,7 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
                     registered: false,
                     reconcile: false,
                     wake: wake_rx.clone(),
+                    idle: Arc::clone(&idle),
                     running: HashMap::new(),
                     acks: Vec::new(),
                     data: PhantomData,
@@ -268,13 +273,25 @@ const LANES: usize = 2;
 /// Waits for wake-ups on the queue's marker list, on the backend's connection for blocking
 /// commands, and tells every lane. Each wait is bounded, so a connection lost in a failover is
 /// noticed and replaced; the waker ends when the last lane has.
-fn spawn_waker(inner: &Inner, wake: watch::Sender<u64>, poll: Duration) {
+fn spawn_waker(inner: &Inner, wake: watch::Sender<u64>, idle: Arc<Idle>, poll: Duration) {
     let (backend, key) = (Arc::clone(&inner.backend), inner.key(k::MARK).clone());
     let seconds = format!("{:.3}", poll.as_secs_f64());
     tokio::spawn(async move {
         while wake.receiver_count() > 0 {
+            if idle.lanes.load(Acquire) == 0 {
+                // Every lane is busy and steps on its own: a wake-up would only cost a round
+                // trip each, so the marker waits (for this or another worker) until one idles.
+                let _ = tokio::time::timeout(poll, idle.notify.notified()).await;
+                continue;
+            }
             match backend.blocking(Cmd::new("BLPOP").key(&key).arg(seconds.as_str())).await {
                 Ok(Value::Nil) => {}
+                // Taken while every lane got busy: handed on to a worker that can use it.
+                Ok(_) if idle.lanes.load(Acquire) == 0 => {
+                    if let Err(e) = backend.call(Cmd::new("RPUSH").key(&key).arg(1)).await {
+                        tracing::debug!(error = %e, "queue worker: could not hand a wake-up on");
+                    }
+                }
                 Ok(_) => wake.send_modify(|n| *n = n.wrapping_add(1)),
                 Err(e) => {
                     tracing::debug!(error = %e, "queue worker: wake-up wait failed; retrying");
@@ -283,6 +300,13 @@ fn spawn_waker(inner: &Inner, wake: watch::Sender<u64>, poll: Duration) {
             }
         }
     });
+}
+
+/// How many of a worker's lanes wait for work; the waker listens for wake-ups only then.
+#[derive(Default)]
+struct Idle {
+    lanes: AtomicUsize,
+    notify: Notify,
 }
 
 struct Runner<T, F> {
@@ -300,6 +324,7 @@ struct Runner<T, F> {
     /// A round trip failed: the next one hands back jobs it may have taken unseen.
     reconcile: bool,
     wake: watch::Receiver<u64>,
+    idle: Arc<Idle>,
     running: HashMap<String, Running>,
     acks: Vec<Ack>,
     data: PhantomData<fn() -> T>,
@@ -392,6 +417,11 @@ where
             let look_at = recheck
                 .map_or(Instant::now() + self.options.idle_poll, |r| r.min(Instant::now() + self.options.idle_poll));
             let holding = !self.running.is_empty();
+            let looking = !more && !stopping;
+            if looking {
+                self.idle.lanes.fetch_add(1, AcqRel);
+                self.idle.notify.notify_one();
+            }
             let wakeup = tokio::select! {
                 ack = rx.recv() => ack.map_or(Wakeup::Look, Wakeup::Finished),
                 Ok(()) = self.wake.changed(), if !stopping => Wakeup::Look,
@@ -399,6 +429,9 @@ where
                 changed = stop.changed(), if !stopping => { let _ = changed; Wakeup::Stop }
                 () = sleep_until(hard_deadline.unwrap_or(look_at)), if hard_deadline.is_some() && holding => Wakeup::Look,
             };
+            if looking {
+                self.idle.lanes.fetch_sub(1, AcqRel);
+            }
             match wakeup {
                 Wakeup::Finished(ack) => self.accept(ack),
                 Wakeup::Look => {
