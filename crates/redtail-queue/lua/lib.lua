@@ -56,8 +56,9 @@ local function emit(kind, ids, data)
 end
 
 -- Wakes one sleeping worker, unless the queue is paused or a wake-up is already pending.
-local function wake()
-  if redis.call('EXISTS', K_PAUSED) == 0 and redis.call('LLEN', K_MARK) == 0 then
+-- `unpaused`: the caller knows the queue is not paused.
+local function wake(unpaused)
+  if (unpaused or redis.call('EXISTS', K_PAUSED) == 0) and redis.call('LLEN', K_MARK) == 0 then
     redis.call('RPUSH', K_MARK, 1)
   end
 end
@@ -158,8 +159,9 @@ local function flush_retired()
     local set, count, ids = group.set, group.count, group.ids
     if #group.records > 0 then
       redis.call('HSET', K_RECS, unpack(group.records))
-      -- The records' hash lives as long as its newest record.
-      if redis.call('PTTL', K_RECS) < group.age then redis.call('PEXPIRE', K_RECS, group.age_s) end
+      -- The records' hash lives as long as its newest record, and up to a minute more, so that
+      -- its expiry is renewed once a minute under load rather than by every script.
+      if redis.call('PTTL', K_RECS) < group.age then redis.call('PEXPIRE', K_RECS, group.age + 60000) end
     end
     -- At most 1000 at a time, so lowering a count never makes one call slow.
     -- (A group of jobs deleted at once has no ids.)
@@ -197,7 +199,7 @@ local MINUTE_KEY = PREFIX .. 'm:' .. string.format('%d', math.floor(NOW / 60000)
 local function count_minute(field, n)
   if n <= 0 then return end
   local key = MINUTE_KEY
-  redis.call('HINCRBY', key, field, n)
-  redis.call('PEXPIRE', key, 3660000)
+  -- A new field (always so in a new hash) gives the hash its expiry.
+  if redis.call('HINCRBY', key, field, n) == n then redis.call('PEXPIRE', key, 3660000) end
 end
 

@@ -121,8 +121,9 @@ count_minute('c', completed)
 count_minute('f', failed)
 
 -- Delayed jobs that are due join the line.
-local due = redis.call('ZRANGEBYSCORE', K_DELAY, '-inf', NOW_S, 'LIMIT', 0, 1000)
-if #due > 0 then
+local next_due = tonumber(redis.call('ZRANGE', K_DELAY, 0, 0, 'WITHSCORES')[2])
+if next_due and next_due <= NOW then
+  local due = redis.call('ZRANGEBYSCORE', K_DELAY, '-inf', NOW_S, 'LIMIT', 0, 1000)
   redis.call('ZREM', K_DELAY, unpack(due))
   for _, id in ipairs(due) do
     local key = job_key(id)
@@ -134,6 +135,7 @@ if #due > 0 then
     end
   end
   emit('waiting', table.concat(due, ' '))
+  next_due = tonumber(redis.call('ZRANGE', K_DELAY, 0, 0, 'WITHSCORES')[2])
 end
 
 -- Jobs whose lane's lease ran out (the worker died or lost Redis) run again, or are
@@ -214,9 +216,8 @@ if #taken > 0 then
     if redis.call('INCRBY', K_RATE, #taken) == #taken then redis.call('PEXPIRE', K_RATE, rate_window) end
   end
   -- More work left: wake another worker.
-  if redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0 then wake() end
+  if paused == 0 and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then wake(true) end
 end
 
-local next_due = tonumber(redis.call('ZRANGE', K_DELAY, 0, 0, 'WITHSCORES')[2])
 return { statuses, jobs, next_due and math.max(next_due - NOW, 0) or -1, paused, limited_until, NOW,
   held and 1 or 0 }
