@@ -96,30 +96,36 @@ async fn a_loaded_value_keeps_the_version_of_each_of_its_tags(target: Target) ->
     Ok(())
 }
 
-/// 1,000 concurrent writes of one tag; the tag is invalidated half way. Every write that had
-/// returned before the invalidation began is unreadable after it; writes that began after it
-/// ended are readable.
+/// 1,000 concurrent writes of one tag; the tag is invalidated once some have returned, while
+/// the rest are under way, and 100 more writes follow it. Every write that had returned before
+/// the invalidation began is unreadable after it; writes that began after it ended are readable.
 async fn invalidation_racing_a_thousand_sets_never_resurrects(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let cache = cache(&env.backend, env.ns.prefix(), false).await;
     let options = EntryOptions::ttl(Duration::from_secs(300)).tag("race");
     let started = Instant::now();
-    let writers: Vec<_> = (0..1000)
-        .map(|i| {
-            let (cache, options) = (cache.clone(), options.clone());
-            tokio::spawn(async move {
-                // Spread the writes over about 100 ms.
-                tokio::time::sleep(Duration::from_micros(i * 100)).await;
-                let began = started.elapsed();
-                cache.set(&format!("k{i}"), &i, &options).await?;
-                Ok::<_, redtail_cache::Error>((i, began, started.elapsed()))
-            })
+    let returned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let write = |i: u64, delay: Duration| {
+        let (cache, options, returned) = (cache.clone(), options.clone(), Arc::clone(&returned));
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let began = started.elapsed();
+            cache.set(&format!("k{i}"), &i, &options).await?;
+            returned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, redtail_cache::Error>((i, began, started.elapsed()))
         })
-        .collect();
+    };
+    // Spread over about 100 ms.
+    let mut writers: Vec<_> = (0..1000).map(|i| write(i, Duration::from_micros(i * 100))).collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // A loaded machine may not have finished a write by then: wait (bounded) for a few.
+    while returned.load(std::sync::atomic::Ordering::SeqCst) < 10 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let invalidation_began = started.elapsed();
     cache.invalidate_tag("race").await?;
     let invalidation_ended = started.elapsed();
+    writers.extend((1000..1100).map(|i| write(i, Duration::ZERO)));
     let mut before = 0;
     let mut after = 0;
     for writer in writers {
