@@ -503,12 +503,12 @@ async fn zrange(inner: &Inner, set: usize, start: u64, stop: u64, newest_first: 
     inner.backend.call(cmd).await?.into_array()?.into_iter().map(|id| Ok(id.into_string()?)).collect()
 }
 
-/// A duration in whole milliseconds, as scripts take it.
 /// This machine's clock in ms since the Unix epoch (for hiding expired completed records).
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, millis)
 }
 
+/// A duration in whole milliseconds, as scripts take it.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -271,8 +271,8 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
 const LANES: usize = 2;
 
 /// Waits for wake-ups on the queue's marker list, on the backend's connection for blocking
-/// commands, and tells every lane. Each wait is bounded, so a connection lost in a failover is
-/// noticed and replaced; the waker ends when the last lane has.
+/// commands, while a lane is idle, and tells every lane. Each wait is bounded, so a connection
+/// lost in a failover is noticed and replaced; the waker ends when the last lane has.
 fn spawn_waker(inner: &Inner, wake: watch::Sender<u64>, idle: Arc<Idle>, poll: Duration) {
     let (backend, key) = (Arc::clone(&inner.backend), inner.key(k::MARK).clone());
     let seconds = format!("{:.3}", poll.as_secs_f64());
