@@ -9,7 +9,7 @@ if ARGV[3] == 'c' then
     local finished = tonumber(redis.call('HGET', job_key(id), 'f'))
     if not finished then
       local record = record_of(id)
-      finished = record and tonumber(string.match(record, '^(%d+) '))
+      finished = record and tonumber((record_parts(record)))
     end
     if finished and finished > cutoff then break end
     ids[#ids + 1] = id

@@ -8,9 +8,8 @@ local job = redis.call('HMGET', key, 's', 'm', 'a')
 if not job[1] then
   -- Completed and kept as a record (see keep_record)?
   if op ~= 'delete' or not record_of(id) then return 0 end
-  redis.call('HDEL', K_RECS, id)
+  delete_completed({ id })
   redis.call('LREM', K_DONE, 1, id)
-  redis.call('DEL', log_key(id))
   emit('removed', id)
   return 1
 end

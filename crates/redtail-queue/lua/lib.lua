@@ -127,12 +127,17 @@ local function keep_record(key, id, record, age_s, count_s)
   records[#records + 1] = group.head .. record
 end
 
+-- A record's finished ms, expiry ms, lane token and attempt (see keep_record).
+local function record_parts(record)
+  return string.match(record, '^(%d+) (%d+) (%S+) (%d+) ')
+end
+
 -- A completed job's record, unless there is none or it has expired (it is then removed).
 local function record_of(id)
   local record = redis.call('HGET', K_RECS, id)
   if not record then return nil end
-  local expires = tonumber(string.match(record, '^%d+ (%d+) '))
-  if expires and expires > NOW then return record end
+  local _, expires = record_parts(record)
+  if tonumber(expires) and tonumber(expires) > NOW then return record end
   redis.call('HDEL', K_RECS, id)
   return nil
 end

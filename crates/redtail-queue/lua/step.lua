@@ -50,7 +50,7 @@ for i = 0, n_acks - 1 do
       local job = redis.call('HMGET', key, 'l', 'a')
       if not job[1] then
         local record = record_of(id)
-        if record then job = { string.match(record, '^%d+ %d+ (%S+) (%d+) ') } end
+        if record then job = { select(3, record_parts(record)) } end
       end
       statuses[#statuses + 1] = (job[1] == token and tonumber(job[2]) == tonumber(attempt)) and 1 or 0
     end
@@ -60,13 +60,13 @@ for i = 0, n_acks - 1 do
   if apply then
     statuses[#statuses + 1] = 1
     finished[#finished + 1] = id
-    if kind == 'C' then
-      keep_record(key, id, payload, keep, keep_count)
-      done_ids[#done_ids + 1] = id
-      completed = completed + 1
-    elseif kind == 'c' then
-      redis.call('HSET', key, 's', 'c', 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'r', payload)
-      retire(K_DONE, key, id, keep, keep_count, has_log)
+    if kind == 'C' or kind == 'c' then
+      if kind == 'C' then
+        keep_record(key, id, payload, keep, keep_count)
+      else
+        redis.call('HSET', key, 's', 'c', 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'r', payload)
+        retire(K_DONE, key, id, keep, keep_count, has_log)
+      end
       done_ids[#done_ids + 1] = id
       completed = completed + 1
     elseif kind == 'f' then
