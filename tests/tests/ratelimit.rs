@@ -13,7 +13,10 @@ use redtail_tests::{Ctx, Deployment, Env, Target, TestResult, for_each_backend};
 for_each_backend!(
     a_thousand_concurrent_checks_admit_exactly_the_limit,
     several_policies_are_all_or_nothing_on_one_slot,
-    client_clocks_skewed_by_ten_seconds_never_loosen_a_limit
+    client_clocks_skewed_by_ten_seconds_never_loosen_a_limit,
+    a_sliding_log_refund_takes_back_the_newest_entry_within_one_millisecond,
+    settings_redis_cannot_keep_with_a_ttl_are_refused_before_anything_is_sent,
+    penalties_and_refunds_are_bounded_by_the_policy
 );
 
 fn limiter(env: &Env) -> Arc<RateLimiter> {
@@ -86,6 +89,94 @@ async fn client_clocks_skewed_by_ten_seconds_never_loosen_a_limit(target: Target
         }
         assert_eq!(on_server, 5, "{algorithm:?} on the server's clock");
     }
+    Ok(())
+}
+
+/// 10 checks admitted, 1 refunded, then 25 more, all in one millisecond (a client clock that
+/// stands still): exactly 21 more are admitted, so the window never holds more than its 30.
+/// (The refund used to remove the greatest member, `…:9`, rather than the newest, `…:10`, and the
+/// next charge then re-added an entry that was still there, so the count stopped growing.)
+async fn a_sliding_log_refund_takes_back_the_newest_entry_within_one_millisecond(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let instant = SystemTime::now();
+    let limiter = RateLimiter::new(env.backend.clone(), env.ns.child("rl"))
+        .with_client_clock(move || instant)
+        .with_refusal_cache(false);
+    let policy = Policy::new("log", 30, Duration::from_secs(60)).with_algorithm(Algorithm::SlidingLog);
+    let policies = std::slice::from_ref(&policy);
+    let mut first = 0;
+    for _ in 0..10 {
+        first += usize::from(limiter.check("u", policies).await?.is_allowed());
+    }
+    assert_eq!(first, 10);
+    limiter.refund("u", &policy, 1).await?;
+    let mut then = 0;
+    for _ in 0..25 {
+        then += usize::from(limiter.check("u", policies).await?.is_allowed());
+    }
+    assert_eq!(then, 21, "9 entries after the refund, so 21 more fit a limit of 30");
+    let key = env.ns.child("rl").tagged("u").key(["log"]);
+    assert_eq!(env.backend.call(Cmd::new("ZCARD").key(&key)).await?.as_int()?, 30);
+    // A penalty and a refund of several at once keep the log exact too.
+    limiter.refund("u", &policy, 5).await?;
+    limiter.penalize("u", &policy, 2).await?;
+    assert_eq!(env.backend.call(Cmd::new("ZCARD").key(&key)).await?.as_int()?, 27);
+    Ok(())
+}
+
+/// Periods, limits and blocks Redis could not keep with a TTL (`Duration::MAX`, say) fail with an
+/// error naming the setting, and nothing is written: no key is left without a TTL.
+async fn settings_redis_cannot_keep_with_a_ttl_are_refused_before_anything_is_sent(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let limiter = limiter(&env);
+    let tagged = env.ns.child("rl").tagged("u");
+    for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog, Algorithm::FixedWindow] {
+        let forever = Policy::new("forever", 5, Duration::MAX).with_algorithm(algorithm);
+        let error = limiter.check("u", std::slice::from_ref(&forever)).await.err().ok_or("a Duration::MAX period")?;
+        assert!(error.to_string().contains("period"), "{algorithm:?}: {error}");
+        assert!(limiter.penalize("u", &forever, 1).await.is_err(), "{algorithm:?}");
+        let huge = Policy::new("huge", u64::MAX, Duration::from_secs(60)).with_algorithm(algorithm);
+        let error = limiter.check("u", std::slice::from_ref(&huge)).await.err().ok_or("a limit of u64::MAX")?;
+        assert!(error.to_string().contains("limit"), "{algorithm:?}: {error}");
+    }
+    // A GCRA burst whose state would outlive ten years.
+    let long = Policy::new("long", 1, Duration::from_secs(365 * 24 * 3600)).with_burst(11);
+    assert!(limiter.check("u", std::slice::from_ref(&long)).await.is_err());
+    // A sliding log keeps one entry per request: its limit is bounded.
+    let big_log = Policy::new("biglog", 1_000_000, Duration::from_secs(60)).with_algorithm(Algorithm::SlidingLog);
+    let error = limiter.check("u", std::slice::from_ref(&big_log)).await.err().ok_or("a sliding log of 10^6")?;
+    assert!(error.to_string().contains("sliding log"), "{error}");
+    let error = limiter.block("u", Duration::MAX).await.err().ok_or("a block of Duration::MAX")?;
+    assert!(error.to_string().contains("block"), "{error}");
+    for name in ["forever", "huge", "long", "biglog", "!block"] {
+        let exists = env.backend.call(Cmd::new("EXISTS").key(&tagged.key([name]))).await?.as_int()?;
+        assert_eq!(exists, 0, "{name} was written");
+    }
+    // The longest period allowed works and its key has a TTL.
+    let decade = Policy::new("decade", 5, Policy::MAX_PERIOD).with_algorithm(Algorithm::FixedWindow);
+    assert!(limiter.check("u", std::slice::from_ref(&decade)).await?.is_allowed());
+    assert!(env.backend.call(Cmd::new("PTTL").key(&tagged.key(["decade"]))).await?.as_int()? > 0);
+    Ok(())
+}
+
+/// `penalize` and `refund` take at most the policy's capacity: a cost of `u64::MAX` on a sliding
+/// log is refused at once (it used to run one `ZADD` per unit inside the script, and the server
+/// answered `BUSY` to everyone until it was killed).
+async fn penalties_and_refunds_are_bounded_by_the_policy(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let limiter = limiter(&env);
+    let log = Policy::new("log", 5, Duration::from_secs(60)).with_algorithm(Algorithm::SlidingLog);
+    for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog, Algorithm::FixedWindow] {
+        let policy = log.clone().with_algorithm(algorithm);
+        for result in [limiter.penalize("u", &policy, u64::MAX).await, limiter.refund("u", &policy, u64::MAX).await] {
+            let error = result.err().ok_or("a cost of u64::MAX")?;
+            assert!(matches!(error, redtail_ratelimit::Error::CannotFit { capacity: 5, .. }), "{algorithm:?}: {error}");
+        }
+    }
+    // The server is still answering, and a penalty of the capacity fills the window.
+    limiter.penalize("u", &log, 5).await?;
+    assert!(!limiter.check("u", std::slice::from_ref(&log)).await?.is_allowed());
+    limiter.refund("u", &log, 0).await?;
     Ok(())
 }
 

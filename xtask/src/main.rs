@@ -1,7 +1,9 @@
 //! `cargo xtask`: the project's automation: CI, tests against real servers, and local servers.
 //!
-//! Commands (see `cargo xtask help`) shell out to cargo and to `redis-server`; the only library
-//! used is redtail-testkit, which starts the servers.
+//! Commands (see `cargo xtask help`) shell out to cargo and to `redis-server`; the libraries it
+//! uses are redtail-testkit (which starts the servers), indicatif (the bench's progress bar) and
+//! serde_json (`cargo metadata`'s answer). Binaries are found in cargo's target folder, wherever
+//! `CARGO_TARGET_DIR` or `.cargo/config.toml` puts it.
 
 use std::{
     env,
@@ -75,6 +77,25 @@ fn main() -> ExitCode {
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Cargo's target folder for this workspace, as `cargo metadata` reports it: it honours
+/// `CARGO_TARGET_DIR`, `build.target-dir` and the workspace default alike.
+fn target_dir() -> Result<PathBuf> {
+    let output = Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("cannot read cargo metadata's answer: {e}"))?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata named no target_directory".to_owned())
 }
 
 /// Runs a command in the workspace root, failing with its name when it fails.
@@ -162,7 +183,7 @@ fn soak(args: &[String]) -> Result {
     if args.iter().any(|a| a == "--long") {
         forwarded.extend(["--secs".to_owned(), "1800".to_owned()]);
     }
-    run(&root().join("target/debug/soak").display().to_string(), &forwarded, &[])
+    run(&target_dir()?.join("debug/soak").display().to_string(), &forwarded, &[])
 }
 
 /// The fuzz targets of `fuzz/`, one per parser of untrusted input.
@@ -171,7 +192,7 @@ const FUZZ_TARGETS: [&str; 7] = ["url", "token", "key", "codec", "forwarded_for"
 /// Builds the fuzz targets with the coverage instrumentation cargo-fuzz would add (all of it
 /// stable: no sanitizer, which safe Rust does not need), then runs each for a bounded time.
 /// Inputs that crashed once live in `fuzz/regressions/<target>/` and are replayed first; a new
-/// crash is saved under `target/fuzz/artifacts/<target>/` and fails the run.
+/// crash is saved under `<target folder>/fuzz/artifacts/<target>/` and fails the run.
 fn fuzz(args: &[String]) -> Result {
     let mut secs = 20u64;
     let mut targets = Vec::new();
@@ -205,6 +226,7 @@ fn fuzz(args: &[String]) -> Result {
         .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
         .ok_or("rustc -vV names no host")?;
     let host = host.as_str();
+    let fuzz_dir = target_dir()?.join("fuzz");
     // An explicit --target keeps the instrumentation out of build scripts and proc macros.
     run(
         "cargo",
@@ -217,19 +239,19 @@ fn fuzz(args: &[String]) -> Result {
             "--target",
             host,
             "--target-dir",
-            "target/fuzz",
+            &fuzz_dir.display().to_string(),
             "--bins",
         ],
         &[("RUSTFLAGS", &flags)],
     )?;
     for target in targets {
-        let corpus = root().join("target/fuzz/corpus").join(target);
+        let corpus = fuzz_dir.join("corpus").join(target);
         let regressions = root().join("fuzz/regressions").join(target);
-        let artifacts = root().join("target/fuzz/artifacts").join(target);
+        let artifacts = fuzz_dir.join("artifacts").join(target);
         for dir in [&corpus, &regressions, &artifacts] {
             fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        let binary = root().join("target/fuzz").join(host).join("release").join(target);
+        let binary = fuzz_dir.join(host).join("release").join(target);
         let outcome = run(
             &binary.display().to_string(),
             [
@@ -289,7 +311,7 @@ fn bench(args: &[String]) -> Result {
             owned.url().to_owned()
         }
     };
-    let binary = root().join("target/release/redtail-bench");
+    let binary = target_dir()?.join("release/redtail-bench");
     let steps = workloads.len() * (1 + usize::from(cluster)) + if compare { 2 } else { 0 };
     let bar = indicatif::ProgressBar::new(steps as u64);
     bar.set_style(
@@ -320,14 +342,23 @@ fn bench(args: &[String]) -> Result {
     }
     if compare {
         let (host, port) = host_port(&url)?;
-        let shared = root().join("../shared");
+        // The reference harnesses live outside the repository: beside it, or where
+        // REDTAIL_SHARED_DIR says.
+        let shared = env::var("REDTAIL_SHARED_DIR").map_or_else(|_| root().join("../shared"), PathBuf::from);
         for script in ["baseline/run.sh", "peers/run.sh"] {
             bar.set_message(script.to_owned());
             let path = shared.join(script);
             if path.exists() {
                 lines.extend(capture(&bar, Command::new("bash").arg(&path).arg(&host).arg(&port))?);
             } else {
-                bar.suspend(|| eprintln!("xtask: {} is missing; skipping it", path.display()));
+                bar.suspend(|| {
+                    eprintln!(
+                        "xtask: {} is missing, so its references are not in this run: --compare needs the \
+                         reference harnesses (baseline/run.sh, peers/run.sh) in ../shared/ beside the \
+                         project, or in the folder REDTAIL_SHARED_DIR names",
+                        path.display()
+                    )
+                });
             }
             bar.inc(1);
         }
@@ -561,7 +592,7 @@ fn demo(args: &[String]) -> Result {
         let free = std::net::TcpListener::bind("127.0.0.1:3000").is_ok();
         if free { "127.0.0.1:3000" } else { "127.0.0.1:0" }.to_owned()
     });
-    let mut command = Command::new(root().join("target/debug/media-api"));
+    let mut command = Command::new(target_dir()?.join("debug/media-api"));
     command.env("MEDIA_API_ADDR", &addr).stdout(std::process::Stdio::piped());
     if memory {
         command.arg("--memory");

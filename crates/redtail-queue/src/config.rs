@@ -196,7 +196,7 @@ impl JobOptions {
     }
 }
 
-/// The options kept in a job's `o` field.
+/// The options kept at the end of a job's `m` field (see `lua/lib.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Stored {
     #[serde(rename = "b")]

@@ -1,6 +1,7 @@
 -- Charges (penalize) or gives back (refund) units of one policy without checking the limit.
 -- KEYS[1] the policy's state. ARGV[1] algorithm (g, s or f), ARGV[2] limit, ARGV[3] period ms,
--- ARGV[4] amount: positive charges, negative refunds; ARGV[5] the client's time in ms, or '' for
+-- ARGV[4] amount, at most the policy's capacity (checked by the caller): positive charges,
+-- negative refunds (on a sliding log, of the newest entries); ARGV[5] the client's time in ms, or '' for
 -- the server's. Never leaves a key without a TTL.
 local now
 if ARGV[5] ~= '' then
@@ -20,11 +21,10 @@ if algorithm == 'g' then
     redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now))
   end
 elseif algorithm == 's' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - period))
   if amount > 0 then
-    local used = redis.call('ZCARD', KEYS[1])
-    for c = 1, amount do redis.call('ZADD', KEYS[1], now, now .. ':' .. (used + c) .. ':p') end
-    redis.call('PEXPIRE', KEYS[1], period)
+    log_add(KEYS[1], now, amount)
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
   elseif amount < 0 then
     redis.call('ZPOPMAX', KEYS[1], -amount)
   end

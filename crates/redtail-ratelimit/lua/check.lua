@@ -46,7 +46,8 @@ return batch(function(KEYS, ARGV)
     if blocked < 0 then blocked = 0 end
   end
   -- The reply, filled in as the policies are checked: out[4i - 2 .. 4i + 1] is policy i's
-  -- allowed, remaining, retry and reset. `stored` keeps what a charge writes.
+  -- allowed, remaining, retry and reset. `stored` keeps what a charge needs: a GCRA's new
+  -- arrival time, a sliding log's newest entry.
   local out, stored = {blocked}, {}
   -- The time, read only when a policy needs it (the fixed window counts without it).
   local now = nil
@@ -79,7 +80,6 @@ return batch(function(KEYS, ARGV)
       -- Sliding log: one entry per unit of cost; never more than limit in any window of period.
       redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - period))
       local used = redis.call('ZCARD', key)
-      stored[i] = used
       allowed = used + cost <= limit
       if allowed then
         remaining, retry = limit - used - cost, 0
@@ -90,6 +90,7 @@ return batch(function(KEYS, ARGV)
         retry = math.max(0, math.ceil(tonumber(oldest[2]) + period - now))
       end
       local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+      stored[i] = newest
       reset = 0
       if newest[2] then reset = math.ceil(tonumber(newest[2]) + period - now) end
     else
@@ -114,10 +115,7 @@ return batch(function(KEYS, ARGV)
       if algorithm == 'g' then
         redis.call('SET', key, string.format('%.3f', stored[i]), 'PX', string.format('%d', math.max(1, out[4 * i + 1])))
       elseif algorithm == 's' then
-        local now_s = string.format('%d', now)
-        for c = 1, cost do
-          redis.call('ZADD', key, now_s, now_s .. ':' .. string.format('%d', stored[i] + c))
-        end
+        log_add(key, now, cost, stored[i])
         redis.call('PEXPIRE', key, ARGV[4 * i + 2])
         out[4 * i + 1] = period
       elseif redis.call('INCRBY', key, ARGV[1]) == cost then

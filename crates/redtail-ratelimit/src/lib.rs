@@ -28,7 +28,13 @@
 //! - With the default `tower` feature, [`RateLimitLayer`] limits HTTP requests (in axum too),
 //!   with IETF `RateLimit` headers and a problem+json 429 body.
 //!
-//! Not yet here (see the open issue): metrics through a facade and a client-clock option.
+//! - Hosts that forbid `TIME` in scripts can run on this process's clock
+//!   ([`RateLimiter::with_client_clock`]), clamped so stored time never goes backwards.
+//! - Policies are checked before anything is sent: limits, bursts, periods, costs, refunds,
+//!   penalties and blocks outside what Redis can keep with a TTL are refused with an error that
+//!   names the setting (see [`Policy`]).
+//!
+//! Not yet here: metrics through the `metrics` facade (counts are in [`RateLimiter::stats`]).
 
 mod error;
 #[cfg(feature = "tower")]

@@ -16,8 +16,13 @@ use crate::{Error, OnFailure, Policy, Result};
 /// Entries kept in each in-process map before it is cleared, so memory stays bounded.
 const LOCAL_ENTRIES: usize = 100_000;
 
-static CHECK: LazyLock<Script> = LazyLock::new(|| Script::batched("ratelimit_check", include_str!("../lua/check.lua")));
-static ADJUST: LazyLock<Script> = LazyLock::new(|| Script::new("ratelimit_adjust", include_str!("../lua/adjust.lua")));
+// Both scripts write sliding logs the one way `lua/log.lua` does.
+static CHECK: LazyLock<Script> = LazyLock::new(|| {
+    Script::batched("ratelimit_check", concat!(include_str!("../lua/log.lua"), include_str!("../lua/check.lua")))
+});
+static ADJUST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new("ratelimit_adjust", concat!(include_str!("../lua/log.lua"), include_str!("../lua/adjust.lua")))
+});
 
 /// The outcome of a check. Being limited is an expected outcome, not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,32 +398,45 @@ impl RateLimiter {
         Ok(Decision::Allowed { remaining, reset_after, policies: states, degraded: false })
     }
 
-    /// Gives `cost` back to `policy` (a request that turned out not to count).
+    /// Gives `cost` back to `policy` (a request that turned out not to count): on a sliding log
+    /// the newest entries go. At most the policy's capacity (its burst for GCRA, else its limit)
+    /// at once; more is [`Error::CannotFit`].
     pub async fn refund(&self, subject: &str, policy: &Policy, cost: u64) -> Result<()> {
-        self.adjust(subject, policy, -i64::try_from(cost).unwrap_or(i64::MAX)).await
+        self.adjust(subject, policy, cost, "-").await
     }
 
     /// Charges `cost` to `policy` without checking it (a request that turned out to be abusive).
+    /// At most the policy's capacity at once; more is [`Error::CannotFit`] (use
+    /// [`RateLimiter::block`] to shut a subject out for longer).
     pub async fn penalize(&self, subject: &str, policy: &Policy, cost: u64) -> Result<()> {
-        self.adjust(subject, policy, i64::try_from(cost).unwrap_or(i64::MAX)).await
+        self.adjust(subject, policy, cost, "").await
     }
 
-    async fn adjust(&self, subject: &str, policy: &Policy, amount: i64) -> Result<()> {
-        policy.validate().map_err(Error::InvalidInput)?;
+    /// One `lua/adjust.lua` call: `sign` is `-` to refund, empty to charge.
+    async fn adjust(&self, subject: &str, policy: &Policy, cost: u64, sign: &str) -> Result<()> {
+        if cost == 0 {
+            // Nothing to adjust; the policy is still checked, so a bad one never passes silently.
+            return policy.validate().map_err(Error::InvalidInput);
+        }
+        validate(std::slice::from_ref(policy), cost)?;
         let key = Self::key(&self.subject(subject)?, policy);
         let args = vec![
             policy.algorithm.code().into(),
             policy.limit.into(),
             millis(policy.period).into(),
-            amount.into(),
+            format!("{sign}{cost}").into(),
             self.time_arg(),
         ];
         self.backend.eval(&ADJUST, &[key], args).await?;
         Ok(())
     }
 
-    /// Refuses every request of `subject` for `duration`, whatever the policies say.
+    /// Refuses every request of `subject` for `duration` (1 ms to [`Policy::MAX_PERIOD`]),
+    /// whatever the policies say.
     pub async fn block(&self, subject: &str, duration: Duration) -> Result<()> {
+        if duration > Policy::MAX_PERIOD {
+            return Err(Error::InvalidInput(format!("a block lasts at most 10 years, got {duration:?}")));
+        }
         let key = self.subject(subject)?.key(["!block"]);
         let ms = millis(duration).max(1);
         self.backend.call(Cmd::new("SET").key(&key).arg("1").arg("PX").arg(ms)).await?;

@@ -45,6 +45,11 @@ pub enum OnFailure {
 }
 
 /// A rate limit: at most `limit` units of cost per `period`, `burst` of them at once (GCRA).
+///
+/// A policy is checked before any call that uses it sends anything: a limit and a burst of 1 to
+/// [`Policy::MAX_LIMIT`] (a sliding log: up to [`Policy::MAX_LOG_LIMIT`]), a period of 1 ms to
+/// [`Policy::MAX_PERIOD`]; otherwise the call fails with [`Error::InvalidInput`](crate::Error)
+/// naming the policy and the setting.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Policy {
@@ -117,19 +122,47 @@ impl Policy {
     /// The original design's media-request limit: 20 an hour; refused when Redis is down.
     pub const MEDIA_REQUEST: Policy = Policy::new("media-request", 20, Duration::from_secs(3_600));
 
-    /// Checks that the policy can ever admit anything.
+    /// The longest period, block or GCRA state a policy may ask Redis to keep: ten years.
+    /// Longer ones are refused before anything is sent, since a TTL Redis cannot store would
+    /// leave a key that never expires.
+    pub const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    /// The largest limit or burst: 10^15, so that every count stays exact in Lua's numbers.
+    pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
+    /// The largest limit of a [`Algorithm::SlidingLog`] policy, which keeps one sorted-set entry
+    /// per unit admitted: 10,000.
+    pub const MAX_LOG_LIMIT: u64 = 10_000;
+
+    /// Checks that the policy can ever admit anything and that Redis can hold its state with a
+    /// TTL. The error names the policy and the setting.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.name.is_empty() || !self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(format!("policy name {:?} must be non-empty letters, digits, `-` or `_`", self.name));
+        let name = self.name;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(format!("policy name {name:?} must be non-empty letters, digits, `-` or `_`"));
         }
-        if self.limit == 0 {
-            return Err(format!("policy {}: the limit must be at least 1", self.name));
+        if self.limit == 0 || self.limit > Self::MAX_LIMIT {
+            return Err(format!("policy {name}: the limit must be 1 to {}, got {}", Self::MAX_LIMIT, self.limit));
         }
-        if self.period.as_millis() == 0 {
-            return Err(format!("policy {}: the period must be at least 1 ms", self.name));
+        if self.algorithm == Algorithm::SlidingLog && self.limit > Self::MAX_LOG_LIMIT {
+            return Err(format!(
+                "policy {name}: a sliding log keeps an entry per request, so its limit must be at most {}, got {} \
+                 (use GCRA or a fixed window for large limits)",
+                Self::MAX_LOG_LIMIT,
+                self.limit
+            ));
         }
-        if self.burst == 0 {
-            return Err(format!("policy {}: the burst must be at least 1", self.name));
+        if self.period.as_millis() == 0 || self.period > Self::MAX_PERIOD {
+            return Err(format!("policy {name}: the period must be 1 ms to 10 years, got {:?}", self.period));
+        }
+        if self.burst == 0 || self.burst > Self::MAX_LIMIT {
+            return Err(format!("policy {name}: the burst must be 1 to {}, got {}", Self::MAX_LIMIT, self.burst));
+        }
+        // GCRA keeps its state for up to burst emission intervals.
+        let state_ms = u128::from(self.burst) * self.period.as_millis() / u128::from(self.limit);
+        if self.algorithm == Algorithm::Gcra && state_ms > Self::MAX_PERIOD.as_millis() {
+            return Err(format!(
+                "policy {name}: a burst of {} at {} per {:?} keeps state for more than 10 years",
+                self.burst, self.limit, self.period
+            ));
         }
         Ok(())
     }
