@@ -56,7 +56,8 @@ where
 for_each_backend!(
     the_three_original_queues_with_every_feature,
     a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job,
-    a_busy_worker_leaves_the_wake_up_to_an_idle_one
+    a_busy_worker_leaves_the_wake_up_to_an_idle_one,
+    a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring
 );
 
 /// `youtube-downloads`, `media-requests` and `notifications` side by side (on a cluster, each in
@@ -210,6 +211,39 @@ async fn a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job(targe
     worker.shutdown().await;
     assert!(!hash_exists("once").await?);
     assert!(!queue.add_with(&download(9), once()).await?.created, "the id is still taken");
+    queue.obliterate(false).await?;
+    Ok(())
+}
+
+/// A dead job with a log, retried (from the dashboard, say) while no worker runs: its hash is the
+/// work again and has no expiry, and its log lives a week from the retry, as an unfinished job's
+/// log does (the retry used to `PERSIST` the log, so it lived forever).
+async fn a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let prefix = env.ns.prefix().to_owned();
+    let queue = Queue::<Download>::new(
+        Arc::clone(&env.backend),
+        QueueConfig::new("relog").prefix(prefix.as_str()).defaults(JobOptions::default().attempts(1)),
+    )?;
+    let id = queue.add(&download(1)).await?;
+    let worker = queue.worker(fast(), |job| async move {
+        job.log("source gone").await?;
+        Err::<(), _>(Error::InvalidInput("gone".into()))
+    });
+    until("the job is dead", Duration::from_secs(20), || async { Ok(queue.counts().await?.dead == 1) }).await?;
+    worker.shutdown().await;
+    let ttl = |part: &str| {
+        let cmd = Cmd::new("PTTL").key(&Key::from_raw(format!("{prefix}:{{relog}}:{part}:{id}")));
+        let backend = Arc::clone(&env.backend);
+        async move { Ok::<_, Error>(backend.call(cmd).await?.as_int()?) }
+    };
+    assert!(ttl("lg").await? > 0, "a dead job's log expires with it");
+    assert!(queue.retry_dead(id.as_str()).await?);
+    assert_eq!(ttl("j").await?, -1, "a waiting job's hash has no expiry: it is the work");
+    let week_ms = 7 * 24 * 3600 * 1000;
+    let log_ttl = ttl("lg").await?;
+    assert!(log_ttl > week_ms - 60_000 && log_ttl <= week_ms, "the log expires a week from the retry: {log_ttl} ms");
+    assert_eq!(queue.logs(id.as_str()).await?, ["source gone"]);
     queue.obliterate(false).await?;
     Ok(())
 }

@@ -21,7 +21,8 @@ if op == 'retry' then
   local m = string.format('%d', started + allowed) .. ' ' .. (created or '0') .. ' ' .. (priority or '0') .. ' ' .. (options or '')
   redis.call('HSET', key, 's', 'w', 'm', m)
   redis.call('PERSIST', key)
-  redis.call('PERSIST', log_key(id))
+  -- Its log, if any, lives a week from now, as an unfinished job's log does (see log.lua).
+  redis.call('PEXPIRE', log_key(id), 604800000)
   enqueue(id, priority)
   wake()
   emit('waiting', id)
