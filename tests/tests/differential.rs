@@ -65,7 +65,7 @@ static SCRIPTS: LazyLock<Vec<Script>> = LazyLock::new(|| {
         "return redis.call('GET', {})",
     ]
     .iter()
-    .map(|source| Script::new("differential", source))
+    .map(|source| Script::new("differential", *source))
     .collect()
 });
 

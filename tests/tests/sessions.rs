@@ -11,6 +11,7 @@ for_each_backend!(
     lifecycle_from_login_to_logout_everywhere,
     invalidation_wins_over_concurrent_updates,
     a_thousand_concurrent_sessions_of_one_user_are_listed_and_ended,
+    a_cap_of_five_holds_exactly_under_concurrency_and_within_one_second,
 );
 
 fn store(env: &Env) -> Arc<SessionStore<UserSession>> {
@@ -91,6 +92,55 @@ async fn invalidation_wins_over_concurrent_updates(target: Target) -> TestResult
     }
     assert!(store.get(token.as_str()).await?.is_none(), "an update resurrected an invalidated session");
     assert!(store.list("u1").await?.is_empty());
+    Ok(())
+}
+
+/// With a cap of 5 per user: 1,000 concurrent creates leave exactly 5 live sessions (5 listed, 5
+/// tokens that open one, 5 session keys beside the index), and 20 creates one after another,
+/// within a second, give live counts 1, 2, 3, 4, 5, 5, 5, ... (The script used to count the new
+/// session among those to evict, skip it, and evict one too few: 6 were left.)
+async fn a_cap_of_five_holds_exactly_under_concurrency_and_within_one_second(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let config = SessionConfig::default().with_namespace(env.ns.child("sess")).with_max_sessions_per_user(Some(5));
+    let store = Arc::new(SessionStore::<UserSession>::new(env.backend.clone(), config));
+    let tasks: Vec<_> = (0..1_000)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store.create("capped", UserSession::new("capped", "user"), NewSession::standard()).await
+            })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for task in tasks {
+        tokens.push(task.await??.0);
+    }
+    assert_eq!(store.list("capped").await?.len(), 5);
+    let mut open = 0;
+    for token in &tokens {
+        open += usize::from(store.get(token.as_str()).await?.is_some());
+    }
+    assert_eq!(open, 5, "tokens that open a session");
+    // The session keys under the user's tag: the 5 sessions and the index.
+    let pattern = env.ns.child("sess").pattern([] as [&str; 0]);
+    let (mut cursor, mut keys) = (Cursor::START, 0);
+    loop {
+        let page = env.backend.scan(cursor, &pattern, 1000).await?;
+        keys += page.keys.len();
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(keys, 6, "5 sessions and the index");
+
+    let mut counts = Vec::new();
+    for _ in 0..20 {
+        store.create("serial", UserSession::new("serial", "user"), NewSession::standard()).await?;
+        counts.push(store.list("serial").await?.len());
+    }
+    let expected: Vec<usize> = (1..=20).map(|n| n.min(5)).collect();
+    assert_eq!(counts, expected);
     Ok(())
 }
 

@@ -27,9 +27,10 @@ pub struct Script {
 }
 
 impl Script {
-    /// A script named `name` (used in logs and errors) with Lua `source`.
-    pub fn new(name: &'static str, source: &'static str) -> Self {
-        Self::from_source(name, Cow::Borrowed(source), false)
+    /// A script named `name` (used in logs and errors) with Lua `source`: a `&'static str`
+    /// from `include_str!`, or a `String` put together once (a file behind a generated prelude).
+    pub fn new(name: &'static str, source: impl Into<Cow<'static, str>>) -> Self {
+        Self::from_source(name, source.into(), false)
     }
 
     /// A script that does the work of many callers in one call, run through a

@@ -1,8 +1,10 @@
--- Removes up to ARGV[5] jobs finished more than ARGV[4] ms ago from the completed (ARGV[3] = 'c')
--- or dead-letter ('x') set. Returns how many were removed.
-local cutoff, limit = NOW - tonumber(ARGV[4]), tonumber(ARGV[5])
+-- Removes up to ARG_LIMIT jobs finished more than ARG_OLDER_THAN_MS ago from the completed
+-- (ARG_SET is SET_COMPLETED) or dead-letter (SET_DEAD) set (src/script/clean.rs).
+-- Returns how many were removed.
+local cutoff, limit = NOW - tonumber(ARGV[ARG_OLDER_THAN_MS]), tonumber(ARGV[ARG_LIMIT])
+local completed = ARGV[ARG_SET] == SET_COMPLETED
 local ids
-if ARGV[3] == 'c' then
+if completed then
   -- The completed list is in finishing order: take from the head while old enough (or gone).
   ids = {}
   for _, id in ipairs(redis.call('LRANGE', K_DONE, 0, limit - 1)) do
@@ -20,6 +22,6 @@ else
   if #ids > 0 then redis.call('ZREM', K_DEAD, unpack(ids)) end
 end
 if #ids == 0 then return 0 end
-if ARGV[3] == 'c' then delete_completed(ids) else delete_jobs(ids) end
+if completed then delete_completed(ids) else delete_jobs(ids) end
 emit('removed', table.concat(ids, ' '))
 return #ids

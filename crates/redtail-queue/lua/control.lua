@@ -1,5 +1,6 @@
--- Pauses (ARGV[3] = 'pause') or resumes ('resume') delivery. The paused flag lives until resume.
-if ARGV[3] == 'pause' then
+-- Pauses (ARG_OP is OP_PAUSE) or resumes (OP_RESUME) delivery (src/script/control.rs).
+-- The paused flag lives until resume.
+if ARGV[ARG_OP] == OP_PAUSE then
   redis.call('SET', K_PAUSED, 1)
   emit('paused', '-')
 else

@@ -1,5 +1,6 @@
 -- Read only. Counts by state, whether paused, the oldest waiting job's creation ms (-1: none),
--- then completed and failed counts for each of the last ARGV[3] minutes, newest first.
+-- the server's time, then completed and failed counts for each of the last ARG_MINUTES minutes,
+-- newest first (src/script/counts.rs names the reply's positions).
 local oldest = -1
 local function consider(id)
   if not id then return end
@@ -9,18 +10,17 @@ local function consider(id)
 end
 consider(redis.call('LINDEX', K_WAIT, 0))
 consider(redis.call('ZRANGE', K_PRIO, 0, 0)[1])
-local out = {
-  redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO),
-  redis.call('ZCARD', K_DELAY),
-  redis.call('HLEN', K_RUN),
-  redis.call('LLEN', K_DONE),
-  redis.call('ZCARD', K_DEAD),
-  redis.call('EXISTS', K_PAUSED),
-  oldest,
-  NOW,
-}
+local out = {}
+out[REPLY_WAITING] = redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO)
+out[REPLY_DELAYED] = redis.call('ZCARD', K_DELAY)
+out[REPLY_ACTIVE] = redis.call('HLEN', K_RUN)
+out[REPLY_COMPLETED] = redis.call('LLEN', K_DONE)
+out[REPLY_DEAD] = redis.call('ZCARD', K_DEAD)
+out[REPLY_PAUSED] = redis.call('EXISTS', K_PAUSED)
+out[REPLY_OLDEST] = oldest
+out[REPLY_NOW] = NOW
 local minute = math.floor(NOW / 60000)
-for i = 0, tonumber(ARGV[3]) - 1 do
+for i = 0, tonumber(ARGV[ARG_MINUTES]) - 1 do
   local m = redis.call('HMGET', PREFIX .. 'm:' .. (minute - i), 'c', 'f')
   out[#out + 1] = tonumber(m[1]) or 0
   out[#out + 1] = tonumber(m[2]) or 0

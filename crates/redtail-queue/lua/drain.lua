@@ -1,5 +1,5 @@
 -- Removes up to 1000 jobs that have not started: waiting and prioritized, and delayed when
--- ARGV[3] is '1'. Returns how many were removed; call again until 0.
+-- ARG_DELAYED is '1' (src/script/drain.rs). Returns how many were removed; call again until 0.
 local removed = {}
 local function take(ids)
   for _, id in ipairs(ids) do
@@ -13,7 +13,7 @@ if #removed < 1000 then
   local prio = redis.call('ZRANGE', K_PRIO, 0, 999 - #removed)
   if #prio > 0 then take(prio); redis.call('ZREM', K_PRIO, unpack(prio)) end
 end
-if ARGV[3] == '1' and #removed < 1000 then
+if ARGV[ARG_DELAYED] == '1' and #removed < 1000 then
   local delayed = redis.call('ZRANGE', K_DELAY, 0, 999 - #removed)
   if #delayed > 0 then take(delayed); redis.call('ZREM', K_DELAY, unpack(delayed)) end
 end

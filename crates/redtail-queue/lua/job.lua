@@ -1,25 +1,25 @@
--- One job by id. ARGV[3]: 'retry' (a dead job runs again with as many attempts again as it had;
--- attempt numbers go on, so every attempt's error stays) or
--- 'delete' (a job in any state but active); ARGV[4]: id.
+-- One job by id (src/script/job.rs). ARG_OP: OP_RETRY (a dead job runs again with as many
+-- attempts again as it had; attempt numbers go on, so every attempt's error stays) or OP_DELETE
+-- (a job in any state but active); ARG_ID: the job's id.
 -- Returns 1 done, 0 no such job (or not dead, for retry), -1 refused: the job is running.
-local op, id = ARGV[3], ARGV[4]
+local op, id = ARGV[ARG_OP], ARGV[ARG_ID]
 local key = job_key(id)
 local job = redis.call('HMGET', key, 's', 'm', 'a')
 if not job[1] then
   -- Completed and kept as a record (see keep_record)?
-  if op ~= 'delete' or not record_of(id) then return 0 end
+  if op ~= OP_DELETE or not record_of(id) then return 0 end
   delete_completed({ id })
   redis.call('LREM', K_DONE, 1, id)
   emit('removed', id)
   return 1
 end
-if op == 'retry' then
-  if job[1] ~= 'x' then return 0 end
+if op == OP_RETRY then
+  if job[1] ~= STATE_DEAD then return 0 end
   redis.call('ZREM', K_DEAD, id)
   local max, created, priority, options = meta(job[2])
   local started, allowed = tonumber(job[3]) or 0, tonumber(max) or 1
   local m = string.format('%d', started + allowed) .. ' ' .. (created or '0') .. ' ' .. (priority or '0') .. ' ' .. (options or '')
-  redis.call('HSET', key, 's', 'w', 'm', m)
+  redis.call('HSET', key, 's', STATE_WAITING, 'm', m)
   redis.call('PERSIST', key)
   -- Its log, if any, lives a week from now, as an unfinished job's log does (see log.lua).
   redis.call('PEXPIRE', log_key(id), 604800000)
@@ -29,13 +29,13 @@ if op == 'retry' then
   return 1
 end
 if redis.call('HEXISTS', K_RUN, id) == 1 then return -1 end
-if job[1] == 'w' then
+if job[1] == STATE_WAITING then
   redis.call('LREM', K_WAIT, 1, id)
   redis.call('ZREM', K_PRIO, id)
-elseif job[1] == 'c' then
+elseif job[1] == STATE_COMPLETED then
   redis.call('LREM', K_DONE, 1, id)
 else
-  redis.call('ZREM', job[1] == 'd' and K_DELAY or K_DEAD, id)
+  redis.call('ZREM', job[1] == STATE_DELAYED and K_DELAY or K_DEAD, id)
 end
 redis.call('DEL', key, log_key(id))
 emit('removed', id)

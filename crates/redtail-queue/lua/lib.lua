@@ -1,23 +1,17 @@
--- Prepended to every queue script (scripts cannot share code on the server).
--- KEYS, the same for every script: 1 id counter, 2 waiting list, 3 prioritized set, 4 delayed
--- set, 5 leases (sorted set: a worker lane's token -> lease deadline), 6 completed list,
--- 7 dead-letter set, 8 paused flag, 9 wake marker, 10 events stream, 11 rate window,
--- 12 running jobs (hash: id -> "<token> <attempts before this one> <started ms>"),
--- 13 completed records (hash: id -> record, see keep_record).
+-- Prepended to every queue script (scripts cannot share code on the server), after a prelude
+-- generated from src/script/: the keys (K_ID ... K_RECS: see QueueKey there and docs/keys.md),
+-- the common arguments (ARG_PREFIX: the queue's key prefix, from which job, log and minute keys
+-- are built, all under the queue's hash tag; ARG_EVENTS_CAP: how many events the stream keeps,
+-- 0 for none), the job states (STATE_*), and the script's own names.
 -- A running job is in the running hash only: its own hash is written when it finishes, so
 -- taking a job costs one read.
--- ARGV[1]: the queue's key prefix (job keys are built from it; they share the hash tag);
--- ARGV[2]: how many events the stream keeps (0: no events).
 -- Job hash fields: d data, m "<max attempts> <created ms> <priority> <options>" (options JSON,
 -- or nothing for the queue's; one field, so that taking a job reads three), a attempts finished
--- or given up (absent: none), s state (w waiting or running, d delayed, c completed, x dead),
--- l token of the last attempt's lane, st its start ms, f finished ms, p progress, r result,
--- e<attempt> error of that attempt.
-local K_ID, K_WAIT, K_PRIO, K_DELAY, K_LEASES, K_DONE, K_DEAD, K_PAUSED, K_MARK, K_EV, K_RATE, K_RUN, K_RECS =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12],
-  KEYS[13]
-local PREFIX = ARGV[1]
-local EVENTS_CAP = tonumber(ARGV[2])
+-- or given up (absent: none), s state (STATE_*; a running job's says waiting), l token of the
+-- last attempt's lane, st its start ms, f finished ms, p progress, r result, e<attempt> error of
+-- that attempt.
+local PREFIX = ARGV[ARG_PREFIX]
+local EVENTS_CAP = tonumber(ARGV[ARG_EVENTS_CAP])
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- Lua numbers passed to redis.call are formatted with printf("%.17g"), which showed up in

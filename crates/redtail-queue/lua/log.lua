@@ -1,10 +1,10 @@
--- Appends a line to a job's log, keeping the last ARGV[5] lines.
--- ARGV[3]: id; ARGV[4]: line. Returns the number of lines, or -1 when the job does not exist.
-local key, logs = job_key(ARGV[3]), log_key(ARGV[3])
+-- Appends a line (ARG_LINE) to a job's (ARG_ID) log, keeping the last ARG_KEEP lines
+-- (src/script/log.rs). Returns the number of lines, or -1 when the job does not exist.
+local key, logs = job_key(ARGV[ARG_ID]), log_key(ARGV[ARG_ID])
 local ttl = redis.call('PTTL', key)
 if ttl == -2 then return -1 end
-local n = redis.call('RPUSH', logs, ARGV[4])
-local keep = tonumber(ARGV[5])
+local n = redis.call('RPUSH', logs, ARGV[ARG_LINE])
+local keep = tonumber(ARGV[ARG_KEEP])
 if n > keep then
   redis.call('LTRIM', logs, -keep, -1)
   n = keep

@@ -1,22 +1,10 @@
 -- A worker lane's round trip: acknowledge finished jobs, then take new ones under its lease.
--- ARGV[3]: the lane's lease token; ARGV[4]: lease ms; ARGV[5]: how many to take;
--- ARGV[6], ARGV[7]: the queue's rate limit (jobs, window ms; 0 jobs: none);
--- ARGV[8], ARGV[9]: how long and how many dead jobs to keep (for jobs whose lease ran out on
--- their last attempt); ARGV[10]: 1 when the token is new and its lease is to be created;
--- ARGV[11]: number of acknowledgements, then 9 values each: kind (c completed, C completed and
--- kept as a record, f failed and retried after `delay`, x dead-lettered, r handed back
--- unstarted), id, attempt, started ms, payload (result, error, or for C the worker's part of
--- the record: see keep_record), delay ms, keep ms, keep count, flags (1: the job has a log;
--- 2: a resend after an error, which may have been applied already); after them, the number
--- of jobs the lane still runs and their ids, or -1 (see "Reconcile" below).
--- Returns {statuses (1 applied or already applied, 0 refused: the lease was lost),
--- taken jobs (id, data, attempt, and the job's m field for each: see lib.lua),
--- ms until the next delayed job is due or -1, paused 0/1, ms until the rate window reopens or 0,
--- the server's time in ms, 1 when the lease is held (0: lost, take a new token)}.
-local token, lease, want = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local rate_max, rate_window = tonumber(ARGV[6]), tonumber(ARGV[7])
-local stalled_count = ARGV[9]
-local n_acks = tonumber(ARGV[11])
+-- Its arguments, acknowledgement fields, kinds and reply are named in src/script/step.rs, which
+-- generates the ARG_, ACK_, KIND_, REPLY_ and TAKEN_ constants this file uses.
+local token, lease, want = ARGV[ARG_TOKEN], tonumber(ARGV[ARG_LEASE_MS]), tonumber(ARGV[ARG_WANT])
+local rate_max, rate_window = tonumber(ARGV[ARG_RATE_MAX]), tonumber(ARGV[ARG_RATE_WINDOW_MS])
+local stalled_count = ARGV[ARG_STALLED_KEEP_COUNT]
+local n_acks = tonumber(ARGV[ARG_ACKS])
 
 -- A lease lost once (it expired and its jobs were taken back) is never held again: its
 -- lane must start over with a new token. While it is held, none of its running jobs can
@@ -24,7 +12,7 @@ local n_acks = tonumber(ARGV[11])
 -- An expired lease is lost even before its jobs are taken back (below, in this same call).
 local deadline = redis.call('ZSCORE', K_LEASES, token)
 local held = deadline ~= false and tonumber(deadline) > NOW
-if not deadline and ARGV[10] == '1' then
+if not deadline and ARGV[ARG_NEW_LEASE] == '1' then
   redis.call('ZADD', K_LEASES, NOW + lease, token)
   held = true
 end
@@ -32,11 +20,11 @@ end
 local statuses, done_ids, finished = {}, {}, {}
 local completed, failed = 0, 0
 for i = 0, n_acks - 1 do
-  local b = 12 + i * 9
-  local kind, id, attempt, started = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local payload, delay = ARGV[b + 4], ARGV[b + 5]
-  local keep, keep_count, flags = ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
-  local has_log, resend = flags == '1' or flags == '3', flags == '2' or flags == '3'
+  local b = ARG_ACKS + 1 + i * ACK_FIELDS
+  local kind, id, attempt, started = ARGV[b + ACK_KIND], ARGV[b + ACK_ID], ARGV[b + ACK_ATTEMPT], ARGV[b + ACK_STARTED]
+  local payload, delay = ARGV[b + ACK_PAYLOAD], ARGV[b + ACK_DELAY_MS]
+  local keep, keep_count = ARGV[b + ACK_KEEP_MS], ARGV[b + ACK_KEEP_COUNT]
+  local has_log, resend = ARGV[b + ACK_LOGGED] == '1', ARGV[b + ACK_RESEND] == '1'
   local key = job_key(id)
   local apply = held
   if held and resend then
@@ -60,20 +48,20 @@ for i = 0, n_acks - 1 do
   if apply then
     statuses[#statuses + 1] = 1
     finished[#finished + 1] = id
-    if kind == 'C' or kind == 'c' then
-      if kind == 'C' then
+    if kind == KIND_KEPT or kind == KIND_COMPLETED then
+      if kind == KIND_KEPT then
         keep_record(key, id, payload, keep, keep_count)
       else
-        redis.call('HSET', key, 's', 'c', 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'r', payload)
+        redis.call('HSET', key, 's', STATE_COMPLETED, 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'r', payload)
         retire(K_DONE, key, id, keep, keep_count, has_log)
       end
       done_ids[#done_ids + 1] = id
       completed = completed + 1
-    elseif kind == 'f' then
+    elseif kind == KIND_FAILED then
       failed = failed + 1
       emit('failed', id, payload)
       if delay ~= '0' then
-        redis.call('HSET', key, 's', 'd', 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
+        redis.call('HSET', key, 's', STATE_DELAYED, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
         redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
       else
         redis.call('HSET', key, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
@@ -81,13 +69,13 @@ for i = 0, n_acks - 1 do
         wake()
       end
       emit('retrying', id, delay)
-    elseif kind == 'x' then
+    elseif kind == KIND_DEAD then
       failed = failed + 1
-      redis.call('HSET', key, 's', 'x', 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'e' .. attempt, payload)
+      redis.call('HSET', key, 's', STATE_DEAD, 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'e' .. attempt, payload)
       retire(K_DEAD, key, id, keep, keep_count, has_log)
       emit('failed', id, payload)
       emit('dead', id)
-    else
+    elseif kind == KIND_RELEASED then
       -- Handed back unstarted: the attempt does not count.
       enqueue(id, priority_of(key), true)
       wake()
@@ -100,7 +88,7 @@ flush_retired()
 -- Reconcile, after a call whose reply the lane never got: jobs that call took are recorded
 -- under the lane's token but run nowhere. They go back to the front of the line, their
 -- attempt not counted. (A held lease is never recovered, so nothing else would free them.)
-local r = 12 + n_acks * 9
+local r = ARG_ACKS + 1 + n_acks * ACK_FIELDS
 local n_held = tonumber(ARGV[r] or '-1')
 if held and n_held >= 0 then
   local runs = {}
@@ -129,7 +117,7 @@ if next_due and next_due <= NOW then
     local key = job_key(id)
     local job = redis.call('HMGET', key, 's', 'm')
     if job[1] then
-      redis.call('HSET', key, 's', 'w')
+      redis.call('HSET', key, 's', STATE_WAITING)
       local _, _, priority = meta(job[2])
       enqueue(id, priority)
     end
@@ -159,8 +147,8 @@ if #expired > 0 then
       local reason = 'lease expired: the worker stopped or lost Redis during attempt ' .. attempt
       emit('stalled', id)
       if before + 1 >= (tonumber(max) or 1) then
-        redis.call('HSET', key, 's', 'x', 'a', attempt, 'f', NOW_S, 'e' .. attempt, reason)
-        retire(K_DEAD, key, id, ARGV[8], stalled_count, true)
+        redis.call('HSET', key, 's', STATE_DEAD, 'a', attempt, 'f', NOW_S, 'e' .. attempt, reason)
+        retire(K_DEAD, key, id, ARGV[ARG_STALLED_KEEP_MS], stalled_count, true)
         emit('dead', id)
       else
         redis.call('HSET', key, 'a', attempt, 'e' .. attempt, reason)
@@ -203,10 +191,11 @@ for _, id in ipairs(ids) do
     taken[#taken + 1] = id
     entries[#entries + 1] = id
     entries[#entries + 1] = token .. ' ' .. before .. stamp
-    jobs[#jobs + 1] = id
-    jobs[#jobs + 1] = job[1]
-    jobs[#jobs + 1] = tonumber(before) + 1
-    jobs[#jobs + 1] = job[3] or ''
+    local at = #jobs
+    jobs[at + TAKEN_ID] = id
+    jobs[at + TAKEN_DATA] = job[1]
+    jobs[at + TAKEN_ATTEMPT] = tonumber(before) + 1
+    jobs[at + TAKEN_META] = job[3] or ''
   end
 end
 if #taken > 0 then
@@ -219,5 +208,12 @@ if #taken > 0 then
   if paused == 0 and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then wake(true) end
 end
 
-return { statuses, jobs, next_due and math.max(next_due - NOW, 0) or -1, paused, limited_until, NOW,
-  held and 1 or 0 }
+local reply = {}
+reply[REPLY_STATUSES] = statuses
+reply[REPLY_JOBS] = jobs
+reply[REPLY_NEXT_DUE] = next_due and math.max(next_due - NOW, 0) or -1
+reply[REPLY_PAUSED] = paused
+reply[REPLY_LIMITED] = limited_until
+reply[REPLY_NOW] = NOW
+reply[REPLY_HELD] = held and 1 or 0
+return reply

@@ -14,7 +14,11 @@ use serde::Serialize;
 
 use crate::{
     Error, JobId, Result,
-    queue::{Inner, LOG, PROGRESS},
+    queue::Inner,
+    script::{
+        log::{self, LogArg},
+        progress::{self, ProgressArg},
+    },
 };
 
 /// Where a job is in its life.
@@ -31,18 +35,6 @@ pub enum JobState {
     Completed,
     /// Failed every attempt; its errors are kept in the dead-letter set.
     Dead,
-}
-
-impl JobState {
-    pub(crate) fn from_code(code: &str) -> Option<JobState> {
-        Some(match code {
-            "w" => JobState::Waiting,
-            "d" => JobState::Delayed,
-            "c" => JobState::Completed,
-            "x" => JobState::Dead,
-            _ => return None,
-        })
-    }
 }
 
 /// What the queue holds about a job, as [`Queue::get`](crate::Queue::get) reads it.
@@ -108,17 +100,26 @@ impl<T> Job<T> {
     /// (the job is running elsewhere, or finished): the handler may stop early.
     pub async fn progress(&self, progress: impl Serialize) -> Result<bool> {
         let value = serde_json::to_string(&progress).map_err(Error::Encode)?;
-        let args = [Arg::from(self.id.as_str()), Arg::from(&*self.token), Arg::from(value)];
+        let args = ProgressArg::ALL.iter().map(|arg| match arg {
+            ProgressArg::Id => Arg::from(self.id.as_str()),
+            ProgressArg::Token => Arg::from(&*self.token),
+            ProgressArg::Progress => Arg::from(value.as_str()),
+        });
         self.progressed.store(true, Ordering::Relaxed);
-        Ok(self.inner.run(&PROGRESS, args).await?.as_int()? == 1)
+        Ok(progress::SCRIPT.run(&self.inner, args).await?.as_int()? == 1)
     }
 
     /// Appends a line to the job's log. The last `max_log_lines` are kept, as long as the job
     /// once it finishes (a week from the last line while it has not).
     pub async fn log(&self, line: impl Into<String>) -> Result<()> {
-        let args = [Arg::from(self.id.as_str()), Arg::from(line.into()), Arg::from(self.inner.config.max_log_lines)];
+        let line = line.into();
+        let args = LogArg::ALL.iter().map(|arg| match arg {
+            LogArg::Id => Arg::from(self.id.as_str()),
+            LogArg::Line => Arg::from(line.as_str()),
+            LogArg::Keep => Arg::from(self.inner.config.max_log_lines),
+        });
         self.logged.store(true, Ordering::Relaxed);
-        self.inner.run(&LOG, args).await?;
+        log::SCRIPT.run(&self.inner, args).await?;
         Ok(())
     }
 

@@ -29,14 +29,17 @@ mod error;
 mod events;
 mod job;
 mod queue;
-mod reply;
+mod record;
+mod script;
+mod types;
 mod worker;
 
 pub use config::{Backoff, JobOptions, QueueConfig, RateLimit, Retention};
 pub use error::{Error, Result};
 pub use events::{EventKind, QueueEvent, QueueEvents, Start};
 pub use job::{Job, JobInfo, JobState};
-pub use queue::{Added, Counts, Finished, JobId, Metrics, Minute, Queue};
+pub use queue::Queue;
+pub use types::{Added, Counts, Finished, JobId, Metrics, Minute};
 pub use worker::{WorkerHandle, WorkerOptions, WorkerStats};
 
 /// The highest job priority.

@@ -6,116 +6,22 @@ use redtail_core::{Arg, Backend, Cmd, Cursor, Key, Namespace, Script, Tagged, Va
 use serde::Serialize;
 
 use crate::{
-    Error, JobInfo, JobOptions, JobState, QueueConfig, Result,
+    Added, Counts, Error, Finished, JobId, JobInfo, JobOptions, JobState, Metrics, QueueConfig, Result,
     config::Stored,
     events::{QueueEvents, Start},
-    reply,
+    record::{self, Record, RunningEntry},
+    script::{
+        Common, QueueKey,
+        add::{self, EncodedJob},
+        clean::{self, CleanArg, SetCode},
+        control::{self, ControlOp},
+        counts, drain,
+        job::{self, JobArg, JobOp},
+    },
 };
-
-macro_rules! script {
-    ($name:ident, $file:literal) => {
-        pub(crate) static $name: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
-            Script::new(
-                concat!("queue_", $file),
-                concat!(include_str!("../lua/lib.lua"), include_str!(concat!("../lua/", $file, ".lua"))),
-            )
-        });
-    };
-}
-script!(ADD, "add");
-script!(STEP, "step");
-script!(RENEW, "renew");
-script!(PROGRESS, "progress");
-script!(LOG, "log");
-script!(COUNTS, "counts");
-script!(CONTROL, "control");
-script!(JOB, "job");
-script!(DRAIN, "drain");
-script!(CLEAN, "clean");
 
 /// Jobs added in one script call: one round trip each.
 const ADD_BATCH: usize = 1000;
-
-/// The id of a job: a number the queue assigned, or the custom id it was added with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct JobId(pub String);
-
-impl JobId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for JobId {
-    fn from(id: &str) -> Self {
-        JobId(id.to_owned())
-    }
-}
-
-/// What [`Queue::add_with`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Added {
-    /// The job's id.
-    pub id: JobId,
-    /// `false` when a job with this custom id already existed, and nothing was added.
-    pub created: bool,
-}
-
-/// Counts of a queue's jobs by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    /// Ready to run (prioritized included).
-    pub waiting: u64,
-    /// Waiting for their time: delayed, or retrying after a backoff.
-    pub delayed: u64,
-    /// Running under a lease.
-    pub active: u64,
-    /// Completed and still retained.
-    pub completed: u64,
-    /// Dead-lettered: failed every attempt, still retained.
-    pub dead: u64,
-}
-
-/// Jobs finished in one minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Minute {
-    /// The minute's start, in milliseconds since the Unix epoch (Redis's clock).
-    pub start_ms: u64,
-    /// Jobs completed.
-    pub completed: u64,
-    /// Attempts failed (retried or dead-lettered).
-    pub failed: u64,
-}
-
-/// A queue's state and recent throughput.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Metrics {
-    /// Jobs by state.
-    pub counts: Counts,
-    /// Whether delivery is paused.
-    pub paused: bool,
-    /// How long the oldest waiting job has waited.
-    pub oldest_waiting: Option<Duration>,
-    /// The last minutes, newest (the current, partial one) first.
-    pub minutes: Vec<Minute>,
-}
-
-/// Which finished jobs [`Queue::clean`] removes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Finished {
-    /// Completed jobs.
-    Completed,
-    /// Dead-lettered jobs.
-    Dead,
-}
 
 /// A job queue over any [`Backend`], for jobs whose data is a `T`.
 ///
@@ -142,7 +48,7 @@ impl<T> fmt::Debug for Queue<T> {
 pub(crate) struct Inner {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) config: QueueConfig,
-    /// The keys every script is given, in the order `lua/lib.lua` names them.
+    /// The keys every script is given, in [`QueueKey`] order.
     keys: Vec<Key>,
     tagged: Tagged,
     /// `<prefix>:{<name>}:`, from which scripts build job keys.
@@ -151,15 +57,19 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Runs a queue script with the common arguments first.
+    /// Runs a queue script with the common arguments (see [`Common`]) first.
     pub(crate) async fn run(&self, script: &Script, args: impl IntoIterator<Item = Arg>) -> Result<Value> {
-        let mut all = vec![Arg::from(self.prefix.as_str()), Arg::from(self.config.events_cap)];
-        all.extend(args);
+        let common = Common::ALL.iter().map(|arg| match arg {
+            Common::Prefix => Arg::from(self.prefix.as_str()),
+            Common::EventsCap => Arg::from(self.config.events_cap),
+        });
+        let all: Vec<Arg> = common.chain(args).collect();
         Ok(self.backend.eval(script, &self.keys, all).await?)
     }
 
-    pub(crate) fn key(&self, index: usize) -> &Key {
-        &self.keys[index]
+    /// One of the queue's keys.
+    pub(crate) fn key(&self, key: QueueKey) -> &Key {
+        &self.keys[key.at() - 1]
     }
 
     pub(crate) fn job_key(&self, id: &str) -> Key {
@@ -171,29 +81,12 @@ impl Inner {
     }
 }
 
-/// Indexes into [`Inner::keys`].
-pub(crate) mod k {
-    pub(crate) const WAIT: usize = 1;
-    pub(crate) const PRIO: usize = 2;
-    pub(crate) const DELAY: usize = 3;
-    pub(crate) const LEASES: usize = 4;
-    pub(crate) const DONE: usize = 5;
-    pub(crate) const DEAD: usize = 6;
-    pub(crate) const PAUSED: usize = 7;
-    pub(crate) const MARK: usize = 8;
-    pub(crate) const EVENTS: usize = 9;
-    pub(crate) const RUN: usize = 11;
-    pub(crate) const RECORDS: usize = 12;
-}
-
 impl<T: Serialize> Queue<T> {
     /// A queue as `config` describes it; nothing is sent to Redis until it is used.
     pub fn new(backend: Arc<dyn Backend>, config: QueueConfig) -> Result<Self> {
         config.validate()?;
         let tagged = Namespace::new(config.prefix.as_str())?.tagged(&config.name);
-        let keys = ["id", "w", "p", "d", "leases", "c", "x", "paused", "mk", "ev", "rl", "run", "cr"]
-            .map(|part| tagged.key([part]))
-            .to_vec();
+        let keys = QueueKey::ALL.iter().map(|key| tagged.key([key.suffix()])).collect();
         let prefix = format!("{}:{{{}}}:", config.prefix, config.name);
         let defaults = Stored::of(&config.defaults);
         let inner = Inner { backend, config, keys, tagged, prefix, defaults };
@@ -238,8 +131,8 @@ impl<T: Serialize> Queue<T> {
         Ok(added)
     }
 
-    /// One job's arguments of `lua/add.lua`.
-    fn encode(&self, data: &T, options: &JobOptions) -> Result<[Arg; 6]> {
+    /// One job's fields for `lua/add.lua`, in the order of [`add::JobField`].
+    fn encode(&self, data: &T, options: &JobOptions) -> Result<EncodedJob> {
         let config = &self.inner.config;
         options.validate()?;
         let data = serde_json::to_vec(data).map_err(Error::Encode)?;
@@ -260,18 +153,8 @@ impl<T: Serialize> Queue<T> {
         ])
     }
 
-    async fn add_batch(&self, jobs: &[[Arg; 6]]) -> Result<Vec<Added>> {
-        let mut args = Vec::with_capacity(1 + jobs.len() * 6);
-        args.push(Arg::from(jobs.len()));
-        args.extend(jobs.iter().flatten().cloned());
-        let reply = self.inner.run(&ADD, args).await?.into_array()?;
-        reply
-            .chunks(2)
-            .map(|pair| match pair {
-                [id, created] => Ok(Added { id: JobId(id.clone().into_string()?), created: created.as_int()? == 1 }),
-                _ => Err(Error::Reply("the add script returned an odd number of values".to_owned())),
-            })
-            .collect()
+    async fn add_batch(&self, jobs: &[EncodedJob]) -> Result<Vec<Added>> {
+        add::decode(add::SCRIPT.run(&self.inner, add::args(jobs)).await?)
     }
 }
 
@@ -282,21 +165,21 @@ impl<T> Queue<T> {
         let inner = &self.inner;
         let cmds = vec![
             Cmd::new("HGETALL").key(&inner.job_key(id)),
-            Cmd::new("HGET").key(inner.key(k::RUN)).arg(id),
-            Cmd::new("HGET").key(inner.key(k::RECORDS)).arg(id),
+            Cmd::new("HGET").key(inner.key(QueueKey::Run)).arg(id),
+            Cmd::new("HGET").key(inner.key(QueueKey::Records)).arg(id),
         ];
         let mut replies = inner.backend.pipeline(cmds).await?.into_iter();
         let (Some(fields), Some(entry), Some(record)) = (replies.next(), replies.next(), replies.next()) else {
             return Err(Error::Reply("a pipeline of 3 returned fewer replies".to_owned()));
         };
-        let Some(mut job) = reply::job_info(id, fields)? else {
+        let Some(mut job) = record::job_info(id, fields)? else {
             return match record.into_opt_bytes()? {
-                Some(record) => reply::record_info(id, &record, now_ms()),
+                Some(record) => Record::info(id, &record, now_ms()),
                 None => Ok(None),
             };
         };
         if let Some(entry) = entry.into_opt_bytes()? {
-            reply::apply_running(&mut job, &String::from_utf8_lossy(&entry));
+            running_entry(id, &String::from_utf8_lossy(&entry))?.apply(&mut job);
         }
         Ok(Some(job))
     }
@@ -319,33 +202,35 @@ impl<T> Queue<T> {
         let ids = match state {
             JobState::Waiting => {
                 // Prioritized jobs run first, then the plain list.
-                let mut ids = zrange(inner, k::PRIO, offset, last, false).await?;
+                let mut ids = zrange(inner, QueueKey::Prio, offset, last, false).await?;
                 if (ids.len() as u64) < count {
-                    let prio = inner.backend.call(Cmd::new("ZCARD").key(inner.key(k::PRIO))).await?.as_int()?;
+                    let prio = inner.backend.call(Cmd::new("ZCARD").key(inner.key(QueueKey::Prio))).await?.as_int()?;
                     let start = offset.saturating_sub(u64::try_from(prio).unwrap_or(0));
                     let end = start + (count - ids.len() as u64) - 1;
-                    let cmd = Cmd::new("LRANGE").key(inner.key(k::WAIT)).arg(start).arg(end);
+                    let cmd = Cmd::new("LRANGE").key(inner.key(QueueKey::Wait)).arg(start).arg(end);
                     for id in inner.backend.call(cmd).await?.into_array()? {
                         ids.push(id.into_string()?);
                     }
                 }
                 ids
             }
-            JobState::Delayed => zrange(inner, k::DELAY, offset, last, false).await?,
+            JobState::Delayed => zrange(inner, QueueKey::Delay, offset, last, false).await?,
             JobState::Active => {
-                let entries = inner.backend.call(Cmd::new("HGETALL").key(inner.key(k::RUN))).await?;
-                for (id, entry) in reply::pairs(entries)? {
+                let entries = inner.backend.call(Cmd::new("HGETALL").key(inner.key(QueueKey::Run))).await?;
+                for (id, entry) in record::pairs(entries)? {
                     running.insert(id.into_string()?, entry.into_string()?);
                 }
                 let mut ids: Vec<String> = running.keys().cloned().collect();
-                ids.sort_unstable_by(|a, b| running[a].rsplit(' ').next().cmp(&running[b].rsplit(' ').next()));
+                // Oldest start first.
+                let started = |id: &String| RunningEntry::parse(&running[id]).map(|e| e.started_ms);
+                ids.sort_unstable_by_key(started);
                 let skip = usize::try_from(offset).unwrap_or(usize::MAX);
                 ids.into_iter().skip(skip).take(usize::try_from(count).unwrap_or(usize::MAX)).collect()
             }
             JobState::Completed => {
                 // Newest at the tail.
                 let from_end = |n: u64| -1 - i64::try_from(n).unwrap_or(i64::MAX - 1);
-                let cmd = Cmd::new("LRANGE").key(inner.key(k::DONE)).arg(from_end(last)).arg(from_end(offset));
+                let cmd = Cmd::new("LRANGE").key(inner.key(QueueKey::Done)).arg(from_end(last)).arg(from_end(offset));
                 let mut ids: Vec<String> = inner
                     .backend
                     .call(cmd)
@@ -357,17 +242,19 @@ impl<T> Queue<T> {
                 ids.reverse();
                 ids
             }
-            JobState::Dead => zrange(inner, k::DEAD, offset, last, true).await?,
+            JobState::Dead => zrange(inner, QueueKey::Dead, offset, last, true).await?,
         };
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut cmds: Vec<Cmd> = ids.iter().map(|id| Cmd::new("HGETALL").key(&inner.job_key(id))).collect();
         if state == JobState::Completed {
-            cmds.push(ids.iter().fold(Cmd::new("HMGET").key(inner.key(k::RECORDS)), |cmd, id| cmd.arg(id.as_str())));
+            cmds.push(
+                ids.iter().fold(Cmd::new("HMGET").key(inner.key(QueueKey::Records)), |cmd, id| cmd.arg(id.as_str())),
+            );
         }
         let mut replies = inner.backend.pipeline(cmds).await?;
-        // Completed jobs kept as records (see `lua/lib.lua`) have no hash.
+        // Completed jobs kept as records (see `record::Record`) have no hash.
         let mut records = match state {
             JobState::Completed => replies.pop().map(Value::into_array).transpose()?.unwrap_or_default(),
             _ => Vec::new(),
@@ -377,12 +264,12 @@ impl<T> Queue<T> {
         let mut jobs = Vec::with_capacity(ids.len());
         for (id, fields) in ids.iter().zip(replies) {
             let record = records.next().map(Value::into_opt_bytes).transpose()?.flatten();
-            let mut job = match (reply::job_info(id, fields)?, record) {
-                (None, Some(record)) => reply::record_info(id, &record, now)?,
+            let mut job = match (record::job_info(id, fields)?, record) {
+                (None, Some(record)) => Record::info(id, &record, now)?,
                 (job, _) => job,
             };
             if let (Some(job), Some(entry)) = (job.as_mut(), running.get(id)) {
-                reply::apply_running(job, entry);
+                running_entry(id, entry)?.apply(job);
             }
             // A job may move on, or expire, between the two reads.
             if let Some(job) = job.filter(|job| job.state == state) {
@@ -404,20 +291,19 @@ impl<T> Queue<T> {
     }
 
     async fn read_metrics(&self, minutes: u32) -> Result<Metrics> {
-        let reply = self.inner.run(&COUNTS, [Arg::from(minutes)]).await?.into_array()?;
-        reply::metrics(&reply)
+        counts::decode(counts::SCRIPT.run(&self.inner, [Arg::from(minutes)]).await?)
     }
 
     /// Stops delivery: workers finish what they hold and take nothing new until [`Queue::resume`].
     /// Adding jobs still works.
     pub async fn pause(&self) -> Result<()> {
-        self.inner.run(&CONTROL, [Arg::from("pause")]).await?;
+        control::SCRIPT.run(&self.inner, [Arg::from(ControlOp::Pause.code())]).await?;
         Ok(())
     }
 
     /// Restarts delivery after [`Queue::pause`].
     pub async fn resume(&self) -> Result<()> {
-        self.inner.run(&CONTROL, [Arg::from("resume")]).await?;
+        control::SCRIPT.run(&self.inner, [Arg::from(ControlOp::Resume.code())]).await?;
         Ok(())
     }
 
@@ -426,7 +312,7 @@ impl<T> Queue<T> {
     pub async fn drain(&self, delayed: bool) -> Result<u64> {
         let mut total = 0;
         loop {
-            let n = self.inner.run(&DRAIN, [Arg::from(if delayed { "1" } else { "0" })]).await?.as_int()?;
+            let n = drain::SCRIPT.run(&self.inner, [Arg::from(if delayed { "1" } else { "0" })]).await?.as_int()?;
             total += u64::try_from(n).unwrap_or(0);
             if n == 0 {
                 return Ok(total);
@@ -436,9 +322,12 @@ impl<T> Queue<T> {
 
     /// Removes up to `limit` completed or dead jobs finished more than `older_than` ago.
     pub async fn clean(&self, which: Finished, older_than: Duration, limit: u32) -> Result<u64> {
-        let set = if which == Finished::Completed { "c" } else { "x" };
-        let n =
-            self.inner.run(&CLEAN, [Arg::from(set), Arg::from(millis(older_than)), Arg::from(limit.max(1))]).await?;
+        let args = CleanArg::ALL.iter().map(|arg| match arg {
+            CleanArg::Set => Arg::from(SetCode::from(which).code()),
+            CleanArg::OlderThanMs => Arg::from(millis(older_than)),
+            CleanArg::Limit => Arg::from(limit.max(1)),
+        });
+        let n = clean::SCRIPT.run(&self.inner, args).await?;
         Ok(u64::try_from(n.as_int()?).unwrap_or(0))
     }
 
@@ -468,7 +357,7 @@ impl<T> Queue<T> {
             }
         }
         // The paused flag may have been found before other keys; make sure it is gone.
-        backend.call(Cmd::new("DEL").key(self.inner.key(k::PAUSED))).await?;
+        backend.call(Cmd::new("DEL").key(self.inner.key(QueueKey::Paused))).await?;
         Ok(deleted)
     }
 
@@ -476,31 +365,45 @@ impl<T> Queue<T> {
     /// on (a job dead after 3 attempts runs attempts 4 to 6), so every attempt's error is kept.
     /// Returns `false` when no dead job has this id.
     pub async fn retry_dead(&self, id: &str) -> Result<bool> {
-        Ok(self.inner.run(&JOB, [Arg::from("retry"), Arg::from(id)]).await?.as_int()? == 1)
+        Ok(self.by_id(JobOp::Retry, id).await? == 1)
     }
 
     /// Deletes a job that is not running. Returns `false` when there is no such job, and
     /// [`Error::Busy`] when it is running.
     pub async fn delete(&self, id: &str) -> Result<bool> {
-        match self.inner.run(&JOB, [Arg::from("delete"), Arg::from(id)]).await?.as_int()? {
+        match self.by_id(JobOp::Delete, id).await? {
             -1 => Err(Error::Busy(format!("job {id} is running"))),
             n => Ok(n == 1),
         }
     }
 
+    /// One `lua/job.lua` call.
+    async fn by_id(&self, op: JobOp, id: &str) -> Result<i64> {
+        let args = JobArg::ALL.iter().map(|arg| match arg {
+            JobArg::Op => Arg::from(op.code()),
+            JobArg::Id => Arg::from(id),
+        });
+        Ok(job::SCRIPT.run(&self.inner, args).await?.as_int()?)
+    }
+
     /// A listener for this queue's events, starting at `start` ([`Start::Now`] is the stream's
     /// newest entry at this call).
     pub async fn events(&self, start: Start) -> Result<QueueEvents> {
-        QueueEvents::new(Arc::clone(&self.inner.backend), self.inner.key(k::EVENTS).clone(), start).await
+        QueueEvents::new(Arc::clone(&self.inner.backend), self.inner.key(QueueKey::Events).clone(), start).await
     }
 }
 
-async fn zrange(inner: &Inner, set: usize, start: u64, stop: u64, newest_first: bool) -> Result<Vec<String>> {
+async fn zrange(inner: &Inner, set: QueueKey, start: u64, stop: u64, newest_first: bool) -> Result<Vec<String>> {
     let mut cmd = Cmd::new("ZRANGE").key(inner.key(set)).arg(start).arg(stop);
     if newest_first {
         cmd = cmd.arg("REV");
     }
     inner.backend.call(cmd).await?.into_array()?.into_iter().map(|id| Ok(id.into_string()?)).collect()
+}
+
+/// A running job's entry, or an error naming the job.
+fn running_entry<'a>(id: &str, entry: &'a str) -> Result<RunningEntry<'a>> {
+    RunningEntry::parse(entry).ok_or_else(|| Error::Reply(format!("job {id}: unreadable running entry {entry:?}")))
 }
 
 /// This machine's clock in ms since the Unix epoch (for hiding expired completed records).

@@ -28,8 +28,12 @@ use tokio::{
 use crate::{
     Job, JobId, Queue, Result, Retention,
     config::Stored,
-    queue::{Inner, RENEW, STEP, k, millis},
-    reply::Meta,
+    queue::{Inner, millis},
+    record::{Meta, Record},
+    script::{
+        QueueKey, renew,
+        step::{self, Ack, AckKind, StepCall, Stepped, Taken},
+    },
 };
 
 /// How a worker runs.
@@ -168,40 +172,6 @@ impl WorkerHandle {
     }
 }
 
-/// An acknowledgement, as `lua/step.lua` takes it.
-#[derive(Debug)]
-struct Ack {
-    kind: &'static str,
-    id: String,
-    attempt: u32,
-    /// When the attempt started, in the server's ms.
-    started: u64,
-    /// The result (JSON), the error, or for "C" the worker's part of the job's record.
-    payload: Bytes,
-    delay: Duration,
-    keep: Retention,
-    /// The handler wrote to the job's log.
-    logged: bool,
-    /// Sent before, in a step that failed: it may have been applied.
-    resend: bool,
-}
-
-impl Ack {
-    fn args(&self, out: &mut Vec<Arg>) {
-        out.extend([
-            Arg::from(self.kind),
-            Arg::from(self.id.as_str()),
-            Arg::from(self.attempt),
-            Arg::from(self.started),
-            Arg::from(self.payload.clone()),
-            Arg::from(millis(self.delay)),
-            Arg::from(millis(self.keep.age)),
-            Arg::from(self.keep.count),
-            Arg::from(u32::from(self.logged) + 2 * u32::from(self.resend)),
-        ]);
-    }
-}
-
 /// A job being run by this lane.
 struct Running {
     attempt: u32,
@@ -274,7 +244,7 @@ const LANES: usize = 2;
 /// commands, while a lane is idle, and tells every lane. Each wait is bounded, so a connection
 /// lost in a failover is noticed and replaced; the waker ends when the last lane has.
 fn spawn_waker(inner: &Inner, wake: watch::Sender<u64>, idle: Arc<Idle>, poll: Duration) {
-    let (backend, key) = (Arc::clone(&inner.backend), inner.key(k::MARK).clone());
+    let (backend, key) = (Arc::clone(&inner.backend), inner.key(QueueKey::Mark).clone());
     let seconds = format!("{:.3}", poll.as_secs_f64());
     tokio::spawn(async move {
         while wake.receiver_count() > 0 {
@@ -382,7 +352,7 @@ where
                 // Nothing runs under the lease any more: end it rather than let it expire;
                 // unless a lost reply may have left jobs under it, which its expiry frees.
                 if self.registered && !self.reconcile {
-                    let cmd = Cmd::new("ZREM").key(self.inner.key(k::LEASES)).arg(&*self.token);
+                    let cmd = Cmd::new("ZREM").key(self.inner.key(QueueKey::Leases)).arg(&*self.token);
                     if let Err(e) = self.inner.backend.call(cmd).await {
                         tracing::debug!(error = %e, "queue worker: could not end its lease; it expires");
                     }
@@ -473,85 +443,55 @@ where
     async fn step(&mut self, want: usize, tx: &mpsc::UnboundedSender<Ack>) -> Result<Step> {
         let inner = Arc::clone(&self.inner);
         let config = &inner.config;
-        let token = Arc::clone(&self.token);
-        let (rate_max, rate_window) = config.rate_limit.map_or((0, 0), |r| (r.max, millis(r.period)));
-        let stalled = config.defaults.keep_failed;
-        let mut args = vec![
-            Arg::from(&*token),
-            Arg::from(millis(self.options.lease)),
-            Arg::from(want),
-            Arg::from(rate_max),
-            Arg::from(rate_window),
-            Arg::from(millis(stalled.age)),
-            Arg::from(stalled.count),
-            Arg::from(if self.registered { "0" } else { "1" }),
-            Arg::from(self.acks.len()),
-        ];
-        for ack in &self.acks {
-            ack.args(&mut args);
-        }
-        if self.reconcile {
-            args.push(Arg::from(self.running.len()));
-            args.extend(self.running.keys().map(|id| Arg::from(id.as_str())));
-        } else {
-            args.push(Arg::from("-1"));
-        }
-        let mut reply = inner.run(&STEP, args).await?.into_array()?.into_iter();
+        let call = StepCall {
+            token: &self.token,
+            lease: self.options.lease,
+            want,
+            rate: config.rate_limit.map(|r| (r.max, r.period)),
+            stalled: config.defaults.keep_failed,
+            new_lease: !self.registered,
+            acks: &self.acks,
+            reconcile: self.reconcile.then(|| self.running.keys().map(String::as_str).collect()),
+        };
+        let stepped = Stepped::decode(step::SCRIPT.run(&inner, call.args()).await?)?;
         self.reconcile = false;
-        let mut next =
-            || reply.next().ok_or_else(|| crate::Error::Reply("the step script returned too few values".to_owned()));
-        let statuses = next()?.into_array()?;
-        let jobs = next()?.into_array()?;
-        let (next_due, paused, limited) = (next()?.as_int()?, next()?.as_int()? == 1, next()?.as_int()?);
-        let (now_ms, held) = (u64::try_from(next()?.as_int()?).unwrap_or(0), next()?.as_int()? == 1);
+        let Stepped { applied, taken, next_due, paused, limited, now_ms, held } = stepped;
         if !held {
             self.lose_lease();
             return Ok(Step { taken: 0, paused, recheck: None });
         }
         self.registered = true;
 
-        for (ack, status) in std::mem::take(&mut self.acks).iter().zip(statuses) {
-            let counter = match (status.as_int()?, ack.kind) {
-                (0, _) => {
+        for (ack, applied) in std::mem::take(&mut self.acks).iter().zip(applied) {
+            let counter = match (applied, ack.kind) {
+                (false, _) => {
                     tracing::warn!(job = %ack.id, queue = %config.name, "queue worker: acknowledgement refused, the lease was lost; the job runs again elsewhere");
                     &self.counters.refused
                 }
-                (_, "c" | "C") => &self.counters.completed,
-                (_, "f") => &self.counters.retried,
-                (_, "x") => &self.counters.dead,
-                _ => &self.counters.released,
+                (true, AckKind::Completed | AckKind::Kept) => &self.counters.completed,
+                (true, AckKind::Failed) => &self.counters.retried,
+                (true, AckKind::Dead) => &self.counters.dead,
+                (true, AckKind::Released) => &self.counters.released,
             };
             counter.fetch_add(1, Relaxed);
         }
-        let taken = jobs.len() / 4;
-        let mut fields = jobs.into_iter();
-        while let (Some(id), Some(data), Some(attempt), Some(meta)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        {
-            let (id, data, meta) = (id.into_string()?, data.into_bytes()?, meta.into_string()?);
-            let meta = Meta::parse(&meta)
-                .ok_or_else(|| crate::Error::Reply(format!("job {id}: unreadable fixed facts {meta:?}")))?;
-            self.start(id, data, attempt.as_int()?, meta, now_ms, tx);
+        let n_taken = taken.len();
+        for job in taken {
+            self.start(job, now_ms, tx)?;
         }
         let now = Instant::now();
-        let after = |ms: i64| u64::try_from(ms).ok().map(|ms| now + Duration::from_millis(ms));
-        let recheck = match (after(next_due), after(limited).filter(|_| limited > 0)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        let recheck = match (next_due, limited) {
+            (Some(a), Some(b)) => Some(now + a.min(b)),
+            (a, b) => a.or(b).map(|d| now + d),
         };
-        Ok(Step { taken, paused, recheck })
+        Ok(Step { taken: n_taken, paused, recheck })
     }
 
     /// Runs one taken job in its own task.
-    fn start(
-        &mut self,
-        id: String,
-        data: Bytes,
-        attempt: i64,
-        meta: Meta<'_>,
-        started: u64,
-        tx: &mpsc::UnboundedSender<Ack>,
-    ) {
+    fn start(&mut self, taken: Taken, started: u64, tx: &mpsc::UnboundedSender<Ack>) -> Result<()> {
+        let Taken { id, data, attempt, meta } = taken;
+        let meta = Meta::parse(&meta)
+            .ok_or_else(|| crate::Error::Reply(format!("job {id}: unreadable fixed facts {meta:?}")))?;
         let stored = if meta.options.is_empty() {
             self.inner.defaults
         } else {
@@ -560,7 +500,6 @@ where
                 self.inner.defaults
             })
         };
-        let attempt = u32::try_from(attempt).unwrap_or(1);
         let max_attempts = meta.max_attempts;
         let ack = |kind, payload, delay, keep| Ack {
             kind,
@@ -579,12 +518,12 @@ where
                 // A poison job: no attempt can succeed, so none is retried.
                 tracing::warn!(job = %id, error = %e, queue = %self.inner.config.name, "queue worker: job data does not decode; dead-lettered");
                 self.acks.push(ack(
-                    "x",
+                    AckKind::Dead,
                     Bytes::from(format!("cannot decode job data: {e}")),
                     Duration::ZERO,
                     stored.keep_failed,
                 ));
-                return;
+                return Ok(());
             }
         };
         let timeout = stored.timeout.map(Duration::from_millis);
@@ -601,15 +540,28 @@ where
             progressed: Arc::default(),
         };
         let (logged, progressed) = (Arc::clone(&job.logged), Arc::clone(&job.progressed));
-        // A first attempt's success leaves the job hash for a record (see `lua/lib.lua`), which
-        // holds all there is to know about it unless it has a log or progress (kept as before).
+        // A first attempt's success leaves the job hash for a record (see `record::Record`),
+        // which holds all there is to know about it unless it has a log or progress.
         let record = (attempt == 1).then(|| {
-            let (created, priority) = (meta.created_ms, meta.priority);
-            let head = format!("{} 1 {started} {created} {max_attempts} {priority} {} ", self.token, data.len());
-            (head, data)
+            let (token, created_ms, priority) = (Arc::clone(&self.token), meta.created_ms, meta.priority);
+            move |result: &[u8]| {
+                let record = Record {
+                    finished_ms: 0,
+                    expires_ms: 0,
+                    token: &token,
+                    attempt,
+                    started_ms: started,
+                    created_ms,
+                    max_attempts,
+                    priority,
+                    data: &data,
+                    result,
+                };
+                record.worker_part()
+            }
         });
         let (handler, counters, tx) = (Arc::clone(&self.handler), Arc::clone(&self.counters), tx.clone());
-        let done = ack("c", Bytes::new(), Duration::ZERO, stored.keep_completed);
+        let done = ack(AckKind::Completed, Bytes::new(), Duration::ZERO, stored.keep_completed);
         let task = async move {
             let run = AssertUnwindSafe(handler(job)).catch_unwind();
             let outcome = match timeout {
@@ -631,25 +583,22 @@ where
             let done = Ack { logged: logged.load(Relaxed), ..done };
             let ack = match result {
                 Ok(json) => match record.filter(|_| !done.logged && !progressed.load(Relaxed)) {
-                    Some((head, data)) => {
-                        let mut payload = Vec::with_capacity(head.len() + data.len() + json.len());
-                        payload.extend_from_slice(head.as_bytes());
-                        payload.extend_from_slice(&data);
-                        payload.extend_from_slice(&json);
-                        Ack { kind: "C", payload: Bytes::from(payload), ..done }
-                    }
+                    Some(record) => Ack { kind: AckKind::Kept, payload: record(&json), ..done },
                     None => Ack { payload: Bytes::from(json), ..done },
                 },
                 Err(error) if attempt < max_attempts => {
                     let delay = stored.backoff.delay(attempt, random_unit());
-                    Ack { kind: "f", payload: Bytes::from(error), delay, keep: stored.keep_failed, ..done }
+                    Ack { kind: AckKind::Failed, payload: Bytes::from(error), delay, keep: stored.keep_failed, ..done }
                 }
-                Err(error) => Ack { kind: "x", payload: Bytes::from(error), keep: stored.keep_failed, ..done },
+                Err(error) => {
+                    Ack { kind: AckKind::Dead, payload: Bytes::from(error), keep: stored.keep_failed, ..done }
+                }
             };
             let _ = tx.send(ack);
         };
         let abort = tokio::spawn(task).abort_handle();
         self.running.insert(id, Running { attempt, started, keep_failed: stored.keep_failed, abort });
+        Ok(())
     }
 
     /// Renews the lane's lease; on finding it lost, starts over.
@@ -657,8 +606,11 @@ where
         if !self.registered {
             return;
         }
-        let args = [Arg::from(millis(self.options.lease)), Arg::from(&*self.token)];
-        match self.inner.run(&RENEW, args).await.and_then(|v| Ok(v.into_array()?)) {
+        let args = renew::RenewArg::ALL.iter().map(|arg| match arg {
+            renew::RenewArg::LeaseMs => Arg::from(millis(self.options.lease)),
+            renew::RenewArg::Tokens => Arg::from(&*self.token),
+        });
+        match renew::SCRIPT.run(&self.inner, args).await.and_then(|v| Ok(v.into_array()?)) {
             Ok(lost) if lost.is_empty() => {}
             Ok(_) => self.lose_lease(),
             Err(e) => {
@@ -673,7 +625,7 @@ where
         for (id, running) in self.running.drain() {
             running.abort.abort();
             self.acks.push(Ack {
-                kind: "r",
+                kind: AckKind::Released,
                 id,
                 attempt: running.attempt,
                 started: running.started,

@@ -21,29 +21,33 @@ return batch(function(KEYS, ARGV)
   end
   local expires = now + tonumber(ARGV[3])
   local expires_s = string.format('%d', expires)
-  redis.call('SET', KEYS[1], ARGV[1] .. now_s .. ARGV[2], 'EXAT', expires_s)
+  -- With a cap, the user's other sessions are read before anything is written: their keys are
+  -- known only from the index, and a script that reaches a key it did not declare fails there
+  -- (on a cluster while the slot migrates), which must happen before it has changed anything.
+  local cap = tonumber(ARGV[6])
+  local mine = {}
+  if cap > 0 then
+    -- Only this user's live sessions count (an index can be shared by users whose tags collide).
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now_s, '+inf')) do
+      local h = read_header(redis.pcall('GET', ARGV[5] .. member))
+      if h and h.u == ARGV[7] and member ~= ARGV[4] then mine[#mine + 1] = {member, h.c} end
+    end
+  end
 
+  redis.call('SET', KEYS[1], ARGV[1] .. now_s .. ARGV[2], 'EXAT', expires_s)
   -- The index keeps live sessions only: expired ids are pruned on every write.
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_s)
   redis.call('ZADD', KEYS[2], expires_s, ARGV[4])
 
+  -- The new session is the newest: the oldest others go until the user has `cap` with it.
+  -- Oldest first; sessions created in the same second are ordered by id.
   local evicted = 0
-  local cap = tonumber(ARGV[6])
   if cap > 0 then
-    -- Only this user's sessions count (an index can be shared by users whose tags collide).
-    local mine = {}
-    for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-      local h = read_header(redis.pcall('GET', ARGV[5] .. member))
-      if h and h.u == ARGV[7] then mine[#mine + 1] = {member, h.c} end
-    end
-    -- Oldest first; a stable order for sessions created in the same second.
     table.sort(mine, function(x, y) if x[2] == y[2] then return x[1] < y[1] end return x[2] < y[2] end)
-    for i = 1, #mine - cap do
-      if mine[i][1] ~= ARGV[4] then
-        redis.call('DEL', ARGV[5] .. mine[i][1])
-        redis.call('ZREM', KEYS[2], mine[i][1])
-        evicted = evicted + 1
-      end
+    for i = 1, #mine - (cap - 1) do
+      redis.call('DEL', ARGV[5] .. mine[i][1])
+      redis.call('ZREM', KEYS[2], mine[i][1])
+      evicted = evicted + 1
     end
   end
 

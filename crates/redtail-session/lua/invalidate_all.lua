@@ -4,15 +4,20 @@
 -- 1 in 2^64 chance), so each session's owner is checked before it is ended.
 -- All the keys share one hash tag, so this is exact on Redis Cluster too.
 -- Returns how many live sessions ended.
+-- Every session is read before anything is written: their keys are known only from the index,
+-- and a script that reaches a key it did not declare fails there (on a cluster while the slot
+-- migrates), which must happen before it has changed anything.
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local values = {}
+for i, member in ipairs(members) do values[i] = redis.pcall('GET', ARGV[1] .. member) end
 local ended = 0
 local others = 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local key = ARGV[1] .. member
-  local value = redis.pcall('GET', key)
+for i, member in ipairs(members) do
+  local value = values[i]
   if not value then
     redis.call('ZREM', KEYS[1], member)
   elseif (read_header(value) or {}).u == ARGV[2] then
-    ended = ended + redis.call('DEL', key)
+    ended = ended + redis.call('DEL', ARGV[1] .. member)
     redis.call('ZREM', KEYS[1], member)
   else
     others = others + 1

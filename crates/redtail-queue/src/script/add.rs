@@ -1,0 +1,61 @@
+//! `lua/add.lua`: adds jobs, many per call.
+
+use redtail_core::{Arg, Script, Value};
+
+use super::{QueueScript, lua_numbers, source};
+use crate::{Added, Error, JobId, Result};
+
+pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
+    let mut consts = vec![AddArg::Count.lua(), ("JOB_FIELDS", JobField::ALL.len().to_string())];
+    consts.extend(JobField::ALL.iter().map(|f| f.lua()));
+    Script::new("queue_add", source(&consts, include_str!("../../lua/add.lua")))
+});
+
+lua_numbers! {
+    /// The add script's own argument; the jobs' fields follow it.
+    AddArg {
+        /// How many jobs follow, [`JobField`]s each.
+        Count = 3 => "ARG_COUNT",
+    }
+}
+
+lua_numbers! {
+    /// One job's fields, as offsets from the position after [`AddArg::Count`] plus `i * JOB_FIELDS`.
+    JobField {
+        /// A custom id, or empty for the next number.
+        Id = 0 => "JOB_ID",
+        /// The job's data (JSON).
+        Data = 1 => "JOB_DATA",
+        /// Ms before it may run.
+        DelayMs = 2 => "JOB_DELAY_MS",
+        /// Its priority (0: none).
+        Priority = 3 => "JOB_PRIORITY",
+        /// Attempts allowed.
+        Attempts = 4 => "JOB_ATTEMPTS",
+        /// Its own options (JSON), or empty for the queue's.
+        Options = 5 => "JOB_OPTIONS",
+    }
+}
+
+/// One job's fields, in [`JobField`] order.
+pub(crate) type EncodedJob = [Arg; JobField::ALL.len()];
+
+/// The script's arguments for `jobs`.
+pub(crate) fn args(jobs: &[EncodedJob]) -> Vec<Arg> {
+    let mut args = Vec::with_capacity(1 + jobs.len() * JobField::ALL.len());
+    args.push(Arg::from(jobs.len()));
+    args.extend(jobs.iter().flatten().cloned());
+    args
+}
+
+/// Reads the reply: per job, its id and whether it was added.
+pub(crate) fn decode(reply: Value) -> Result<Vec<Added>> {
+    reply
+        .into_array()?
+        .chunks(2)
+        .map(|pair| match pair {
+            [id, created] => Ok(Added { id: JobId(id.clone().into_string()?), created: created.as_int()? == 1 }),
+            _ => Err(Error::Reply("the add script returned an odd number of values".to_owned())),
+        })
+        .collect()
+}

@@ -1,0 +1,31 @@
+//! `lua/job.lua`: one job by id: retry a dead job, or delete a job.
+
+use redtail_core::Script;
+
+use super::{QueueScript, lua_codes, lua_numbers, source};
+
+pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
+    let mut consts: Vec<_> = JobArg::ALL.iter().map(|a| a.lua()).collect();
+    consts.extend(JobOp::ALL.iter().map(|o| o.lua()));
+    Script::new("queue_job", source(&consts, include_str!("../../lua/job.lua")))
+});
+
+lua_numbers! {
+    /// The job script's arguments.
+    JobArg {
+        /// A [`JobOp`].
+        Op = 3 => "ARG_OP",
+        /// The job's id.
+        Id = 4 => "ARG_ID",
+    }
+}
+
+lua_codes! {
+    /// What to do with the job.
+    JobOp {
+        /// Run a dead job again.
+        Retry => "OP_RETRY" = "retry",
+        /// Delete a job that is not running.
+        Delete => "OP_DELETE" = "delete",
+    }
+}

@@ -1,0 +1,312 @@
+//! The contract between the queue's Rust and its Lua scripts, one module per script: the keys by
+//! name, argument positions, operation codes, and a typed encoder and decoder for each script.
+//!
+//! Positions and codes exist once, here: every script's source is a Lua prelude generated from
+//! these declarations (`local K_WAIT, ARG_TOKEN, KIND_FAILED = KEYS[2], 3, 'f'`), then
+//! `lua/lib.lua`, then the script's own file, which refers to them by name only. The tests at the
+//! end check that no Lua file uses a literal position and that every name it uses is declared.
+
+use std::sync::LazyLock;
+
+use redtail_core::{Arg, Script, Value};
+
+use crate::{Result, queue::Inner};
+
+pub(crate) mod add;
+pub(crate) mod clean;
+pub(crate) mod control;
+pub(crate) mod counts;
+pub(crate) mod drain;
+pub(crate) mod job;
+pub(crate) mod log;
+pub(crate) mod progress;
+pub(crate) mod renew;
+pub(crate) mod step;
+
+/// Declares an enum whose variants stand for Lua constants: positions in `KEYS`, `ARGV` or a
+/// reply, strides, flags. Each variant names its Lua constant and its number.
+macro_rules! lua_numbers {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $value:literal => $lua:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum $name {
+            $($(#[$vdoc])* $variant = $value),+
+        }
+
+        impl $name {
+            /// Every variant, in order.
+            #[allow(dead_code, reason = "the prelude and the tests read every table; code reads some")]
+            pub(crate) const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The variant's number.
+            #[allow(dead_code, reason = "positions the Rust side builds in order are read by tests only")]
+            pub(crate) const fn at(self) -> usize {
+                self as usize
+            }
+
+            /// The Lua constant that stands for it, and its value.
+            pub(crate) fn lua(self) -> (&'static str, String) {
+                match self {
+                    $($name::$variant => ($lua, $value.to_string())),+
+                }
+            }
+        }
+    };
+}
+
+/// Declares an enum of operation codes: each variant names its Lua constant and the string the
+/// script receives.
+macro_rules! lua_codes {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $lua:literal = $code:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every variant, in order.
+            #[allow(dead_code, reason = "the prelude and the tests read every table; code reads some")]
+            pub(crate) const ALL: &[$name] = &[$($name::$variant),+];
+
+            /// The code the script receives.
+            pub(crate) const fn code(self) -> &'static str {
+                match self {
+                    $($name::$variant => $code),+
+                }
+            }
+
+            /// The Lua constant that stands for it, and its value (a quoted string).
+            pub(crate) fn lua(self) -> (&'static str, String) {
+                match self {
+                    $($name::$variant => ($lua, format!("'{}'", $code))),+
+                }
+            }
+        }
+    };
+}
+pub(crate) use {lua_codes, lua_numbers};
+
+lua_numbers! {
+    /// The keys every queue script is given, in `KEYS` order (from 1), with the part that follows
+    /// the queue's tag in each key's name (see `docs/keys.md`).
+    QueueKey {
+        /// String counter: the last job id (and the priority sequence).
+        Id = 1 => "K_ID",
+        /// List of waiting job ids.
+        Wait = 2 => "K_WAIT",
+        /// Sorted set of prioritized job ids.
+        Prio = 3 => "K_PRIO",
+        /// Sorted set of delayed job ids by due time.
+        Delay = 4 => "K_DELAY",
+        /// Sorted set: a worker lane's token -> lease deadline.
+        Leases = 5 => "K_LEASES",
+        /// List of completed job ids, oldest first.
+        Done = 6 => "K_DONE",
+        /// Sorted set of dead job ids by finishing time.
+        Dead = 7 => "K_DEAD",
+        /// The paused flag.
+        Paused = 8 => "K_PAUSED",
+        /// The wake-up marker list.
+        Mark = 9 => "K_MARK",
+        /// The events stream.
+        Events = 10 => "K_EV",
+        /// The rate-limit window's counter.
+        Rate = 11 => "K_RATE",
+        /// Hash of running jobs: id -> running entry (see `record::RunningEntry`).
+        Run = 12 => "K_RUN",
+        /// Hash of completed records: id -> record (see `record::Record`).
+        Records = 13 => "K_RECS",
+    }
+}
+
+impl QueueKey {
+    /// The key's last part, after `<prefix>:{<queue>}:`.
+    pub(crate) const fn suffix(self) -> &'static str {
+        match self {
+            QueueKey::Id => "id",
+            QueueKey::Wait => "w",
+            QueueKey::Prio => "p",
+            QueueKey::Delay => "d",
+            QueueKey::Leases => "leases",
+            QueueKey::Done => "c",
+            QueueKey::Dead => "x",
+            QueueKey::Paused => "paused",
+            QueueKey::Mark => "mk",
+            QueueKey::Events => "ev",
+            QueueKey::Rate => "rl",
+            QueueKey::Run => "run",
+            QueueKey::Records => "cr",
+        }
+    }
+}
+
+lua_numbers! {
+    /// The arguments every queue script takes first, before its own.
+    Common {
+        /// The queue's key prefix `<prefix>:{<queue>}:`, from which job, log and minute keys are built.
+        Prefix = 1 => "ARG_PREFIX",
+        /// How many events the stream keeps (0: no events).
+        EventsCap = 2 => "ARG_EVENTS_CAP",
+    }
+}
+
+/// The position of a script's first own argument.
+pub(crate) const FIRST_OWN_ARG: usize = 3;
+
+lua_codes! {
+    /// A job's state, as its hash's `s` field holds it.
+    StateCode {
+        /// Waiting (or running: a running job's hash still says waiting).
+        Waiting => "STATE_WAITING" = "w",
+        /// Delayed, or waiting out a retry's backoff.
+        Delayed => "STATE_DELAYED" = "d",
+        /// Completed.
+        Completed => "STATE_COMPLETED" = "c",
+        /// Dead-lettered.
+        Dead => "STATE_DEAD" = "x",
+    }
+}
+
+/// One queue script: its generated prelude, `lua/lib.lua` and its own file.
+pub(crate) struct QueueScript(LazyLock<Script>);
+
+/// Builds a script's source: the prelude of `consts` (which always include the keys, the
+/// common arguments and the state codes), `lua/lib.lua`, then `body`.
+pub(crate) fn source(consts: &[(&'static str, String)], body: &str) -> String {
+    let shared = QueueKey::ALL
+        .iter()
+        .map(|k| k.lua())
+        .map(|(name, at)| (name, format!("KEYS[{at}]")))
+        .chain(Common::ALL.iter().map(|c| c.lua()))
+        .chain(StateCode::ALL.iter().map(|s| s.lua()));
+    let mut prelude = String::from("-- Generated from crates/redtail-queue/src/script/: the script's contract.\n");
+    for (name, value) in shared.chain(consts.iter().cloned()) {
+        prelude.push_str(&format!("local {name} = {value}\n"));
+    }
+    format!("{prelude}{}{body}", include_str!("../../lua/lib.lua"))
+}
+
+impl QueueScript {
+    /// A script named `queue_<name>` from `lua/<name>.lua` (`body`) with its own constants.
+    pub(crate) const fn new(build: fn() -> Script) -> Self {
+        QueueScript(LazyLock::new(build))
+    }
+
+    /// The script.
+    pub(crate) fn script(&self) -> &Script {
+        &self.0
+    }
+
+    /// Runs the script on `inner`'s queue with the common arguments, then `args`.
+    pub(crate) async fn run(&self, inner: &Inner, args: impl IntoIterator<Item = Arg>) -> Result<Value> {
+        inner.run(self.script(), args).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// Every queue script, with the source it runs.
+    fn scripts() -> Vec<(&'static str, &'static str, String)> {
+        [
+            ("add", include_str!("../../lua/add.lua"), super::add::SCRIPT.script()),
+            ("clean", include_str!("../../lua/clean.lua"), super::clean::SCRIPT.script()),
+            ("control", include_str!("../../lua/control.lua"), super::control::SCRIPT.script()),
+            ("counts", include_str!("../../lua/counts.lua"), super::counts::SCRIPT.script()),
+            ("drain", include_str!("../../lua/drain.lua"), super::drain::SCRIPT.script()),
+            ("job", include_str!("../../lua/job.lua"), super::job::SCRIPT.script()),
+            ("log", include_str!("../../lua/log.lua"), super::log::SCRIPT.script()),
+            ("progress", include_str!("../../lua/progress.lua"), super::progress::SCRIPT.script()),
+            ("renew", include_str!("../../lua/renew.lua"), super::renew::SCRIPT.script()),
+            ("step", include_str!("../../lua/step.lua"), super::step::SCRIPT.script()),
+        ]
+        .into_iter()
+        .map(|(name, file, script)| (name, file, script.source().to_owned()))
+        .collect()
+    }
+
+    /// Upper-case names with one of the contract's prefixes, as a Lua file uses them.
+    fn contract_names(lua: &str) -> BTreeSet<String> {
+        let prefixes = ["K_", "ARG_", "ACK_", "KIND_", "FLAG_", "REPLY_", "STATE_", "OP_", "SET_", "JOB_", "TAKEN_"];
+        let mut names = BTreeSet::new();
+        let bytes = lua.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+            if starts_word && bytes[i].is_ascii_uppercase() {
+                let end = (i..bytes.len())
+                    .find(|&j| !(bytes[j].is_ascii_uppercase() || bytes[j].is_ascii_digit() || bytes[j] == b'_'))
+                    .unwrap_or(bytes.len());
+                let word = &lua[i..end];
+                let lower_follows = bytes.get(end).is_some_and(|b| b.is_ascii_lowercase());
+                if !lower_follows && prefixes.iter().any(|p| word.starts_with(p)) {
+                    names.insert(word.to_owned());
+                }
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+        names
+    }
+
+    /// Lines of Lua code, without comments.
+    fn code(lua: &str) -> impl Iterator<Item = &str> {
+        lua.lines().map(|line| line.split("--").next().unwrap_or(""))
+    }
+
+    #[test]
+    fn every_name_a_script_uses_is_declared_by_its_contract() {
+        for (name, file, source) in scripts() {
+            let prelude_end = source.find(include_str!("../../lua/lib.lua")).unwrap_or(0);
+            let prelude = &source[..prelude_end];
+            let declared: BTreeSet<String> = code(prelude)
+                .filter_map(|line| line.strip_prefix("local "))
+                .filter_map(|rest| rest.split(' ').next())
+                .map(str::to_owned)
+                .collect();
+            let lib = include_str!("../../lua/lib.lua");
+            let lib_locals: BTreeSet<String> =
+                contract_names(&code(lib).filter(|l| l.starts_with("local ")).collect::<Vec<_>>().join("\n"));
+            for used in contract_names(&code(file).collect::<Vec<_>>().join("\n"))
+                .into_iter()
+                .chain(contract_names(&code(lib).collect::<Vec<_>>().join("\n")))
+            {
+                assert!(
+                    declared.contains(&used) || lib_locals.contains(&used),
+                    "{name}.lua uses {used}, which its contract (src/script/{name}.rs) does not declare"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_lua_file_uses_a_literal_position() {
+        let lib = ("lib", include_str!("../../lua/lib.lua"), String::new());
+        for (name, file, _) in scripts().into_iter().chain([lib]) {
+            for line in code(file) {
+                for array in ["KEYS[", "ARGV["] {
+                    for (at, _) in line.match_indices(array) {
+                        let after = &line[at + array.len()..];
+                        assert!(
+                            !after.starts_with(|c: char| c.is_ascii_digit()),
+                            "{name}.lua indexes {array}..] by a literal: `{}`; name the position in its contract",
+                            line.trim()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn positions_are_distinct_and_start_where_the_common_arguments_end() {
+        use super::*;
+        let keys: Vec<usize> = QueueKey::ALL.iter().map(|k| k.at()).collect();
+        assert_eq!(keys, (1..=QueueKey::ALL.len()).collect::<Vec<_>>(), "KEYS positions run 1..n");
+        let common: Vec<usize> = Common::ALL.iter().map(|c| c.at()).collect();
+        assert_eq!(common, (1..FIRST_OWN_ARG).collect::<Vec<_>>());
+    }
+}

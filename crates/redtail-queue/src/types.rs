@@ -1,0 +1,86 @@
+//! The queue's plain data: job ids, what an add did, counts and metrics.
+
+use std::{fmt, time::Duration};
+
+use serde::Serialize;
+
+/// The id of a job: a number the queue assigned, or the custom id it was added with.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+impl JobId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(id: &str) -> Self {
+        JobId(id.to_owned())
+    }
+}
+
+/// What [`Queue::add_with`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// The job's id.
+    pub id: JobId,
+    /// `false` when a job with this custom id already existed, and nothing was added.
+    pub created: bool,
+}
+
+/// Counts of a queue's jobs by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Ready to run (prioritized included).
+    pub waiting: u64,
+    /// Waiting for their time: delayed, or retrying after a backoff.
+    pub delayed: u64,
+    /// Running under a lease.
+    pub active: u64,
+    /// Completed and still retained.
+    pub completed: u64,
+    /// Dead-lettered: failed every attempt, still retained.
+    pub dead: u64,
+}
+
+/// Jobs finished in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Minute {
+    /// The minute's start, in milliseconds since the Unix epoch (Redis's clock).
+    pub start_ms: u64,
+    /// Jobs completed.
+    pub completed: u64,
+    /// Attempts failed (retried or dead-lettered).
+    pub failed: u64,
+}
+
+/// A queue's state and recent throughput.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// Jobs by state.
+    pub counts: Counts,
+    /// Whether delivery is paused.
+    pub paused: bool,
+    /// How long the oldest waiting job has waited.
+    pub oldest_waiting: Option<Duration>,
+    /// The last minutes, newest (the current, partial one) first.
+    pub minutes: Vec<Minute>,
+}
+
+/// Which finished jobs [`Queue::clean`] removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Completed jobs.
+    Completed,
+    /// Dead-lettered jobs.
+    Dead,
+}
