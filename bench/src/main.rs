@@ -42,7 +42,7 @@ async fn main() -> Result<(), Error> {
         config = config.with_pool_size(pool);
     }
     let redis = Redis::connect(config).await?;
-    let backend: Arc<dyn Backend> = Arc::new(redis.clone());
+    let backend: Arc<dyn Backend> = redis.clone().into();
     if wants("raw") {
         raw(&backend, 2 * n, concurrency).await?;
     }

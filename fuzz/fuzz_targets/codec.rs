@@ -17,7 +17,7 @@ fuzz_target!(|bytes: &[u8]| {
     let _ = JsonCodec.decode::<UserSession>(bytes);
     runtime().block_on(async {
         let redis = MemoryBackend::new();
-        let backend: Arc<dyn Backend> = Arc::new(redis.clone());
+        let backend: Arc<dyn Backend> = redis.clone().into();
         let Ok(cache) = Cache::new(backend, CacheConfig::default()).await else { return };
         let set = Cmd::new("SET").key(&Key::from_raw("rt:c:e:victim")).arg(bytes);
         if redis.call(set).await.is_ok() {

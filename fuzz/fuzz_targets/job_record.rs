@@ -17,7 +17,7 @@ fuzz_target!(|fields: Vec<(String, Vec<u8>)>| {
     }
     runtime().block_on(async {
         let redis = MemoryBackend::new();
-        let Ok(queue) = Queue::<serde_json::Value>::new(Arc::new(redis.clone()), QueueConfig::new("fuzz")) else {
+        let Ok(queue) = Queue::<serde_json::Value>::new(redis.clone(), QueueConfig::new("fuzz")) else {
             return;
         };
         // A first field named "cr" writes its value as the job's completed record instead.

@@ -40,7 +40,7 @@ impl Env {
                 Env { backend: Arc::clone(&ctx.backend), ns: ctx.ns.clone(), _servers: Some(ctx) }
             }
             Target::Memory => Env {
-                backend: Arc::new(MemoryBackend::new()),
+                backend: MemoryBackend::new().into(),
                 ns: Namespace::new("mem").unwrap_or_else(|e| panic!("{e}")),
                 _servers: None,
             },
@@ -85,7 +85,7 @@ impl Ctx {
         let config = tune(config.with_command_timeout(Duration::from_secs(2)));
         let redis = Redis::connect(config).await.unwrap_or_else(|e| panic!("cannot connect to {}: {e}", servers.url()));
         let ns = servers.namespace();
-        Ctx { backend: Arc::new(redis.clone()), redis, ns, servers }
+        Ctx { backend: redis.clone().into(), redis, ns, servers }
     }
 }
 

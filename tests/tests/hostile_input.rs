@@ -112,7 +112,7 @@ proptest! {
     #[test]
     fn corrupt_job_records_read_without_panicking(fields in proptest::collection::vec((hostile(), any::<Vec<u8>>()), 1..6)) {
         let redis = MemoryBackend::new();
-        let queue = Queue::<serde_json::Value>::new(Arc::new(redis.clone()), QueueConfig::new("hostile"))
+        let queue = Queue::<serde_json::Value>::new(redis.clone(), QueueConfig::new("hostile"))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         runtime().block_on(async {
             let mut cmd = Cmd::new("HSET").key(&Key::from_raw("rt:q:{hostile}:j:victim"));
@@ -135,7 +135,7 @@ proptest! {
         tail in any::<Vec<u8>>(),
     ) {
         let redis = MemoryBackend::new();
-        let queue = Queue::<serde_json::Value>::new(Arc::new(redis.clone()), QueueConfig::new("hostile"))
+        let queue = Queue::<serde_json::Value>::new(redis.clone(), QueueConfig::new("hostile"))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let mut shaped: Vec<u8> = Vec::new();
         for (i, n) in numbers.iter().enumerate() {
@@ -160,7 +160,7 @@ proptest! {
     #[test]
     fn job_ids_and_payloads_from_users(id in hostile(), payload in hostile()) {
         let redis = MemoryBackend::new();
-        let queue = Queue::<String>::new(Arc::new(redis), QueueConfig::new("input"))
+        let queue = Queue::<String>::new(redis, QueueConfig::new("input"))
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         runtime().block_on(async {
             match queue.add_with(&payload, JobOptions::default().id(id.as_str())).await {
@@ -179,7 +179,7 @@ proptest! {
     /// Any text as a session token is refused without a round trip or read as no session.
     #[test]
     fn sessions_read_with_any_token_are_none_or_refused(token in hostile()) {
-        let store = SessionStore::<UserSession>::new(Arc::new(MemoryBackend::new()) as Arc<dyn Backend>, SessionConfig::default());
+        let store = SessionStore::<UserSession>::new(MemoryBackend::new(), SessionConfig::default());
         let found = runtime().block_on(store.get(&token)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(found.is_none());
     }
@@ -196,7 +196,7 @@ proptest! {
     fn every_user_string_is_accepted_or_refused_cleanly(text in hostile(), other in hostile()) {
         runtime().block_on(async {
             let fail = |e: &dyn std::fmt::Display| TestCaseError::fail(e.to_string());
-            let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+            let backend: Arc<dyn Backend> = MemoryBackend::new().into();
 
             let cache = Cache::new(Arc::clone(&backend), CacheConfig::default()).await.map_err(|e| fail(&e))?;
             let options = EntryOptions::ttl(Duration::from_secs(60)).tag(text.as_str());

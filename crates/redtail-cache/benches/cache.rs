@@ -21,7 +21,7 @@ fn cache(c: &mut Criterion) {
         TestRedis::owned(Deployment::Standalone).expect("redis-server must be installed: apt-get install redis-server");
     let redis: Arc<dyn Backend> =
         Arc::new(runtime.block_on(Redis::connect(Config::from_url(server.url()).expect("url"))).expect("connects"));
-    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let memory: Arc<dyn Backend> = MemoryBackend::new().into();
     let status = json!({"service": "plex", "status": "up", "latencyMs": 12, "checkedAt": "2026-11-25T00:00:00Z",
                         "details": {"version": "1.40.0", "libraries": 12}});
     let options = EntryOptions::ttl(Duration::from_secs(300)).tag("api-response").tag("ep1");

@@ -98,7 +98,7 @@ enum Found {
 
 impl Cache<JsonCodec> {
     /// A cache storing JSON.
-    pub async fn new(backend: Arc<dyn Backend>, config: CacheConfig) -> Result<Self> {
+    pub async fn new(backend: impl Into<Arc<dyn Backend>>, config: CacheConfig) -> Result<Self> {
         Cache::with_codec(backend, config, JsonCodec).await
     }
 }
@@ -106,7 +106,8 @@ impl Cache<JsonCodec> {
 impl<C: Codec> Cache<C> {
     /// A cache storing values with `codec`. With a local tier, it subscribes to the invalidation
     /// channel first, so it misses nothing another instance sends after this returns.
-    pub async fn with_codec(backend: Arc<dyn Backend>, config: CacheConfig, codec: C) -> Result<Self> {
+    pub async fn with_codec(backend: impl Into<Arc<dyn Backend>>, config: CacheConfig, codec: C) -> Result<Self> {
+        let backend = backend.into();
         let root = Namespace::new(config.prefix.clone())?;
         let mut id = [0; 8];
         let mut seed = [0; 8];

@@ -46,4 +46,7 @@ pub use helpers::{
     API_RESPONSE_TAG, SERVICE_STATUS_TAG, api_response_key, api_response_options, service_status_key,
     service_status_options,
 };
+/// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
+/// `redtail-connection`.
+pub use redtail_core::{Backend, Codec, JsonCodec};
 pub use stats::CacheStats;

@@ -16,7 +16,7 @@ async fn setup(config: CacheConfig) -> (MemoryBackend, Cache) {
     let redis = MemoryBackend::with_clock(redtail_testkit::Clock::manual(SystemTime::now()));
     let clock = redis.clock().clone();
     let config = config.with_clock(Clock::from_fn(move || clock.now()));
-    let cache = Cache::new(Arc::new(redis.clone()), config).await.unwrap_or_else(|e| panic!("{e}"));
+    let cache = Cache::new(redis.clone(), config).await.unwrap_or_else(|e| panic!("{e}"));
     (redis, cache)
 }
 
@@ -250,8 +250,8 @@ async fn pattern_invalidation_removes_only_matching_keys() -> Result<()> {
 async fn local_tiers_follow_other_instances_and_are_cleared_on_a_gap() -> Result<()> {
     let redis = MemoryBackend::new();
     let config = CacheConfig::default().with_local_tier(LocalTier::new(1000, secs(30)));
-    let a = Cache::new(Arc::new(redis.clone()), config.clone()).await?;
-    let b = Cache::new(Arc::new(redis.clone()), config).await?;
+    let a = Cache::new(redis.clone(), config.clone()).await?;
+    let b = Cache::new(redis.clone(), config).await?;
     let options = EntryOptions::default().tag("t");
     a.set("k", &1u32, &options).await?;
     assert_eq!(b.get::<u32>("k").await, Some(1));

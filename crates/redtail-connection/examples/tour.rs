@@ -13,7 +13,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_env()?;
     println!("connecting to {}", config.target());
     let redis = Redis::connect(config).await?;
-    let backend: Arc<dyn Backend> = Arc::new(redis.clone());
+    let backend: Arc<dyn Backend> = redis.clone().into();
     let ns = Namespace::new("tour")?;
 
     // One command: a caller-supplied id is escaped, so it cannot escape its namespace.

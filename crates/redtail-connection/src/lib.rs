@@ -9,7 +9,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let redis = Redis::connect(Config::from_env()?).await?;
-//! let backend: Arc<dyn Backend> = Arc::new(redis.clone());
+//! let backend: Arc<dyn Backend> = redis.clone().into();
 //! backend.call(Cmd::new("PING")).await?;
 //! println!("{}", serde_json::to_string(&redis.health().await)?);
 //! redis.shutdown(Duration::from_secs(5)).await;

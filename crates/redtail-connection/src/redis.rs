@@ -271,6 +271,13 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A `Redis` where a crate asks for a backend: `SessionStore::new(redis.clone(), config)`.
+impl From<Redis> for Arc<dyn Backend> {
+    fn from(redis: Redis) -> Self {
+        Arc::new(redis)
+    }
+}
+
 #[async_trait]
 impl Backend for Redis {
     async fn call(&self, cmd: Cmd) -> Result<Value> {

@@ -139,7 +139,8 @@ impl BatchedGet {
     const IN_FLIGHT: usize = 2;
 
     /// Batched reads through `backend`.
-    pub fn new(backend: Arc<dyn Backend>) -> Self {
+    pub fn new(backend: impl Into<Arc<dyn Backend>>) -> Self {
+        let backend = backend.into();
         let cluster = backend.is_cluster();
         let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |requests: Vec<Reads>| {
             let backend = Arc::clone(&backend);
@@ -295,7 +296,8 @@ impl BatchedScript {
     const IN_FLIGHT: usize = 2;
 
     /// Runs `script` (made with [`Script::batched`]) through `backend`.
-    pub fn new(backend: Arc<dyn Backend>, script: &'static Script) -> Self {
+    pub fn new(backend: impl Into<Arc<dyn Backend>>, script: &'static Script) -> Self {
+        let backend = backend.into();
         let cluster = backend.is_cluster();
         let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |calls| {
             let backend = Arc::clone(&backend);

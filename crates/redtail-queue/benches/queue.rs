@@ -20,7 +20,7 @@ fn queue(c: &mut Criterion) {
         TestRedis::owned(Deployment::Standalone).expect("redis-server must be installed: apt-get install redis-server");
     let redis: Arc<dyn Backend> =
         Arc::new(runtime.block_on(Redis::connect(Config::from_url(server.url()).expect("url"))).expect("connects"));
-    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let memory: Arc<dyn Backend> = MemoryBackend::new().into();
     let job = json!({"url": "https://example.invalid/v/1", "userId": "u1"});
     let batch: Vec<serde_json::Value> =
         (0..1000).map(|i| json!({"url": format!("https://example.invalid/v/{i}"), "userId": "u1"})).collect();

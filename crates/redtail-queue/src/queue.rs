@@ -83,7 +83,8 @@ impl Inner {
 
 impl<T: Serialize> Queue<T> {
     /// A queue as `config` describes it; nothing is sent to Redis until it is used.
-    pub fn new(backend: Arc<dyn Backend>, config: QueueConfig) -> Result<Self> {
+    pub fn new(backend: impl Into<Arc<dyn Backend>>, config: QueueConfig) -> Result<Self> {
+        let backend = backend.into();
         config.validate()?;
         let tagged = Namespace::new(config.prefix.as_str())?.tagged(&config.name);
         let keys = QueueKey::ALL.iter().map(|key| tagged.key([key.suffix()])).collect();

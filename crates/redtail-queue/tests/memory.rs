@@ -25,7 +25,7 @@ fn download(i: u32) -> Download {
 }
 
 fn queue(backend: &MemoryBackend, config: QueueConfig) -> Queue<Download> {
-    Queue::new(Arc::new(backend.clone()) as Arc<dyn Backend>, config).unwrap_or_else(|e| panic!("{e}"))
+    Queue::new(backend.clone(), config).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn fast() -> WorkerOptions {
@@ -170,7 +170,7 @@ async fn poison_data_panics_and_timeouts_fail_attempts_and_the_worker_keeps_goin
     let redis = MemoryBackend::new();
     let queue = queue(&redis, QueueConfig::new("bad").defaults(JobOptions::default().attempts(1)));
     // Same queue, but data of another shape: it cannot decode as a Download.
-    let raw: Queue<serde_json::Value> = Queue::new(Arc::new(redis.clone()), QueueConfig::new("bad"))?;
+    let raw: Queue<serde_json::Value> = Queue::new(redis.clone(), QueueConfig::new("bad"))?;
     let poison = raw.add(&serde_json::json!({"not": "a download"})).await?;
     let panics = queue.add(&download(1)).await?;
     let slow =
@@ -221,10 +221,7 @@ async fn bad_input_is_refused_before_anything_is_added() -> Result<()> {
     }
     assert_eq!(queue.counts().await?.waiting, 0, "nothing was added");
     for name in ["", "has space", "a{b}", &"q".repeat(65)] {
-        assert!(matches!(
-            Queue::<Download>::new(Arc::new(redis.clone()), QueueConfig::new(name)),
-            Err(Error::InvalidInput(_))
-        ));
+        assert!(matches!(Queue::<Download>::new(redis.clone(), QueueConfig::new(name)), Err(Error::InvalidInput(_))));
     }
     // A custom id makes adding idempotent.
     let first = queue.add_with(&download(1), JobOptions::default().id("dl:user1:abc")).await?;
@@ -464,7 +461,7 @@ impl Backend for LosesOneReply {
 #[tokio::test]
 async fn jobs_taken_by_a_call_whose_reply_was_lost_run_without_waiting_for_the_lease() -> Result<()> {
     let backend = LosesOneReply { inner: MemoryBackend::new(), lose_next: Arc::default() };
-    let queue = Queue::<Download>::new(Arc::new(backend.clone()), QueueConfig::new("lost-reply"))?;
+    let queue = Queue::<Download>::new(Arc::new(backend.clone()) as Arc<dyn Backend>, QueueConfig::new("lost-reply"))?;
     queue.add_bulk(&(0..10).map(download).collect::<Vec<_>>()).await?;
     backend.lose_next.store(true, std::sync::atomic::Ordering::SeqCst);
     // The lease is 30 s: only handing the unseen jobs back lets them run within the wait below.
@@ -479,7 +476,7 @@ async fn jobs_taken_by_a_call_whose_reply_was_lost_run_without_waiting_for_the_l
 #[tokio::test]
 async fn a_completion_whose_reply_was_lost_is_recognised_when_resent() -> Result<()> {
     let backend = LosesOneReply { inner: MemoryBackend::new(), lose_next: Arc::default() };
-    let queue = Queue::<Download>::new(Arc::new(backend.clone()), QueueConfig::new("lost-ack"))?;
+    let queue = Queue::<Download>::new(Arc::new(backend.clone()) as Arc<dyn Backend>, QueueConfig::new("lost-ack"))?;
     let ids = queue.add_bulk(&(0..10).map(download).collect::<Vec<_>>()).await?;
     let runs = Arc::new(Mutex::new(Vec::new()));
     let worker = queue.worker(fast().concurrency(1), {

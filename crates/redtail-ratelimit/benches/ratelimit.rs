@@ -19,7 +19,7 @@ fn ratelimit(c: &mut Criterion) {
         TestRedis::owned(Deployment::Standalone).expect("redis-server must be installed: apt-get install redis-server");
     let redis: Arc<dyn Backend> =
         Arc::new(runtime.block_on(Redis::connect(Config::from_url(server.url()).expect("url"))).expect("connects"));
-    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let memory: Arc<dyn Backend> = MemoryBackend::new().into();
     // A limit no benchmark run reaches, so every check does the full work of an admission.
     let policy = |algorithm| Policy::new("bench", 1_000_000_000, Duration::from_secs(60)).with_algorithm(algorithm);
 

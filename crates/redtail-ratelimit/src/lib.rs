@@ -14,7 +14,7 @@
 //! use redtail_testkit::MemoryBackend;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! let limiter = RateLimiter::new(Arc::new(MemoryBackend::new()), Namespace::new("rt:rl")?);
+//! let limiter = RateLimiter::new(MemoryBackend::new(), Namespace::new("rt:rl")?);
 //! let decision = limiter.check("user-1", &[Policy::API, Policy::YOUTUBE_DOWNLOAD]).await?;
 //! assert!(decision.is_allowed());
 //! # Ok::<(), redtail_ratelimit::Error>(()) }).unwrap();
@@ -51,3 +51,6 @@ pub use key::{ClientIp, HeaderKey, KeyExtractor, Subject, SubjectKey};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use limiter::{Decision, PolicyState, RateLimiter, Stats};
 pub use policy::{Algorithm, OnFailure, Policy};
+/// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
+/// `redtail-connection`.
+pub use redtail_core::{Backend, Namespace};

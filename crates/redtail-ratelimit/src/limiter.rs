@@ -143,7 +143,8 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A limiter keeping its state under `namespace` (for example `rt:rl`).
-    pub fn new(backend: Arc<dyn Backend>, namespace: Namespace) -> Self {
+    pub fn new(backend: impl Into<Arc<dyn Backend>>, namespace: Namespace) -> Self {
+        let backend = backend.into();
         RateLimiter {
             checks: Arc::new(BatchedScript::new(Arc::clone(&backend), &CHECK)),
             backend,

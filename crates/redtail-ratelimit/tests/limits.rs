@@ -1,9 +1,6 @@
 //! Limits over time, on the in-memory backend with a virtual clock.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use redtail_core::{Backend, Cmd, Cursor, Namespace};
 use redtail_ratelimit::{Algorithm, Decision, Error, Policy, RateLimiter, Result};
@@ -12,7 +9,7 @@ use redtail_testkit::{Clock, MemoryBackend};
 fn setup() -> (MemoryBackend, RateLimiter) {
     let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
     // The refusal cache runs on real time; these tests move a virtual clock instead.
-    let limiter = RateLimiter::new(Arc::new(redis.clone()), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")))
+    let limiter = RateLimiter::new(redis.clone(), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")))
         .with_refusal_cache(false);
     (redis, limiter)
 }
@@ -190,7 +187,7 @@ async fn every_key_has_a_ttl() -> Result<()> {
 #[tokio::test]
 async fn long_refusals_are_answered_without_a_round_trip() -> Result<()> {
     let redis = MemoryBackend::new();
-    let limiter = RateLimiter::new(Arc::new(redis.clone()), Namespace::new("rl")?);
+    let limiter = RateLimiter::new(redis.clone(), Namespace::new("rl")?);
     let policy = Policy::new("slow", 1, Duration::from_secs(3_600));
     assert!(limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
     assert!(!limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());

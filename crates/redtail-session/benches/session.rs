@@ -20,7 +20,7 @@ fn session(c: &mut Criterion) {
         TestRedis::owned(Deployment::Standalone).expect("redis-server must be installed: apt-get install redis-server");
     let redis: Arc<dyn Backend> =
         Arc::new(runtime.block_on(Redis::connect(Config::from_url(server.url()).expect("url"))).expect("connects"));
-    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+    let memory: Arc<dyn Backend> = MemoryBackend::new().into();
 
     let mut group = c.benchmark_group("session");
     for (name, backend) in [("memory", memory), ("redis", redis)] {

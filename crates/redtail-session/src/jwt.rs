@@ -19,7 +19,8 @@ pub struct JwtDenylist {
 
 impl JwtDenylist {
     /// A denylist with keys under `namespace` (for example `rt:jwt`).
-    pub fn new(backend: Arc<dyn Backend>, namespace: Namespace) -> Self {
+    pub fn new(backend: impl Into<Arc<dyn Backend>>, namespace: Namespace) -> Self {
+        let backend = backend.into();
         JwtDenylist { backend, namespace }
     }
 

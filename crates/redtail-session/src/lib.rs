@@ -19,7 +19,7 @@
 //! use redtail_testkit::MemoryBackend;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-//! let store = SessionStore::new(Arc::new(MemoryBackend::new()), SessionConfig::default());
+//! let store = SessionStore::new(MemoryBackend::new(), SessionConfig::default());
 //! let data = UserSession::new("user-1", "admin");
 //! let (token, _) = store.create("user-1", data, NewSession::remember_me()).await?;
 //! // Give `token.as_str()` to the client; later:
@@ -42,6 +42,9 @@ mod tower;
 pub use config::SessionConfig;
 pub use error::{Error, Result};
 pub use jwt::JwtDenylist;
+/// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
+/// `redtail-connection`.
+pub use redtail_core::{Backend, Codec, JsonCodec, Namespace};
 pub use store::{Device, NewSession, Session, SessionStore};
 pub use token::{TOKEN_LEN, Token};
 #[cfg(feature = "tower-sessions")]

@@ -142,14 +142,15 @@ impl<T, C: Codec> std::fmt::Debug for SessionStore<T, C> {
 
 impl<T: Serialize + DeserializeOwned> SessionStore<T> {
     /// A store with JSON-encoded data.
-    pub fn new(backend: Arc<dyn Backend>, config: SessionConfig) -> Self {
+    pub fn new(backend: impl Into<Arc<dyn Backend>>, config: SessionConfig) -> Self {
         Self::with_codec(backend, config, JsonCodec)
     }
 }
 
 impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// A store with data encoded by `codec`.
-    pub fn with_codec(backend: Arc<dyn Backend>, config: SessionConfig, codec: C) -> Self {
+    pub fn with_codec(backend: impl Into<Arc<dyn Backend>>, config: SessionConfig, codec: C) -> Self {
+        let backend = backend.into();
         SessionStore {
             reads: BatchedGet::new(Arc::clone(&backend)),
             creates: BatchedScript::new(Arc::clone(&backend), &CREATE),

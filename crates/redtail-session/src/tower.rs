@@ -25,7 +25,8 @@ pub struct TowerSessionStore {
 
 impl TowerSessionStore {
     /// A store keeping records under `namespace` (for example `rt:tower`).
-    pub fn new(backend: Arc<dyn Backend>, namespace: Namespace) -> Self {
+    pub fn new(backend: impl Into<Arc<dyn Backend>>, namespace: Namespace) -> Self {
+        let backend = backend.into();
         TowerSessionStore { backend, namespace }
     }
 

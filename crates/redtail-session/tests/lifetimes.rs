@@ -1,9 +1,6 @@
 //! Lifetimes, the per-user index and bad input, on the in-memory backend with a virtual clock.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use redtail_core::{Backend, Cmd, Cursor, Namespace};
 use redtail_session::{
@@ -16,7 +13,7 @@ const DAY: u64 = 24 * HOUR;
 
 fn setup(config: SessionConfig) -> (MemoryBackend, SessionStore<UserSession>) {
     let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
-    let store = SessionStore::new(Arc::new(redis.clone()), config);
+    let store = SessionStore::new(redis.clone(), config);
     (redis, store)
 }
 
@@ -213,7 +210,7 @@ async fn every_key_has_a_ttl() -> Result<()> {
 #[tokio::test]
 async fn revoked_jwts_are_remembered_until_they_expire() -> Result<()> {
     let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
-    let denylist = JwtDenylist::new(Arc::new(redis.clone()), Namespace::new("rt:jwt")?);
+    let denylist = JwtDenylist::new(redis.clone(), Namespace::new("rt:jwt")?);
     let exp = SystemTime::now() + Duration::from_secs(HOUR);
     assert!(denylist.revoke("jti-1", exp).await?);
     assert!(denylist.is_revoked("jti-1").await?);

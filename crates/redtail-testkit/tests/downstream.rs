@@ -28,7 +28,7 @@ impl LoginCodes {
 #[tokio::test]
 async fn login_code_expires_after_fifteen_minutes() -> Result<()> {
     let redis = MemoryBackend::new();
-    let codes = LoginCodes { redis: Arc::new(redis.clone()), ns: Namespace::new("login")? };
+    let codes = LoginCodes { redis: redis.clone().into(), ns: Namespace::new("login")? };
 
     codes.issue("ada@example.com", "123456").await?;
     redis.clock().advance(Duration::from_secs(15 * 60 + 1));

@@ -49,11 +49,11 @@ async fn run(config: Config) -> Result<(), String> {
         Store::Redis(url) => {
             let redis_config = redtail_connection::Config::from_url(url).map_err(|e| format!("REDIS_URL: {e}"))?;
             let redis = Redis::connect(redis_config).await.map_err(|e| format!("cannot reach Redis: {e}"))?;
-            (Arc::new(redis.clone()), Some(redis))
+            (redis.clone().into(), Some(redis))
         }
         Store::Memory => {
             eprintln!("media-api: running on the in-memory backend; nothing survives a restart");
-            (Arc::new(MemoryBackend::new()), None)
+            (MemoryBackend::new().into(), None)
         }
     };
     let queues = Queues::new(&backend, config.keep_completed).map_err(|e| e.to_string())?;

@@ -243,6 +243,13 @@ fn top_level(reply: Reply) -> Result<Value> {
     }
 }
 
+/// A `MemoryBackend` where a crate asks for a backend: `SessionStore::new(memory.clone(), config)`.
+impl From<MemoryBackend> for Arc<dyn Backend> {
+    fn from(memory: MemoryBackend) -> Self {
+        Arc::new(memory)
+    }
+}
+
 #[async_trait]
 impl Backend for MemoryBackend {
     async fn call(&self, cmd: Cmd) -> Result<Value> {
