@@ -4,6 +4,7 @@
 //!
 //! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-soak] [--n N] [--c C] [--jobs J] [--pool CONNECTIONS]`
 
+use media_api::presets::UserSession;
 use std::{
     sync::{
         Arc,
@@ -16,7 +17,7 @@ use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Key, Namespace};
 use redtail_queue::{Backoff, JobOptions, Queue, QueueConfig, Retention, WorkerOptions};
-use redtail_session::{NewSession, SessionConfig, SessionStore, Token, example::UserSession};
+use redtail_session::{NewSession, SessionConfig, SessionStore, Token};
 use serde_json::json;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -3,8 +3,6 @@
 
 #![no_main]
 
-use std::sync::Arc;
-
 use libfuzzer_sys::fuzz_target;
 use redtail_core::{Backend, Cmd, Key};
 use redtail_fuzz::runtime;

@@ -22,7 +22,7 @@ use redtail_core::{
 use redtail_fuzz::runtime;
 use redtail_queue::{JobState, Queue, QueueConfig};
 use redtail_ratelimit::{Policy, RateLimiter};
-use redtail_session::{NewSession, SessionConfig, SessionStore, example::UserSession};
+use redtail_session::{NewSession, SessionConfig, SessionStore};
 
 /// A reply of any shape, nested a few levels at most.
 fn value(u: &mut Unstructured<'_>, depth: u32) -> Result<Value> {
@@ -99,18 +99,40 @@ fn replies(data: &[u8]) -> Result<Vec<std::result::Result<Value, String>>> {
     Ok(replies)
 }
 
+/// Session data as the demo service keeps it (`examples/media-api/src/presets.rs`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserSession {
+    user_id: String,
+    role: String,
+    created_at: u64,
+    remember_me: bool,
+}
+
+const API: Policy = Policy::new("api", 100, std::time::Duration::from_secs(60));
+const YOUTUBE_DOWNLOAD: Policy = Policy::new("youtube", 5, std::time::Duration::from_secs(3_600))
+    .with_algorithm(redtail_ratelimit::Algorithm::SlidingLog);
+const MEDIA_REQUEST: Policy = Policy::new("media-request", 20, std::time::Duration::from_secs(3_600));
+
 fuzz_target!(|data: &[u8]| {
     let Ok(replies) = replies(data) else { return };
     let backend: Arc<dyn Backend> = Arc::new(Fuzzed(Mutex::new(replies.into_iter())));
     runtime().block_on(async {
         if let Ok(ns) = redtail_core::Namespace::new("rt:rl") {
             let limiter = RateLimiter::new(Arc::clone(&backend), ns);
-            let _ = limiter.check("u", &[Policy::API]).await;
-            let _ = limiter.check("u", &[Policy::API, Policy::YOUTUBE_DOWNLOAD]).await;
-            let _ = limiter.peek("u", &[Policy::MEDIA_REQUEST], 1).await;
+            let _ = limiter.check("u", &[API]).await;
+            let _ = limiter.check("u", &[API, YOUTUBE_DOWNLOAD]).await;
+            let _ = limiter.peek("u", &[MEDIA_REQUEST], 1).await;
         }
         let sessions = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default());
-        if let Ok((token, _)) = sessions.create("u", UserSession::new("u", "user"), NewSession::standard()).await {
+        if let Ok((token, _)) = sessions
+            .create(
+                "u",
+                UserSession { user_id: "u".to_owned(), role: "user".to_owned(), created_at: 0, remember_me: false },
+                NewSession::standard(),
+            )
+            .await
+        {
             let _ = sessions.get(token.as_str()).await;
             let _ = sessions.extend(token.as_str()).await;
         }

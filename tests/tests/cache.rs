@@ -1,5 +1,6 @@
 //! `redtail-cache` on every backend: tags, patterns, races, local tiers and stampedes.
 
+use media_api::presets;
 use std::{
     collections::HashSet,
     sync::Arc,
@@ -30,22 +31,22 @@ async fn typed_values_tags_and_patterns(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let cache = cache(&env.backend, env.ns.prefix(), false).await;
     let status = serde_json::json!({"service": "plex", "status": "up", "latencyMs": 12});
-    cache.set_service_status("plex", &status).await?;
-    assert_eq!(cache.service_status::<serde_json::Value>("plex").await, Some(status));
+    presets::set_service_status(&cache, "plex", &status).await?;
+    assert_eq!(presets::service_status::<serde_json::Value, _>(&cache, "plex").await, Some(status));
     let params = serde_json::json!({"page": 1, "q": "dune"});
-    cache.set_api_response("/search", &params, &vec!["Dune", "Dune: Part Two"]).await?;
+    presets::set_api_response(&cache, "/search", &params, &vec!["Dune", "Dune: Part Two"]).await?;
     let reordered = serde_json::json!({"q": "dune", "page": 1});
-    assert_eq!(cache.api_response::<Vec<String>>("/search", &reordered).await.map(|v| v.len()), Some(2));
+    assert_eq!(presets::api_response::<Vec<String>, _>(&cache, "/search", &reordered).await.map(|v| v.len()), Some(2));
     cache.invalidate_tag("/search").await?;
-    assert_eq!(cache.api_response::<Vec<String>>("/search", &params).await, None);
-    assert!(cache.service_status::<serde_json::Value>("plex").await.is_some(), "other tags untouched");
+    assert_eq!(presets::api_response::<Vec<String>, _>(&cache, "/search", &params).await, None);
+    assert!(presets::service_status::<serde_json::Value, _>(&cache, "plex").await.is_some(), "other tags untouched");
     for i in 0..300 {
         cache.set(&format!("media:{i}:poster"), &i, &EntryOptions::default()).await?;
     }
     assert_eq!(cache.invalidate_pattern("media:*:poster").await?, 300);
     assert_eq!(cache.get::<u32>("media:1:poster").await, None);
-    assert!(cache.service_status::<serde_json::Value>("plex").await.is_some(), "other keys untouched");
-    assert!(cache.delete(&redtail_cache::service_status_key("plex")).await?);
+    assert!(presets::service_status::<serde_json::Value, _>(&cache, "plex").await.is_some(), "other keys untouched");
+    assert!(cache.delete(&presets::service_status_key("plex")).await?);
     assert_eq!(cache.stats().redis_errors, 0);
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! non-UTF-8 and hostile values are refused with an error or handled, never a panic, and what
 //! is accepted round-trips.
 
+use media_api::presets::UserSession;
 use std::{
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
@@ -14,7 +15,7 @@ use redtail_connection::Config;
 use redtail_core::{Backend, Cmd, Codec, JsonCodec, Key, Namespace, Value, hash_tag, unescape};
 use redtail_queue::{JobOptions, JobState, Queue, QueueConfig};
 use redtail_ratelimit::{ClientIp, Policy, RateLimiter};
-use redtail_session::{JwtDenylist, NewSession, SessionConfig, SessionStore, Token, example::UserSession};
+use redtail_session::{JwtDenylist, NewSession, SessionConfig, SessionStore, Token};
 use redtail_testkit::MemoryBackend;
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -2,6 +2,7 @@
 //! real servers: a worker killed with SIGKILL, Redis restarted, a sentinel failover, a lost
 //! lease, and shutdown under load.
 
+use media_api::presets;
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -71,11 +72,8 @@ async fn the_three_original_queues_with_every_feature(target: Target) -> TestRes
         let defaults = config.defaults.clone().backoff(fast_retry);
         Queue::<Download>::new(Arc::clone(&env.backend), keep_all(config.prefix(prefix.as_str()).defaults(defaults)))
     };
-    let (downloads, requests, notifications) = (
-        make(QueueConfig::youtube_downloads())?,
-        make(QueueConfig::media_requests())?,
-        make(QueueConfig::notifications())?,
-    );
+    let (downloads, requests, notifications) =
+        (make(presets::youtube_downloads())?, make(presets::media_requests())?, make(presets::notifications())?);
     let mut events = downloads.events(Start::Now).await?;
 
     let ids = downloads.add_bulk(&(0..30).map(download).collect::<Vec<_>>()).await?;

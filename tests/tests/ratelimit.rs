@@ -1,5 +1,6 @@
 //! Rate limits on standalone, cluster, sentinel and the in-memory backend.
 
+use media_api::presets;
 use std::{
     process::Command,
     sync::Arc,
@@ -183,7 +184,7 @@ async fn penalties_and_refunds_are_bounded_by_the_policy(target: Target) -> Test
 async fn several_policies_are_all_or_nothing_on_one_slot(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let limiter = limiter(&env);
-    let policies = [Policy::API, Policy::YOUTUBE_DOWNLOAD, Policy::MEDIA_REQUEST];
+    let policies = [presets::API, presets::YOUTUBE_DOWNLOAD, presets::MEDIA_REQUEST];
     for _ in 0..5 {
         assert!(limiter.check("u1", &policies).await?.is_allowed());
     }
@@ -191,7 +192,7 @@ async fn several_policies_are_all_or_nothing_on_one_slot(target: Target) -> Test
     assert!(matches!(&refused, Decision::Limited { violated, .. } if violated == &vec!["youtube"]), "{refused:?}");
     // The refused request was charged to neither of the others.
     let Decision::Allowed { policies: states, .. } =
-        limiter.peek("u1", &[Policy::API, Policy::MEDIA_REQUEST], 1).await?
+        limiter.peek("u1", &[presets::API, presets::MEDIA_REQUEST], 1).await?
     else {
         panic!("api and media requests must still allow");
     };

@@ -8,7 +8,8 @@ use axum::{
     routing::get,
 };
 use http_body_util::BodyExt;
-use redtail_ratelimit::{HeaderKey, Policy, RateLimitLayer, RateLimiter};
+use media_api::presets;
+use redtail_ratelimit::{HeaderKey, RateLimitLayer, RateLimiter};
 use redtail_tests::{Env, Target, TestResult, for_each_backend};
 use tower::ServiceExt;
 
@@ -17,7 +18,7 @@ for_each_backend!(the_101st_request_in_a_minute_is_refused_and_health_never_is);
 async fn the_101st_request_in_a_minute_is_refused_and_health_never_is(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let limiter = RateLimiter::new(env.backend.clone(), env.ns.child("rl"));
-    let layer = RateLimitLayer::new(limiter, vec![Policy::API], HeaderKey(HeaderName::from_static("x-user-id")))
+    let layer = RateLimitLayer::new(limiter, vec![presets::API], HeaderKey(HeaderName::from_static("x-user-id")))
         .skip(|uri| uri.path() == "/api/health")
         .with_legacy_headers(true);
     let app = Router::new()

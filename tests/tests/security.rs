@@ -2,6 +2,7 @@
 //! anybody else's. TLS: `rediss://` to a server with a certificate from a private CA works when
 //! that CA is trusted, and is refused otherwise.
 
+use media_api::presets::UserSession;
 use std::{sync::Arc, time::Duration};
 
 use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
@@ -9,7 +10,7 @@ use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Error, Key, Namespace};
 use redtail_queue::{Queue, QueueConfig, WorkerOptions};
 use redtail_ratelimit::{Policy, RateLimiter};
-use redtail_session::{NewSession, SessionConfig, SessionStore, example::UserSession};
+use redtail_session::{NewSession, SessionConfig, SessionStore};
 use redtail_tests::{Deployment, TestRedis, TestResult};
 
 /// Creates an ACL user allowed `keys` and `channels` patterns and every command but the

@@ -21,7 +21,8 @@ cargo xtask <command>
 
   demo [--memory]          build and run the demo service (examples/media-api) with a redis-server
                            of its own (or REDIS_URL; --memory or no redis-server: in process)
-  ci                       everything CI checks: fmt, clippy, tidy, tests on real servers, docs, cargo-deny
+  ci                       everything CI checks: fmt, clippy, tidy, tests on real servers, the soak, fuzzing,
+                           docs, packaging of the library crates, cargo-deny
   test [-- <nextest args>] the test suites with a standalone, a cluster and a sentinel deployment up
   tour                     start a redis-server and run the Backend tour example against it
   bench [--compare] [--cluster] [--pairs N] [workload...]
@@ -135,9 +136,33 @@ fn ci() -> Result {
     }
     fuzz(&[])?;
     run("cargo", ["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
+    package()?;
     deny()?;
     eprintln!("\nci passed in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The crates published to crates.io; the rest of the workspace (bench, tests, xtask, the demo)
+/// is `publish = false`.
+const LIBRARY_CRATES: [&str; 7] = [
+    "redtail-core",
+    "redtail-connection",
+    "redtail-testkit",
+    "redtail-session",
+    "redtail-ratelimit",
+    "redtail-cache",
+    "redtail-queue",
+];
+
+/// Packages every library crate as crates.io would receive it, and builds each package on its
+/// own (`cargo package` verifies), so a file missing from a package or a path dependency without
+/// a version fails here rather than at publishing.
+fn package() -> Result {
+    let mut args = vec!["package", "--allow-dirty"];
+    for name in LIBRARY_CRATES {
+        args.extend(["-p", name]);
+    }
+    run("cargo", args, &[])
 }
 
 /// Starts one deployment of each kind and runs every test with their URLs in the environment;

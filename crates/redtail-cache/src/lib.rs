@@ -1,4 +1,4 @@
-//! A typed cache on Redis with the protections the original design lacked.
+//! A typed cache on Redis with the protections a plain `GET`/`SETEX` cache lacks.
 //!
 //! - **Stampede protection**: [`Cache::get_or_compute`] runs one loader per key in a process
 //!   (single flight) and, with a short lock in Redis, one across processes.
@@ -11,7 +11,7 @@
 //! - **Pattern invalidation** with `SCAN` + `UNLINK` on every primary, never `KEYS`.
 //! - **An in-process first tier** ([`LocalTier`], moka) kept consistent across instances by a
 //!   pub/sub channel, and cleared whenever messages may have been missed.
-//! - **Canonical keys** for API responses ([`api_response_key`]).
+//! - **Canonical keys** for requests ([`canonical_key`]): parameters in any order share a key.
 //!
 //! Reads never fail: a Redis error is a miss, counted in [`CacheStats`] and logged at a bounded
 //! rate; a value that does not decode is a miss, deleted and counted.
@@ -32,20 +32,17 @@
 //! ```
 
 mod cache;
+mod canonical;
 mod config;
 mod envelope;
 mod error;
-mod helpers;
 mod local;
 mod stats;
 
 pub use cache::Cache;
+pub use canonical::canonical_key;
 pub use config::{CacheConfig, Clock, EntryOptions, LocalTier};
 pub use error::{Error, Result};
-pub use helpers::{
-    API_RESPONSE_TAG, SERVICE_STATUS_TAG, api_response_key, api_response_options, service_status_key,
-    service_status_options,
-};
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
 /// `redtail-connection`.
 pub use redtail_core::{Backend, Codec, JsonCodec};

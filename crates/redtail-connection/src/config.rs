@@ -15,7 +15,7 @@ const SCHEMES: &[&str] =
 
 /// How to reach Redis and how patient to be with it.
 ///
-/// The defaults carry the original design over and close its gaps: reconnect forever with a
+/// The defaults close the gaps of a plain client setup: reconnect forever with a
 /// delay of `min(attempt * 50 ms, 2 s)`, at most 3 attempts per command after dropped
 /// connections (state-changing scripts are sent once), and a 5 s command timeout so that a stalled
 /// server never hangs a request.

@@ -278,31 +278,6 @@ impl QueueConfig {
         }
     }
 
-    /// The original `youtube-downloads` queue: 3 attempts, exponential backoff from 2 s,
-    /// completed jobs kept an hour (the last 100), failed jobs kept 24 hours.
-    pub fn youtube_downloads() -> Self {
-        Self::original("youtube-downloads", 3)
-    }
-
-    /// The original `media-requests` queue: as [`QueueConfig::youtube_downloads`], 5 attempts.
-    pub fn media_requests() -> Self {
-        Self::original("media-requests", 5)
-    }
-
-    /// The original `notifications` queue: as [`QueueConfig::youtube_downloads`], 1 attempt.
-    pub fn notifications() -> Self {
-        Self::original("notifications", 1)
-    }
-
-    fn original(name: &str, attempts: u32) -> Self {
-        let mut config = QueueConfig::new(name);
-        config.defaults = JobOptions::default()
-            .attempts(attempts)
-            .keep_completed(Retention::new(Duration::from_secs(3600), 100))
-            .keep_failed(Retention::new(Duration::from_secs(24 * 3600), 100_000));
-        config
-    }
-
     /// Sets [`QueueConfig::defaults`].
     pub fn defaults(mut self, defaults: JobOptions) -> Self {
         self.defaults = defaults;

@@ -9,7 +9,7 @@
 //! #[derive(serde::Serialize, serde::Deserialize)]
 //! struct Download { url: String }
 //!
-//! let queue = Queue::<Download>::new(backend, QueueConfig::youtube_downloads())?;
+//! let queue = Queue::<Download>::new(backend, QueueConfig::new("downloads"))?;
 //! let id = queue.add(&Download { url: "https://example.invalid/v/1".into() }).await?;
 //! let worker = queue.worker(WorkerOptions::default().concurrency(4), |job| async move {
 //!     job.progress(50).await?;

@@ -50,7 +50,7 @@ where
 #[tokio::test]
 async fn a_job_runs_once_with_progress_logs_result_and_events() -> Result<()> {
     let redis = MemoryBackend::new();
-    let queue = queue(&redis, QueueConfig::youtube_downloads());
+    let queue = queue(&redis, QueueConfig::new("youtube-downloads"));
     let mut events = queue.events(Start::Beginning).await?;
     let id = queue.add(&download(1)).await?;
     assert_eq!(queue.get(id.as_str()).await?.map(|j| j.state), Some(JobState::Waiting));

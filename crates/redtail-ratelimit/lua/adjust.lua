@@ -23,7 +23,7 @@ if algorithm == 'g' then
 elseif algorithm == 's' then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%d', now - period))
   if amount > 0 then
-    log_add(KEYS[1], now, amount)
+    log_add(KEYS[1], now, amount, redis.call('ZCARD', KEYS[1]))
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
   elseif amount < 0 then
     redis.call('ZPOPMAX', KEYS[1], -amount)

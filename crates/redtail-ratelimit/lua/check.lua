@@ -47,7 +47,7 @@ return batch(function(KEYS, ARGV)
   end
   -- The reply, filled in as the policies are checked: out[4i - 2 .. 4i + 1] is policy i's
   -- allowed, remaining, retry and reset. `stored` keeps what a charge needs: a GCRA's new
-  -- arrival time, a sliding log's newest entry.
+  -- arrival time, a sliding log's size.
   local out, stored = {blocked}, {}
   -- The time, read only when a policy needs it (the fixed window counts without it).
   local now = nil
@@ -80,6 +80,7 @@ return batch(function(KEYS, ARGV)
       -- Sliding log: one entry per unit of cost; never more than limit in any window of period.
       redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - period))
       local used = redis.call('ZCARD', key)
+      stored[i] = used
       allowed = used + cost <= limit
       if allowed then
         remaining, retry = limit - used - cost, 0
@@ -90,7 +91,6 @@ return batch(function(KEYS, ARGV)
         retry = math.max(0, math.ceil(tonumber(oldest[2]) + period - now))
       end
       local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-      stored[i] = newest
       reset = 0
       if newest[2] then reset = math.ceil(tonumber(newest[2]) + period - now) end
     else

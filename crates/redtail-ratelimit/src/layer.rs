@@ -20,7 +20,7 @@ type Skip = Arc<dyn Fn(&http::Uri) -> bool + Send + Sync>;
 ///
 /// Allowed responses carry `RateLimit-Policy` and `RateLimit` headers
 /// (draft-ietf-httpapi-ratelimit-headers-10); refused requests get `429 Too Many Requests` with
-/// `Retry-After` and an `application/problem+json` body that keeps the original design's
+/// `Retry-After` and an `application/problem+json` body that keeps the fields of the Node service redtail replaced,
 /// `{"success":false,"error":{"code":"RATE_LIMIT_EXCEEDED","message":...,"retryAfter":...}}`.
 /// If the limiter fails for a reason other than Redis being unavailable (which the policies'
 /// failure modes handle), the request is refused with 503: a broken setup is never silently

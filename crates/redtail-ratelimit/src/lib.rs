@@ -1,21 +1,23 @@
 //! Exact, atomic, cluster-safe rate limits on Redis.
 //!
 //! - Three algorithms, each in one Lua script on the server's clock: GCRA (default), an exact
-//!   sliding log for small quotas, and the original design's fixed window.
+//!   sliding log for small quotas, and a fixed window (the plain `INCR` + `EXPIRE` counter).
 //! - Several policies checked in one call, all or nothing: a request refused by one policy is
 //!   charged to none.
 //! - A subject's keys share a hash tag, so it works on Redis Cluster.
 //! - Being limited is a [`Decision`], not an error; a cost that can never fit is [`Error::CannotFit`].
 //!
 //! ```
-//! use std::sync::Arc;
-//! use redtail_core::Namespace;
-//! use redtail_ratelimit::{Policy, RateLimiter};
+//! use std::time::Duration;
+//! use redtail_ratelimit::{Algorithm, Namespace, Policy, RateLimiter};
 //! use redtail_testkit::MemoryBackend;
+//!
+//! const API: Policy = Policy::new("api", 100, Duration::from_secs(60));
+//! const DOWNLOADS: Policy = Policy::new("downloads", 5, Duration::from_secs(3_600)).with_algorithm(Algorithm::SlidingLog);
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let limiter = RateLimiter::new(MemoryBackend::new(), Namespace::new("rt:rl")?);
-//! let decision = limiter.check("user-1", &[Policy::API, Policy::YOUTUBE_DOWNLOAD]).await?;
+//! let decision = limiter.check("user-1", &[API, DOWNLOADS]).await?;
 //! assert!(decision.is_allowed());
 //! # Ok::<(), redtail_ratelimit::Error>(()) }).unwrap();
 //! ```

@@ -12,7 +12,7 @@ pub enum Algorithm {
     /// An exact log of request times: never more than `limit` in any window of `period`. Costs a
     /// sorted-set entry per request, so it suits small quotas such as 5 an hour.
     SlidingLog,
-    /// The original design's counter per window: admits up to twice the limit across a window
+    /// A counter per window, as a plain `INCR` + `EXPIRE` limiter keeps: admits up to twice the limit across a window
     /// edge. For compatibility only.
     FixedWindow,
 }
@@ -110,17 +110,6 @@ impl Policy {
         self.burst = burst;
         self
     }
-
-    /// The original design's API limit: 100 requests a minute per user; when Redis is down it
-    /// falls back to an in-process limit.
-    pub const API: Policy =
-        Policy::new("api", 100, Duration::from_secs(60)).with_on_failure(OnFailure::Local { instances: 1 });
-    /// The original design's download limit: 5 YouTube downloads an hour, counted exactly; refused
-    /// when Redis is down.
-    pub const YOUTUBE_DOWNLOAD: Policy =
-        Policy::new("youtube", 5, Duration::from_secs(3_600)).with_algorithm(Algorithm::SlidingLog);
-    /// The original design's media-request limit: 20 an hour; refused when Redis is down.
-    pub const MEDIA_REQUEST: Policy = Policy::new("media-request", 20, Duration::from_secs(3_600));
 
     /// The longest period, block or GCRA state a policy may ask Redis to keep: ten years.
     /// Longer ones are refused before anything is sent, since a TTL Redis cannot store would

@@ -10,8 +10,21 @@ use std::{hint::black_box, sync::Arc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use redtail_connection::{Config, Redis};
 use redtail_core::Backend;
-use redtail_session::{NewSession, SessionConfig, SessionStore, Token, example::UserSession};
+use redtail_session::{NewSession, SessionConfig, SessionStore, Token};
 use redtail_testkit::{Deployment, MemoryBackend, TestRedis};
+
+/// Session data as an application keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct UserSession {
+    user_id: String,
+    role: String,
+}
+
+impl UserSession {
+    fn new(user_id: &str, role: &str) -> Self {
+        UserSession { user_id: user_id.to_owned(), role: role.to_owned() }
+    }
+}
 
 fn session(c: &mut Criterion) {
     let runtime =

@@ -14,13 +14,17 @@
 //!   `tower_sessions::SessionManagerLayer` like any other store.
 //!
 //! ```
-//! use std::sync::Arc;
-//! use redtail_session::{NewSession, SessionConfig, SessionStore, example::UserSession};
+//! use redtail_session::{NewSession, SessionConfig, SessionStore};
 //! use redtail_testkit::MemoryBackend;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct UserSession {
+//!     role: String,
+//! }
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let store = SessionStore::new(MemoryBackend::new(), SessionConfig::default());
-//! let data = UserSession::new("user-1", "admin");
+//! let data = UserSession { role: "admin".to_owned() };
 //! let (token, _) = store.create("user-1", data, NewSession::remember_me()).await?;
 //! // Give `token.as_str()` to the client; later:
 //! let session = store.get(token.as_str()).await?.expect("live");
@@ -32,7 +36,6 @@
 
 mod config;
 mod error;
-pub mod example;
 mod jwt;
 mod store;
 mod token;

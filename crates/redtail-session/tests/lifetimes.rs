@@ -3,13 +3,24 @@
 use std::time::{Duration, SystemTime};
 
 use redtail_core::{Backend, Cmd, Cursor, Namespace};
-use redtail_session::{
-    Device, Error, JwtDenylist, NewSession, Result, SessionConfig, SessionStore, example::UserSession,
-};
+use redtail_session::{Device, Error, JwtDenylist, NewSession, Result, SessionConfig, SessionStore};
 use redtail_testkit::{Clock, MemoryBackend};
 
 const HOUR: u64 = 3_600;
 const DAY: u64 = 24 * HOUR;
+
+/// Session data as an application keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct UserSession {
+    user_id: String,
+    role: String,
+}
+
+impl UserSession {
+    fn new(user_id: &str, role: &str) -> Self {
+        UserSession { user_id: user_id.to_owned(), role: role.to_owned() }
+    }
+}
 
 fn setup(config: SessionConfig) -> (MemoryBackend, SessionStore<UserSession>) {
     let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
@@ -160,7 +171,7 @@ async fn bad_input_is_refused_or_treated_as_no_session() -> Result<()> {
     let huge_id = "x".repeat(100_000);
     assert!(matches!(store.invalidate_all(&huge_id).await, Err(Error::InvalidInput(_))));
     let mut big = data("u1");
-    big.email = Some("e".repeat(1_000));
+    big.role = "e".repeat(1_000);
     assert!(matches!(store.create("u1", big, NewSession::standard()).await, Err(Error::TooLarge { limit: 256, .. })));
     // Hostile user ids stay in their own slot and namespace.
     let (token, _) = store.create("a}b:*{c", data("a}b:*{c"), NewSession::standard()).await?;

@@ -1,5 +1,6 @@
 //! The service: state, routes and handlers.
 
+use media_api::presets::{self, UserSession};
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -14,7 +15,7 @@ use redtail_cache::Cache;
 use redtail_connection::Redis;
 use redtail_queue::{JobOptions, JobState};
 use redtail_ratelimit::{Decision, Policy, RateLimitLayer, RateLimiter, SubjectKey};
-use redtail_session::{SessionStore, example::UserSession};
+use redtail_session::SessionStore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -38,14 +39,14 @@ pub(crate) struct AppState {
 }
 
 /// Policies of the routes with their own limit; each is checked with the API limit, all or nothing.
-const DOWNLOAD: [Policy; 2] = [Policy::API, Policy::YOUTUBE_DOWNLOAD];
-const MEDIA_REQUEST: [Policy; 2] = [Policy::API, Policy::MEDIA_REQUEST];
+const DOWNLOAD: [Policy; 2] = [presets::API, presets::YOUTUBE_DOWNLOAD];
+const MEDIA_REQUEST: [Policy; 2] = [presets::API, presets::MEDIA_REQUEST];
 
 pub(crate) fn router(state: AppState) -> Router {
     let limiter = state.limiter.clone();
     // Every /api route is under the API limit except health; the two routes with their own
     // limit check it together with the API limit.
-    let api = RateLimitLayer::new(limiter.clone(), [Policy::API], SubjectKey).skip(|uri| {
+    let api = RateLimitLayer::new(limiter.clone(), [presets::API], SubjectKey).skip(|uri| {
         matches!(uri.path(), "/api/health" | "/api/youtube/download" | "/api/media/request")
             || !uri.path().starts_with("/api/")
     });
@@ -186,7 +187,7 @@ async fn job(
 
 /// `GET /api/services/status`: the services' status, cached 60 s (tag `service-status`).
 async fn services_status(State(state): State<AppState>) -> Result<Response, ApiError> {
-    if let Some(status) = state.cache.service_status::<Value>("all").await {
+    if let Some(status) = presets::service_status::<Value, _>(&state.cache, "all").await {
         return Ok(
             ([("x-cache", "hit")], Json(json!({"success": true, "cached": true, "services": status}))).into_response()
         );
@@ -199,7 +200,7 @@ async fn services_status(State(state): State<AppState>) -> Result<Response, ApiE
         {"service": "youtube", "status": "up", "latencyMs": 48, "checkedAt": checked_at},
         {"service": "tmdb", "status": "degraded", "latencyMs": 910, "checkedAt": checked_at},
     ]);
-    state.cache.set_service_status("all", &status).await?;
+    presets::set_service_status(&state.cache, "all", &status).await?;
     Ok(([("x-cache", "miss")], Json(json!({"success": true, "cached": false, "services": status}))).into_response())
 }
 
@@ -240,7 +241,7 @@ async fn admin_overview(
     }
     let user = query.user.unwrap_or_else(|| "alice".to_owned());
     let mut usage = Vec::new();
-    for policy in [Policy::API, Policy::YOUTUBE_DOWNLOAD, Policy::MEDIA_REQUEST] {
+    for policy in [presets::API, presets::YOUTUBE_DOWNLOAD, presets::MEDIA_REQUEST] {
         // A peek reports what one more request would leave; what is left now is one more
         // unless that request would be refused.
         let (states, spare) = match state.limiter.peek(&user, &[policy], 1).await? {

@@ -1,5 +1,6 @@
 //! Sessions in a cookie: the middleware that finds the caller, and the login routes.
 
+use media_api::presets::UserSession;
 use std::{
     net::SocketAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -13,7 +14,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use redtail_ratelimit::Subject;
-use redtail_session::{Device, NewSession, Session, example::UserSession};
+use redtail_session::{Device, NewSession, Session};
 use serde::Deserialize;
 use serde_json::json;
 

@@ -1,6 +1,7 @@
 //! The job queues and their worker: simulated YouTube downloads with progress, and media
 //! requests. Failures are injectable per job so retries and dead letters can be seen.
 
+use media_api::presets;
 use std::{fs::File, future::Future, io::Write, path::Path, sync::Arc, time::Duration};
 
 use redtail_core::Backend;
@@ -53,8 +54,8 @@ impl Queues {
             config.defaults(defaults)
         };
         Ok(Queues {
-            downloads: Queue::new(Arc::clone(backend), fast(QueueConfig::youtube_downloads()))?,
-            requests: Queue::new(Arc::clone(backend), fast(QueueConfig::media_requests()))?,
+            downloads: Queue::new(Arc::clone(backend), fast(presets::youtube_downloads()))?,
+            requests: Queue::new(Arc::clone(backend), fast(presets::media_requests()))?,
         })
     }
 
@@ -188,7 +189,7 @@ async fn download(job: Job<Download>, step: Duration) -> Result<Value, String> {
             Some("always") => true,
             Some("once") => job.attempt == 1,
             // A retry from the dead letters grants a second set of attempts.
-            Some("until-retried") => job.max_attempts <= QueueConfig::youtube_downloads().defaults.attempts,
+            Some("until-retried") => job.max_attempts <= presets::youtube_downloads().defaults.attempts,
             _ => false,
         };
         if fail && percent == 60 {

@@ -1,12 +1,13 @@
 //! The account of a soak run: every line is checked against what the load generator, the
 //! worker's ledger and Redis recorded, and marked right or wrong.
 
+use media_api::presets::{self, UserSession};
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Namespace};
-use redtail_queue::{JobState, Queue, QueueConfig};
-use redtail_session::{SessionConfig, SessionStore, example::UserSession};
+use redtail_queue::{JobState, Queue};
+use redtail_session::{SessionConfig, SessionStore};
 
 use crate::{Fault, Injected, MemorySample, Options, load::LoadReport};
 
@@ -31,7 +32,7 @@ pub(crate) async fn connect(url: &str) -> Result<Arc<dyn Backend>, String> {
 
 fn queues(backend: &Arc<dyn Backend>) -> Result<[Queue<serde_json::Value>; 2], String> {
     let open = |config| Queue::new(Arc::clone(backend), config).map_err(|e| e.to_string());
-    Ok([open(QueueConfig::youtube_downloads())?, open(QueueConfig::media_requests())?])
+    Ok([open(presets::youtube_downloads())?, open(presets::media_requests())?])
 }
 
 /// Waits for the queues to drain, then accounts for every accepted job, every attempt in the
