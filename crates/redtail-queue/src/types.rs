@@ -28,7 +28,7 @@ impl From<&str> for JobId {
     }
 }
 
-/// What [`Queue::add_with`] did.
+/// What [`Queue::add_with`](crate::Queue::add_with) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Added {
     /// The job's id.
@@ -76,7 +76,7 @@ pub struct Metrics {
     pub minutes: Vec<Minute>,
 }
 
-/// Which finished jobs [`Queue::clean`] removes.
+/// Which finished jobs [`Queue::clean`](crate::Queue::clean) removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Finished {
     /// Completed jobs.
