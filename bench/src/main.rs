@@ -447,7 +447,7 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
     let worker = queue.worker(WorkerOptions::default().concurrency(concurrency), |job| async move {
         let len = job.data.get("url").and_then(|u| u.as_str()).map_or(0, str::len);
         Ok::<_, redtail_queue::Error>(json!({"ok": len}))
-    });
+    })?;
     while worker.stats().completed < jobs as u64 {
         if started.elapsed() > Duration::from_secs(300) {
             return Err(format!("only {} of {jobs} jobs completed in 300 s", worker.stats().completed).into());
@@ -497,7 +497,7 @@ async fn queue_soak(backend: &Arc<dyn Backend>, jobs: usize) -> Result<(), Error
     let started = Instant::now();
     let worker = queue.worker(WorkerOptions::default().concurrency(50), |job| async move {
         Ok::<_, redtail_queue::Error>(job.data.get("url").and_then(|u| u.as_str()).map_or(0, str::len))
-    });
+    })?;
     let mut rss_mb = Vec::new();
     let mut next_sample = 0;
     loop {

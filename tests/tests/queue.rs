@@ -58,7 +58,8 @@ for_each_backend!(
     the_three_original_queues_with_every_feature,
     a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job,
     a_busy_worker_leaves_the_wake_up_to_an_idle_one,
-    a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring
+    a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring,
+    durations_redis_cannot_keep_are_refused_naming_the_setting
 );
 
 /// `youtube-downloads`, `media-requests` and `notifications` side by side (on a cluster, each in
@@ -92,11 +93,11 @@ async fn the_three_original_queues_with_every_feature(target: Target) -> TestRes
             return Err(Error::InvalidInput("flaky source".into()));
         }
         Ok(job.data.url.len())
-    });
+    })?;
     let w2 = requests.worker(fast(), |job| async move {
         if job.attempt < 3 { Err(format!("indexer busy ({})", job.attempt)) } else { Ok("requested") }
-    });
-    let w3 = notifications.worker(fast(), |_job| async move { Err::<(), _>("smtp down") });
+    })?;
+    let w3 = notifications.worker(fast(), |_job| async move { Err::<(), _>("smtp down") })?;
 
     until("every job finishes", Duration::from_secs(20), || async {
         let (d, r, n) = (downloads.counts().await?, requests.counts().await?, notifications.counts().await?);
@@ -166,7 +167,7 @@ async fn a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job(targe
             job.log("kept in the hash").await?;
         }
         Ok::<_, Error>(job.data.url.len())
-    });
+    })?;
     until("every job completes", Duration::from_secs(20), || async { Ok(worker.stats().completed == 8) }).await?;
     worker.shutdown().await;
 
@@ -201,7 +202,7 @@ async fn a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job(targe
     // A custom id stays taken while its job is kept, as a record too.
     let once = || JobOptions::default().attempts(2).id("once");
     assert!(queue.add_with(&download(9), once()).await?.created);
-    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) });
+    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) })?;
     until("the job with a custom id completes", Duration::from_secs(20), || async {
         Ok(worker.stats().completed == 1)
     })
@@ -227,7 +228,7 @@ async fn a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring(target: 
     let worker = queue.worker(fast(), |job| async move {
         job.log("source gone").await?;
         Err::<(), _>(Error::InvalidInput("gone".into()))
-    });
+    })?;
     until("the job is dead", Duration::from_secs(20), || async { Ok(queue.counts().await?.dead == 1) }).await?;
     worker.shutdown().await;
     let ttl = |part: &str| {
@@ -242,6 +243,53 @@ async fn a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring(target: 
     let log_ttl = ttl("lg").await?;
     assert!(log_ttl > week_ms - 60_000 && log_ttl <= week_ms, "the log expires a week from the retry: {log_ttl} ms");
     assert_eq!(queue.logs(id.as_str()).await?, ["source gone"]);
+    queue.obliterate(false).await?;
+    Ok(())
+}
+
+/// `Duration::MAX` (or anything past ten years) as a delay, timeout, backoff, retention, rate-limit
+/// window or worker setting is refused before anything is sent, with an error naming the setting;
+/// a worker with settings out of range does not start. The longest allowed delay and retention
+/// work and leave keys that expire.
+async fn durations_redis_cannot_keep_are_refused_naming_the_setting(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let prefix = env.ns.prefix().to_owned();
+    let config = || QueueConfig::new("durations").prefix(prefix.as_str());
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), config())?;
+    let max = Duration::MAX;
+    let cases = [
+        (JobOptions::default().delay(max), "delay"),
+        (JobOptions::default().timeout(max), "timeout"),
+        (JobOptions::default().keep_completed(Retention::new(max, 10)), "keep_completed"),
+        (JobOptions::default().keep_failed(Retention::new(max, 10)), "keep_failed"),
+        (JobOptions::default().backoff(Backoff::Fixed { delay: max, jitter: 0.0 }), "backoff"),
+        (JobOptions::default().backoff(Backoff::exponential(max)), "backoff"),
+    ];
+    for (options, setting) in cases {
+        let error = queue.add_with(&download(1), options).await.err().ok_or(setting)?;
+        assert!(matches!(error, Error::InvalidInput(_)) && error.to_string().contains(setting), "{setting}: {error}");
+    }
+    assert_eq!(queue.counts().await?, Default::default(), "nothing was added");
+    let error = Queue::<Download>::new(Arc::clone(&env.backend), config().rate_limit(5, max)).err().ok_or("rate")?;
+    assert!(error.to_string().contains("rate-limit period"), "{error}");
+    let workers = [
+        (fast().concurrency(0), "concurrency"),
+        (fast().lease(max), "lease"),
+        (fast().lease(Duration::from_millis(1)), "lease"),
+        (fast().shutdown_deadline(max), "shutdown deadline"),
+        (fast().idle_poll(max), "idle poll"),
+        (fast().idle_poll(Duration::ZERO), "idle poll"),
+    ];
+    for (options, setting) in workers {
+        let error = queue.worker(options, |_job| async move { Ok::<_, Error>(()) }).err().ok_or(setting)?;
+        assert!(error.to_string().contains(setting), "{setting}: {error}");
+    }
+    // The longest allowed: a delayed job whose keys Redis keeps.
+    let longest = JobOptions::default()
+        .delay(redtail_queue::MAX_DURATION)
+        .keep_completed(Retention::new(redtail_queue::MAX_DURATION, 10));
+    let id = queue.add_with(&download(2), longest).await?.id;
+    assert_eq!(queue.get(id.as_str()).await?.map(|job| job.state), Some(JobState::Delayed));
     queue.obliterate(false).await?;
     Ok(())
 }
@@ -264,13 +312,13 @@ async fn a_busy_worker_leaves_the_wake_up_to_an_idle_one(target: Target) -> Test
                 Ok::<_, Error>(())
             }
         }
-    });
+    })?;
     queue.add(&download(1)).await?;
     until("the busy worker runs the first job", Duration::from_secs(10), || async {
         Ok(queue.counts().await?.active == 1)
     })
     .await?;
-    let idle = queue.worker(WorkerOptions::default().idle_poll(idle_poll), |_job| async move { Ok::<_, Error>(()) });
+    let idle = queue.worker(WorkerOptions::default().idle_poll(idle_poll), |_job| async move { Ok::<_, Error>(()) })?;
     // Let the idle worker find the queue empty and start waiting.
     tokio::time::sleep(Duration::from_millis(300)).await;
     queue.add(&download(2)).await?;
@@ -317,7 +365,7 @@ mod servers {
                     }
                 })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         until("a third of the jobs complete", Duration::from_secs(60), || async {
             Ok(queue.counts().await.map(|c| c.completed).unwrap_or(0) >= u64::from(jobs / 3))
         })
@@ -359,7 +407,7 @@ mod servers {
         let worker = queue.worker(fast().concurrency(4), |_job| async move {
             tokio::time::sleep(Duration::from_millis(2)).await;
             Ok::<_, Error>(())
-        });
+        })?;
         let mut completed: HashMap<String, u32> = HashMap::new();
         let mut dropped = false;
         while completed.len() < ids.len() {
@@ -466,16 +514,19 @@ mod processes {
             runtime.block_on(async move {
                 let queue = Queue::<Download>::new(backend, config).map_err(|e| e.to_string())?;
                 let options = fast().lease(Duration::from_millis(300));
-                let worker = queue.worker(options, |job| async move {
-                    std::thread::sleep(Duration::from_millis(1500));
-                    Ok::<_, Error>(format!("slow attempt {}", job.attempt))
-                });
+                let worker = queue
+                    .worker(options, |job| async move {
+                        std::thread::sleep(Duration::from_millis(1500));
+                        Ok::<_, Error>(format!("slow attempt {}", job.attempt))
+                    })
+                    .map_err(|e| e.to_string())?;
                 tokio::time::sleep(Duration::from_millis(3000)).await;
                 Ok(worker.shutdown().await)
             })
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let other = queue.worker(fast(), |job| async move { Ok::<_, Error>(format!("fast attempt {}", job.attempt)) });
+        let other =
+            queue.worker(fast(), |job| async move { Ok::<_, Error>(format!("fast attempt {}", job.attempt)) })?;
         until("the job completes", Duration::from_secs(10), || async { Ok(queue.counts().await?.completed == 1) })
             .await?;
         let slow = slow.join().map_err(|_| "slow worker panicked")??;
@@ -503,14 +554,14 @@ mod processes {
             tokio::time::sleep(Duration::from_millis(1 + n % 40)).await;
             Ok::<_, Error>(())
         };
-        let first = queue.worker(fast().concurrency(50).shutdown_deadline(Duration::from_millis(20)), handler);
+        let first = queue.worker(fast().concurrency(50).shutdown_deadline(Duration::from_millis(20)), handler)?;
         until("a quarter is done", Duration::from_secs(30), || async { Ok(queue.counts().await?.completed >= 500) })
             .await?;
         let stopped = first.shutdown().await;
         let after_stop = queue.counts().await?;
         assert_eq!(after_stop.active, 0, "a stopped worker holds nothing");
         assert!(stopped.released > 0, "some jobs outlived the deadline and went back: {stopped:?}");
-        let second = queue.worker(fast().concurrency(50), handler);
+        let second = queue.worker(fast().concurrency(50), handler)?;
         until("every job completes", Duration::from_secs(30), || async { Ok(queue.counts().await?.completed == 2000) })
             .await?;
         let second = second.shutdown().await;

@@ -140,7 +140,7 @@ async fn a_queue_service_user_reaches_only_its_own_keys() -> TestResult {
     let ids = queue.add_bulk(&["a".to_owned(), "b".to_owned(), "c".to_owned()]).await?;
     let worker = queue.worker(WorkerOptions::default().idle_poll(Duration::from_millis(50)), |job| async move {
         Ok::<_, String>(job.data.len())
-    });
+    })?;
     let started = std::time::Instant::now();
     while queue.counts().await?.completed < 3 {
         assert!(started.elapsed() < Duration::from_secs(10), "the queue works within its ACL");

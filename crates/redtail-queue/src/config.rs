@@ -6,6 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// The longest delay, timeout, backoff, retention or rate-limit window a queue accepts: ten
+/// years. Each becomes a score or an expiry in Redis, which must stay a number Redis can keep;
+/// longer ones are refused with an error naming the setting.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Fails with an error naming `setting` when `value` is longer than [`MAX_DURATION`].
+pub(crate) fn at_most_max(setting: &str, value: Duration) -> Result<()> {
+    if value > MAX_DURATION {
+        return Err(Error::InvalidInput(format!("{setting} must be at most 10 years, got {value:?}")));
+    }
+    Ok(())
+}
+
 /// How long to wait before attempt `n + 1` after attempt `n` failed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "k")]
@@ -57,7 +70,13 @@ impl Backoff {
         if !(0.0..=1.0).contains(&jitter) {
             return Err(Error::InvalidInput(format!("backoff jitter {jitter} is not between 0 and 1")));
         }
-        Ok(())
+        match *self {
+            Backoff::Fixed { delay, .. } => at_most_max("the backoff delay", delay),
+            Backoff::Exponential { base, max, .. } => {
+                at_most_max("the backoff base", base)?;
+                at_most_max("the backoff max", max)
+            }
+        }
     }
 }
 
@@ -185,6 +204,10 @@ impl JobOptions {
         if self.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::InvalidInput("a job timeout must be longer than zero".to_owned()));
         }
+        at_most_max("a job's timeout", self.timeout.unwrap_or_default())?;
+        at_most_max("a job's delay", self.delay)?;
+        at_most_max("keep_completed's age", self.keep_completed.age)?;
+        at_most_max("keep_failed's age", self.keep_failed.age)?;
         self.backoff.validate()
     }
 
@@ -320,12 +343,13 @@ impl QueueConfig {
         if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
             return Err(Error::InvalidInput(format!("key prefix {:?} must be non-empty, without braces", self.prefix)));
         }
-        if let Some(limit) = self.rate_limit
-            && (limit.max == 0 || limit.period.as_millis() == 0)
-        {
-            return Err(Error::InvalidInput(
-                "a queue rate limit needs max > 0 and a period of 1 ms or more".to_owned(),
-            ));
+        if let Some(limit) = self.rate_limit {
+            if limit.max == 0 || limit.period.as_millis() == 0 {
+                return Err(Error::InvalidInput(
+                    "a queue rate limit needs max > 0 and a period of 1 ms or more".to_owned(),
+                ));
+            }
+            at_most_max("the queue's rate-limit period", limit.period)?;
         }
         if self.max_log_lines == 0 {
             return Err(Error::InvalidInput("max_log_lines must be at least 1".to_owned()));

@@ -69,25 +69,51 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// Sets [`WorkerOptions::concurrency`].
+    /// Sets [`WorkerOptions::concurrency`]: 1 to 10,000.
+    #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
-        self.concurrency = n.max(1);
+        self.concurrency = n;
         self
     }
-    /// Sets [`WorkerOptions::lease`] (at least 100 ms).
+    /// Sets [`WorkerOptions::lease`]: 100 ms to a day.
+    #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(100));
+        self.lease = lease;
         self
     }
-    /// Sets [`WorkerOptions::shutdown_deadline`].
+    /// Sets [`WorkerOptions::shutdown_deadline`]: up to a day.
+    #[must_use]
     pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
         self.shutdown_deadline = deadline;
         self
     }
-    /// Sets [`WorkerOptions::idle_poll`] (at least 10 ms).
+    /// Sets [`WorkerOptions::idle_poll`]: 10 ms to an hour.
+    #[must_use]
     pub fn idle_poll(mut self, poll: Duration) -> Self {
-        self.idle_poll = poll.max(Duration::from_millis(10));
+        self.idle_poll = poll;
         self
+    }
+
+    /// Checks every setting, with an error that names the one out of range.
+    fn validate(&self) -> Result<()> {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let within = |setting: &str, value: Duration, min: Duration, max: Duration| {
+            if value < min || value > max {
+                return Err(crate::Error::InvalidInput(format!(
+                    "the worker's {setting} must be {min:?} to {max:?}, got {value:?}"
+                )));
+            }
+            Ok(())
+        };
+        if !(1..=10_000).contains(&self.concurrency) {
+            return Err(crate::Error::InvalidInput(format!(
+                "the worker's concurrency must be 1 to 10000, got {}",
+                self.concurrency
+            )));
+        }
+        within("lease", self.lease, Duration::from_millis(100), DAY)?;
+        within("shutdown deadline", self.shutdown_deadline, Duration::ZERO, DAY)?;
+        within("idle poll", self.idle_poll, Duration::from_millis(10), Duration::from_secs(3600))
     }
 }
 
@@ -182,18 +208,21 @@ struct Running {
 
 impl<T: DeserializeOwned + Send + 'static> Queue<T> {
     /// Starts a worker running `handler` on this queue's jobs, on the current tokio runtime.
+    /// Options out of range are [`Error::InvalidInput`](crate::Error::InvalidInput), naming the
+    /// setting, and nothing starts.
     ///
     /// A handler's `Ok` value is stored as the job's result (JSON); an `Err`, a panic or a
     /// timeout fails the attempt, which runs again after its backoff or, when it was the last,
     /// moves the job to the dead-letter set. Job data that cannot be decoded as `T` is
     /// dead-lettered at once, so a poison job never loops.
-    pub fn worker<F, Fut, R, E>(&self, options: WorkerOptions, handler: F) -> WorkerHandle
+    pub fn worker<F, Fut, R, E>(&self, options: WorkerOptions, handler: F) -> Result<WorkerHandle>
     where
         F: Fn(Job<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
         R: Serialize + Send + 'static,
         E: fmt::Display + Send + 'static,
     {
+        options.validate()?;
         let (stop, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let mut id = [0u8; 8];
@@ -201,7 +230,7 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
         // because tokens also carry the process id, the lane and a generation.
         let _ = getrandom::fill(&mut id);
         let worker_id = format!("{}-{}", std::process::id(), id.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let concurrency = options.concurrency.max(1);
+        let concurrency = options.concurrency;
         // Two lanes, each with half the slots and its own round trips: one lane's jobs run
         // while the other's step is at the server, so Redis and the handlers overlap.
         let lanes = concurrency.min(LANES);
@@ -233,7 +262,7 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
                 tokio::spawn(runner.run(stop_rx.clone()))
             })
             .collect();
-        WorkerHandle { stop, tasks, counters }
+        Ok(WorkerHandle { stop, tasks, counters })
     }
 }
 

@@ -60,7 +60,7 @@ async fn a_job_runs_once_with_progress_logs_result_and_events() -> Result<()> {
         assert!(job.progress(50).await?);
         assert!(job.progress(serde_json::json!({"step": "done"})).await?);
         Ok::<_, Error>(format!("saved {}", job.data.url))
-    });
+    })?;
     until("the job completes", || async { queue.counts().await.ok().map(|c| c.completed) == Some(1) }).await;
     let stats = worker.shutdown().await;
     assert_eq!((stats.completed, stats.retried, stats.dead, stats.refused), (1, 0, 0, 0));
@@ -104,7 +104,7 @@ async fn retries_follow_the_backoff_schedule_on_the_server_clock() -> Result<()>
                 seen.lock().map_err(|_| "poisoned")?.push((job.attempt, clock.now()));
                 Err::<(), _>(format!("source down (attempt {})", job.attempt))
             }
-        })
+        })?
     };
     // Move the server clock in 100 ms steps and let the worker look each time.
     for _ in 0..200 {
@@ -141,7 +141,7 @@ async fn the_dead_letter_set_holds_exactly_the_jobs_that_failed_every_attempt() 
     let worker = queue.worker(fast().concurrency(8), |job| async move {
         let n: u32 = job.data.url.rsplit('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
         if n % 2 == 1 || (n.is_multiple_of(4) && job.attempt == 1) { Err(format!("job {n} failed")) } else { Ok(n) }
-    });
+    })?;
     until("every job finishes", || async {
         queue.counts().await.ok().map(|c| (c.completed, c.dead)) == Some((20, 20))
     })
@@ -183,7 +183,7 @@ async fn poison_data_panics_and_timeouts_fail_attempts_and_the_worker_keeps_goin
             _ => {}
         }
         Ok::<_, Error>(())
-    });
+    })?;
     until("all four finish", || async { queue.counts().await.ok().map(|c| c.completed + c.dead) == Some(4) }).await;
     let stats = worker.shutdown().await;
     assert_eq!((stats.completed, stats.dead, stats.panicked, stats.timed_out), (1, 3, 1, 1));
@@ -252,7 +252,7 @@ async fn priorities_run_first_and_delayed_jobs_wait_for_their_time() -> Result<(
                 order.lock().map_err(|_| "poisoned")?.push(job.id);
                 Ok::<_, &str>(())
             }
-        })
+        })?
     };
     until("the ready jobs finish", || async { queue.counts().await.ok().map(|c| c.completed) == Some(4) }).await;
     assert_eq!(queue.counts().await?.delayed, 1, "the delayed job waits");
@@ -268,7 +268,7 @@ async fn priorities_run_first_and_delayed_jobs_wait_for_their_time() -> Result<(
 async fn pause_stops_delivery_and_resume_restarts_it() -> Result<()> {
     let redis = MemoryBackend::new();
     let queue = queue(&redis, QueueConfig::new("pause"));
-    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) });
+    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) })?;
     queue.pause().await?;
     queue.add_bulk(&(0..10).map(download).collect::<Vec<_>>()).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -292,12 +292,13 @@ async fn shutdown_hands_unfinished_jobs_back_without_spending_an_attempt() -> Re
     let queue = queue(&redis, QueueConfig::new("shutdown"));
     queue.add_bulk(&(0..6).map(download).collect::<Vec<_>>()).await?;
     // Even jobs finish quickly, odd ones would take a minute.
-    let worker = queue.worker(fast().concurrency(6).shutdown_deadline(Duration::from_millis(300)), |job| async move {
-        if job.data.user % 2 == 1 {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-        }
-        Ok::<_, Error>(())
-    });
+    let worker =
+        queue.worker(fast().concurrency(6).shutdown_deadline(Duration::from_millis(300)), |job| async move {
+            if job.data.user % 2 == 1 {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            Ok::<_, Error>(())
+        })?;
     until("the quick jobs finish", || async {
         queue.counts().await.ok().map(|c| (c.completed, c.active)) == Some((3, 3))
     })
@@ -324,12 +325,12 @@ async fn a_lost_lease_refuses_the_late_completion_and_the_job_runs_again() -> Re
             let _ = released.wait_for(|r| *r).await;
             Ok::<_, Error>(format!("slow attempt {}", job.attempt))
         }
-    });
+    })?;
     until("the slow worker holds the job", || async { queue.counts().await.ok().map(|c| c.active) == Some(1) }).await;
     // The slow worker renews every 10 s of real time; the server clock jumps past its lease.
     redis.clock().advance(Duration::from_secs(31));
     let fast_worker =
-        queue.worker(fast(), |job| async move { Ok::<_, Error>(format!("fast attempt {}", job.attempt)) });
+        queue.worker(fast(), |job| async move { Ok::<_, Error>(format!("fast attempt {}", job.attempt)) })?;
     until("the job completes elsewhere", || async { queue.counts().await.ok().map(|c| c.completed) == Some(1) }).await;
     let _ = release.send(true);
     // The slow worker finds its lease lost at its next round trip: the handler is cancelled or
@@ -353,7 +354,7 @@ async fn drain_clean_and_obliterate_remove_what_they_say() -> Result<()> {
     let keep = Retention::new(Duration::from_secs(3600), 1000);
     let queue = queue(&redis, QueueConfig::new("admin").defaults(JobOptions::default().keep_completed(keep)));
     queue.add_bulk(&(0..5).map(download).collect::<Vec<_>>()).await?;
-    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) });
+    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) })?;
     until("five complete", || async { queue.counts().await.ok().map(|c| c.completed) == Some(5) }).await;
     worker.shutdown().await;
     queue.add_bulk(&(0..2500).map(download).collect::<Vec<_>>()).await?;
@@ -376,7 +377,7 @@ async fn retention_bounds_completed_jobs_by_count_and_age() -> Result<()> {
         .defaults(JobOptions::default().keep_completed(Retention::new(Duration::from_secs(60), 10)));
     let queue = queue(&redis, config);
     queue.add_bulk(&(0..30).map(download).collect::<Vec<_>>()).await?;
-    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) });
+    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) })?;
     until("all complete", || async { queue.metrics(1).await.ok().map(|m| m.minutes[0].completed) == Some(30) }).await;
     worker.shutdown().await;
     assert_eq!(queue.counts().await?.completed, 10, "only the last 10 are kept");
@@ -393,7 +394,7 @@ async fn a_rate_limited_queue_starts_at_most_max_jobs_per_window() -> Result<()>
     let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
     let queue = queue(&redis, QueueConfig::new("limited").rate_limit(5, Duration::from_secs(10)));
     queue.add_bulk(&(0..12).map(download).collect::<Vec<_>>()).await?;
-    let worker = queue.worker(fast().concurrency(20), |_job| async move { Ok::<_, Error>(()) });
+    let worker = queue.worker(fast().concurrency(20), |_job| async move { Ok::<_, Error>(()) })?;
     until("the first window's jobs complete", || async { queue.counts().await.ok().map(|c| c.completed) == Some(5) })
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -465,7 +466,7 @@ async fn jobs_taken_by_a_call_whose_reply_was_lost_run_without_waiting_for_the_l
     queue.add_bulk(&(0..10).map(download).collect::<Vec<_>>()).await?;
     backend.lose_next.store(true, std::sync::atomic::Ordering::SeqCst);
     // The lease is 30 s: only handing the unseen jobs back lets them run within the wait below.
-    let worker = queue.worker(fast().concurrency(4), |_job| async move { Ok::<_, Error>(()) });
+    let worker = queue.worker(fast().concurrency(4), |_job| async move { Ok::<_, Error>(()) })?;
     until("every job completes", || async { queue.counts().await.ok().map(|c| c.completed) == Some(10) }).await;
     let stats = worker.shutdown().await;
     assert_eq!((stats.completed, stats.redis_errors), (10, 1));
@@ -497,7 +498,7 @@ async fn a_completion_whose_reply_was_lost_is_recognised_when_resent() -> Result
             }
             async move { Ok::<_, Error>(()) }
         }
-    });
+    })?;
     until("every job completes", || async { queue.counts().await.ok().map(|c| c.completed) == Some(10) }).await;
     let stats = worker.shutdown().await;
     assert_eq!((stats.completed, stats.refused, stats.redis_errors), (10, 0, 1));

@@ -80,20 +80,20 @@ impl Queues {
     }
 
     /// Starts a worker on each queue, recording every attempt in `ledger`.
-    pub(crate) fn start_workers(&self, step: Duration, ledger: &Ledger) -> Vec<WorkerHandle> {
+    pub(crate) fn start_workers(&self, step: Duration, ledger: &Ledger) -> redtail_queue::Result<Vec<WorkerHandle>> {
         let options = WorkerOptions::default().concurrency(4).shutdown_deadline(Duration::from_secs(10));
         let record = ledger.clone();
         let downloads = self.downloads.worker(options.clone(), move |job: Job<Download>| {
             record.clone().around(job.id.as_str().to_owned(), job.attempt, download(job, step))
-        });
+        })?;
         let record = ledger.clone();
         let requests = self.requests.worker(options, move |job: Job<MediaRequest>| {
             record.clone().around(job.id.as_str().to_owned(), job.attempt, async move {
                 tokio::time::sleep(step).await;
                 Ok::<_, String>(json!({"status": "requested", "title": job.data.title}))
             })
-        });
-        vec![downloads, requests]
+        })?;
+        Ok(vec![downloads, requests])
     }
 }
 

@@ -62,7 +62,7 @@ async fn run(config: Config) -> Result<(), String> {
     } else {
         let ledger = Ledger::open(config.job_ledger.as_deref())
             .map_err(|e| format!("cannot open MEDIA_API_JOB_LEDGER for appending: {e}"))?;
-        queues.start_workers(config.download_step, &ledger)
+        queues.start_workers(config.download_step, &ledger).map_err(|e| e.to_string())?
     };
     if config.role == Role::Worker {
         eprintln!("media-api: worker running; Ctrl-C stops it");

@@ -28,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             tokio::time::sleep(Duration::from_millis(10)).await;
             Ok::<_, redtail_core::Error>(())
         }
-    });
+    })?;
     println!("ready");
     std::future::pending::<()>().await;
     Ok(())
