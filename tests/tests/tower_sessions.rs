@@ -8,6 +8,7 @@ use axum::{
     routing::{get, post},
 };
 use http_body_util::BodyExt;
+use redtail_core::{Cmd, Cursor};
 use redtail_session::TowerSessionStore;
 use redtail_tests::{Env, Target, TestResult, for_each_backend};
 use tower::ServiceExt;
@@ -74,6 +75,27 @@ async fn login_cookie_logout_and_the_old_cookie_is_refused(target: Target) -> Te
     let cookie = cookie.ok_or("login set no cookie")?;
     let (status, _, body) = send(&app, "GET", "/me", Some(&cookie)).await?;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ada"));
+    // What Redis holds is no usable cookie: neither the key nor the value carries the id.
+    let id = cookie.split_once('=').map(|(_, id)| id).ok_or("a cookie without a value")?;
+    let (mut cursor, mut keys) = (Cursor::START, Vec::new());
+    loop {
+        // On a cluster the scan walks every primary, a page at a time.
+        let page = env.backend.scan(cursor, &env.ns.child("tower").pattern([] as [&str; 0]), 100).await?;
+        keys.extend(page.keys);
+        match page.next {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    assert_eq!(keys.len(), 1, "one session stored");
+    let stored = env.backend.call(Cmd::new("GET").key(&keys[0])).await?.into_bytes()?;
+    let stored = String::from_utf8_lossy(&stored);
+    // The id in any form: as the cookie writes it, or as the number tower-sessions serializes.
+    let number = id.parse::<tower_sessions::session::Id>()?.0.to_string();
+    for form in [id, number.as_str()] {
+        assert!(!keys[0].to_string().contains(form) && !stored.contains(form), "the id is at rest: {stored}");
+    }
+    assert!(stored.contains("ada"), "the data is stored: {stored}");
     assert_eq!(send(&app, "POST", "/logout", Some(&cookie)).await?.0, StatusCode::NO_CONTENT);
     assert_eq!(
         send(&app, "GET", "/me", Some(&cookie)).await?.0,
