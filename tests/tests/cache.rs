@@ -25,6 +25,7 @@ for_each_backend!(
     invalidation_racing_a_thousand_sets_never_resurrects,
     concurrent_writes_fail_alone_on_a_foreign_tag_record,
     a_loaded_value_keeps_the_version_of_each_of_its_tags,
+    a_caller_after_an_invalidation_never_joins_a_load_from_before_it,
 );
 
 async fn typed_values_tags_and_patterns(target: Target) -> TestResult {
@@ -100,6 +101,48 @@ async fn a_loaded_value_keeps_the_version_of_each_of_its_tags(target: Target) ->
 /// 1,000 concurrent writes of one tag; the tag is invalidated once some have returned, while
 /// the rest are under way, and 100 more writes follow it. Every write that had returned before
 /// the invalidation began is unreadable after it; writes that began after it ended are readable.
+/// A load is running (its loader takes 20 ms) when the tag is invalidated 5 ms into it; a
+/// `get_or_compute` that starts after `invalidate_tag` returned gets a value loaded after the
+/// invalidation, never the one in flight, and the first caller still gets its own; it does not
+/// wait out the load lock (2 s) either. The same after `delete` without the cross-process lock (a
+/// deleted key carries no version, so a load elsewhere can still store the old value: a known
+/// gap). (The second caller used to join the load in flight, in 200 of 200 rounds.)
+async fn a_caller_after_an_invalidation_never_joins_a_load_from_before_it(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let cache = cache(&env.backend, env.ns.prefix(), false).await;
+    let loads = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let slow_load = |loads: Arc<std::sync::atomic::AtomicU32>| async move {
+        let n = loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, std::io::Error>(n)
+    };
+    for round in 0..20 {
+        let key = format!("flight:{round}");
+        let mut options = EntryOptions::ttl(Duration::from_secs(60)).tag(format!("t{round}"));
+        if round % 2 == 1 {
+            options = options.lock_wait(None);
+        }
+        let first = {
+            let (cache, key, options, loads) = (cache.clone(), key.clone(), options.clone(), Arc::clone(&loads));
+            tokio::spawn(async move { cache.get_or_compute(&key, &options, || slow_load(loads)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let before = loads.load(std::sync::atomic::Ordering::SeqCst);
+        if round % 2 == 0 {
+            cache.invalidate_tag(&format!("t{round}")).await?;
+        } else {
+            cache.delete(&key).await?;
+        }
+        let started = Instant::now();
+        let after = cache.get_or_compute(&key, &options, || slow_load(Arc::clone(&loads))).await?;
+        assert!(started.elapsed() < Duration::from_millis(1_500), "round {round}: waited out the 2 s load lock");
+        let first = first.await??;
+        assert!(after > before, "round {round}: the caller after the invalidation got load {after}, from before it");
+        assert_ne!(first, after, "round {round}");
+    }
+    Ok(())
+}
+
 async fn invalidation_racing_a_thousand_sets_never_resurrects(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let cache = cache(&env.backend, env.ns.prefix(), false).await;

@@ -83,9 +83,14 @@ enum Loaded {
     Elsewhere,
 }
 
-/// One load in progress for a key; callers in this process share it.
-#[derive(Default)]
+/// One load in progress for a key; callers in this process share it, as long as they arrived
+/// knowing what it knew: the same tag versions, and no invalidation by this instance since it
+/// started.
 struct Flight {
+    /// The versions of the key's tags the load started under.
+    versions: Versions,
+    /// This instance's invalidations when it started (see [`Cache::invalidations`]).
+    invalidations: u64,
     outcome: OnceCell<Outcome>,
 }
 
@@ -210,6 +215,8 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         options.check()?;
+        // Read before the lookup: a load started before an invalidation returned is not joined.
+        let invalidations = self.invalidations();
         let user_key = key;
         let key = self.inner.entries.key([key]);
         let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
@@ -231,7 +238,7 @@ impl<C: Codec> Cache<C> {
                 (None, Vec::new())
             }
         };
-        let member = self.join(&key);
+        let member = self.join(&key, &versions, invalidations);
         // Someone in this process is refreshing already: serve the stale value meanwhile.
         if member.others()
             && let Some(value) = stale.as_ref().and_then(|s| self.serve_stale(&key, s))
@@ -492,6 +499,12 @@ impl<C: Codec> Cache<C> {
             if let Ok((Found::Fresh(entry), _)) = self.lookup(key, &[], None).await {
                 return Some(entry.value.clone());
             }
+            // The other load has ended without a value this caller may serve (it failed, or an
+            // invalidation made it invalid): load here now rather than wait out the rest.
+            let lock_held = self.inner.backend.call(Cmd::new("EXISTS").key(&self.lock_key(key))).await;
+            if matches!(lock_held.and_then(|held| held.as_int()), Ok(0)) {
+                break;
+            }
         }
         tracing::debug!("waited for another process's load in vain; loading here");
         None
@@ -576,11 +589,28 @@ impl<C: Codec> Cache<C> {
         Key::from_raw(raw)
     }
 
-    /// Joins the load of `key` in this process, starting one if none runs; leaves it on drop.
-    fn join(&self, key: &Key) -> Membership<'_> {
+    /// Joins the load of `key` in this process, starting one if none runs, or if the one running
+    /// started under other tag versions or before an invalidation this caller knows of (its value
+    /// may be invalid already: it stays for the callers that joined it); leaves it on drop.
+    fn join(&self, key: &Key, versions: &Versions, invalidations: u64) -> Membership<'_> {
         let mut flights = self.inner.flights.lock().unwrap_or_else(|p| p.into_inner());
-        let flight = Arc::clone(flights.entry(key.to_bytes()).or_default());
+        let current =
+            flights.get(key.as_bytes()).filter(|f| f.invalidations == invalidations && &f.versions == versions);
+        let flight = match current {
+            Some(flight) => Arc::clone(flight),
+            None => {
+                let flight = Arc::new(Flight { versions: versions.clone(), invalidations, outcome: OnceCell::new() });
+                flights.insert(key.to_bytes(), Arc::clone(&flight));
+                flight
+            }
+        };
         Membership { flights: &self.inner.flights, key: key.to_bytes(), flight }
+    }
+
+    /// How many invalidations (of tags, patterns or keys) this instance has made; a load that
+    /// started before one is not joined by callers who arrive after it.
+    fn invalidations(&self) -> u64 {
+        self.inner.counters.invalidations.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// XFetch: whether this caller refreshes a fresh value early.
