@@ -249,6 +249,44 @@ async fn each_failure_mode_does_what_it_says_while_redis_is_down() -> TestResult
     Ok(())
 }
 
+/// Redis paused (it holds the connection and answers nothing) while 1,000 checks a second
+/// arrive for 2 s: every check is decided by its policy's failure mode within its command
+/// timeout (300 ms) and a margin, however long the outage lasts; none queues behind the batches
+/// that wait out their timeouts. (Checks used to wait up to 2.7 s with a 500 ms timeout, longer
+/// as the outage went on.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_decide_within_their_timeout_while_redis_is_paused() -> TestResult {
+    let timeout = Duration::from_millis(300);
+    let ctx = Ctx::owned(Deployment::Standalone, |c| c.with_command_timeout(timeout)).await;
+    let limiter = Arc::new(RateLimiter::new(ctx.backend.clone(), ctx.ns.child("rl")).with_refusal_cache(false));
+    let policy = Policy::new("api", 100, Duration::from_secs(60)).with_on_failure(OnFailure::Open);
+    assert!(limiter.check("warm", std::slice::from_ref(&policy)).await?.is_allowed());
+    ctx.servers.pause()?;
+    let mut tasks = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    for i in 0..2_000 {
+        tick.tick().await;
+        let (limiter, policy) = (Arc::clone(&limiter), policy.clone());
+        tasks.push(tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let decision = limiter.check(&format!("u{}", i % 50), &[policy]).await;
+            (started.elapsed(), decision)
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (took, decision) = task.await?;
+        assert!(matches!(decision?, Decision::Allowed { degraded: true, .. }), "decided by the failure mode");
+        slowest = slowest.max(took);
+    }
+    ctx.servers.resume()?;
+    eprintln!("slowest check while Redis was paused: {slowest:?} (timeout {timeout:?})");
+    // The bound is the timeout; the margin is for a loaded test machine, far below the seconds
+    // the queue used to add.
+    assert!(slowest < timeout * 2, "the slowest check took {slowest:?} with a {timeout:?} timeout");
+    Ok(())
+}
+
 /// A Redis out of memory with `noeviction` refuses the limiter's writes (`OOM`): each policy
 /// then decides by its failure mode, as when Redis is unreachable, and counts it as degraded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -433,6 +433,10 @@ impl Backend for Redis {
     fn is_cluster(&self) -> bool {
         self.inner.pool.next().is_clustered()
     }
+
+    fn command_timeout(&self) -> Option<Duration> {
+        Some(self.timeout())
+    }
 }
 
 /// fred's client settings from ours.

@@ -87,6 +87,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// command must share a slot. Elsewhere a [`Batcher`](crate::Batcher) may put the keys of
     /// many slots in one call (see [`Script::across_slots`]).
     fn is_cluster(&self) -> bool;
+
+    /// How long a command may take before it fails with [`Error::Timeout`](crate::Error::Timeout),
+    /// when the backend has such a bound; `None` otherwise. Batched requests wait at most this
+    /// long in all, queueing included (see [`Batcher::with_deadline`](crate::Batcher::with_deadline)).
+    fn command_timeout(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Where a [`Backend::scan`] continues: the shard (cluster primary) and that shard's cursor.

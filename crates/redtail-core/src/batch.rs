@@ -6,7 +6,11 @@ use std::{
     future::Future,
     hash::{BuildHasherDefault, Hasher},
     pin::Pin,
-    sync::{Arc, PoisonError, RwLock},
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
@@ -28,6 +32,11 @@ type Run<Q, A> = dyn Fn(Vec<Q>) -> Pin<Box<dyn Future<Output = Vec<Result<A>>> +
 /// and a busy group never holds up another. A batch runs once; it is never retried, so a
 /// state-changing batch runs at most once, as a single script call does.
 ///
+/// With a deadline ([`Batcher::with_deadline`]), a caller waits at most that long in all, queueing
+/// included: when the server is slow or gone, requests do not queue behind batches that wait out
+/// their timeouts, and a request whose caller gave up is never sent. At most
+/// [`Batcher::MAX_WAITING`] callers wait at once; more fail at once.
+///
 /// The batching task is spawned on the Tokio runtime of the first [`submit`](Batcher::submit)
 /// (again on the caller's if that runtime has shut down) and ends when the `Batcher` is dropped,
 /// after answering what it holds.
@@ -35,6 +44,9 @@ pub struct Batcher<Q, A> {
     run: Arc<Run<Q, A>>,
     max: usize,
     in_flight: usize,
+    deadline: Option<Duration>,
+    /// Callers waiting for an answer now.
+    waiting: AtomicUsize,
     // The batching task's queue; replaced when that task is gone with the runtime it ran on.
     sender: RwLock<Option<mpsc::UnboundedSender<Pending<Q, A>>>>,
 }
@@ -57,14 +69,32 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
     {
         assert!(max > 0 && in_flight > 0, "a batcher needs room for one request and one batch");
         let run: Arc<Run<Q, A>> = Arc::new(move |batch| Box::pin(run(batch)));
-        Batcher { run, max, in_flight, sender: RwLock::new(None) }
+        Batcher { run, max, in_flight, deadline: None, waiting: AtomicUsize::new(0), sender: RwLock::new(None) }
+    }
+
+    /// Callers waiting at once, beyond which [`Batcher::submit`] fails at once with
+    /// [`Error::Timeout`]: what cannot be sent in time is not kept.
+    pub const MAX_WAITING: usize = 100_000;
+
+    /// Callers wait at most `deadline` for an answer, queueing included, then fail with
+    /// [`Error::Timeout`]; a request still queued then is never sent. `None` (the default): no
+    /// bound but the batch's own.
+    #[must_use]
+    pub fn with_deadline(mut self, deadline: Option<Duration>) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     /// Sends `request` with the next batch of its `group` (see [`batch_group`]) and waits for
-    /// its answer.
+    /// its answer, at most the deadline (see [`Batcher::with_deadline`]).
     ///
-    /// Dropping the returned future does not withdraw a request already handed to the batch.
+    /// Dropping the returned future withdraws the request if it is still queued; one already
+    /// handed to a batch is sent.
     pub async fn submit(&self, group: u16, request: Q) -> Result<A> {
+        let waiting = Waiting::enter(&self.waiting);
+        if waiting.count > Self::MAX_WAITING {
+            return Err(Error::Timeout(Duration::ZERO));
+        }
         let (reply, answer) = oneshot::channel();
         let mut pending = Pending { group, request, reply };
         let sent = match &*self.sender.read().unwrap_or_else(PoisonError::into_inner) {
@@ -83,7 +113,33 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
             sender.send(pending).map_err(|_| Error::ShuttingDown)?;
         }
         // Dropped unanswered only when the runtime running the batches shut down.
-        answer.await.unwrap_or(Err(Error::ShuttingDown))
+        match self.deadline {
+            Some(deadline) => match tokio::time::timeout(deadline, answer).await {
+                Ok(answer) => answer.unwrap_or(Err(Error::ShuttingDown)),
+                Err(_) => Err(Error::Timeout(deadline)),
+            },
+            None => answer.await.unwrap_or(Err(Error::ShuttingDown)),
+        }
+    }
+}
+
+/// One caller counted in [`Batcher::waiting`] while it waits.
+struct Waiting<'a> {
+    waiting: &'a AtomicUsize,
+    /// How many wait, this one included.
+    count: usize,
+}
+
+impl<'a> Waiting<'a> {
+    fn enter(waiting: &'a AtomicUsize) -> Self {
+        let count = waiting.fetch_add(1, Ordering::Relaxed) + 1;
+        Waiting { waiting, count }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -142,10 +198,12 @@ impl BatchedGet {
     pub fn new(backend: impl Into<Arc<dyn Backend>>) -> Self {
         let backend = backend.into();
         let cluster = backend.is_cluster();
+        let deadline = backend.command_timeout();
         let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |requests: Vec<Reads>| {
             let backend = Arc::clone(&backend);
             async move { mget(&*backend, requests).await }
-        });
+        })
+        .with_deadline(deadline);
         BatchedGet { cluster, batcher }
     }
 
@@ -299,10 +357,12 @@ impl BatchedScript {
     pub fn new(backend: impl Into<Arc<dyn Backend>>, script: &'static Script) -> Self {
         let backend = backend.into();
         let cluster = backend.is_cluster();
+        let deadline = backend.command_timeout();
         let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |calls| {
             let backend = Arc::clone(&backend);
             async move { eval_batch(&*backend, script, calls).await }
-        });
+        })
+        .with_deadline(deadline);
         BatchedScript { cluster, batcher }
     }
 
@@ -387,6 +447,8 @@ async fn drive<Q, A>(
     let mut open = true;
     let launch = |groups: &mut HashMap<u16, Group<Q, A>>, running: &mut FuturesUnordered<_>, group: u16| {
         let Some(state) = groups.get_mut(&group) else { return };
+        // Requests whose callers stopped waiting (their deadline passed) are never sent.
+        state.queue.retain(|pending| !pending.reply.is_closed());
         while state.busy < in_flight && !state.queue.is_empty() {
             let batch: Vec<_> = state.queue.drain(..state.queue.len().min(max)).collect();
             state.busy += 1;
@@ -405,7 +467,13 @@ async fn drive<Q, A>(
         if !arrived.contains(&pending.group) {
             arrived.push(pending.group);
         }
-        groups.entry(pending.group).or_default().queue.push(pending);
+        let queue = &mut groups.entry(pending.group).or_default().queue;
+        // While a group's batches are stuck (a server gone), drop the requests given up on, so
+        // the queue holds no more than the callers still waiting.
+        if queue.len() >= 4 * max && queue.len().is_power_of_two() {
+            queue.retain(|pending| !pending.reply.is_closed());
+        }
+        queue.push(pending);
     };
     loop {
         // Everything that has arrived joins its group's queue before any group sends.
