@@ -338,6 +338,16 @@ struct Step {
     recheck: Option<Instant>,
 }
 
+/// What an idle lane waits for (see [`Runner::wait`]).
+struct Wait {
+    /// When to look for work (or renew the lease) anyway.
+    look_at: Instant,
+    hard_deadline: Option<Instant>,
+    /// Whether the lane looks for work (it then counts as idle, so the waker listens).
+    looking: bool,
+    stopping: bool,
+}
+
 /// Why an idle worker woke up.
 enum Wakeup {
     Finished(Ack),
@@ -378,14 +388,7 @@ where
                 next_renew = Instant::now() + renew_every;
             }
             if stopping && self.running.is_empty() && self.acks.is_empty() {
-                // Nothing runs under the lease any more: end it rather than let it expire;
-                // unless a lost reply may have left jobs under it, which its expiry frees.
-                if self.registered && !self.reconcile {
-                    let cmd = Cmd::new("ZREM").key(self.inner.key(QueueKey::Leases)).arg(&*self.token);
-                    if let Err(e) = self.inner.backend.call(cmd).await {
-                        tracing::debug!(error = %e, "queue worker: could not end its lease; it expires");
-                    }
-                }
+                self.end_lease().await;
                 break;
             }
             let want = if stopping || !more { 0 } else { self.options.concurrency.saturating_sub(self.running.len()) };
@@ -397,11 +400,7 @@ where
                         recheck = step.recheck;
                     }
                     Err(e) => {
-                        self.counters.redis_errors.fetch_add(1, Relaxed);
-                        // Each may have been applied: the script recognises those. Jobs the
-                        // failed call may have taken are handed back by the next one.
-                        self.acks.iter_mut().for_each(|ack| ack.resend = true);
-                        self.reconcile = true;
+                        self.step_failed();
                         if hard_deadline.is_some_and(|d| Instant::now() >= d) {
                             tracing::warn!(error = %e, unsent = self.acks.len(), "queue worker: stopping without acknowledging; those jobs run again after their lease");
                             break;
@@ -415,23 +414,8 @@ where
             }
             let look_at = recheck
                 .map_or(Instant::now() + self.options.idle_poll, |r| r.min(Instant::now() + self.options.idle_poll));
-            let holding = !self.running.is_empty();
-            let looking = !more && !stopping;
-            if looking {
-                self.idle.lanes.fetch_add(1, AcqRel);
-                self.idle.notify.notify_one();
-            }
-            let wakeup = tokio::select! {
-                ack = rx.recv() => ack.map_or(Wakeup::Look, Wakeup::Finished),
-                Ok(()) = self.wake.changed(), if !stopping => Wakeup::Look,
-                () = sleep_until(look_at.min(next_renew)) => Wakeup::Look,
-                changed = stop.changed(), if !stopping => { let _ = changed; Wakeup::Stop }
-                () = sleep_until(hard_deadline.unwrap_or(look_at)), if hard_deadline.is_some() && holding => Wakeup::Look,
-            };
-            if looking {
-                self.idle.lanes.fetch_sub(1, AcqRel);
-            }
-            match wakeup {
+            let wait = Wait { look_at: look_at.min(next_renew), hard_deadline, looking: !more && !stopping, stopping };
+            match self.wait(wait, &mut rx, &mut stop).await {
                 Wakeup::Finished(ack) => self.accept(ack),
                 Wakeup::Look => {
                     more = true;
@@ -441,6 +425,52 @@ where
                     stopping = true;
                     hard_deadline = Some(Instant::now() + self.options.shutdown_deadline);
                 }
+            }
+        }
+    }
+
+    /// Waits, while nothing is to be sent, for whichever comes first: a finished attempt, a
+    /// wake-up (while looking for work), the time to look anyway, a stop, or the hard deadline.
+    async fn wait(
+        &mut self,
+        wait: Wait,
+        rx: &mut mpsc::UnboundedReceiver<Ack>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Wakeup {
+        let Wait { look_at, hard_deadline, looking, stopping } = wait;
+        let holding = !self.running.is_empty();
+        if looking {
+            self.idle.lanes.fetch_add(1, AcqRel);
+            self.idle.notify.notify_one();
+        }
+        let wakeup = tokio::select! {
+            ack = rx.recv() => ack.map_or(Wakeup::Look, Wakeup::Finished),
+            Ok(()) = self.wake.changed(), if !stopping => Wakeup::Look,
+            () = sleep_until(look_at) => Wakeup::Look,
+            changed = stop.changed(), if !stopping => { let _ = changed; Wakeup::Stop }
+            () = sleep_until(hard_deadline.unwrap_or(look_at)), if hard_deadline.is_some() && holding => Wakeup::Look,
+        };
+        if looking {
+            self.idle.lanes.fetch_sub(1, AcqRel);
+        }
+        wakeup
+    }
+
+    /// A step failed: each acknowledgement may have been applied (the script recognises those
+    /// when they are sent again), and jobs the call may have taken are handed back by the next.
+    fn step_failed(&mut self) {
+        self.counters.redis_errors.fetch_add(1, Relaxed);
+        self.acks.iter_mut().for_each(|ack| ack.resend = true);
+        self.reconcile = true;
+    }
+
+    /// Nothing runs under the lease any more: ends it rather than let it expire; unless a lost
+    /// reply may have left jobs under it, which its expiry frees.
+    async fn end_lease(&self) {
+        if self.registered && !self.reconcile {
+            let cmd = Cmd::new("ZREM").key(self.inner.key(QueueKey::Leases)).arg(&*self.token);
+            if let Err(e) = self.inner.backend.call(cmd).await {
+                tracing::debug!(error = %e, "queue worker: could not end its lease; it expires");
             }
         }
     }
@@ -521,14 +551,7 @@ where
         let Taken { id, data, attempt, meta } = taken;
         let meta = Meta::parse(&meta)
             .ok_or_else(|| crate::Error::Reply(format!("job {id}: unreadable fixed facts {meta:?}")))?;
-        let stored = if meta.options.is_empty() {
-            self.inner.defaults
-        } else {
-            serde_json::from_str::<Stored>(meta.options).unwrap_or_else(|e| {
-                tracing::warn!(job = %id, error = %e, "queue worker: unreadable job options; using the queue's");
-                self.inner.defaults
-            })
-        };
+        let stored = self.options_of(&id, &meta);
         let max_attempts = meta.max_attempts;
         let ack = |kind, payload, delay, keep| Ack {
             kind,
@@ -592,23 +615,7 @@ where
         let (handler, counters, tx) = (Arc::clone(&self.handler), Arc::clone(&self.counters), tx.clone());
         let done = ack(AckKind::Completed, Bytes::new(), Duration::ZERO, stored.keep_completed);
         let task = async move {
-            let run = AssertUnwindSafe(handler(job)).catch_unwind();
-            let outcome = match timeout {
-                Some(limit) => tokio::time::timeout(limit, run).await.ok(),
-                None => Some(run.await),
-            };
-            let result = match outcome {
-                Some(Ok(Ok(value))) => serde_json::to_vec(&value).map_err(|e| format!("cannot encode the result: {e}")),
-                Some(Ok(Err(e))) => Err(e.to_string()),
-                Some(Err(panic)) => {
-                    counters.panicked.fetch_add(1, Relaxed);
-                    Err(format!("handler panicked: {}", panic_message(&*panic)))
-                }
-                None => {
-                    counters.timed_out.fetch_add(1, Relaxed);
-                    Err(format!("timed out after {:?}", timeout.unwrap_or_default()))
-                }
-            };
+            let result = attempt_once(&*handler, job, timeout, &counters).await;
             let done = Ack { logged: logged.load(Relaxed), ..done };
             let ack = match result {
                 Ok(json) => match record.filter(|_| !done.logged && !progressed.load(Relaxed)) {
@@ -628,6 +635,18 @@ where
         let abort = tokio::spawn(task).abort_handle();
         self.running.insert(id, Running { attempt, started, keep_failed: stored.keep_failed, abort });
         Ok(())
+    }
+
+    /// The options a job was added with, or the queue's when it has none of its own (or they
+    /// cannot be read).
+    fn options_of(&self, id: &str, meta: &Meta<'_>) -> Stored {
+        if meta.options.is_empty() {
+            return self.inner.defaults;
+        }
+        serde_json::from_str::<Stored>(meta.options).unwrap_or_else(|e| {
+            tracing::warn!(job = %id, error = %e, "queue worker: unreadable job options; using the queue's");
+            self.inner.defaults
+        })
     }
 
     /// Renews the lane's lease; on finding it lost, starts over.
@@ -664,6 +683,39 @@ where
                 logged: false,
                 resend: false,
             });
+        }
+    }
+}
+
+/// Runs one attempt of `job`: its result as JSON, or why it failed (the handler's error, a panic,
+/// the timeout), counting panics and timeouts.
+async fn attempt_once<T, F, Fut, R, E>(
+    handler: &F,
+    job: Job<T>,
+    timeout: Option<Duration>,
+    counters: &Counters,
+) -> std::result::Result<Vec<u8>, String>
+where
+    F: Fn(Job<T>) -> Fut,
+    Fut: Future<Output = Result<R, E>>,
+    R: Serialize,
+    E: fmt::Display,
+{
+    let run = AssertUnwindSafe(handler(job)).catch_unwind();
+    let outcome = match timeout {
+        Some(limit) => tokio::time::timeout(limit, run).await.ok(),
+        None => Some(run.await),
+    };
+    match outcome {
+        Some(Ok(Ok(value))) => serde_json::to_vec(&value).map_err(|e| format!("cannot encode the result: {e}")),
+        Some(Ok(Err(e))) => Err(e.to_string()),
+        Some(Err(panic)) => {
+            counters.panicked.fetch_add(1, Relaxed);
+            Err(format!("handler panicked: {}", panic_message(&*panic)))
+        }
+        None => {
+            counters.timed_out.fetch_add(1, Relaxed);
+            Err(format!("timed out after {:?}", timeout.unwrap_or_default()))
         }
     }
 }

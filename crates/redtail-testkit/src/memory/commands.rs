@@ -9,90 +9,94 @@ use super::{
     store::{CmdResult, Data, Reply, SYNTAX, Score, Store, StreamId, WRONGTYPE, format_score, parse_float, parse_int},
 };
 
-/// Name and arity (Redis convention: negative means "at least") of every supported command.
-const COMMANDS: &[(&str, i32)] = &[
-    ("PING", -1),
-    ("ECHO", 2),
-    ("TIME", 1),
-    ("DBSIZE", 1),
-    ("FLUSHALL", -1),
-    ("FLUSHDB", -1),
-    ("DEL", -2),
-    ("UNLINK", -2),
-    ("EXISTS", -2),
-    ("TYPE", 2),
-    ("EXPIRE", -3),
-    ("PEXPIRE", -3),
-    ("EXPIREAT", -3),
-    ("PEXPIREAT", -3),
-    ("TTL", 2),
-    ("PTTL", 2),
-    ("EXPIRETIME", 2),
-    ("PEXPIRETIME", 2),
-    ("PERSIST", 2),
-    ("RENAME", 3),
-    ("GET", 2),
-    ("SET", -3),
-    ("SETNX", 3),
-    ("SETEX", 4),
-    ("PSETEX", 4),
-    ("GETDEL", 2),
-    ("GETSET", 3),
-    ("MGET", -2),
-    ("MSET", -3),
-    ("INCR", 2),
-    ("DECR", 2),
-    ("INCRBY", 3),
-    ("DECRBY", 3),
-    ("APPEND", 3),
-    ("STRLEN", 2),
-    ("HSET", -4),
-    ("HSETNX", 4),
-    ("HGET", 3),
-    ("HMGET", -3),
-    ("HGETALL", 2),
-    ("HDEL", -3),
-    ("HEXISTS", 3),
-    ("HLEN", 2),
-    ("HINCRBY", 4),
-    ("HKEYS", 2),
-    ("HVALS", 2),
-    ("LPUSH", -3),
-    ("RPUSH", -3),
-    ("LPOP", -2),
-    ("RPOP", -2),
-    ("LRANGE", 4),
-    ("LLEN", 2),
-    ("LINDEX", 3),
-    ("LREM", 4),
-    ("LTRIM", 4),
-    ("LMOVE", 5),
-    ("RPOPLPUSH", 3),
-    ("SADD", -3),
-    ("SREM", -3),
-    ("SMEMBERS", 2),
-    ("SISMEMBER", 3),
-    ("SCARD", 2),
-    ("ZADD", -4),
-    ("ZREM", -3),
-    ("ZSCORE", 3),
-    ("ZINCRBY", 4),
-    ("ZCARD", 2),
-    ("ZCOUNT", 4),
-    ("ZRANK", 3),
-    ("ZRANGE", -4),
-    ("ZRANGEBYSCORE", -4),
-    ("ZREMRANGEBYSCORE", 4),
-    ("ZREMRANGEBYRANK", 4),
-    ("ZPOPMIN", -2),
-    ("ZPOPMAX", -2),
-    ("XADD", -5),
-    ("XLEN", 2),
-    ("XRANGE", -4),
-    ("XREVRANGE", -4),
-    ("XDEL", -3),
-    ("XTRIM", -4),
-    ("XREAD", -4),
+/// Runs the commands of one family (strings, hashes, ...), named in upper case.
+type Family = fn(&mut Store, &str, &[Bytes]) -> CmdResult;
+
+/// Name, arity (Redis convention: negative means "at least") and family of every supported
+/// command.
+const COMMANDS: &[(&str, i32, Family)] = &[
+    ("PING", -1, server),
+    ("ECHO", 2, server),
+    ("TIME", 1, server),
+    ("DBSIZE", 1, server),
+    ("FLUSHALL", -1, server),
+    ("FLUSHDB", -1, server),
+    ("DEL", -2, keyspace),
+    ("UNLINK", -2, keyspace),
+    ("EXISTS", -2, keyspace),
+    ("TYPE", 2, keyspace),
+    ("EXPIRE", -3, keyspace),
+    ("PEXPIRE", -3, keyspace),
+    ("EXPIREAT", -3, keyspace),
+    ("PEXPIREAT", -3, keyspace),
+    ("TTL", 2, keyspace),
+    ("PTTL", 2, keyspace),
+    ("EXPIRETIME", 2, keyspace),
+    ("PEXPIRETIME", 2, keyspace),
+    ("PERSIST", 2, keyspace),
+    ("RENAME", 3, keyspace),
+    ("GET", 2, strings),
+    ("SET", -3, strings),
+    ("SETNX", 3, strings),
+    ("SETEX", 4, strings),
+    ("PSETEX", 4, strings),
+    ("GETDEL", 2, strings),
+    ("GETSET", 3, strings),
+    ("MGET", -2, strings),
+    ("MSET", -3, strings),
+    ("INCR", 2, strings),
+    ("DECR", 2, strings),
+    ("INCRBY", 3, strings),
+    ("DECRBY", 3, strings),
+    ("APPEND", 3, strings),
+    ("STRLEN", 2, strings),
+    ("HSET", -4, hashes),
+    ("HSETNX", 4, hashes),
+    ("HGET", 3, hashes),
+    ("HMGET", -3, hashes),
+    ("HGETALL", 2, hashes),
+    ("HDEL", -3, hashes),
+    ("HEXISTS", 3, hashes),
+    ("HLEN", 2, hashes),
+    ("HINCRBY", 4, hashes),
+    ("HKEYS", 2, hashes),
+    ("HVALS", 2, hashes),
+    ("LPUSH", -3, lists),
+    ("RPUSH", -3, lists),
+    ("LPOP", -2, lists),
+    ("RPOP", -2, lists),
+    ("LRANGE", 4, lists),
+    ("LLEN", 2, lists),
+    ("LINDEX", 3, lists),
+    ("LREM", 4, lists),
+    ("LTRIM", 4, lists),
+    ("LMOVE", 5, lists),
+    ("RPOPLPUSH", 3, lists),
+    ("SADD", -3, sets),
+    ("SREM", -3, sets),
+    ("SMEMBERS", 2, sets),
+    ("SISMEMBER", 3, sets),
+    ("SCARD", 2, sets),
+    ("ZADD", -4, sorted_sets),
+    ("ZREM", -3, sorted_sets),
+    ("ZSCORE", 3, sorted_sets),
+    ("ZINCRBY", 4, sorted_sets),
+    ("ZCARD", 2, sorted_sets),
+    ("ZCOUNT", 4, sorted_sets),
+    ("ZRANK", 3, sorted_sets),
+    ("ZRANGE", -4, sorted_sets),
+    ("ZRANGEBYSCORE", -4, sorted_sets),
+    ("ZREMRANGEBYSCORE", 4, sorted_sets),
+    ("ZREMRANGEBYRANK", 4, sorted_sets),
+    ("ZPOPMIN", -2, sorted_sets),
+    ("ZPOPMAX", -2, sorted_sets),
+    ("XADD", -5, streams),
+    ("XLEN", 2, streams),
+    ("XRANGE", -4, streams),
+    ("XREVRANGE", -4, streams),
+    ("XDEL", -3, streams),
+    ("XTRIM", -4, streams),
+    ("XREAD", -4, streams),
 ];
 
 /// Checks that the command exists and has a valid number of arguments, as Redis does before
@@ -100,7 +104,7 @@ const COMMANDS: &[(&str, i32)] = &[
 pub(crate) fn check(args: &[Bytes]) -> Result<String, String> {
     let Some(name) = args.first() else { return Err("ERR empty command".to_owned()) };
     let upper = String::from_utf8_lossy(name).to_ascii_uppercase();
-    let Some((_, arity)) = COMMANDS.iter().find(|(n, _)| *n == upper) else {
+    let Some((_, arity, _)) = COMMANDS.iter().find(|(n, _, _)| *n == upper) else {
         return Err(format!(
             "ERR unknown command '{}', with args beginning with: (MemoryBackend does not support it)",
             String::from_utf8_lossy(name)
@@ -116,8 +120,17 @@ pub(crate) fn check(args: &[Bytes]) -> Result<String, String> {
 /// Runs one command against the store. The caller has set `store.now`.
 pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
     let name = check(args)?;
-    let a = &args[1..];
-    match name.as_str() {
+    let (_, _, family) = COMMANDS.iter().find(|(n, _, _)| *n == name).ok_or_else(|| not_implemented(&name))?;
+    family(store, &name, &args[1..])
+}
+
+fn not_implemented(name: &str) -> String {
+    format!("ERR command '{name}' is known but not implemented by MemoryBackend")
+}
+
+/// The commands on the server (PING, ECHO, TIME, DBSIZE, FLUSHALL).
+fn server(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
+    match name {
         "PING" => Ok(match a.first() {
             Some(msg) => Reply::Bulk(msg.clone()),
             None => Reply::Status("PONG".to_owned()),
@@ -132,10 +145,17 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             store.keys.clear();
             Ok(Reply::ok())
         }
+        _ => Err(not_implemented(name)),
+    }
+}
+
+/// The commands on keys of any type: existence, type, expiry, renaming.
+fn keyspace(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
+    match name {
         "DEL" | "UNLINK" => Ok(Reply::Int(count(a.iter().filter(|k| store.remove(k).is_some()).count()))),
         "EXISTS" => Ok(Reply::Int(count(a.iter().filter(|k| store.exists(k)).count()))),
         "TYPE" => Ok(Reply::Status(store.get(&a[0]).map_or("none", |e| e.data.type_name()).to_owned())),
-        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => expire(store, &name, a),
+        "EXPIRE" | "PEXPIRE" | "EXPIREAT" | "PEXPIREAT" => expire(store, name, a),
         "TTL" | "PTTL" => Ok(Reply::Int(match store.get(&a[0]) {
             None => -2,
             Some(e) => match e.expires_at {
@@ -159,6 +179,13 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             store.keys.insert(a[1].clone(), entry);
             Ok(Reply::ok())
         }
+        _ => Err(not_implemented(name)),
+    }
+}
+
+/// The commands on strings and counters.
+fn strings(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
+    match name {
         "GET" => Ok(string(store, &a[0])?.map_or(Reply::Nil, Reply::Bulk)),
         "SET" => set(store, a),
         "SETNX" => {
@@ -217,6 +244,13 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             Ok(Reply::Int(count(len)))
         }
         "STRLEN" => Ok(Reply::Int(count(string(store, &a[0])?.map_or(0, |b| b.len())))),
+        _ => Err(not_implemented(name)),
+    }
+}
+
+/// The commands on hashes.
+fn hashes(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
+    match name {
         "HSET" => {
             if a.len().is_multiple_of(2) {
                 return Err("ERR wrong number of arguments for 'hset' command".to_owned());
@@ -275,6 +309,13 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             hash.insert(a[1].clone(), Bytes::from(next.to_string()));
             Ok(Reply::Int(next))
         }
+        _ => Err(not_implemented(name)),
+    }
+}
+
+/// The commands on lists.
+fn lists(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
+    match name {
         "LPUSH" | "RPUSH" => {
             let list = store.list_mut(&a[0], true)?.ok_or(WRONGTYPE)?;
             for value in &a[1..] {
@@ -349,6 +390,13 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             lmove(store, &a[0], &a[1], from_left, to_left)
         }
         "RPOPLPUSH" => lmove(store, &a[0], &a[1], false, true),
+        _ => Err(not_implemented(name)),
+    }
+}
+
+/// The commands on sets.
+fn sets(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
+    match name {
         "SADD" => {
             let set = store.set_mut(&a[0], true)?.ok_or(WRONGTYPE)?;
             Ok(Reply::Int(count(a[1..].iter().filter(|m| set.insert((*m).clone())).count())))
@@ -366,6 +414,13 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
         }
         "SISMEMBER" => Ok(Reply::from_bool(store.set_of(&a[0])?.is_some_and(|s| s.contains(&a[1])))),
         "SCARD" => Ok(Reply::Int(count(store.set_of(&a[0])?.map_or(0, |s| s.len())))),
+        _ => Err(not_implemented(name)),
+    }
+}
+
+/// The commands on sorted sets.
+fn sorted_sets(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
+    match name {
         "ZADD" => zadd(store, a),
         "ZREM" => {
             let removed = match store.zset_mut(&a[0], false)? {
@@ -431,6 +486,13 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             store.drop_if_empty(&a[0]);
             Ok(Reply::Array(out))
         }
+        _ => Err(not_implemented(name)),
+    }
+}
+
+/// The commands on streams.
+fn streams(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
+    match name {
         "XADD" => xadd(store, a),
         "XLEN" => Ok(Reply::Int(count(store.stream(&a[0])?.map_or(0, |s| s.entries.len())))),
         "XRANGE" | "XREVRANGE" => {
@@ -481,7 +543,7 @@ pub(crate) fn execute(store: &mut Store, args: &[Bytes]) -> CmdResult {
             Ok(Reply::Int(count(trim(stream, max))))
         }
         "XREAD" => xread(store, a),
-        _ => Err(format!("ERR command '{name}' is known but not implemented by MemoryBackend")),
+        _ => Err(not_implemented(name)),
     }
 }
 
