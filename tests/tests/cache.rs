@@ -252,6 +252,63 @@ mod servers {
         Ok(())
     }
 
+    mod owned {
+        use super::*;
+
+        redtail_tests::for_each_server!(@mod standalone Standalone a_reconnect_at_any_moment_leaves_no_stale_local_entry);
+        redtail_tests::for_each_server!(@mod cluster Cluster a_reconnect_at_any_moment_leaves_no_stale_local_entry);
+    }
+
+    /// Instance A reads a key all the time (refilling its local tier whenever it is cleared)
+    /// while every pub/sub connection is killed (`CLIENT KILL TYPE pubsub`), and instance B writes
+    /// the key at one of many moments around A's reconnect (every 3 ms from 0 to 150 ms after the
+    /// kill): A
+    /// serves B's value once its subscription is back, every time. (A used to keep the old value
+    /// for the local tier's TTL, 30 s, when the write fell between its first gap and its
+    /// resubscription: the tier was cleared, refilled with the old value, and the message lost.)
+    async fn a_reconnect_at_any_moment_leaves_no_stale_local_entry(kind: Deployment) -> TestResult {
+        let ctx = Ctx::owned(kind, |c| c).await;
+        let other: Arc<dyn Backend> = Redis::connect(Config::from_url(ctx.servers.url())?).await?.into();
+        let a = cache(&ctx.backend, ctx.ns.prefix(), true).await;
+        let b = cache(&other, ctx.ns.prefix(), true).await;
+        let options = EntryOptions::default();
+        // Every 3 ms from the kill to 150 ms after it: the reconnect falls somewhere in there.
+        for (round, delay_ms) in (0u64..=150).step_by(3).enumerate() {
+            let key = format!("k{round}");
+            b.set(&key, &0u32, &options).await?;
+            assert_eq!(a.get::<u32>(&key).await, Some(0));
+            let reader = {
+                let (a, key) = (a.clone(), key.clone());
+                tokio::spawn(async move {
+                    let until = Instant::now() + Duration::from_millis(300);
+                    while Instant::now() < until {
+                        let _ = a.get::<u32>(&key).await;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            for port in ctx.servers.data_ports() {
+                ctx.servers.admin(port, &["CLIENT", "KILL", "TYPE", "pubsub"])?;
+            }
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            // B's write may fail while its own connection comes back; it is retried.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while b.set(&key, &1u32, &options).await.is_err() {
+                assert!(Instant::now() < deadline, "round {round}: B could not write");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            reader.await?;
+            loop {
+                if a.get::<u32>(&key).await == Some(1) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "round {round} ({delay_ms} ms): A kept the old value");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dropped_connection_empties_the_local_tier() -> TestResult {
         let ctx = Ctx::owned(Deployment::Standalone, |c| c).await;

@@ -339,6 +339,9 @@ impl<C: Codec> Cache<C> {
             bump(&self.inner.counters.local_hits);
             return Ok((Found::Fresh(entry), Vec::new()));
         }
+        // Taken before the read: what it finds is kept locally only if nothing was invalidated
+        // meanwhile.
+        let generation = self.inner.local.as_ref().map_or(0, Local::generation);
         let mut keys = Vec::with_capacity(1 + hint.len());
         keys.push(key.clone());
         keys.extend(hint.iter().map(|t| self.tag_key(t)));
@@ -397,7 +400,7 @@ impl<C: Codec> Cache<C> {
             return Ok((Found::Stale(entry), versions));
         }
         if let Some(local) = &self.inner.local {
-            local.insert(key.to_bytes(), Arc::clone(&entry));
+            local.insert(key.to_bytes(), Arc::clone(&entry), generation);
         }
         bump(&self.inner.counters.hits);
         Ok((Found::Fresh(entry), versions))

@@ -233,8 +233,7 @@ impl Redis {
                 let client = self.inner.builder.build_subscriber_client().map_err(|e| self.error(e))?;
                 log_events(&client, self.inner.config.reconnect);
                 client.init().await.map_err(|e| self.error(e))?;
-                // Resubscribe every tracked channel after a reconnect.
-                drop(client.manage_subscriptions());
+                // PubSub::start resubscribes every tracked channel after a reconnect.
                 Ok(PubSub::start(client))
             })
             .await
@@ -521,12 +520,21 @@ struct PubSub {
 impl PubSub {
     fn start(client: SubscriberClient) -> PubSub {
         let routes: Routes = Arc::default();
-        // Messages published while the connection was down are lost: tell every subscription.
+        // Messages published while the connection was down are lost: every subscription is told
+        // at once, and again once the channels are subscribed anew, since what a subscriber
+        // did between the two (a cache refilling from Redis) may rest on messages it never got.
         let reconnect_routes = Arc::clone(&routes);
+        let resubscriber = client.clone();
         drop(client.on_reconnect(move |_| {
-            let routes = reconnect_routes.lock().unwrap_or_else(|p| p.into_inner());
-            routes.values().flatten().for_each(|(_, feed)| feed.gap());
-            async { Ok(()) }
+            gap(&reconnect_routes);
+            let (routes, client) = (Arc::clone(&reconnect_routes), resubscriber.clone());
+            async move {
+                if let Err(e) = client.resubscribe_all().await {
+                    tracing::warn!(error = %e, "pub/sub: could not subscribe again after a reconnect");
+                }
+                gap(&routes);
+                Ok(())
+            }
         }));
         let mut messages = client.message_rx();
         let task_routes = Arc::clone(&routes);
@@ -535,7 +543,9 @@ impl PubSub {
                 let message = match messages.recv().await {
                     Ok(m) => m,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        // Every subscription may have lost messages: each is told.
                         tracing::warn!(lost = n, "pub/sub messages dropped: subscribers are too slow");
+                        gap(&task_routes);
                         continue;
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
@@ -572,6 +582,12 @@ impl PubSub {
         self.client.subscribe(owned).await.map_err(|e| convert::error(e, timeout))?;
         Ok(subscription)
     }
+}
+
+/// Tells every subscription that messages may have been lost.
+fn gap(routes: &Routes) {
+    let routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+    routes.values().flatten().for_each(|(_, feed)| feed.gap());
 }
 
 /// Removes a subscription's routes on drop, and unsubscribes channels nobody listens to anymore.
