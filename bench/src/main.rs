@@ -4,7 +4,6 @@
 //!
 //! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-soak] [--n N] [--c C] [--jobs J] [--pool CONNECTIONS]`
 
-use media_api::presets::UserSession;
 use std::{
     sync::{
         Arc,
@@ -13,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use media_api::presets::UserSession;
 use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Key, Namespace};

@@ -1,12 +1,12 @@
 //! `redtail-cache` on every backend: tags, patterns, races, local tiers and stampedes.
 
-use media_api::presets;
 use std::{
     collections::HashSet,
     sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use media_api::presets;
 use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Key};

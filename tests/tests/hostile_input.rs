@@ -2,13 +2,13 @@
 //! non-UTF-8 and hostile values are refused with an error or handled, never a panic, and what
 //! is accepted round-trips.
 
-use media_api::presets::UserSession;
 use std::{
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
     time::{Duration, SystemTime},
 };
 
+use media_api::presets::UserSession;
 use proptest::prelude::*;
 use redtail_cache::{Cache, CacheConfig, EntryOptions};
 use redtail_connection::Config;

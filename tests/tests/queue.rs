@@ -2,7 +2,6 @@
 //! real servers: a worker killed with SIGKILL, Redis restarted, a sentinel failover, a lost
 //! lease, and shutdown under load.
 
-use media_api::presets;
 use std::{
     collections::HashMap,
     process::{Command, Stdio},
@@ -10,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use media_api::presets;
 use redtail_core::{Cmd, Key};
 use redtail_queue::{
     Backoff, Error, EventKind, JobId, JobOptions, JobState, Queue, QueueConfig, Retention, Start, WorkerOptions,

@@ -1,12 +1,12 @@
 //! Rate limits on standalone, cluster, sentinel and the in-memory backend.
 
-use media_api::presets;
 use std::{
     process::Command,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use media_api::presets;
 use redtail_core::Cmd;
 use redtail_ratelimit::{Algorithm, Decision, OnFailure, Policy, RateLimiter};
 use redtail_tests::{Ctx, Deployment, Env, Target, TestResult, for_each_backend};

@@ -2,9 +2,9 @@
 //! anybody else's. TLS: `rediss://` to a server with a certificate from a private CA works when
 //! that CA is trusted, and is refused otherwise.
 
-use media_api::presets::UserSession;
 use std::{sync::Arc, time::Duration};
 
+use media_api::presets::UserSession;
 use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Error, Key, Namespace};

@@ -1,9 +1,9 @@
 //! Sessions on standalone, cluster, sentinel and the in-memory backend: the whole lifecycle,
 //! concurrency, and TTLs on every key.
 
-use media_api::presets::UserSession;
 use std::{collections::HashSet, sync::Arc};
 
+use media_api::presets::UserSession;
 use redtail_core::{Cmd, Cursor};
 use redtail_session::{Device, NewSession, SessionConfig, SessionStore};
 use redtail_tests::{Env, Target, TestResult, for_each_backend};

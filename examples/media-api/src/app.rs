@@ -1,6 +1,5 @@
 //! The service: state, routes and handlers.
 
-use media_api::presets::{self, UserSession};
 use std::{sync::Arc, time::Duration};
 
 use axum::{
@@ -11,6 +10,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::{delete, get, post},
 };
+use media_api::presets::{self, UserSession};
 use redtail_cache::Cache;
 use redtail_connection::Redis;
 use redtail_queue::{JobOptions, JobState};

@@ -1,6 +1,5 @@
 //! Sessions in a cookie: the middleware that finds the caller, and the login routes.
 
-use media_api::presets::UserSession;
 use std::{
     net::SocketAddr,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -13,6 +12,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use media_api::presets::UserSession;
 use redtail_ratelimit::Subject;
 use redtail_session::{Device, NewSession, Session};
 use serde::Deserialize;

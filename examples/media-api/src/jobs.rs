@@ -1,9 +1,9 @@
 //! The job queues and their worker: simulated YouTube downloads with progress, and media
 //! requests. Failures are injectable per job so retries and dead letters can be seen.
 
-use media_api::presets;
 use std::{fs::File, future::Future, io::Write, path::Path, sync::Arc, time::Duration};
 
+use media_api::presets;
 use redtail_core::Backend;
 use redtail_queue::{Backoff, Job, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions};
 use serde::{Deserialize, Serialize};

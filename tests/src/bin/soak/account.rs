@@ -1,9 +1,9 @@
 //! The account of a soak run: every line is checked against what the load generator, the
 //! worker's ledger and Redis recorded, and marked right or wrong.
 
-use media_api::presets::{self, UserSession};
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};
 
+use media_api::presets::{self, UserSession};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Namespace};
 use redtail_queue::{JobState, Queue};
