@@ -89,8 +89,9 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn is_cluster(&self) -> bool;
 
     /// How long a command may take before it fails with [`Error::Timeout`](crate::Error::Timeout),
-    /// when the backend has such a bound; `None` otherwise. Batched requests wait at most this
-    /// long in all, queueing included (see [`Batcher::with_deadline`](crate::Batcher::with_deadline)).
+    /// when the backend has such a bound; `None` otherwise. Batched script calls
+    /// ([`BatchedScript`](crate::BatchedScript)) wait at most this long in all, queueing included
+    /// (see [`Batcher::with_deadline`](crate::Batcher::with_deadline)).
     fn command_timeout(&self) -> Option<std::time::Duration> {
         None
     }

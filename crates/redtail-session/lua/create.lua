@@ -1,11 +1,8 @@
 -- Creates sessions, each recorded in its tag's index atomically; one call creates the sessions
 -- of several callers (redtail_core::BatchedScript), each on its own.
--- A session is one string: a JSON header, a newline, then the application's data as given.
--- The header holds u (user id), c (created, Unix seconds on the server clock), then as seconds
--- after c: s (last seen), e (expires), a (absolute deadline, absent for none); r = 1 for
--- "remember me" (absent otherwise) and v (device, optional). Small on purpose: it is stored once
--- per session. The client formats all of it but the server's time, which goes between ARGV[1]
--- and ARGV[2].
+-- A session is one string, its format written and read in src/header.rs: a JSON header, a
+-- newline, then the application's data. The client formats all of it but the server's time (the
+-- creation time), which goes between ARGV[1] and ARGV[2].
 -- KEYS[1] session, KEYS[2] index of the sessions under this routing tag (sorted set: id -> expiry s)
 -- ARGV[1] the value up to the creation time, ARGV[2] the value after it, ARGV[3] lifetime s
 -- (the idle lifetime, capped by the absolute one), ARGV[4] session id, ARGV[5] session key prefix

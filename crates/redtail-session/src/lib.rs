@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+mod header;
 mod jwt;
 mod store;
 mod token;

@@ -14,7 +14,7 @@ use redtail_core::{Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCode
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
-    Error, Result, SessionConfig,
+    Error, Result, SessionConfig, header,
     token::{self, Location, Token, user_tag_text},
 };
 
@@ -205,7 +205,15 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         let at = token.locate();
         let (idle, absolute) = self.config.lifetimes(options.remember_me);
         let lifetime = absolute.map_or(idle, |absolute| idle.min(absolute));
-        let (before_now, after_now) = stored_value(user_id, lifetime, absolute, &options, &encoded)?;
+        let times = header::Times {
+            last_seen: 0,
+            absolute: absolute.map(|a| i64::try_from(secs(a)).unwrap_or(i64::MAX)),
+            expires: i64::try_from(secs(lifetime)).unwrap_or(i64::MAX),
+            remember_me: options.remember_me.then_some(1),
+            device: options.device.as_ref(),
+        };
+        let (before_now, after_now) = header::around_created(user_id, &times, &encoded)
+            .map_err(|e| Error::InvalidInput(format!("cannot encode the session header: {e}")))?;
         let args: Vec<Arg> = vec![
             before_now.into(),
             after_now.into(),
@@ -271,20 +279,19 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
 
     /// A stored session: a JSON header, a newline, then the data as the codec wrote it.
     fn decode(&self, id: String, value: &[u8]) -> std::result::Result<Session<T>, String> {
-        let newline = value.iter().position(|&b| b == b'\n').ok_or("no header")?;
-        let header: Header = serde_json::from_slice(&value[..newline]).map_err(|e| format!("header: {e}"))?;
-        let data = self.codec.decode(&value[newline + 1..]).map_err(|e| e.to_string())?;
-        let after = |offset: i64| at_secs(header.c.saturating_add(offset));
+        let (header, data) = header::split(value)?;
+        let data = self.codec.decode(data).map_err(|e| e.to_string())?;
+        let after = |offset: i64| at_secs(header.created.saturating_add(offset));
         Ok(Session {
             id,
-            user_id: header.u,
+            user_id: header.user_id,
             data,
-            created_at: at_secs(header.c),
-            last_seen: after(header.s),
-            expires_at: after(header.e),
-            absolute_deadline: header.a.map(after),
-            remember_me: header.r == Some(1),
-            device: header.v,
+            created_at: at_secs(header.created),
+            last_seen: after(header.last_seen),
+            expires_at: after(header.expires),
+            absolute_deadline: header.absolute.map(after),
+            remember_me: header.remember_me == Some(1),
+            device: header.device,
         })
     }
 
@@ -381,49 +388,4 @@ fn secs(d: Duration) -> u64 {
 
 fn at_secs(unix_secs: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_secs).unwrap_or(0))
-}
-
-/// The header of a stored session, as `create.lua` and `extend.lua` write it: the creation time
-/// in Unix seconds, other times as seconds after it.
-#[derive(Deserialize)]
-struct Header {
-    u: String,
-    c: i64,
-    s: i64,
-    e: i64,
-    #[serde(default)]
-    a: Option<i64>,
-    #[serde(default)]
-    r: Option<u8>,
-    #[serde(default)]
-    v: Option<Device>,
-}
-
-/// A session's stored value, but the server's time that goes between the two parts (see
-/// `lua/create.lua` for the header's fields): the header up to its creation time, then the rest
-/// of the header, a newline and the encoded data.
-fn stored_value(
-    user_id: &str,
-    lifetime: Duration,
-    absolute: Option<Duration>,
-    options: &NewSession,
-    encoded: &[u8],
-) -> Result<(String, Vec<u8>)> {
-    let user = serde_json::to_string(user_id).map_err(|e| Error::InvalidInput(format!("user id: {e}")))?;
-    let mut after = String::from(",\"s\":0");
-    if let Some(absolute) = absolute {
-        after.push_str(&format!(",\"a\":{}", secs(absolute)));
-    }
-    after.push_str(&format!(",\"e\":{}", secs(lifetime)));
-    if options.remember_me {
-        after.push_str(",\"r\":1");
-    }
-    let mut after = after.into_bytes();
-    if let Some(device) = &options.device {
-        after.extend_from_slice(b",\"v\":");
-        serde_json::to_writer(&mut after, device).map_err(|e| Error::InvalidInput(format!("device: {e}")))?;
-    }
-    after.extend_from_slice(b"}\n");
-    after.extend_from_slice(encoded);
-    Ok((format!("{{\"u\":{user},\"c\":"), after))
 }
