@@ -52,10 +52,10 @@ async fn client_clocks_skewed_by_ten_seconds_never_loosen_a_limit(target: Target
     let env = Env::new(target).await;
     let skew = Duration::from_secs(10);
     let ahead = RateLimiter::new(env.backend.clone(), env.ns.child("rl"))
-        .with_client_clock(move || SystemTime::now() + skew)
+        .with_client_clock(redtail_ratelimit::Clock::from_fn(move || SystemTime::now() + skew))
         .with_refusal_cache(false);
     let behind = RateLimiter::new(env.backend.clone(), env.ns.child("rl"))
-        .with_client_clock(move || SystemTime::now() - skew)
+        .with_client_clock(redtail_ratelimit::Clock::from_fn(move || SystemTime::now() - skew))
         .with_refusal_cache(false);
     let server = RateLimiter::new(env.backend.clone(), env.ns.child("rl")).with_refusal_cache(false);
     for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog] {
@@ -101,7 +101,7 @@ async fn a_sliding_log_refund_takes_back_the_newest_entry_within_one_millisecond
     let env = Env::new(target).await;
     let instant = SystemTime::now();
     let limiter = RateLimiter::new(env.backend.clone(), env.ns.child("rl"))
-        .with_client_clock(move || instant)
+        .with_client_clock(redtail_ratelimit::Clock::from_fn(move || instant))
         .with_refusal_cache(false);
     let policy = Policy::new("log", 30, Duration::from_secs(60)).with_algorithm(Algorithm::SlidingLog);
     let policies = std::slice::from_ref(&policy);

@@ -7,7 +7,7 @@ use std::{
         Arc, LazyLock, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use redtail_core::{
@@ -711,8 +711,7 @@ impl<C: Codec> Cache<C> {
     }
 
     fn now_ms(&self) -> u64 {
-        let now = (self.inner.config.clock.0)();
-        now.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        self.inner.config.clock.now_ms()
     }
 }
 

@@ -1,10 +1,8 @@
 //! Cache-wide configuration and per-entry options.
 
-use std::{
-    fmt,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::Duration;
+
+pub use redtail_core::Clock;
 
 use crate::{Error, Result};
 
@@ -27,28 +25,6 @@ pub struct CacheConfig {
     pub local: Option<LocalTier>,
     /// The clock freshness is measured by (Redis TTLs follow the server's). Default: the system clock.
     pub clock: Clock,
-}
-
-/// Where the cache reads the time.
-#[derive(Clone)]
-pub struct Clock(pub(crate) Arc<dyn Fn() -> SystemTime + Send + Sync>);
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Clock {
-        Clock(Arc::new(SystemTime::now))
-    }
-
-    /// A clock that asks `now`, such as a test's virtual clock.
-    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Clock {
-        Clock(Arc::new(now))
-    }
-}
-
-impl fmt::Debug for Clock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Clock")
-    }
 }
 
 impl Default for CacheConfig {

@@ -8,14 +8,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use redtail_cache::{Cache, CacheConfig, Clock, EntryOptions, Error, LocalTier, Result};
+use redtail_cache::{Cache, CacheConfig, EntryOptions, Error, LocalTier, Result};
 use redtail_core::{Backend, Cmd, Key};
 use redtail_testkit::MemoryBackend;
 
 async fn setup(config: CacheConfig) -> (MemoryBackend, Cache) {
     let redis = MemoryBackend::with_clock(redtail_testkit::Clock::manual(SystemTime::now()));
-    let clock = redis.clock().clone();
-    let config = config.with_clock(Clock::from_fn(move || clock.now()));
+    // One virtual clock for the backend's TTLs and the cache's freshness.
+    let config = config.with_clock(redis.clock().clone().into());
     let cache = Cache::new(redis.clone(), config).await.unwrap_or_else(|e| panic!("{e}"));
     (redis, cache)
 }

@@ -2,6 +2,7 @@
 
 mod backend;
 mod batch;
+mod clock;
 mod cmd;
 mod codec;
 mod error;
@@ -13,6 +14,7 @@ pub use async_trait::async_trait;
 pub use backend::{Backend, Cursor, Event, Feed, Message, ScanPage, Subscription, same_slot};
 pub use batch::{BatchedGet, BatchedScript, Batcher, batch_group};
 pub use bytes::Bytes;
+pub use clock::Clock;
 pub use cmd::{Arg, Cmd};
 pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, Error, Result, ServerError};

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use redtail_core::Clock;
+
 use crate::{Error, Result};
 
 /// The longest delay, timeout, backoff, retention or rate-limit window a queue accepts: ten
@@ -285,6 +287,9 @@ pub struct QueueConfig {
     pub max_log_lines: u32,
     /// A limit on jobs started, across all workers.
     pub rate_limit: Option<RateLimit>,
+    /// This process's clock, which hides completed records past their retention when they are
+    /// read (every time in scripts is the server's). Default: the system clock.
+    pub clock: Clock,
 }
 
 impl QueueConfig {
@@ -298,6 +303,7 @@ impl QueueConfig {
             events_cap: 10_000,
             max_log_lines: 100,
             rate_limit: None,
+            clock: Clock::system(),
         }
     }
 
@@ -322,6 +328,12 @@ impl QueueConfig {
     /// Sets [`QueueConfig::max_payload_bytes`].
     pub fn max_payload_bytes(mut self, max: usize) -> Self {
         self.max_payload_bytes = max;
+        self
+    }
+
+    /// Sets [`QueueConfig::clock`] (a test's virtual clock, say).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 

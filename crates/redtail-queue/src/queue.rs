@@ -175,7 +175,7 @@ impl<T> Queue<T> {
         };
         let Some(mut job) = record::job_info(id, fields)? else {
             return match record.into_opt_bytes()? {
-                Some(record) => Record::info(id, &record, now_ms()),
+                Some(record) => Record::info(id, &record, inner.config.clock.now_ms()),
                 None => Ok(None),
             };
         };
@@ -261,7 +261,7 @@ impl<T> Queue<T> {
             _ => Vec::new(),
         }
         .into_iter();
-        let now = now_ms();
+        let now = inner.config.clock.now_ms();
         let mut jobs = Vec::with_capacity(ids.len());
         for (id, fields) in ids.iter().zip(replies) {
             let record = records.next().map(Value::into_opt_bytes).transpose()?.flatten();
@@ -405,11 +405,6 @@ async fn zrange(inner: &Inner, set: QueueKey, start: u64, stop: u64, newest_firs
 /// A running job's entry, or an error naming the job.
 fn running_entry<'a>(id: &str, entry: &'a str) -> Result<RunningEntry<'a>> {
     RunningEntry::parse(entry).ok_or_else(|| Error::Reply(format!("job {id}: unreadable running entry {entry:?}")))
-}
-
-/// This machine's clock in ms since the Unix epoch (for hiding expired completed records).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, millis)
 }
 
 /// A duration in whole milliseconds, as scripts take it.

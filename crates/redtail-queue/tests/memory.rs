@@ -389,6 +389,25 @@ async fn retention_bounds_completed_jobs_by_count_and_age() -> Result<()> {
     Ok(())
 }
 
+/// A completed record past its age reads as gone by id on the queue's clock (here the backend's
+/// virtual one), although the records' hash outlives it by up to a minute.
+#[tokio::test]
+async fn an_expired_record_reads_as_gone_on_the_queues_clock() -> Result<()> {
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let config = QueueConfig::new("aged")
+        .defaults(JobOptions::default().keep_completed(Retention::new(Duration::from_secs(60), 10)))
+        .clock(redis.clock().clone().into());
+    let queue = queue(&redis, config);
+    let id = queue.add(&download(1)).await?;
+    let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) })?;
+    until("it completes", || async { queue.counts().await.ok().map(|c| c.completed) == Some(1) }).await;
+    worker.shutdown().await;
+    assert_eq!(queue.get(id.as_str()).await?.map(|job| job.state), Some(JobState::Completed));
+    redis.clock().advance(Duration::from_secs(61));
+    assert_eq!(queue.get(id.as_str()).await?, None, "past its age of 60 s");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_rate_limited_queue_starts_at_most_max_jobs_per_window() -> Result<()> {
     let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));

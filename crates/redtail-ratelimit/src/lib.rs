@@ -17,4 +17,4 @@ pub use limiter::{Decision, PolicyState, RateLimiter, Stats};
 pub use policy::{Algorithm, OnFailure, Policy};
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
 /// `redtail-connection`.
-pub use redtail_core::{Backend, Namespace};
+pub use redtail_core::{Backend, Clock, Namespace};

@@ -6,10 +6,10 @@ use std::{
         Arc, LazyLock, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use redtail_core::{Arg, Backend, BatchedScript, Cmd, Key, Namespace, Script, Tagged};
+use redtail_core::{Arg, Backend, BatchedScript, Clock, Cmd, Key, Namespace, Script, Tagged};
 
 use crate::{Error, OnFailure, Policy, Result};
 
@@ -102,16 +102,6 @@ struct Counters {
 /// A refusal remembered in process, by subject and policy names: until when, and which policies.
 type Refusal = (Instant, Vec<&'static str>);
 
-/// A clock of this process, for [`RateLimiter::with_client_clock`].
-#[derive(Clone)]
-struct ClientClock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
-
-impl std::fmt::Debug for ClientClock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientClock")
-    }
-}
-
 /// Rate limits on any redtail [`Backend`].
 ///
 /// All keys of one subject (a user id, an API key, a client address) share a hash tag, so
@@ -138,7 +128,7 @@ pub struct RateLimiter {
     /// (subject, policy) -> theoretical arrival time of the in-process GCRA, in ms since `epoch`.
     local: Arc<Mutex<HashMap<(String, &'static str), f64>>>,
     epoch: Instant,
-    client_clock: Option<ClientClock>,
+    client_clock: Option<Clock>,
 }
 
 impl RateLimiter {
@@ -159,23 +149,21 @@ impl RateLimiter {
         }
     }
 
-    /// Uses this process's `clock` instead of the server's `TIME`, for hosts that forbid
-    /// `TIME` in scripts. Stored time never goes backwards: a client whose clock is behind the
-    /// one that last wrote a key is judged at the later time, so skew can only make the limit
-    /// stricter, never looser. Prefer the server's clock (the default) wherever it is allowed.
+    /// Uses this process's `clock` ([`Clock::system`], or a test's virtual clock) instead of
+    /// the server's `TIME`, for hosts that forbid `TIME` in scripts. Stored time never goes
+    /// backwards: a client whose clock is behind the one that last wrote a key is judged at the
+    /// later time, so skew can only make the limit stricter, never looser. Prefer the server's
+    /// clock (the default) wherever it is allowed.
     #[must_use]
-    pub fn with_client_clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
-        self.client_clock = Some(ClientClock(Arc::new(clock)));
+    pub fn with_client_clock(mut self, clock: Clock) -> Self {
+        self.client_clock = Some(clock);
         self
     }
 
     /// The time argument of the scripts: the client's ms, or empty for the server's `TIME`.
     fn time_arg(&self) -> Arg {
         match &self.client_clock {
-            Some(ClientClock(clock)) => {
-                let ms = clock().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-                Arg::from(ms.to_string())
-            }
+            Some(clock) => Arg::from(clock.now_ms().to_string()),
             None => Arg::from(""),
         }
     }

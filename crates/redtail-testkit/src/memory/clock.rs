@@ -67,6 +67,14 @@ impl Default for Clock {
     }
 }
 
+/// The virtual clock as the crates read wall-clock time (`redtail_core::Clock`), so that one
+/// `advance` moves the backend's TTLs and the crates' own clocks together.
+impl From<Clock> for redtail_core::Clock {
+    fn from(clock: Clock) -> Self {
+        redtail_core::Clock::from_fn(move || clock.now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
