@@ -9,7 +9,9 @@ use redtail_core::Namespace;
 /// Defaults: idle lifetime 24 h, 90 days with "remember me"; an absolute cap of 7 days (standard)
 /// and 180 days (remember me) that sliding extension never passes; extension writes only when the
 /// expiry would move by more than 10 % of the idle lifetime; 64 KiB of data at most; no cap on
-/// sessions per user; keys under `rt:s`. Lifetimes count in whole seconds.
+/// sessions per user; keys under `rt:s`. Lifetimes count in whole seconds, from 1 s to
+/// [`SessionConfig::MAX_LIFETIME`]; others make `create` and `extend` fail with
+/// [`Error::InvalidInput`](crate::Error::InvalidInput) naming the lifetime.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SessionConfig {
@@ -83,6 +85,28 @@ impl SessionConfig {
     pub fn with_max_sessions_per_user(mut self, n: Option<usize>) -> Self {
         self.max_sessions_per_user = n.filter(|n| *n > 0);
         self
+    }
+
+    /// The longest lifetime a session may have: ten years. Each becomes an expiry in Redis,
+    /// which must stay a time Redis can keep.
+    pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+    /// Checks the lifetimes, with an error naming the one out of range.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let lifetimes = [
+            ("idle lifetime", Some(self.idle)),
+            ("remember-me idle lifetime", Some(self.remember_idle)),
+            ("absolute lifetime", self.absolute),
+            ("remember-me absolute lifetime", self.remember_absolute),
+        ];
+        for (name, lifetime) in lifetimes {
+            if let Some(lifetime) = lifetime
+                && (lifetime < Duration::from_secs(1) || lifetime > Self::MAX_LIFETIME)
+            {
+                return Err(format!("the {name} must be 1 s to 10 years, got {lifetime:?}"));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn lifetimes(&self, remember_me: bool) -> (Duration, Option<Duration>) {

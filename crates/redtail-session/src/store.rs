@@ -200,6 +200,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// Creates a session for `user_id` and returns its token (give it to the client) and the session.
     pub async fn create(&self, user_id: &str, data: T, options: NewSession) -> Result<(Token, Session<T>)> {
         check_user_id(user_id)?;
+        self.config.check().map_err(Error::InvalidInput)?;
         let encoded = self.encode(&data)?;
         let token = Token::generate(user_id)?;
         let at = token.locate();
@@ -308,6 +309,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// it would move by more than the configured fraction of its idle lifetime. Returns the expiry
     /// now in force, or `None` when the session has ended.
     pub async fn extend(&self, token: &str) -> Result<Option<SystemTime>> {
+        self.config.check().map_err(Error::InvalidInput)?;
         let Some(at) = token::locate(token) else { return Ok(None) };
         let args = vec![
             at.id().into(),

@@ -196,6 +196,35 @@ async fn bad_input_is_refused_or_treated_as_no_session() -> Result<()> {
     Ok(())
 }
 
+/// Lifetimes Redis cannot keep (`Duration::MAX`, zero) make `create` and `extend` fail with an
+/// error naming the lifetime, and nothing is written.
+#[tokio::test]
+async fn lifetimes_out_of_range_are_refused_naming_the_lifetime() -> Result<()> {
+    let forever = Duration::MAX;
+    let configs = [
+        (SessionConfig::default().with_idle_lifetimes(forever, forever), "idle lifetime"),
+        (SessionConfig::default().with_idle_lifetimes(Duration::ZERO, Duration::from_secs(60)), "idle lifetime"),
+        (SessionConfig::default().with_absolute_lifetimes(Some(forever), None), "absolute lifetime"),
+        (SessionConfig::default().with_absolute_lifetimes(None, Some(forever)), "remember-me absolute lifetime"),
+    ];
+    for (config, name) in configs {
+        let (redis, store) = setup(config);
+        let Err(error) = store.create("u1", data("u1"), NewSession::standard()).await else {
+            panic!("a config with a bad {name} was accepted");
+        };
+        assert!(matches!(&error, Error::InvalidInput(m) if m.contains(name)), "{name}: {error}");
+        assert!(matches!(store.extend("anything").await, Err(Error::InvalidInput(_))), "{name}");
+        assert_eq!(redis.call(redtail_core::Cmd::new("DBSIZE")).await?.as_int()?, 0, "{name}: nothing written");
+    }
+    // The longest allowed works.
+    let longest = SessionConfig::MAX_LIFETIME;
+    let (_, store) =
+        setup(SessionConfig::default().with_idle_lifetimes(longest, longest).with_absolute_lifetimes(None, None));
+    let (token, _) = store.create("u1", data("u1"), NewSession::standard()).await?;
+    assert!(store.get(token.as_str()).await?.is_some());
+    Ok(())
+}
+
 async fn find_key(redis: &MemoryBackend, id: &str) -> Result<redtail_core::Key> {
     let page = redis.scan(Cursor::START, &Namespace::new("rt")?.pattern(["s"]), 10_000).await?;
     Ok(page.keys.into_iter().find(|k| k.to_string().ends_with(id)).expect("the session's key"))
