@@ -73,7 +73,7 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
     }
 
     /// Callers waiting at once, beyond which [`Batcher::submit`] fails at once with
-    /// [`Error::Timeout`]: what cannot be sent in time is not kept.
+    /// [`Error::Overloaded`]: what cannot be sent in time is not kept.
     pub const MAX_WAITING: usize = 100_000;
 
     /// Callers wait at most `deadline` for an answer, queueing included, then fail with
@@ -93,7 +93,7 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
     pub async fn submit(&self, group: u16, request: Q) -> Result<A> {
         let waiting = Waiting::enter(&self.waiting);
         if waiting.count > Self::MAX_WAITING {
-            return Err(Error::Timeout(Duration::ZERO));
+            return Err(Error::Overloaded { waiting: waiting.count - 1 });
         }
         let (reply, answer) = oneshot::channel();
         let mut pending = Pending { group, request, reply };
@@ -536,6 +536,31 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    /// With a deadline, a caller stuck behind a batch that never returns fails at the deadline;
+    /// beyond `MAX_WAITING` waiting callers, a new one fails at once without being queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_wait_at_most_the_deadline_and_no_more_than_the_bound_wait() {
+        let deadline = Duration::from_millis(50);
+        let stuck = |_: Vec<u32>| std::future::pending::<Vec<Result<u32>>>();
+        let batcher = Arc::new(Batcher::new(1, 1, stuck).with_deadline(Some(deadline)));
+        let started = tokio::time::Instant::now();
+        assert!(matches!(batcher.submit(0, 1).await, Err(Error::Timeout(d)) if d == deadline));
+        assert!(started.elapsed() >= deadline);
+
+        let unbounded = Arc::new(Batcher::new(1, 1, stuck));
+        let waiting: Vec<_> = (0..Batcher::<u32, u32>::MAX_WAITING)
+            .map(|i| {
+                let batcher = Arc::clone(&unbounded);
+                tokio::spawn(async move { batcher.submit(0, u32::try_from(i).unwrap_or(0)).await })
+            })
+            .collect();
+        while unbounded.waiting.load(Ordering::Relaxed) < Batcher::<u32, u32>::MAX_WAITING {
+            tokio::task::yield_now().await;
+        }
+        assert!(matches!(unbounded.submit(0, 0).await, Err(Error::Overloaded { .. })));
+        waiting.iter().for_each(tokio::task::JoinHandle::abort);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_share_batches_and_each_gets_its_own_answer() {

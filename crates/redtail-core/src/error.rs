@@ -89,6 +89,14 @@ pub enum Error {
     /// A caller-supplied value was rejected before anything was sent.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// Too many callers already wait for batched requests (see
+    /// [`Batcher::MAX_WAITING`](crate::Batcher::MAX_WAITING)): the request was not queued, and
+    /// nothing was sent. Redis is slow or gone; a caller decides as if it were unavailable.
+    #[error("{waiting} batched requests already wait for redis; this one was not queued and nothing was sent")]
+    Overloaded {
+        /// How many were waiting.
+        waiting: usize,
+    },
     /// The backend is shutting down and takes no new commands.
     #[error("the redis backend is shutting down and takes no new commands")]
     ShuttingDown,
@@ -122,6 +130,7 @@ impl Error {
                 Box::new(move || Error::Codec { action, source: Box::new(Arc::clone(&source)) })
             }
             Error::InvalidInput(m) => Box::new(move || Error::InvalidInput(m.clone())),
+            Error::Overloaded { waiting } => Box::new(move || Error::Overloaded { waiting }),
             Error::ShuttingDown => Box::new(|| Error::ShuttingDown),
             Error::Backend { source } => {
                 let source = shared(source);
@@ -151,7 +160,7 @@ impl Error {
     /// Callers with a fallback (a rate limit's failure mode, a cache miss) take it for these.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Timeout(_) | Error::Connection { .. } | Error::ShuttingDown => true,
+            Error::Timeout(_) | Error::Connection { .. } | Error::ShuttingDown | Error::Overloaded { .. } => true,
             Error::Server(e) => {
                 matches!(
                     e.code(),
