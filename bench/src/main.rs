@@ -67,11 +67,26 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// What one workload measured: its time, its sorted latencies, and the server CPU it used (µs).
+/// What one workload measured: its time, its sorted latencies, and the server CPU it used.
 struct Measured {
     elapsed: Duration,
     latencies: Vec<Duration>,
-    server_usec: Option<u64>,
+    server_usec: Option<ServerUsec>,
+}
+
+/// Server CPU in µs, by the two meters: the sum of `INFO commandstats` (which counts commands run
+/// inside scripts twice and leaves out socket I/O: a breakdown), and `INFO cpu`'s user + system
+/// time (the meter `../shared/BENCHMARKS.md` compares, `server_cpu_us_per_op`).
+#[derive(Clone, Copy)]
+struct ServerUsec {
+    commands: u64,
+    cpu: u64,
+}
+
+impl ServerUsec {
+    fn since(self, before: ServerUsec) -> ServerUsec {
+        ServerUsec { commands: self.commands.saturating_sub(before.commands), cpu: self.cpu.saturating_sub(before.cpu) }
+    }
 }
 
 /// Runs `op(i)` for i in 0..n from `concurrency` tasks against `backend`'s server.
@@ -107,8 +122,7 @@ where
     }
     let elapsed = started.elapsed();
     latencies.sort_unstable();
-    let server_usec =
-        server_usec(backend).await?.zip(server_before).map(|(after, before)| after.saturating_sub(before));
+    let server_usec = server_usec_since(backend, server_before).await?;
     Ok(Measured { elapsed, latencies, server_usec })
 }
 
@@ -131,7 +145,8 @@ fn report_with(
         "bench": bench, "impl": "redtail", "ops": n, "concurrency": concurrency,
         "per_sec": (n as f64 / elapsed.as_secs_f64()).round(),
         "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0, "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
-        "server_us_per_op": server_usec.map(|usec| per_op(usec, n)),
+        "server_us_per_op": server_usec.map(|usec| per_op(usec.commands, n)),
+        "server_cpu_us_per_op": server_usec.map(|usec| per_op(usec.cpu, n)),
     });
     if let Some(fields) = line.as_object_mut() {
         fields.extend(extra);
@@ -219,25 +234,32 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
     Ok(())
 }
 
-/// Microseconds of server CPU spent in commands so far (`INFO commandstats`), to report the
-/// server's cost per operation beside the throughput.
-async fn server_usec(backend: &Arc<dyn Backend>) -> Result<Option<u64>, Error> {
+/// Microseconds of server CPU so far, by both meters, to report the server's cost per operation
+/// beside the throughput.
+async fn server_usec(backend: &Arc<dyn Backend>) -> Result<Option<ServerUsec>, Error> {
     // On a cluster INFO answers for one node only; there is no server-wide figure.
     if backend.is_cluster() {
         return Ok(None);
     }
     let info = backend.call(Cmd::new("INFO").arg("commandstats")).await?.into_string()?;
-    Ok(Some(
-        info.lines()
-            .filter_map(|line| line.split("usec=").nth(1))
-            .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
-            .sum(),
-    ))
+    let commands = info
+        .lines()
+        .filter_map(|line| line.split("usec=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum();
+    let info = backend.call(Cmd::new("INFO").arg("cpu")).await?.into_string()?;
+    let seconds =
+        |field: &str| info.lines().find_map(|line| line.strip_prefix(field)?.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = ((seconds("used_cpu_user:") + seconds("used_cpu_sys:")) * 1e6).round() as u64;
+    Ok(Some(ServerUsec { commands, cpu }))
 }
 
 /// Server CPU used since `before` (a reading of [`server_usec`]).
-async fn server_usec_since(backend: &Arc<dyn Backend>, before: Option<u64>) -> Result<Option<u64>, Error> {
-    Ok(server_usec(backend).await?.zip(before).map(|(after, before)| after.saturating_sub(before)))
+async fn server_usec_since(
+    backend: &Arc<dyn Backend>,
+    before: Option<ServerUsec>,
+) -> Result<Option<ServerUsec>, Error> {
+    Ok(server_usec(backend).await?.zip(before).map(|(after, before)| after.since(before)))
 }
 
 fn per_op(usec: u64, n: usize) -> f64 {
@@ -456,13 +478,14 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
     }
     let processed = started.elapsed();
     let stats = worker.shutdown().await;
-    let server = server_usec_since(backend, server_before).await?.map(|usec| per_op(usec, jobs));
+    let server = server_usec_since(backend, server_before).await?;
     let per_sec = |d: Duration| (jobs as f64 / d.as_secs_f64()).round();
     println!(
         "{}",
         json!({"bench": "queue", "impl": "redtail", "jobs": jobs, "add_per_sec": per_sec(added),
                "process_per_sec": per_sec(processed), "worker_concurrency": concurrency, "redis_errors": stats.redis_errors,
-               "process_server_us_per_job": server})
+               "process_server_us_per_job": server.map(|usec| per_op(usec.commands, jobs)),
+               "process_server_cpu_us_per_job": server.map(|usec| per_op(usec.cpu, jobs))})
     );
     println!("{}", json!({"bench": "memory.job", "impl": "redtail", "bytes": per_job, "sampled": job_bytes.len()}));
     queue.obliterate(true).await?;
