@@ -23,6 +23,7 @@ cargo xtask <command>
                            of its own (or REDIS_URL; --memory or no redis-server: in process)
   ci                       everything CI checks: fmt, clippy, tidy, tests on real servers, the soak, fuzzing,
                            docs, packaging of the library crates, cargo-deny
+  package                  package the library crates as crates.io would get them, and build each
   tidy                     the repository's own checks: a `//!` line atop every file, no KEYS command
   test [-- <nextest args>] the test suites with a standalone, a cluster and a sentinel deployment up
   tour                     start a redis-server and run the Backend tour example against it
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("ci") => ci(),
         Some("tidy") => tidy(),
+        Some("package") => package(),
         Some("test") => test(&args[1..]),
         Some("tour") => tour(),
         Some("bench") => bench(&args[1..]),
@@ -160,6 +162,38 @@ const LIBRARY_CRATES: [&str; 7] = [
 /// own (`cargo package` verifies), so a file missing from a package or a path dependency without
 /// a version fails here rather than at publishing.
 fn package() -> Result {
+    // Cargo verifies each package against the others taken from a local registry, which it
+    // extracts once into `$CARGO_HOME/registry/src/-<hash>/` and never again for the same
+    // version, and compiles as it would crates.io's: as soon as the code moves on, an earlier
+    // run's copies and their builds are stale. Start from none.
+    let packages = target_dir()?.join("package");
+    let mut stale = vec![packages];
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    if let Some(sources) = cargo_home.map(|home| home.join("registry/src"))
+        && let Ok(sources) = fs::read_dir(sources)
+    {
+        // Local registries only (their folders start with `-`), never crates.io's.
+        for source in sources.flatten().filter(|s| s.file_name().to_string_lossy().starts_with('-')) {
+            let Ok(crates) = fs::read_dir(source.path()) else { continue };
+            stale.extend(
+                crates
+                    .flatten()
+                    .filter(|c| LIBRARY_CRATES.iter().any(|name| c.file_name().to_string_lossy().starts_with(name)))
+                    .map(|c| c.path()),
+            );
+        }
+    }
+    for path in stale.iter().filter(|p| p.exists()) {
+        fs::remove_dir_all(path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+    }
+    // What those copies compiled to is kept as if it came from crates.io, which never changes.
+    let mut clean = vec!["clean", "--quiet"];
+    for name in LIBRARY_CRATES {
+        clean.extend(["-p", name]);
+    }
+    run("cargo", clean, &[])?;
     let mut args = vec!["package", "--allow-dirty"];
     for name in LIBRARY_CRATES {
         args.extend(["-p", name]);
