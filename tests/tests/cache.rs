@@ -26,6 +26,7 @@ for_each_backend!(
     concurrent_writes_fail_alone_on_a_foreign_tag_record,
     a_loaded_value_keeps_the_version_of_each_of_its_tags,
     a_caller_after_an_invalidation_never_joins_a_load_from_before_it,
+    durations_redis_cannot_keep_are_refused_naming_the_setting,
 );
 
 async fn typed_values_tags_and_patterns(target: Target) -> TestResult {
@@ -140,6 +141,39 @@ async fn a_caller_after_an_invalidation_never_joins_a_load_from_before_it(target
         assert!(after > before, "round {round}: the caller after the invalidation got load {after}, from before it");
         assert_ne!(first, after, "round {round}");
     }
+    Ok(())
+}
+
+/// `Duration::MAX` as a TTL, stale window, lock wait, lock TTL or local-tier TTL is refused with
+/// an error naming the setting, before anything is written (a `Duration::MAX` TTL used to
+/// overflow a `Duration` sum and panic); the longest allowed works.
+async fn durations_redis_cannot_keep_are_refused_naming_the_setting(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let c = cache(&env.backend, env.ns.prefix(), false).await;
+    let max = Duration::MAX;
+    let entries = [
+        (EntryOptions::ttl(max), "TTL"),
+        (EntryOptions::default().stale_for(max), "stale_for"),
+        (EntryOptions::default().lock_wait(Some(max)), "lock_wait"),
+    ];
+    for (options, setting) in entries {
+        let error = c.set("k", &1u32, &options).await.err().ok_or(setting)?;
+        assert!(error.to_string().contains(setting), "{setting}: {error}");
+        let loaded = c.get_or_compute("k", &options, || async { Ok::<_, std::io::Error>(1u32) }).await;
+        assert!(loaded.is_err(), "{setting}");
+    }
+    assert_eq!(c.get::<u32>("k").await, None, "nothing was written");
+    let configs = [
+        (CacheConfig::default().with_prefix(env.ns.prefix()).with_lock_ttl(max), "lock_ttl"),
+        (CacheConfig::default().with_prefix(env.ns.prefix()).with_local_tier(LocalTier::new(10, max)), "local tier"),
+    ];
+    for (config, setting) in configs {
+        let error = Cache::new(Arc::clone(&env.backend), config).await.err().ok_or(setting)?;
+        assert!(error.to_string().contains(setting), "{setting}: {error}");
+    }
+    let longest = EntryOptions::ttl(redtail_cache::MAX_DURATION).stale_for(redtail_cache::MAX_DURATION);
+    c.set("k", &2u32, &longest).await?;
+    assert_eq!(c.get::<u32>("k").await, Some(2));
     Ok(())
 }
 

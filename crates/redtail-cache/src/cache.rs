@@ -112,6 +112,7 @@ impl<C: Codec> Cache<C> {
     /// A cache storing values with `codec`. With a local tier, it subscribes to the invalidation
     /// channel first, so it misses nothing another instance sends after this returns.
     pub async fn with_codec(backend: impl Into<Arc<dyn Backend>>, config: CacheConfig, codec: C) -> Result<Self> {
+        config.check()?;
         let backend = backend.into();
         let root = Namespace::new(config.prefix.clone())?;
         let mut id = [0; 8];

@@ -6,6 +6,18 @@ pub use redtail_core::Clock;
 
 use crate::{Error, Result};
 
+/// The longest TTL, stale window, lock wait or lock TTL accepted: ten years. Each becomes an
+/// expiry in Redis (or a deadline in this process), which must stay one Redis can keep.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Fails with an error naming `setting` when `value` is longer than [`MAX_DURATION`].
+fn at_most_max(setting: &str, value: Duration) -> Result<()> {
+    if value > MAX_DURATION {
+        return Err(Error::InvalidInput(format!("{setting} must be at most 10 years, got {value:?}")));
+    }
+    Ok(())
+}
+
 /// The longest tag accepted, in bytes.
 pub(crate) const MAX_TAG: usize = 255;
 /// The most tags one entry may carry.
@@ -40,6 +52,18 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
+    /// Checks the settings, with an error naming the one out of range.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.lock_ttl.is_zero() {
+            return Err(Error::InvalidInput("lock_ttl must be longer than zero".to_owned()));
+        }
+        at_most_max("lock_ttl", self.lock_ttl)?;
+        if let Some(tier) = self.local {
+            at_most_max("the local tier's TTL", tier.ttl)?;
+        }
+        Ok(())
+    }
+
     /// Keys start with `prefix:`.
     #[must_use]
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -193,6 +217,9 @@ impl EntryOptions {
         if self.ttl.is_zero() {
             return Err(Error::InvalidInput("a cache TTL must be longer than zero".to_owned()));
         }
+        at_most_max("a cache TTL", self.ttl)?;
+        at_most_max("stale_for", self.stale_for)?;
+        at_most_max("lock_wait", self.lock_wait.unwrap_or_default())?;
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(Error::InvalidInput(format!("jitter must be between 0 and 1, got {}", self.jitter)));
         }
