@@ -8,22 +8,8 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use redtail_cache::{Cache, CacheConfig};
 use redtail_core::{Backend, Cmd, Codec, JsonCodec, Key};
-use redtail_fuzz::runtime;
+use redtail_fuzz::{UserSession, runtime};
 use redtail_testkit::MemoryBackend;
-
-/// Session data as the demo service keeps it (`examples/media-api/src/presets.rs`).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UserSession {
-    user_id: String,
-    role: String,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    plex_id: Option<String>,
-    created_at: u64,
-    remember_me: bool,
-}
 
 fuzz_target!(|bytes: &[u8]| {
     let _ = JsonCodec.decode::<serde_json::Value>(bytes);

@@ -19,7 +19,7 @@ use redtail_core::{
     Arg, Backend, Bytes, Cmd, Cursor, Error, Key, Pattern, ScanPage, Script, ServerError, Subscription, Value,
     async_trait,
 };
-use redtail_fuzz::runtime;
+use redtail_fuzz::{UserSession, runtime};
 use redtail_queue::{JobState, Queue, QueueConfig};
 use redtail_ratelimit::{Policy, RateLimiter};
 use redtail_session::{NewSession, SessionConfig, SessionStore};
@@ -99,16 +99,6 @@ fn replies(data: &[u8]) -> Result<Vec<std::result::Result<Value, String>>> {
     Ok(replies)
 }
 
-/// Session data as the demo service keeps it (`examples/media-api/src/presets.rs`).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UserSession {
-    user_id: String,
-    role: String,
-    created_at: u64,
-    remember_me: bool,
-}
-
 const API: Policy = Policy::new("api", 100, std::time::Duration::from_secs(60));
 const YOUTUBE_DOWNLOAD: Policy = Policy::new("youtube", 5, std::time::Duration::from_secs(3_600))
     .with_algorithm(redtail_ratelimit::Algorithm::SlidingLog);
@@ -125,14 +115,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = limiter.peek("u", &[MEDIA_REQUEST], 1).await;
         }
         let sessions = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default());
-        if let Ok((token, _)) = sessions
-            .create(
-                "u",
-                UserSession { user_id: "u".to_owned(), role: "user".to_owned(), created_at: 0, remember_me: false },
-                NewSession::standard(),
-            )
-            .await
-        {
+        if let Ok((token, _)) = sessions.create("u", UserSession::new("u", "user"), NewSession::standard()).await {
             let _ = sessions.get(token.as_str()).await;
             let _ = sessions.extend(token.as_str()).await;
         }
