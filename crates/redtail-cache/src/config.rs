@@ -6,16 +6,13 @@ pub use redtail_core::Clock;
 
 use crate::{Error, Result};
 
-/// The longest TTL, stale window, lock wait or lock TTL accepted: ten years. Each becomes an
-/// expiry in Redis (or a deadline in this process), which must stay one Redis can keep.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The longest TTL, stale window, lock wait or lock TTL accepted: ten years
+/// ([`redtail_core::MAX_TTL`]); longer ones are refused with an error naming the setting.
+pub const MAX_DURATION: Duration = redtail_core::MAX_TTL;
 
 /// Fails with an error naming `setting` when `value` is longer than [`MAX_DURATION`].
 fn at_most_max(setting: &str, value: Duration) -> Result<()> {
-    if value > MAX_DURATION {
-        return Err(Error::InvalidInput(format!("{setting} must be at most 10 years, got {value:?}")));
-    }
-    Ok(())
+    redtail_core::check_ttl(setting, value).map_err(Error::InvalidInput)
 }
 
 /// The longest tag accepted, in bytes.

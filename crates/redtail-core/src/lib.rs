@@ -8,6 +8,7 @@ mod codec;
 mod error;
 mod key;
 mod script;
+mod ttl;
 mod value;
 
 pub use async_trait::async_trait;
@@ -20,4 +21,5 @@ pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, Error, Result, ServerError};
 pub use key::{Key, Namespace, Pattern, SLOTS, Tagged, hash_tag, unescape};
 pub use script::Script;
+pub use ttl::{MAX_TTL, check_ttl};
 pub use value::Value;

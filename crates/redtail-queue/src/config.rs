@@ -9,16 +9,12 @@ use redtail_core::Clock;
 use crate::{Error, Result};
 
 /// The longest delay, timeout, backoff, retention or rate-limit window a queue accepts: ten
-/// years. Each becomes a score or an expiry in Redis, which must stay a number Redis can keep;
-/// longer ones are refused with an error naming the setting.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// years ([`redtail_core::MAX_TTL`]); longer ones are refused with an error naming the setting.
+pub const MAX_DURATION: Duration = redtail_core::MAX_TTL;
 
 /// Fails with an error naming `setting` when `value` is longer than [`MAX_DURATION`].
-pub(crate) fn at_most_max(setting: &str, value: Duration) -> Result<()> {
-    if value > MAX_DURATION {
-        return Err(Error::InvalidInput(format!("{setting} must be at most 10 years, got {value:?}")));
-    }
-    Ok(())
+fn at_most_max(setting: &str, value: Duration) -> Result<()> {
+    redtail_core::check_ttl(setting, value).map_err(Error::InvalidInput)
 }
 
 /// How long to wait before attempt `n + 1` after attempt `n` failed.

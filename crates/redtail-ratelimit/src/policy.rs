@@ -114,7 +114,7 @@ impl Policy {
     /// The longest period, block or GCRA state a policy may ask Redis to keep: ten years.
     /// Longer ones are refused before anything is sent, since a TTL Redis cannot store would
     /// leave a key that never expires.
-    pub const MAX_PERIOD: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    pub const MAX_PERIOD: Duration = redtail_core::MAX_TTL;
     /// The largest limit or burst: 10^15, so that every count stays exact in Lua's numbers.
     pub const MAX_LIMIT: u64 = 1_000_000_000_000_000;
     /// The largest limit of a [`Algorithm::SlidingLog`] policy, which keeps one sorted-set entry

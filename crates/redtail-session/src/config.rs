@@ -89,7 +89,7 @@ impl SessionConfig {
 
     /// The longest lifetime a session may have: ten years. Each becomes an expiry in Redis,
     /// which must stay a time Redis can keep.
-    pub const MAX_LIFETIME: Duration = Duration::from_secs(10 * 365 * 86_400);
+    pub const MAX_LIFETIME: Duration = redtail_core::MAX_TTL;
 
     /// Checks the lifetimes, with an error naming the one out of range.
     pub(crate) fn check(&self) -> Result<(), String> {
