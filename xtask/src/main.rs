@@ -777,11 +777,7 @@ fn tidy() -> Result {
         walk(&root.join(dir), &mut |path| {
             let Ok(text) = fs::read_to_string(path) else { return };
             let relative = path.strip_prefix(&root).unwrap_or(path).display().to_string();
-            // A crate root may take its docs from the crate's README instead (one source).
-            let documented = ["//!", "#![doc = include_str!(\"../README.md\")]"];
-            if path.extension().is_some_and(|e| e == "rs")
-                && !documented.iter().any(|d| text.trim_start().starts_with(d))
-            {
+            if path.extension().is_some_and(|e| e == "rs") && !text.trim_start().starts_with("//!") {
                 problems.push(format!("{relative}: every .rs file starts with a `//!` line saying what it is"));
             }
             let library = relative.starts_with("crates/") && (relative.contains("/src/") || relative.contains("/lua/"));

@@ -1,3 +1,4 @@
+//! A typed two-tier cache on Redis: stampede protection, stale-while-revalidate, tags that cannot leak.
 #![doc = include_str!("../README.md")]
 
 mod cache;

@@ -1,3 +1,4 @@
+//! The fred-based redtail `Backend`: pooling, cluster, sentinel, reconnect, health and shutdown.
 #![doc = include_str!("../README.md")]
 
 mod config;

@@ -1,3 +1,4 @@
+//! The `Backend` trait, keys, scripts, codecs and errors every redtail crate is written against.
 #![doc = include_str!("../README.md")]
 
 mod backend;

@@ -1,3 +1,4 @@
+//! A reliable Redis job queue: leases, retries, dead letters, progress and events, batched for throughput.
 #![doc = include_str!("../README.md")]
 
 mod config;

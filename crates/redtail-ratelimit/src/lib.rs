@@ -1,3 +1,4 @@
+//! Exact, atomic, cluster-safe rate limits on Redis.
 #![doc = include_str!("../README.md")]
 
 mod error;

@@ -1,3 +1,4 @@
+//! Session storage on Redis: hashed tokens, an exact per-user index, sliding and absolute lifetimes.
 #![doc = include_str!("../README.md")]
 
 mod config;

@@ -1,3 +1,4 @@
+//! Real `redis-server` harnesses and an in-memory backend for testing redtail and services built on it.
 #![doc = include_str!("../README.md")]
 
 #[cfg(feature = "testcontainers")]
