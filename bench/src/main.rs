@@ -199,10 +199,14 @@ async fn raw(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result
 }
 
 /// The `ratelimit` workload: one 100-per-60 s limit for `user{i % 10000}`, with the original
-/// design's fixed window and with GCRA; then bytes per limiter key for each algorithm.
+/// design's fixed window, the sliding-window counter, GCRA and the sliding log (or the ones named
+/// by `REDTAIL_BENCH_ALGORITHMS`, comma-separated); then bytes per limiter key for each.
 async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
     use redtail_ratelimit::{Algorithm, Policy, RateLimiter};
-    for algorithm in [Algorithm::FixedWindow, Algorithm::Gcra, Algorithm::SlidingLog] {
+    let all = [Algorithm::FixedWindow, Algorithm::SlidingWindow, Algorithm::Gcra, Algorithm::SlidingLog];
+    let chosen = std::env::var("REDTAIL_BENCH_ALGORITHMS").unwrap_or_default();
+    for algorithm in all.into_iter().filter(|a| chosen.is_empty() || chosen.split(',').any(|c| c == algorithm_name(*a)))
+    {
         let ns = Namespace::new(format!("b:rl:{}", algorithm_name(algorithm)))?;
         let limiter = Arc::new(RateLimiter::new(Arc::clone(backend), ns.clone()));
         let policy = Policy::new("api", 100, Duration::from_secs(60)).with_algorithm(algorithm);
@@ -270,6 +274,7 @@ fn algorithm_name(algorithm: redtail_ratelimit::Algorithm) -> &'static str {
     match algorithm {
         redtail_ratelimit::Algorithm::Gcra => "gcra",
         redtail_ratelimit::Algorithm::SlidingLog => "sliding_log",
+        redtail_ratelimit::Algorithm::SlidingWindow => "sliding_window",
         _ => "fixed_window",
     }
 }

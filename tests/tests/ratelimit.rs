@@ -27,7 +27,7 @@ fn limiter(env: &Env) -> Arc<RateLimiter> {
 async fn a_thousand_concurrent_checks_admit_exactly_the_limit(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let limiter = limiter(&env);
-    for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog, Algorithm::FixedWindow] {
+    for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog, Algorithm::FixedWindow, Algorithm::SlidingWindow] {
         let policy = Policy::new("api", 100, Duration::from_secs(600)).with_algorithm(algorithm);
         let subject = format!("user-{algorithm:?}");
         let tasks: Vec<_> = (0..1_000)
@@ -323,24 +323,30 @@ async fn admitted_of(limiter: &RateLimiter, policy: &Policy, checks: usize) -> R
 mod processes {
     use super::*;
 
-    /// 1,000 checks against a limit of 100 from 4 client processes at once admit exactly 100.
+    /// 1,000 checks against a limit of 100 from 4 client processes at once admit exactly 100,
+    /// by GCRA (a script) and by both counters (plain commands, without a script).
     async fn four_processes(kind: Deployment) -> TestResult {
         let ctx = Ctx::new(kind).await;
-        let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 1500;
-        let children: Vec<_> = (0..4)
-            .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_ratelimit_burst"))
-                    .args([ctx.servers.url(), ctx.ns.prefix(), "burst-user", "250", &start_at.to_string()])
-                    .output()
-            })
-            .collect();
-        let mut allowed = 0;
-        for child in children {
-            let output = child?;
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-            allowed += String::from_utf8_lossy(&output.stdout).trim().parse::<u32>()?;
+        for algorithm in ["gcra", "fixed_window", "sliding_window"] {
+            let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 1500;
+            // All four run at once: spawned first, then waited for.
+            let children = (0..4)
+                .map(|_| {
+                    Command::new(env!("CARGO_BIN_EXE_ratelimit_burst"))
+                        .args([ctx.servers.url(), ctx.ns.prefix(), algorithm, "250", &start_at.to_string(), algorithm])
+                        .stdout(std::process::Stdio::piped())
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut allowed = 0;
+            for child in children {
+                let output = child.wait_with_output()?;
+                assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+                allowed += String::from_utf8_lossy(&output.stdout).trim().parse::<u32>()?;
+            }
+            assert_eq!(allowed, 100, "{algorithm}");
         }
-        assert_eq!(allowed, 100);
         Ok(())
     }
 

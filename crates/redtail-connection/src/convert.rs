@@ -4,8 +4,10 @@ use std::time::Duration;
 
 use fred::{
     error::{Error as FredError, ErrorKind},
-    types::{ClusterHash, CustomCommand, Resp3Frame, Value as FredValue},
+    interfaces::{ClientLike, KeysInterface},
+    types::{ClusterHash, CustomCommand, ExpireOptions, Resp3Frame, Value as FredValue},
 };
+use futures_util::{FutureExt, future::BoxFuture};
 use redtail_core::{Arg, Bytes, Cmd, Error, ServerError, Value};
 
 /// A fred command and its arguments from a core [`Cmd`].
@@ -14,6 +16,55 @@ pub(crate) fn command(cmd: Cmd, blocking: bool) -> (CustomCommand, Vec<FredValue
     let hash = slot.map_or(ClusterHash::Random, ClusterHash::Custom);
     let args = args.into_iter().map(|a: Arg| FredValue::Bytes(a.into_bytes())).collect();
     (CustomCommand::new_static(name, hash, blocking), args)
+}
+
+/// Sends `cmd` through `client` inside a `MULTI` whose `EXEC` is read raw, so only its `QUEUED`
+/// reply matters. fred flushes the socket after every custom command, but feeds its typed
+/// commands and flushes once when several are queued (its auto-pipelining); so the commands a
+/// transaction carries most (those of the rate limiter's script-free path) go as typed commands,
+/// and a transaction of many callers is a few writes instead of one per command. Others go as
+/// custom commands.
+pub(crate) fn queued<C>(client: &C, cmd: Cmd) -> BoxFuture<'_, Result<FredValue, FredError>>
+where
+    C: ClientLike + KeysInterface + Sync,
+{
+    let typed = match (cmd.name(), cmd.arguments()) {
+        ("GET", [key]) => Some(client.get::<FredValue, _>(fred_key(key)).boxed()),
+        ("PTTL", [key]) => Some(client.pttl::<FredValue, _>(fred_key(key)).boxed()),
+        ("INCRBY", [key, by]) => int(by).map(|by| client.incr_by::<FredValue, _>(fred_key(key), by).boxed()),
+        ("PEXPIRE", [key, ms, rest @ ..]) => {
+            let option = match rest {
+                [] => Some(None),
+                [option] => match option.as_bytes().to_ascii_uppercase().as_slice() {
+                    b"NX" => Some(Some(ExpireOptions::NX)),
+                    b"XX" => Some(Some(ExpireOptions::XX)),
+                    b"GT" => Some(Some(ExpireOptions::GT)),
+                    b"LT" => Some(Some(ExpireOptions::LT)),
+                    _ => None,
+                },
+                _ => None,
+            };
+            int(ms).zip(option).map(|(ms, option)| client.pexpire::<FredValue, _>(fred_key(key), ms, option).boxed())
+        }
+        _ => None,
+    };
+    typed.unwrap_or_else(|| {
+        let (command, args) = command(cmd, false);
+        client.custom::<FredValue, _>(command, args).boxed()
+    })
+}
+
+/// A command without arguments or keys (`MULTI`, `EXEC`), routed by the client's options.
+pub(crate) fn bare(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::Random, false)
+}
+
+fn fred_key(arg: &Arg) -> fred::types::Key {
+    fred::types::Key::from(arg.clone().into_bytes())
+}
+
+fn int(arg: &Arg) -> Option<i64> {
+    std::str::from_utf8(arg.as_bytes()).ok()?.parse().ok()
 }
 
 /// A core value from a fred value.

@@ -18,6 +18,7 @@ use fred::{
         config::{ConnectionConfig, Options, PerformanceConfig, ReconnectError, ReconnectPolicy},
     },
 };
+use futures_util::FutureExt;
 use redtail_core::{
     Arg, Backend, Bytes, Cmd, Cursor, Error, Feed, Key, Message, Pattern, Result, ScanPage, Script, Subscription,
     Value, async_trait, same_slot,
@@ -54,6 +55,48 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
+    /// Sends `cmds` in `MULTI`/`EXEC` to the node owning `slot`: one write, one round trip.
+    async fn exec(&self, slot: Option<u16>, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
+        let _guard = self.enter()?;
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        // MULTI/EXEC is sent by hand on a connection held for the whole exchange: nothing else
+        // can slip between MULTI and EXEC, and the raw EXEC reply keeps per-command errors,
+        // which fred's own transactions turn into one error for the whole call.
+        let client = self.inner.exclusive.acquire().await;
+        let hash = slot.map_or(fred::types::ClusterHash::Random, fred::types::ClusterHash::Custom);
+        // Sent once: a transaction written again after a dropped connection could apply twice.
+        let options = Options { max_attempts: Some(1), cluster_hash: Some(hash), ..Options::default() };
+        let client = client.with_options(&options);
+        let n_cmds = cmds.len();
+        // All requests are queued in order before any reply is awaited: one round trip. Each
+        // future hands its command to fred's router on its first poll, and join_all polls them
+        // in order. The commands between MULTI and EXEC go as `convert::queued` says, so that
+        // fred writes them together.
+        let exchange = std::iter::once(
+            client.custom_raw(convert::bare("MULTI"), Vec::<FredValue>::new()).map(|r| r.map(|_| ())).boxed(),
+        )
+        .chain(cmds.into_iter().map(|cmd| convert::queued(&client, cmd).map(|r| r.map(|_| ())).boxed()))
+        .collect::<Vec<_>>();
+        let (queued, exec) = futures_util::future::join(
+            futures_util::future::join_all(exchange),
+            client.custom_raw(convert::bare("EXEC"), Vec::<FredValue>::new()),
+        )
+        .await;
+        // MULTI's reply, then one QUEUED per command: an error here (a syntax error) means the
+        // server discarded the transaction and nothing was applied.
+        debug_assert_eq!(queued.len(), n_cmds + 1);
+        for reply in queued {
+            reply.map_err(|e| self.error(e))?;
+        }
+        match convert::frame(exec.map_err(|e| self.error(e))?) {
+            Value::Array(replies) => Ok(replies),
+            Value::Error(e) => Err(Error::Server(e)),
+            other => Err(Error::UnexpectedReply { expected: "the EXEC array", got: other.describe() }),
+        }
+    }
+
     /// Connects and waits until the server answers, within the connect timeout.
     ///
     /// A malformed configuration, a wrong password, or a server that cannot be reached each give
@@ -298,47 +341,25 @@ impl Backend for Redis {
 
     async fn transaction(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
         let slot = same_slot("transaction", cmds.iter().flat_map(Cmd::slots))?;
-        let _guard = self.enter()?;
-        if cmds.is_empty() {
-            return Ok(Vec::new());
+        self.exec(slot, cmds).await
+    }
+
+    async fn transactions(&self, calls: Vec<Vec<Cmd>>) -> Result<Vec<Result<Vec<Value>>>> {
+        let mut slot = None;
+        for call in &calls {
+            let call_slot = same_slot("transaction", call.iter().flat_map(Cmd::slots))?;
+            if self.is_cluster() {
+                slot = same_slot("transaction", slot.into_iter().chain(call_slot))?;
+            }
         }
-        // MULTI/EXEC is sent by hand on a connection held for the whole exchange: nothing else
-        // can slip between MULTI and EXEC, and the raw EXEC reply keeps per-command errors,
-        // which fred's own transactions turn into one error for the whole call.
-        let client = self.inner.exclusive.acquire().await;
-        let hash = slot.map_or(fred::types::ClusterHash::Random, fred::types::ClusterHash::Custom);
-        // Sent once: a transaction written again after a dropped connection could apply twice.
-        let options = Options { max_attempts: Some(1), cluster_hash: Some(hash), ..Options::default() };
-        let client = client.with_options(&options);
-        let n_cmds = cmds.len();
-        let exchange = std::iter::once(Cmd::new("MULTI")).chain(cmds).chain(std::iter::once(Cmd::new("EXEC")));
-        // All requests are queued in order before any reply is awaited: one round trip. Each
-        // future hands its command to fred's router on its first poll, and join_all polls them
-        // in order.
-        let replies = futures_util::future::join_all(exchange.map(|cmd| {
-            let (command, args) = convert::command(cmd, false);
-            client.custom_raw(command, args)
-        }))
-        .await;
-        let mut replies = replies.into_iter().map(|reply| match reply {
-            Ok(frame) => match convert::frame(frame) {
-                Value::Error(e) => Err(Error::Server(e)),
-                value => Ok(value),
-            },
-            Err(e) => Err(self.error(e)),
-        });
-        // MULTI's reply, then one QUEUED per command: an error here (a syntax error) means the
-        // server discarded the transaction and nothing was applied.
-        for queued in replies.by_ref().take(n_cmds + 1) {
-            queued?;
-        }
-        match replies
-            .next()
-            .ok_or_else(|| Error::UnexpectedReply { expected: "the EXEC reply", got: "nothing".to_owned() })??
-        {
-            Value::Array(replies) => Ok(replies),
-            other => Err(Error::UnexpectedReply { expected: "the EXEC array", got: other.describe() }),
-        }
+        // One MULTI/EXEC for all: each call runs whole, with no other client's command between
+        // its commands (nor between theirs), and the server pays MULTI and EXEC once.
+        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        let mut replies = self
+            .exec(slot.or_else(|| calls.iter().flatten().find_map(Cmd::slot)), calls.into_iter().flatten().collect())
+            .await?
+            .into_iter();
+        Ok(sizes.into_iter().map(|size| Ok(replies.by_ref().take(size).collect())).collect())
     }
 
     async fn eval(&self, script: &Script, keys: &[Key], args: Vec<Arg>) -> Result<Value> {

@@ -45,6 +45,21 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Timeout: unknown whether the transaction ran, but it ran whole or not at all.
     async fn transaction(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>>;
 
+    /// Several transactions, one per element of `calls` (each [`Backend::transaction`]'s rules:
+    /// its keys in one slot), sent together: how a
+    /// [`BatchedTransaction`](crate::BatchedTransaction) serves many callers in one write. Each
+    /// runs whole or not at all and is answered on its own, in order; an error that fails the
+    /// whole exchange (a lost connection) is the outer error. On a cluster, all calls' keys must
+    /// map to one slot.
+    ///
+    /// The default runs them one [`Backend::transaction`] each, concurrently; backends override it
+    /// to write them all at once.
+    ///
+    /// Timeout: unknown which transactions ran, but each ran whole or not at all.
+    async fn transactions(&self, calls: Vec<Vec<Cmd>>) -> Result<Vec<Result<Vec<Value>>>> {
+        Ok(futures_util::future::join_all(calls.into_iter().map(|call| self.transaction(call))).await)
+    }
+
     /// Runs `script` with `EVALSHA`. If the server answers `NOSCRIPT` (a restart, a failover,
     /// `SCRIPT FLUSH`) the script is loaded and run once more: `NOSCRIPT` proves it did not run.
     /// After any other failure, a dropped connection included, the script is never sent again,

@@ -375,6 +375,63 @@ impl BatchedScript {
     }
 }
 
+/// Plain commands of many concurrent callers, each caller's in a `MULTI`/`EXEC` of its own, the
+/// transactions of a batch sent in one write (per slot on a cluster): how a rate-limit check runs
+/// without a script.
+///
+/// Each caller's commands run together, with no other client's command between them, and are
+/// answered on their own, as by [`Backend::transaction`]: a caller whose transaction fails fails
+/// alone. A batch is never sent twice (a transaction written again after a
+/// dropped connection could apply twice); each caller waits at most the backend's command
+/// timeout in all, queueing included.
+#[derive(Debug)]
+pub struct BatchedTransaction {
+    cluster: bool,
+    batcher: Batcher<Vec<Cmd>, Vec<Value>>,
+}
+
+impl BatchedTransaction {
+    /// Most callers in one transaction.
+    const MAX: usize = 128;
+    /// Transactions on their way at once; more callers wait for the next batch.
+    const IN_FLIGHT: usize = 2;
+
+    /// Batched transactions through `backend`.
+    pub fn new(backend: impl Into<Arc<dyn Backend>>) -> Self {
+        let backend = backend.into();
+        let cluster = backend.is_cluster();
+        let deadline = backend.command_timeout();
+        let batcher = Batcher::new(Self::MAX, Self::IN_FLIGHT, move |calls: Vec<Vec<Cmd>>| {
+            let backend = Arc::clone(&backend);
+            async move { transaction_batch(&*backend, calls).await }
+        })
+        .with_deadline(deadline);
+        BatchedTransaction { cluster, batcher }
+    }
+
+    /// Runs `cmds` (their keys in one slot, as for [`Backend::transaction`]) with the next batch and
+    /// returns one reply per command.
+    pub async fn run(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
+        let slot = same_slot("transaction", cmds.iter().flat_map(Cmd::slots))?;
+        let group = if self.cluster { slot.unwrap_or(0) } else { 0 };
+        self.batcher.submit(group, cmds).await
+    }
+}
+
+/// The transactions of `calls` in one exchange, each answered on its own; a failed exchange fails
+/// every call with the same error.
+async fn transaction_batch(backend: &dyn Backend, calls: Vec<Vec<Cmd>>) -> Vec<Result<Vec<Value>>> {
+    let n = calls.len();
+    match backend.transactions(calls).await {
+        Ok(replies) if replies.len() == n => replies,
+        Ok(replies) => {
+            let got = format!("{} answers for {n} transactions", replies.len());
+            fail_each(Error::UnexpectedReply { expected: "one answer per transaction", got }, n)
+        }
+        Err(e) => fail_each(e, n),
+    }
+}
+
 /// One script call for the parts of `calls`, in the layout `lua/batch.lua` reads.
 async fn eval_batch(backend: &dyn Backend, script: &Script, calls: Vec<(Vec<Key>, Vec<Arg>)>) -> Vec<Result<Value>> {
     let n = calls.len();

@@ -14,7 +14,7 @@ mod value;
 
 pub use async_trait::async_trait;
 pub use backend::{Backend, Cursor, Event, Feed, Message, ScanPage, Subscription, same_slot};
-pub use batch::{BatchedGet, BatchedScript, Batcher, batch_group};
+pub use batch::{BatchedGet, BatchedScript, BatchedTransaction, Batcher, batch_group};
 pub use bytes::Bytes;
 pub use clock::Clock;
 pub use cmd::{Arg, Cmd};

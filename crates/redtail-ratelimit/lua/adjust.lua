@@ -1,5 +1,6 @@
 -- Charges (penalize) or gives back (refund) units of one policy without checking the limit.
--- KEYS[1] the policy's state. ARGV[1] algorithm (g, s or f), ARGV[2] limit, ARGV[3] period ms,
+-- KEYS[1] the policy's state (a sliding-window counter: the current window's counter).
+-- ARGV[1] algorithm (g, s, f or w), ARGV[2] limit, ARGV[3] period ms,
 -- ARGV[4] amount, at most the policy's capacity (checked by the caller): positive charges,
 -- negative refunds (on a sliding log, of the newest entries); ARGV[5] the client's time in ms, or '' for
 -- the server's. Never leaves a key without a TTL.
@@ -27,6 +28,15 @@ elseif algorithm == 's' then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
   elseif amount < 0 then
     redis.call('ZPOPMAX', KEYS[1], -amount)
+  end
+elseif algorithm == 'w' then
+  -- The current window's counter, which also weighs in the next window: it lives two periods.
+  local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+  if used + amount <= 0 then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('INCRBY', KEYS[1], amount)
+    redis.call('PEXPIRE', KEYS[1], string.format('%d', 2 * period), 'NX')
   end
 else
   local used = tonumber(redis.call('GET', KEYS[1]) or '0')

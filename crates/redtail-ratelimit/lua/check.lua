@@ -3,10 +3,14 @@
 -- Time is the server's (TIME), in milliseconds, so client clocks never matter; unless ARGV[3]
 -- holds the client's time (for hosts that forbid TIME), which is then clamped so that stored
 -- time never goes backwards.
--- KEYS[1] the subject's block key; KEYS[1 + i] the state of policy i (all keys share a hash tag).
+-- KEYS[1] the subject's block key; then each policy's keys in order (all keys share a hash tag):
+-- its state (a sliding-window counter: the current window's counter, then the previous one's),
+-- then its block key when it has a block duration.
 -- ARGV[1] cost; ARGV[2] is 1 to charge (0: only look, for shadow checks and peeks); ARGV[3] the
--- client's time in ms or ''; then for each policy: algorithm (g: GCRA, s: sliding log,
--- f: fixed window), limit, period ms, burst.
+-- client's time in ms or ''; then six values per policy: algorithm (g: GCRA, s: sliding log,
+-- f: fixed window, w: sliding-window counter), limit, period ms, burst, block ms (0: none), and
+-- for w how far into the current window the caller's clock is, in ms (its windows are named by
+-- that clock).
 -- Returns {blocked ms, then for each policy: allowed (1/0), remaining, retry after ms, reset after ms}.
 -- Every policy's state is read with the block key in one MGET (a sliding log, a sorted set,
 -- reads as nil there and is read on its own): the fewer commands, the more checks a second.
@@ -16,8 +20,8 @@
 -- The server's time, read once for the whole call.
 local server_now = nil
 
--- The time this check runs at.
-local function clock(KEYS, ARGV, n)
+-- The time this check runs at; `logs` are the keys of the sliding logs checked.
+local function clock(ARGV, logs)
   if ARGV[3] == '' then
     if not server_now then
       local time = redis.call('TIME')
@@ -27,43 +31,58 @@ local function clock(KEYS, ARGV, n)
   end
   local now = tonumber(ARGV[3])
   -- A client clock behind the one that wrote a sliding log must not reopen its window.
-  for i = 1, n do
-    if ARGV[4 * i] == 's' then
-      local newest = redis.call('ZRANGE', KEYS[1 + i], -1, -1, 'WITHSCORES')[2]
-      if newest and tonumber(newest) > now then now = tonumber(newest) end
-    end
+  for _, key in ipairs(logs) do
+    local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
+    if newest and tonumber(newest) > now then now = tonumber(newest) end
   end
   return now
 end
 
 return batch(function(KEYS, ARGV)
   local cost = tonumber(ARGV[1])
-  local n = #KEYS - 1
+  local n = (#ARGV - 3) / 6
   local state = redis.call('MGET', unpack(KEYS))
   local blocked = 0
   if state[1] then
     blocked = redis.call('PTTL', KEYS[1])
     if blocked < 0 then blocked = 0 end
   end
+  -- Where each policy's keys are: its state, the previous window (w), its block key.
+  local at, prev_at, block_at, logs = {}, {}, {}, {}
+  local k = 2
+  for i = 1, n do
+    at[i] = k
+    k = k + 1
+    if ARGV[6 * i - 2] == 'w' then
+      prev_at[i] = k
+      k = k + 1
+    elseif ARGV[6 * i - 2] == 's' then
+      logs[#logs + 1] = KEYS[at[i]]
+    end
+    if ARGV[6 * i + 2] ~= '0' then
+      block_at[i] = k
+      k = k + 1
+    end
+  end
   -- The reply, filled in as the policies are checked: out[4i - 2 .. 4i + 1] is policy i's
   -- allowed, remaining, retry and reset. `stored` keeps what a charge needs: a GCRA's new
   -- arrival time, a sliding log's size.
-  local out, stored = {blocked}, {}
-  -- The time, read only when a policy needs it (the fixed window counts without it).
+  local out, stored, exceeded = {blocked}, {}, {}
+  -- The time, read only when a policy needs it (the counters count without it).
   local now = nil
   local all_allowed = blocked == 0
   for i = 1, n do
-    local key = KEYS[1 + i]
-    local algorithm = ARGV[4 * i]
-    local limit = tonumber(ARGV[4 * i + 1])
-    local period = tonumber(ARGV[4 * i + 2])
+    local key = KEYS[at[i]]
+    local algorithm = ARGV[6 * i - 2]
+    local limit = tonumber(ARGV[6 * i - 1])
+    local period = tonumber(ARGV[6 * i])
     local allowed, remaining, retry, reset
-    if algorithm ~= 'f' and not now then now = clock(KEYS, ARGV, n) end
+    if (algorithm == 'g' or algorithm == 's') and not now then now = clock(ARGV, logs) end
     if algorithm == 'g' then
       -- GCRA: one theoretical arrival time per key; burst cells may arrive at once.
-      local burst = tonumber(ARGV[4 * i + 3])
+      local burst = tonumber(ARGV[6 * i + 1])
       local interval = period / limit
-      local tat = tonumber(state[1 + i] or now)
+      local tat = tonumber(state[at[i]] or now)
       if tat < now then tat = now end
       local new_tat = tat + cost * interval
       local allow_at = new_tat - burst * interval
@@ -93,11 +112,32 @@ return batch(function(KEYS, ARGV)
       local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
       reset = 0
       if newest[2] then reset = math.ceil(tonumber(newest[2]) + period - now) end
+    elseif algorithm == 'w' then
+      -- Sliding-window counter: the previous window weighted by the part still covered.
+      local elapsed = tonumber(ARGV[6 * i + 3])
+      local used = tonumber(state[at[i]] or '0')
+      local prev = tonumber(state[prev_at[i]] or '0')
+      local weighted = math.floor(prev * (period - elapsed) / period)
+      allowed = weighted + used + cost <= limit
+      remaining = math.max(0, limit - weighted - used - (allowed and cost or 0))
+      retry = 0
+      if not allowed then
+        if used + cost <= limit then
+          -- Later in this window, once the previous one weighs little enough.
+          retry = math.ceil(period - (limit - used - cost) * period / prev) - elapsed
+        else
+          -- In the next window, once this one (then the previous) weighs little enough.
+          retry = period - elapsed + math.max(0, math.ceil(period - (limit - cost) * period / used))
+        end
+        retry = math.max(1, retry)
+      end
+      reset = 0
+      if used > 0 or allowed then reset = 2 * period - elapsed elseif prev > 0 then reset = period - elapsed end
     else
       -- Fixed window, as the original design counted: it admits up to 2 x limit across an edge.
-      local used = tonumber(state[1 + i] or '0')
+      local used = tonumber(state[at[i]] or '0')
       reset = period
-      if state[1 + i] then
+      if state[at[i]] then
         reset = redis.call('PTTL', key)
         if reset < 0 then reset = period end
       end
@@ -105,23 +145,43 @@ return batch(function(KEYS, ARGV)
       remaining = math.max(0, limit - used - (allowed and cost or 0))
       retry = allowed and 0 or reset
     end
+    -- A block the policy set when it last refused.
+    if block_at[i] then
+      if state[block_at[i]] then
+        local left = redis.call('PTTL', KEYS[block_at[i]])
+        if left > 0 then allowed, retry = false, math.max(retry, left) end
+      elseif not allowed then
+        exceeded[i] = true
+        retry = math.max(retry, tonumber(ARGV[6 * i + 2]))
+      end
+    end
     out[4 * i - 2], out[4 * i - 1], out[4 * i], out[4 * i + 1] = allowed and 1 or 0, remaining, retry, reset
     all_allowed = all_allowed and allowed
   end
 
-  if all_allowed and ARGV[2] == '1' then
-    for i = 1, n do
-      local key, algorithm, period = KEYS[1 + i], ARGV[4 * i], tonumber(ARGV[4 * i + 2])
-      if algorithm == 'g' then
-        redis.call('SET', key, string.format('%.3f', stored[i]), 'PX', string.format('%d', math.max(1, out[4 * i + 1])))
-      elseif algorithm == 's' then
-        log_add(key, now, cost, stored[i])
-        redis.call('PEXPIRE', key, ARGV[4 * i + 2])
-        out[4 * i + 1] = period
-      elseif redis.call('INCRBY', key, ARGV[1]) == cost then
-        -- A new window: its TTL (and the reply's reset) is the period, as computed above.
-        redis.call('PEXPIRE', key, ARGV[4 * i + 2])
-      end
+  if ARGV[2] ~= '1' then return out end
+  if not all_allowed then
+    -- Policies with a block duration that refused now start their block.
+    for i in pairs(exceeded) do
+      redis.call('SET', KEYS[block_at[i]], '1', 'PX', ARGV[6 * i + 2], 'NX')
+    end
+    return out
+  end
+  for i = 1, n do
+    local key, algorithm, period = KEYS[at[i]], ARGV[6 * i - 2], tonumber(ARGV[6 * i])
+    if algorithm == 'g' then
+      redis.call('SET', key, string.format('%.3f', stored[i]), 'PX', string.format('%d', math.max(1, out[4 * i + 1])))
+    elseif algorithm == 's' then
+      log_add(key, now, cost, stored[i])
+      redis.call('PEXPIRE', key, ARGV[6 * i])
+      out[4 * i + 1] = period
+    elseif algorithm == 'w' then
+      -- A window's counter also serves the next window's estimate: it lives two periods.
+      redis.call('INCRBY', key, ARGV[1])
+      redis.call('PEXPIRE', key, string.format('%d', 2 * period), 'NX')
+    elseif redis.call('INCRBY', key, ARGV[1]) == cost then
+      -- A new window: its TTL (and the reply's reset) is the period, as computed above.
+      redis.call('PEXPIRE', key, ARGV[6 * i])
     end
   end
   return out

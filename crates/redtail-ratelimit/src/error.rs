@@ -14,7 +14,7 @@ pub enum Error {
     #[error("a cost of {cost} can never fit policy {policy}, which admits at most {capacity} at once")]
     CannotFit {
         /// The policy.
-        policy: &'static str,
+        policy: String,
         /// The cost asked for.
         cost: u64,
         /// The most the policy admits at once.

@@ -1,15 +1,19 @@
-//! `RateLimiter`: checks, charges, refunds and blocks, each one atomic script or command.
+//! `RateLimiter`: checks, charges, refunds and blocks, each one atomic script, transaction or
+//! command.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     sync::{
         Arc, LazyLock, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use redtail_core::{Arg, Backend, BatchedScript, Clock, Cmd, Key, Namespace, Script, Tagged};
+use redtail_core::{Arg, Backend, BatchedScript, BatchedTransaction, Clock, Cmd, Key, Namespace, Script, Tagged};
+
+use crate::Algorithm;
 
 use crate::{Error, OnFailure, Policy, Result};
 
@@ -44,10 +48,10 @@ pub enum Decision {
         /// When a retry can succeed (the latest of the violated policies, or the block).
         retry_after: Duration,
         /// Names of the violated policies (empty when the subject is blocked).
-        violated: Vec<&'static str>,
+        violated: Vec<Cow<'static, str>>,
         /// Whether a [`RateLimiter::block`] refused it.
         blocked: bool,
-        /// Each policy's state, in the order given (empty when answered from the local cache).
+        /// Each policy's state, in the order given (empty when decided without Redis).
         policies: Vec<PolicyState>,
         /// Decided without Redis, by the policies' [`OnFailure`] modes.
         degraded: bool,
@@ -66,7 +70,7 @@ impl Decision {
 #[non_exhaustive]
 pub struct PolicyState {
     /// The policy's name.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// Its limit.
     pub limit: u64,
     /// Its window.
@@ -99,8 +103,16 @@ struct Counters {
     last_degraded_log: Mutex<Option<Instant>>,
 }
 
-/// A refusal remembered in process, by subject and policy names: until when, and which policies.
-type Refusal = (Instant, Vec<&'static str>);
+/// A refusal remembered in process, by subject and policy names: when it was decided, until when
+/// it lasts, which policies refused, and their states then (for the headers of later answers).
+#[derive(Debug)]
+struct Refusal {
+    at: Instant,
+    until: Instant,
+    violated: Vec<Cow<'static, str>>,
+    blocked: bool,
+    policies: Vec<PolicyState>,
+}
 
 /// Rate limits on any redtail [`Backend`].
 ///
@@ -108,27 +120,106 @@ type Refusal = (Instant, Vec<&'static str>);
 /// several policies are checked in one script call on Redis Cluster too; the script uses the
 /// server's clock, so client clocks never matter (unless [`RateLimiter::with_client_clock`]).
 ///
+/// # Without a script
+/// A check of one [`Algorithm::FixedWindow`] or [`Algorithm::SlidingWindow`] policy runs no
+/// script: its plain commands (`INCRBY`, `PEXPIRE … NX`, and reads) go in one `MULTI`/`EXEC`
+/// shared by the concurrent checks of a batch, so no counter is ever left without a TTL, even
+/// when a client dies mid-check. On that path a refused request counts toward the window, as
+/// Envoy's do: a client that keeps sending while limited stays limited until its window has
+/// passed. Several policies checked together run the script, all or nothing, and a refused
+/// request is charged to none of them. A sliding-window counter names its windows by time:
+/// this process's clock corrected by the server's `TIME` (read once a minute), or the client
+/// clock when one is set.
+///
 /// Every decision is a `tracing` event at debug level on target `redtail_ratelimit::decision`
 /// with `allowed`, `near_limit` (a policy at 80 % or more), `degraded` and `latency_us`, for
 /// metrics pipelines that read tracing events.
 ///
 /// Subjects refused for a second or more are remembered in process until their retry time, so an
-/// abusive client costs no round trip. When Redis cannot be reached, each policy decides by its
+/// abusive client costs no round trip; those answers carry the policies' states as they were
+/// then, aged by the time since. When Redis cannot be reached, each policy decides by its
 /// [`OnFailure`] mode, and every such decision is counted in [`RateLimiter::stats`].
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     backend: Arc<dyn Backend>,
-    // Concurrent checks share one script call.
+    // Concurrent checks share one script call, or one transaction on the script-free path.
     checks: Arc<BatchedScript>,
+    counts: Arc<BatchedTransaction>,
     namespace: Namespace,
     shadow: bool,
     cache_refusals: bool,
     counters: Arc<Counters>,
     limited: Arc<Mutex<HashMap<String, Refusal>>>,
     /// (subject, policy) -> theoretical arrival time of the in-process GCRA, in ms since `epoch`.
-    local: Arc<Mutex<HashMap<(String, &'static str), f64>>>,
+    local: Arc<Mutex<HashMap<(String, String), f64>>>,
     epoch: Instant,
     client_clock: Option<Clock>,
+    server_clock: Arc<ServerClock>,
+}
+
+/// This process's clock corrected by the server's `TIME`, for the windows of sliding-window
+/// counters: processes on several hosts then agree on window edges within a round trip.
+#[derive(Debug, Default)]
+struct ServerClock {
+    /// Server time minus system time, in ms.
+    offset_ms: AtomicI64,
+    /// When the offset was last measured (or a measurement started).
+    measured: Mutex<Option<Instant>>,
+}
+
+impl ServerClock {
+    /// Measured again after this long.
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// The server's time now, in ms: measured at first use (one `TIME`) and once a minute after
+    /// (by the check that finds it due; the others go on with the last offset).
+    async fn now_ms(&self, backend: &dyn Backend) -> Result<u64> {
+        let due = {
+            let mut measured = self.measured.lock().unwrap_or_else(|p| p.into_inner());
+            match *measured {
+                Some(at) if at.elapsed() < Self::EVERY => None,
+                // Claimed, so one check measures while the others go on.
+                Some(_) => {
+                    *measured = Some(Instant::now());
+                    Some(false)
+                }
+                None => Some(true),
+            }
+        };
+        if let Some(first) = due {
+            match self.measure(backend).await {
+                Ok(()) => *self.measured.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now()),
+                // Without a first measurement there is no time to name a window by.
+                Err(e) if first => return Err(e),
+                Err(e) => tracing::debug!(error = %e, "reading the server's clock failed; keeping the last offset"),
+            }
+        }
+        let local = i64::try_from(Clock::system().now_ms()).unwrap_or(i64::MAX);
+        Ok(u64::try_from(local.saturating_add(self.offset_ms.load(Ordering::Relaxed))).unwrap_or(0))
+    }
+
+    async fn measure(&self, backend: &dyn Backend) -> Result<()> {
+        let sent = Instant::now();
+        let time = backend.call(Cmd::new("TIME")).await?.into_array()?;
+        let half_trip = i64::try_from(sent.elapsed().as_millis() / 2).unwrap_or(0);
+        let part = |i: usize| -> Result<i64> {
+            let value = time.get(i).ok_or_else(|| Error::Reply(format!("TIME returned {} values", time.len())))?;
+            Ok(value.as_int()?)
+        };
+        let server = part(0)?.saturating_mul(1000).saturating_add(part(1)? / 1000);
+        let local = i64::try_from(Clock::system().now_ms()).unwrap_or(i64::MAX);
+        self.offset_ms.store(server.saturating_add(half_trip).saturating_sub(local), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// What one check asks of Redis: whether it charges, and the time its windows are named by.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    cost: u64,
+    charge: bool,
+    /// ms, for the windows of sliding-window counters.
+    now: Option<u64>,
 }
 
 impl RateLimiter {
@@ -137,6 +228,7 @@ impl RateLimiter {
         let backend = backend.into();
         RateLimiter {
             checks: Arc::new(BatchedScript::new(Arc::clone(&backend), &CHECK)),
+            counts: Arc::new(BatchedTransaction::new(Arc::clone(&backend))),
             backend,
             namespace,
             shadow: false,
@@ -146,14 +238,17 @@ impl RateLimiter {
             local: Arc::default(),
             epoch: Instant::now(),
             client_clock: None,
+            server_clock: Arc::default(),
         }
     }
 
     /// Uses this process's `clock` ([`Clock::system`], or a test's virtual clock) instead of
     /// the server's `TIME`, for hosts that forbid `TIME` in scripts. Stored time never goes
     /// backwards: a client whose clock is behind the one that last wrote a key is judged at the
-    /// later time, so skew can only make the limit stricter, never looser. Prefer the server's
-    /// clock (the default) wherever it is allowed.
+    /// later time, so skew can only make the limit stricter, never looser (except for a
+    /// sliding-window counter, whose windows are named by the clock: processes whose clocks
+    /// differ by `s` see window edges `s` apart). Prefer the server's clock (the default)
+    /// wherever it is allowed.
     #[must_use]
     pub fn with_client_clock(mut self, clock: Clock) -> Self {
         self.client_clock = Some(clock);
@@ -165,6 +260,17 @@ impl RateLimiter {
         match &self.client_clock {
             Some(clock) => Arg::from(clock.now_ms().to_string()),
             None => Arg::from(""),
+        }
+    }
+
+    /// The time windows are named by, when a policy needs it.
+    async fn window_now(&self, policies: &[Policy]) -> Result<Option<u64>> {
+        if !policies.iter().any(|p| p.algorithm == Algorithm::SlidingWindow) {
+            return Ok(None);
+        }
+        match &self.client_clock {
+            Some(clock) => Ok(Some(clock.now_ms())),
+            None => self.server_clock.now_ms(&*self.backend).await.map(Some),
         }
     }
 
@@ -199,8 +305,22 @@ impl RateLimiter {
         Ok(self.namespace.tagged(subject))
     }
 
-    fn key(tagged: &Tagged, policy: &Policy) -> Key {
-        tagged.key([policy.name])
+    /// The policy's state: a GCRA's arrival time, a sliding log, a fixed window's counter, or a
+    /// sliding-window counter's current window (its window number from `now`).
+    fn key(tagged: &Tagged, policy: &Policy, now: Option<u64>) -> Key {
+        match (policy.algorithm, now) {
+            (Algorithm::SlidingWindow, Some(now)) => Self::window_key(tagged, policy, window(policy, now).0),
+            _ => tagged.key([&*policy.name]),
+        }
+    }
+
+    fn window_key(tagged: &Tagged, policy: &Policy, number: u64) -> Key {
+        tagged.key([policy.name.as_bytes(), number.to_string().as_bytes()])
+    }
+
+    /// Where a policy's block duration is kept while it lasts.
+    fn block_key(tagged: &Tagged, policy: &Policy) -> Key {
+        tagged.key([format!("{}!block", policy.name)])
     }
 
     /// Checks `policies` for `subject` at a cost of 1.
@@ -209,13 +329,14 @@ impl RateLimiter {
     }
 
     /// Checks `policies` for `subject` and charges `cost` to every one of them, or to none when
-    /// any would be exceeded. One script call. A cost no policy could ever admit is
-    /// [`Error::CannotFit`], distinct from being limited.
+    /// any would be exceeded (a single fixed-window or sliding-window policy counts refused
+    /// requests too: see [`RateLimiter`]). One script call, or one transaction without a script.
+    /// A cost no policy could ever admit is [`Error::CannotFit`], distinct from being limited.
     pub async fn check_cost(&self, subject: &str, policies: &[Policy], cost: u64) -> Result<Decision> {
         validate(policies, cost)?;
         let (shadow, enforced): (Vec<Policy>, Vec<Policy>) =
             policies.iter().cloned().partition(|p| p.shadow || self.shadow);
-        let cache_key = format!("{subject}\0{}", enforced.iter().map(|p| p.name).collect::<Vec<_>>().join(","));
+        let cache_key = format!("{subject}\0{}", enforced.iter().map(|p| &*p.name).collect::<Vec<_>>().join(","));
         if let Some(decision) = self.cached(&cache_key) {
             return Ok(decision);
         }
@@ -244,7 +365,7 @@ impl RateLimiter {
             }
         }
         trace(subject, &decision, started.elapsed());
-        if let Decision::Limited { retry_after, violated, degraded: false, .. } = &decision
+        if let Decision::Limited { retry_after, violated, blocked, policies, degraded: false } = &decision
             && self.cache_refusals
             && *retry_after >= Duration::from_secs(1)
         {
@@ -252,29 +373,47 @@ impl RateLimiter {
             if limited.len() >= LOCAL_ENTRIES {
                 limited.clear();
             }
-            limited.insert(cache_key, (Instant::now() + *retry_after, violated.clone()));
+            let now = Instant::now();
+            let refusal = Refusal {
+                at: now,
+                until: now + *retry_after,
+                violated: violated.clone(),
+                blocked: *blocked,
+                policies: policies.clone(),
+            };
+            limited.insert(cache_key, refusal);
         }
         Ok(decision)
     }
 
-    /// A refusal remembered in process, while it lasts.
+    /// A refusal remembered in process, while it lasts, with its policies' states aged by the
+    /// time since it was decided.
     fn cached(&self, cache_key: &str) -> Option<Decision> {
         let mut limited = self.limited.lock().unwrap_or_else(|p| p.into_inner());
-        let (until, violated) = limited.get(cache_key)?;
+        let refusal = limited.get(cache_key)?;
         let now = Instant::now();
-        if *until <= now {
+        if refusal.until <= now {
             limited.remove(cache_key);
             return None;
         }
         self.counters.cached.fetch_add(1, Ordering::Relaxed);
-        let decision = Decision::Limited {
-            retry_after: *until - now,
-            violated: violated.clone(),
-            blocked: false,
-            policies: Vec::new(),
+        let aged = now - refusal.at;
+        let policies = refusal
+            .policies
+            .iter()
+            .map(|state| PolicyState {
+                retry_after: state.retry_after.saturating_sub(aged),
+                reset_after: state.reset_after.saturating_sub(aged),
+                ..state.clone()
+            })
+            .collect();
+        Some(Decision::Limited {
+            retry_after: refusal.until - now,
+            violated: refusal.violated.clone(),
+            blocked: refusal.blocked,
+            policies,
             degraded: false,
-        };
-        Some(decision)
+        })
     }
 
     /// Decides without Redis, by each policy's failure mode.
@@ -297,7 +436,7 @@ impl RateLimiter {
                 OnFailure::Local { instances } => self.local_gcra(subject, policy, cost, instances),
             };
             if let Some(wait) = refused_for {
-                violated.push(policy.name);
+                violated.push(policy.name.clone());
                 retry_after = retry_after.max(wait);
             }
         }
@@ -319,7 +458,7 @@ impl RateLimiter {
         if local.len() >= LOCAL_ENTRIES {
             local.clear();
         }
-        let tat = local.entry((subject.to_owned(), policy.name)).or_insert(now);
+        let tat = local.entry((subject.to_owned(), policy.name.to_string())).or_insert(now);
         let new_tat = tat.max(now) + cost as f64 * interval;
         let allow_at = new_tat - burst * interval;
         if now >= allow_at {
@@ -336,42 +475,20 @@ impl RateLimiter {
         self.run(subject, policies, cost, false).await
     }
 
-    /// One script call: check `policies`, and charge them all when `charge` and all allow.
+    /// Checks `policies`, and charges them all when `charge` and all allow: one transaction for
+    /// a single counter policy, else one script call.
     async fn run(&self, subject: &str, policies: &[Policy], cost: u64, charge: bool) -> Result<Decision> {
         let tagged = self.subject(subject)?;
-        let mut keys = Vec::with_capacity(policies.len() + 1);
-        keys.push(tagged.key(["!block"]));
-        keys.extend(policies.iter().map(|p| Self::key(&tagged, p)));
-        let mut args: Vec<Arg> = vec![cost.into(), if charge { "1" } else { "0" }.into(), self.time_arg()];
-        for policy in policies {
-            args.push(policy.algorithm.code().into());
-            args.push(policy.limit.into());
-            args.push(millis(policy.period).into());
-            args.push(policy.burst.into());
-        }
-        let reply = self.checks.eval(keys, args).await?.into_array()?;
-        let number = |i: usize| -> Result<u64> {
-            let value =
-                reply.get(i).ok_or_else(|| Error::Reply(format!("the script returned {} values", reply.len())))?;
-            Ok(u64::try_from(value.as_int()?).unwrap_or(0))
-        };
-        let blocked = Duration::from_millis(number(0)?);
-        let mut states = Vec::with_capacity(policies.len());
-        let mut violated = Vec::new();
-        for (i, policy) in policies.iter().enumerate() {
-            let base = 1 + i * 4;
-            if number(base)? == 0 {
-                violated.push(policy.name);
+        let run = Run { cost, charge, now: self.window_now(policies).await? };
+        let (blocked, states) = match policies {
+            [policy] if charge && matches!(policy.algorithm, Algorithm::FixedWindow | Algorithm::SlidingWindow) => {
+                let (blocked, state) = self.count(&tagged, policy, run).await?;
+                (blocked, vec![state])
             }
-            states.push(PolicyState {
-                name: policy.name,
-                limit: policy.limit,
-                period: policy.period,
-                remaining: number(base + 1)?,
-                retry_after: Duration::from_millis(number(base + 2)?),
-                reset_after: Duration::from_millis(number(base + 3)?),
-            });
-        }
+            _ => self.script(&tagged, policies, run).await?,
+        };
+        let violated: Vec<_> = states.iter().filter(|(allowed, _)| !allowed).map(|(_, s)| s.name.clone()).collect();
+        let states: Vec<PolicyState> = states.into_iter().map(|(_, state)| state).collect();
         if blocked > Duration::ZERO || !violated.is_empty() {
             let retry_after = states.iter().map(|s| s.retry_after).max().unwrap_or_default().max(blocked);
             return Ok(Decision::Limited {
@@ -385,6 +502,119 @@ impl RateLimiter {
         let tightest = states.iter().min_by_key(|s| s.remaining);
         let (remaining, reset_after) = tightest.map_or((0, Duration::ZERO), |s| (s.remaining, s.reset_after));
         Ok(Decision::Allowed { remaining, reset_after, policies: states, degraded: false })
+    }
+
+    /// One `lua/check.lua` call: the subject's block, and each policy's verdict and state.
+    async fn script(
+        &self,
+        tagged: &Tagged,
+        policies: &[Policy],
+        run: Run,
+    ) -> Result<(Duration, Vec<(bool, PolicyState)>)> {
+        let mut keys = Vec::with_capacity(2 * policies.len() + 1);
+        keys.push(tagged.key(["!block"]));
+        let mut args: Vec<Arg> = Vec::with_capacity(3 + 6 * policies.len());
+        args.extend([run.cost.into(), if run.charge { "1" } else { "0" }.into(), self.time_arg()]);
+        for policy in policies {
+            keys.push(Self::key(tagged, policy, run.now));
+            let mut elapsed = 0;
+            if let (Algorithm::SlidingWindow, Some(now)) = (policy.algorithm, run.now) {
+                let (number, into) = window(policy, now);
+                keys.push(Self::window_key(tagged, policy, number.wrapping_sub(1)));
+                elapsed = into;
+            }
+            if policy.block_for.is_some() {
+                keys.push(Self::block_key(tagged, policy));
+            }
+            args.push(policy.algorithm.code().into());
+            args.push(policy.limit.into());
+            args.push(millis(policy.period).into());
+            args.push(policy.burst.into());
+            args.push(policy.block_for.map_or(0, millis).into());
+            args.push(elapsed.into());
+        }
+        let reply = self.checks.eval(keys, args).await?.into_array()?;
+        let number = |i: usize| -> Result<u64> {
+            let value =
+                reply.get(i).ok_or_else(|| Error::Reply(format!("the script returned {} values", reply.len())))?;
+            Ok(u64::try_from(value.as_int()?).unwrap_or(0))
+        };
+        let blocked = Duration::from_millis(number(0)?);
+        let mut states = Vec::with_capacity(policies.len());
+        for (i, policy) in policies.iter().enumerate() {
+            let base = 1 + i * 4;
+            let state = PolicyState {
+                name: policy.name.clone(),
+                limit: policy.limit,
+                period: policy.period,
+                remaining: number(base + 1)?,
+                retry_after: Duration::from_millis(number(base + 2)?),
+                reset_after: Duration::from_millis(number(base + 3)?),
+            };
+            states.push((number(base)? == 1, state));
+        }
+        Ok((blocked, states))
+    }
+
+    /// A fixed window or a sliding-window counter checked without a script: `INCRBY` and
+    /// `PEXPIRE … NX` with the reads the decision needs, in the next shared transaction. The
+    /// refused request counts (see [`RateLimiter`]); a policy with a block duration that refuses
+    /// for the first time in its window starts its block with one more command.
+    async fn count(&self, tagged: &Tagged, policy: &Policy, run: Run) -> Result<(Duration, (bool, PolicyState))> {
+        let key = Self::key(tagged, policy, run.now);
+        let period = millis(policy.period);
+        let sliding = policy.algorithm == Algorithm::SlidingWindow;
+        // Counted first, so the reads see this request.
+        let mut cmds = vec![
+            Cmd::new("INCRBY").key(&key).arg(run.cost),
+            Cmd::new("PEXPIRE").key(&key).arg(if sliding { period.saturating_mul(2) } else { period }).arg("NX"),
+            Cmd::new("PTTL").key(&tagged.key(["!block"])),
+        ];
+        let (number, elapsed) = run.now.map_or((0, 0), |now| window(policy, now));
+        cmds.push(if sliding {
+            Cmd::new("GET").key(&Self::window_key(tagged, policy, number.wrapping_sub(1)))
+        } else {
+            Cmd::new("PTTL").key(&key)
+        });
+        let block_key = policy.block_for.map(|_| Self::block_key(tagged, policy));
+        if let Some(block_key) = &block_key {
+            cmds.push(Cmd::new("PTTL").key(block_key));
+        }
+        let replies = self.counts.run(cmds).await?;
+        let int = |i: usize| -> Result<i64> {
+            let value = replies.get(i).ok_or_else(|| Error::Reply(format!("{} replies", replies.len())))?;
+            Ok(value.as_opt_int()?.unwrap_or(0))
+        };
+        let used = u64::try_from(int(0)?).unwrap_or(0);
+        let blocked = Duration::from_millis(u64::try_from(int(2)?).unwrap_or(0));
+        let (mut allowed, remaining, mut retry, reset) = if sliding {
+            let prev = u64::try_from(int(3)?).unwrap_or(0);
+            sliding_window(policy.limit, period, elapsed, prev, used, run.cost)
+        } else {
+            let reset = u64::try_from(int(3)?).ok().filter(|&ttl| ttl > 0).unwrap_or(period);
+            let allowed = used <= policy.limit;
+            (allowed, policy.limit.saturating_sub(used), if allowed { 0 } else { reset }, reset)
+        };
+        if let (Some(block_key), Some(block)) = (&block_key, policy.block_for) {
+            let left = u64::try_from(int(4)?).unwrap_or(0);
+            if left > 0 {
+                (allowed, retry) = (false, retry.max(left));
+            } else if !allowed {
+                // This request is the one that refused first: it starts the block.
+                let cmd = Cmd::new("SET").key(block_key).arg("1").arg("PX").arg(millis(block).max(1)).arg("NX");
+                self.backend.call(cmd).await?;
+                retry = retry.max(millis(block));
+            }
+        }
+        let state = PolicyState {
+            name: policy.name.clone(),
+            limit: policy.limit,
+            period: policy.period,
+            remaining,
+            retry_after: Duration::from_millis(retry),
+            reset_after: Duration::from_millis(reset),
+        };
+        Ok((blocked, (allowed, state)))
     }
 
     /// Gives `cost` back to `policy` (a request that turned out not to count): on a sliding log
@@ -408,7 +638,8 @@ impl RateLimiter {
             return policy.validate().map_err(Error::InvalidInput);
         }
         validate(std::slice::from_ref(policy), cost)?;
-        let key = Self::key(&self.subject(subject)?, policy);
+        let now = self.window_now(std::slice::from_ref(policy)).await?;
+        let key = Self::key(&self.subject(subject)?, policy, now);
         let args = vec![
             policy.algorithm.code().into(),
             policy.limit.into(),
@@ -432,16 +663,67 @@ impl RateLimiter {
         Ok(())
     }
 
-    /// Forgets `subject`'s usage of `policy` (and any block when `policy` is `None`).
+    /// Forgets `subject`'s usage of `policy` and its block duration (or the subject's
+    /// [`RateLimiter::block`] when `policy` is `None`).
     pub async fn reset(&self, subject: &str, policy: Option<&Policy>) -> Result<()> {
         let tagged = self.subject(subject)?;
-        let key = match policy {
-            Some(policy) => Self::key(&tagged, policy),
-            None => tagged.key(["!block"]),
-        };
-        self.backend.call(Cmd::new("DEL").key(&key)).await?;
+        let mut cmd = Cmd::new("DEL");
+        match policy {
+            Some(policy) => {
+                cmd = cmd.key(&Self::key(&tagged, policy, None)).key(&Self::block_key(&tagged, policy));
+                if policy.algorithm == Algorithm::SlidingWindow {
+                    let (number, _) = window(policy, self.window_now(std::slice::from_ref(policy)).await?.unwrap_or(0));
+                    for n in [number, number.wrapping_sub(1)] {
+                        cmd = cmd.key(&Self::window_key(&tagged, policy, n));
+                    }
+                }
+            }
+            None => cmd = cmd.key(&tagged.key(["!block"])),
+        }
+        self.backend.call(cmd).await?;
         Ok(())
     }
+}
+
+/// The number of the window of `policy` that `now` (ms) falls in, and how far into it `now` is.
+fn window(policy: &Policy, now: u64) -> (u64, u64) {
+    let period = millis(policy.period).max(1);
+    (now / period, now % period)
+}
+
+/// A sliding-window counter's verdict, as `lua/check.lua` computes it, for a request of `cost`
+/// already counted in `used` (the script-free path counts before it reads): allowed, remaining,
+/// retry after and reset after (ms).
+fn sliding_window(limit: u64, period: u64, elapsed: u64, prev: u64, used: u64, cost: u64) -> (bool, u64, u64, u64) {
+    let (limit, period, elapsed, prev, used, cost) = (
+        u128::from(limit),
+        u128::from(period),
+        u128::from(elapsed),
+        u128::from(prev),
+        u128::from(used),
+        u128::from(cost),
+    );
+    let weighted = prev * (period - elapsed) / period;
+    let allowed = weighted + used <= limit;
+    let remaining = limit.saturating_sub(weighted + used);
+    let retry = if allowed {
+        0
+    } else if used + cost <= limit {
+        // Later in this window, once the previous one weighs little enough.
+        (period - (limit - used - cost) * period / prev).saturating_sub(elapsed).max(1)
+    } else {
+        // In the next window, once this one weighs little enough.
+        (period - elapsed) + period.saturating_sub((limit - cost) * period / used)
+    };
+    let reset = if used > 0 {
+        2 * period - elapsed
+    } else if prev > 0 {
+        period - elapsed
+    } else {
+        0
+    };
+    let narrow = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
+    (allowed, narrow(remaining), narrow(retry), narrow(reset))
 }
 
 /// Checks the policies and the cost before anything is sent.
@@ -455,7 +737,7 @@ fn validate(policies: &[Policy], cost: u64) -> Result<()> {
     for policy in policies {
         policy.validate().map_err(Error::InvalidInput)?;
         if cost > policy.capacity() {
-            return Err(Error::CannotFit { policy: policy.name, cost, capacity: policy.capacity() });
+            return Err(Error::CannotFit { policy: policy.name.to_string(), cost, capacity: policy.capacity() });
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! `Policy`: a named limit, its window and its algorithm.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 /// How a policy counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -12,9 +12,18 @@ pub enum Algorithm {
     /// An exact log of request times: never more than `limit` in any window of `period`. Costs a
     /// sorted-set entry per request, so it suits small quotas such as 5 an hour.
     SlidingLog,
-    /// A counter per window, as a plain `INCR` + `EXPIRE` limiter keeps: admits up to twice the limit across a window
-    /// edge. For compatibility only.
+    /// A counter per window, opened by the first request and ended by its TTL, as a plain
+    /// `INCR` + `EXPIRE` limiter keeps: admits up to twice the limit across a window edge.
+    /// Checked alone, it runs without a script (see [`RateLimiter`](crate::RateLimiter)).
     FixedWindow,
+    /// Cloudflare's sliding-window counter: a counter per window aligned on the clock, with the
+    /// previous window's count weighted by how much of it the sliding window still covers. Exact
+    /// when the previous window is empty; across an edge it estimates, assuming the previous
+    /// window's requests were spread evenly, so a window ending a fraction `f` into the current
+    /// one holds at most `limit × (1 + f)` (only when the previous window's requests all came at
+    /// its very end). Two small counters per subject whatever the limit, and checked alone it
+    /// runs without a script.
+    SlidingWindow,
 }
 
 impl Algorithm {
@@ -23,6 +32,7 @@ impl Algorithm {
             Algorithm::Gcra => "g",
             Algorithm::SlidingLog => "s",
             Algorithm::FixedWindow => "f",
+            Algorithm::SlidingWindow => "w",
         }
     }
 }
@@ -53,8 +63,8 @@ pub enum OnFailure {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Policy {
-    /// Names the policy in keys, headers and decisions: letters, digits, `-` and `_`.
-    pub name: &'static str,
+    /// Names the policy in keys, headers and decisions: 1 to 64 letters, digits, `-` and `_`.
+    pub name: Cow<'static, str>,
     /// Units allowed per period.
     pub limit: u64,
     /// The window.
@@ -67,20 +77,37 @@ pub struct Policy {
     pub on_failure: OnFailure,
     /// Decide, log and count, but never refuse.
     pub shadow: bool,
+    /// Once the policy refuses a request, refuse the subject for this long (`None`: only until
+    /// the policy admits again). Attempts during the block do not extend it.
+    pub block_for: Option<Duration>,
 }
 
 impl Policy {
     /// `limit` per `period` with GCRA and a burst of `limit`.
     pub const fn new(name: &'static str, limit: u64, period: Duration) -> Policy {
         Policy {
-            name,
+            name: Cow::Borrowed(name),
             limit,
             period,
             burst: limit,
             algorithm: Algorithm::Gcra,
             on_failure: OnFailure::Closed,
             shadow: false,
+            block_for: None,
         }
+    }
+
+    /// [`Policy::new`] with a name known only at run time (read from configuration, say).
+    pub fn named(name: impl Into<Cow<'static, str>>, limit: u64, period: Duration) -> Policy {
+        Policy { name: name.into(), ..Policy::new("", limit, period) }
+    }
+
+    /// The same policy refusing the subject for `duration` once it refuses a request (1 ms to
+    /// [`Policy::MAX_PERIOD`]), as rate-limiter-flexible's `blockDuration` does.
+    #[must_use]
+    pub const fn with_block_for(mut self, duration: Duration) -> Policy {
+        self.block_for = Some(duration);
+        self
     }
 
     /// The same policy with another failure mode.
@@ -124,9 +151,12 @@ impl Policy {
     /// Checks that the policy can ever admit anything and that Redis can hold its state with a
     /// TTL. The error names the policy and the setting.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        let name = self.name;
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(format!("policy name {name:?} must be non-empty letters, digits, `-` or `_`"));
+        let name = &*self.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!("policy name {name:?} must be 1 to 64 letters, digits, `-` or `_`"));
         }
         if self.limit == 0 || self.limit > Self::MAX_LIMIT {
             return Err(format!("policy {name}: the limit must be 1 to {}, got {}", Self::MAX_LIMIT, self.limit));
@@ -141,6 +171,18 @@ impl Policy {
         }
         if self.period.as_millis() == 0 || self.period > Self::MAX_PERIOD {
             return Err(format!("policy {name}: the period must be 1 ms to 10 years, got {:?}", self.period));
+        }
+        if let Some(block) = self.block_for
+            && (block.as_millis() == 0 || block > Self::MAX_PERIOD)
+        {
+            return Err(format!("policy {name}: block_for must be 1 ms to 10 years, got {block:?}"));
+        }
+        if self.algorithm == Algorithm::SlidingWindow && self.period > Self::MAX_PERIOD / 2 {
+            // A window's counter is kept for two periods: its own and the next one's estimate.
+            return Err(format!(
+                "policy {name}: a sliding window's period must be at most 5 years, got {:?}",
+                self.period
+            ));
         }
         if self.burst == 0 || self.burst > Self::MAX_LIMIT {
             return Err(format!("policy {name}: the burst must be 1 to {}, got {}", Self::MAX_LIMIT, self.burst));
@@ -160,7 +202,7 @@ impl Policy {
     pub(crate) fn capacity(&self) -> u64 {
         match self.algorithm {
             Algorithm::Gcra => self.burst,
-            Algorithm::SlidingLog | Algorithm::FixedWindow => self.limit,
+            Algorithm::SlidingLog | Algorithm::FixedWindow | Algorithm::SlidingWindow => self.limit,
         }
     }
 }

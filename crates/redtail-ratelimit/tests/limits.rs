@@ -96,7 +96,7 @@ async fn gcra_retry_after_is_exact() -> Result<()> {
     else {
         panic!("a second request inside 6 s must be limited");
     };
-    assert_eq!((retry_after, violated), (Duration::from_secs(6), vec!["exact"]));
+    assert_eq!((retry_after, violated), (Duration::from_secs(6), vec![std::borrow::Cow::Borrowed("exact")]));
     redis.clock().advance(retry_after - Duration::from_millis(1));
     assert!(!limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
     redis.clock().advance(Duration::from_millis(1));
@@ -152,7 +152,9 @@ async fn refund_penalize_block_and_reset() -> Result<()> {
 async fn bad_input_is_refused_with_a_reason() -> Result<()> {
     let (_, limiter) = setup();
     let cannot = limiter.check_cost("u", &[MEDIA_REQUEST], 21).await;
-    assert!(matches!(cannot, Err(Error::CannotFit { policy: "media-request", cost: 21, capacity: 20 })));
+    assert!(
+        matches!(cannot, Err(Error::CannotFit { ref policy, cost: 21, capacity: 20 }) if policy == "media-request")
+    );
     for bad in [
         Policy::new("zero", 0, Duration::from_secs(1)),
         Policy::new("instant", 1, Duration::ZERO),
