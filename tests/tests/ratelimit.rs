@@ -17,7 +17,10 @@ for_each_backend!(
     client_clocks_skewed_by_ten_seconds_never_loosen_a_limit,
     a_sliding_log_refund_takes_back_the_newest_entry_within_one_millisecond,
     settings_redis_cannot_keep_with_a_ttl_are_refused_before_anything_is_sent,
-    penalties_and_refunds_are_bounded_by_the_policy
+    penalties_and_refunds_are_bounded_by_the_policy,
+    a_sliding_window_counter_is_exact_in_a_fresh_window_and_within_its_bound_across_an_edge,
+    a_block_duration_refuses_from_the_first_refusal_until_it_ends,
+    policies_named_at_run_time_count_like_constant_ones
 );
 
 fn limiter(env: &Env) -> Arc<RateLimiter> {
@@ -358,5 +361,165 @@ mod processes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn four_processes_admit_exactly_the_limit_on_a_cluster() -> TestResult {
         four_processes(Deployment::Cluster).await
+    }
+}
+
+/// A clock the test moves by hand, for limiters and the in-memory backend alike.
+fn manual_clock(start: SystemTime) -> (redtail_ratelimit::Clock, Arc<std::sync::atomic::AtomicU64>) {
+    let offset = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let moved = Arc::clone(&offset);
+    let clock = redtail_ratelimit::Clock::from_fn(move || {
+        start + Duration::from_millis(moved.load(std::sync::atomic::Ordering::SeqCst))
+    });
+    (clock, offset)
+}
+
+/// With the previous window empty, a sliding-window counter admits exactly its limit, alone (no
+/// script) and checked with another policy (the script); across an edge, the window ending a
+/// fraction f into the next one holds at most limit x (1 + f), and the weighted previous window
+/// lets in exactly what the estimate leaves.
+async fn a_sliding_window_counter_is_exact_in_a_fresh_window_and_within_its_bound_across_an_edge(
+    target: Target,
+) -> TestResult {
+    let env = Env::new(target).await;
+    // Start on a window edge, so the test knows where the windows are.
+    let period = Duration::from_secs(60);
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let start = UNIX_EPOCH + Duration::from_millis(now_ms - now_ms % 60_000 + 60_000);
+    let (clock, offset) = manual_clock(start);
+    let limiter =
+        RateLimiter::new(env.backend.clone(), env.ns.child("rl")).with_client_clock(clock).with_refusal_cache(false);
+    let policy = Policy::new("sw", 10, period).with_algorithm(Algorithm::SlidingWindow);
+    let loose = Policy::new("loose", 1_000, period);
+    for (subject, policies) in [("alone", vec![policy.clone()]), ("with-another", vec![policy.clone(), loose])] {
+        // The first burst at the very end of the first window: the case the bound is about.
+        offset.store(59_000, std::sync::atomic::Ordering::SeqCst);
+        let mut admitted = 0;
+        for _ in 0..25 {
+            admitted += usize::from(limiter.check(subject, &policies).await?.is_allowed());
+        }
+        assert_eq!(admitted, 10, "{subject}: a fresh window admits exactly the limit");
+        // A quarter into the next window the previous one weighs 3/4: 10 - 8 (7.5 rounded up)
+        // = 2 more; but the script-free path counted its 15 refused requests too (25 in all),
+        // which then weigh 19: nothing more fits.
+        offset.store(75_000, std::sync::atomic::Ordering::SeqCst);
+        let mut later = 0;
+        for _ in 0..25 {
+            later += usize::from(limiter.check(subject, &policies).await?.is_allowed());
+        }
+        let expected = if subject == "alone" { 0 } else { 2 };
+        assert_eq!(later, expected, "{subject}: a quarter into the next window");
+        // The bound: the 60 s ending here (15 s into the window, so holding the first burst) hold
+        // at most 10 x 1.25.
+        assert!(admitted + later <= 12, "{subject}: {} in one period", admitted + later);
+        // Two windows later everything has aged out.
+        offset.store(180_000, std::sync::atomic::Ordering::SeqCst);
+        assert!(limiter.check(subject, &policies).await?.is_allowed(), "{subject}");
+    }
+    Ok(())
+}
+
+/// A policy with a block duration refuses the subject from its first refusal for that long, on
+/// the script-free path (a fixed window alone) and through the script (GCRA); attempts during the
+/// block do not extend it, and other subjects are not affected.
+async fn a_block_duration_refuses_from_the_first_refusal_until_it_ends(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let limiter = RateLimiter::new(env.backend.clone(), env.ns.child("rl")).with_refusal_cache(false);
+    for algorithm in [Algorithm::FixedWindow, Algorithm::Gcra, Algorithm::SlidingWindow] {
+        // 3 per 100 ms, and a 1.5 s block once exceeded.
+        let policy = [Policy::new("blk", 3, Duration::from_millis(100))
+            .with_algorithm(algorithm)
+            .with_block_for(Duration::from_millis(1_500))];
+        let subject = format!("b-{algorithm:?}");
+        for _ in 0..3 {
+            assert!(limiter.check(&subject, &policy).await?.is_allowed(), "{algorithm:?}");
+        }
+        let Decision::Limited { retry_after, .. } = limiter.check(&subject, &policy).await? else {
+            panic!("{algorithm:?}: the 4th request must be refused");
+        };
+        assert!(retry_after >= Duration::from_millis(1_000), "{algorithm:?}: retry after {retry_after:?}");
+        // The window has long passed, but the block has not.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!limiter.check(&subject, &policy).await?.is_allowed(), "{algorithm:?}: still blocked");
+        assert!(limiter.check(&format!("other-{algorithm:?}"), &policy).await?.is_allowed());
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert!(limiter.check(&subject, &policy).await?.is_allowed(), "{algorithm:?}: the block has ended");
+    }
+    Ok(())
+}
+
+/// A policy built from configuration at run time (an owned name) shares its state with a constant
+/// policy of the same name, and a name that cannot be a key part is refused.
+async fn policies_named_at_run_time_count_like_constant_ones(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let limiter = limiter(&env);
+    let from_config = Policy::named(format!("tenant-{}", 7), 2, Duration::from_secs(60));
+    const CONSTANT: Policy = Policy::new("tenant-7", 2, Duration::from_secs(60));
+    assert!(limiter.check("u", std::slice::from_ref(&from_config)).await?.is_allowed());
+    assert!(limiter.check("u", &[CONSTANT]).await?.is_allowed());
+    let Decision::Limited { violated, .. } = limiter.check("u", std::slice::from_ref(&from_config)).await? else {
+        panic!("the third request must be refused");
+    };
+    assert_eq!(violated, ["tenant-7"]);
+    let hostile = Policy::named("a:b{c}", 2, Duration::from_secs(60));
+    let error = limiter.check("u", &[hostile]).await.err().ok_or("a name with : and braces")?;
+    assert!(error.to_string().contains("letters, digits"), "{error}");
+    Ok(())
+}
+
+mod commands {
+    use super::*;
+
+    /// Checks of a single fixed-window or sliding-window policy send no `EVALSHA` (or `EVAL`):
+    /// counted in `INFO commandstats` on every data node.
+    async fn no_script(kind: Deployment) -> TestResult {
+        let ctx = Ctx::owned(kind, |c| c).await;
+        let limiter = RateLimiter::new(ctx.backend.clone(), ctx.ns.child("rl"));
+        let calls = |name: &str| -> Result<u64, String> {
+            let mut total = 0;
+            for port in ctx.servers.data_ports() {
+                let info = |section: &str| {
+                    ctx.servers
+                        .admin(port, &["INFO", section])
+                        .map(|r| r.text().unwrap_or_default())
+                        .map_err(|e| e.to_string())
+                };
+                // Replicas count the commands they replay: primaries only.
+                if !info("replication")?.contains("role:master") {
+                    continue;
+                }
+                let stats = info("commandstats")?;
+                let line = stats.lines().find(|l| l.starts_with(&format!("cmdstat_{name}:")));
+                let calls = line.and_then(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok());
+                total += calls.unwrap_or(0);
+            }
+            Ok(total)
+        };
+        let (evalsha, eval, incrby) = (calls("evalsha")?, calls("eval")?, calls("incrby")?);
+        for algorithm in [Algorithm::FixedWindow, Algorithm::SlidingWindow] {
+            let policy = [Policy::new("plain", 50, Duration::from_secs(60)).with_algorithm(algorithm)];
+            let tasks: Vec<_> = (0..200)
+                .map(|i| {
+                    let (limiter, policy) = (limiter.clone(), policy.clone());
+                    tokio::spawn(async move { limiter.check(&format!("s{}", i % 20), &policy).await })
+                })
+                .collect();
+            for task in tasks {
+                task.await??;
+            }
+        }
+        assert_eq!((calls("evalsha")?, calls("eval")?), (evalsha, eval), "no script ran");
+        assert_eq!(calls("incrby")? - incrby, 400, "one INCRBY per check");
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counters_send_no_script_on_standalone() -> TestResult {
+        no_script(Deployment::Standalone).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counters_send_no_script_on_a_cluster() -> TestResult {
+        no_script(Deployment::Cluster).await
     }
 }

@@ -117,7 +117,7 @@ return batch(function(KEYS, ARGV)
       local elapsed = tonumber(ARGV[6 * i + 3])
       local used = tonumber(state[at[i]] or '0')
       local prev = tonumber(state[prev_at[i]] or '0')
-      local weighted = math.floor(prev * (period - elapsed) / period)
+      local weighted = math.ceil(prev * (period - elapsed) / period)
       allowed = weighted + used + cost <= limit
       remaining = math.max(0, limit - weighted - used - (allowed and cost or 0))
       retry = 0

@@ -15,13 +15,28 @@ use tower_service::Service;
 use crate::{Decision, KeyExtractor, Policy, PolicyState, RateLimiter};
 
 type Skip = Arc<dyn Fn(&http::Uri) -> bool + Send + Sync>;
+type Refuse = Arc<dyn Fn(&Refused<'_>) -> Response<String> + Send + Sync>;
+
+/// A refused request, for a custom response ([`RateLimitLayer::with_refusal`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Refused<'a> {
+    /// When a retry can succeed.
+    pub retry_after: Duration,
+    /// The policies that refused (empty when the subject is blocked).
+    pub violated: &'a [std::borrow::Cow<'static, str>],
+    /// The subject the request was charged to.
+    pub subject: &'a str,
+}
 
 /// Limits every request by `policies`, charged to the subject a [`KeyExtractor`] finds.
 ///
 /// Allowed responses carry `RateLimit-Policy` and `RateLimit` headers
 /// (draft-ietf-httpapi-ratelimit-headers-10); refused requests get `429 Too Many Requests` with
-/// `Retry-After` and an `application/problem+json` body that keeps the fields of the Node service redtail replaced,
-/// `{"success":false,"error":{"code":"RATE_LIMIT_EXCEEDED","message":...,"retryAfter":...}}`.
+/// `Retry-After` and an RFC 9457 `application/problem+json` body, or the response
+/// [`RateLimitLayer::with_refusal`] builds (the headers are added to it). Responses can be left
+/// uncounted by their status ([`RateLimitLayer::skip_successful`],
+/// [`RateLimitLayer::skip_failed`]): the request is charged when it arrives and refunded after.
 /// If the limiter fails for a reason other than Redis being unavailable (which the policies'
 /// failure modes handle), the request is refused with 503: a broken setup is never silently
 /// unlimited.
@@ -32,6 +47,9 @@ pub struct RateLimitLayer<K> {
     key: K,
     skip: Option<Skip>,
     legacy_headers: bool,
+    refuse: Option<Refuse>,
+    skip_successful: bool,
+    skip_failed: bool,
 }
 
 impl<K> std::fmt::Debug for RateLimitLayer<K> {
@@ -43,7 +61,41 @@ impl<K> std::fmt::Debug for RateLimitLayer<K> {
 impl<K: KeyExtractor> RateLimitLayer<K> {
     /// A layer checking `policies` for the subject `key` finds.
     pub fn new(limiter: RateLimiter, policies: impl Into<Arc<[Policy]>>, key: K) -> Self {
-        RateLimitLayer { limiter, policies: policies.into(), key, skip: None, legacy_headers: false }
+        RateLimitLayer {
+            limiter,
+            policies: policies.into(),
+            key,
+            skip: None,
+            legacy_headers: false,
+            refuse: None,
+            skip_successful: false,
+            skip_failed: false,
+        }
+    }
+
+    /// Builds the response to a refused request (status, headers and body); `RateLimit`,
+    /// `RateLimit-Policy` and `Retry-After` headers are added to it. By default: 429 with an
+    /// RFC 9457 problem+json body.
+    #[must_use]
+    pub fn with_refusal(mut self, refuse: impl Fn(&Refused<'_>) -> Response<String> + Send + Sync + 'static) -> Self {
+        self.refuse = Some(Arc::new(refuse));
+        self
+    }
+
+    /// Requests answered with a status below 400 are not counted: refunded once the inner
+    /// service answers (a login limit that counts only failed attempts, say).
+    #[must_use]
+    pub fn skip_successful(mut self, on: bool) -> Self {
+        self.skip_successful = on;
+        self
+    }
+
+    /// Requests answered with a status of 400 or more are not counted: refunded once the inner
+    /// service answers.
+    #[must_use]
+    pub fn skip_failed(mut self, on: bool) -> Self {
+        self.skip_failed = on;
+        self
     }
 
     /// Requests whose URI matches `skip` are never limited (the health endpoint, say).
@@ -108,19 +160,37 @@ where
         Box::pin(async move {
             let Some(subject) = subject else { return inner.call(request).await };
             match layer.limiter.check(&subject, &layer.policies).await {
-                Ok(Decision::Allowed { policies, .. }) => {
+                Ok(Decision::Allowed { policies, degraded, .. }) => {
                     let mut response = inner.call(request).await?;
+                    let failed = response.status().as_u16() >= 400;
+                    if !degraded && (if failed { layer.skip_failed } else { layer.skip_successful }) {
+                        for policy in layer.policies.iter() {
+                            if let Err(e) = layer.limiter.refund(&subject, policy, 1).await {
+                                tracing::warn!(error = %e, policy = %policy.name, "refunding an uncounted response failed");
+                            }
+                        }
+                    }
                     add_headers(response.headers_mut(), &layer, &policies, None);
                     Ok(response)
                 }
-                Ok(Decision::Limited { retry_after, policies, .. }) => Ok(too_many(&layer, &policies, retry_after)),
+                Ok(Decision::Limited { retry_after, violated, policies, .. }) => {
+                    let refused = Refused { retry_after, violated: &violated, subject: &subject };
+                    let response = match &layer.refuse {
+                        Some(refuse) => refuse(&refused),
+                        None => too_many(retry_after),
+                    };
+                    let (mut parts, body) = response.into_parts();
+                    add_headers(&mut parts.headers, &layer, &policies, Some(retry_after));
+                    Ok(Response::from_parts(parts, ResBody::from(body)))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "rate limiter failed; refusing the request");
-                    let mut response = Response::new(ResBody::from(
-                        r#"{"success":false,"error":{"code":"RATE_LIMITER_UNAVAILABLE","message":"rate limiting is unavailable"}}"#.to_owned(),
-                    ));
+                    let body = r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"rate limiting is unavailable"}"#;
+                    let mut response = Response::new(ResBody::from(body.to_owned()));
                     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
                     Ok(response)
                 }
             }
@@ -160,19 +230,12 @@ fn add_headers<K>(headers: &mut HeaderMap, layer: &RateLimitLayer<K>, states: &[
     }
 }
 
-fn too_many<K, B: From<String>>(
-    layer: &RateLimitLayer<K>,
-    states: &[PolicyState],
-    retry_after: Duration,
-) -> Response<B> {
-    let retry = seconds(retry_after);
-    let message = format!("Too many requests; try again in {retry} seconds");
-    let body = format!(
-        r#"{{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"{message}","success":false,"error":{{"code":"RATE_LIMIT_EXCEEDED","message":"{message}","retryAfter":{retry}}}}}"#
-    );
-    let mut response = Response::new(B::from(body));
+/// The default refusal: 429 with an RFC 9457 problem+json body.
+fn too_many(retry_after: Duration) -> Response<String> {
+    let detail = format!("Too many requests; try again in {} seconds", seconds(retry_after));
+    let body = format!(r#"{{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"{detail}"}}"#);
+    let mut response = Response::new(body);
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    add_headers(response.headers_mut(), layer, states, Some(retry_after));
     response
 }

@@ -13,7 +13,7 @@ pub use error::{Error, Result};
 #[cfg(feature = "tower")]
 pub use key::{ClientIp, HeaderKey, KeyExtractor, Subject, SubjectKey};
 #[cfg(feature = "tower")]
-pub use layer::{RateLimit, RateLimitLayer};
+pub use layer::{RateLimit, RateLimitLayer, Refused};
 pub use limiter::{Decision, PolicyState, RateLimiter, Stats};
 pub use policy::{Algorithm, OnFailure, Policy};
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and

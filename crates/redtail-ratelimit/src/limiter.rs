@@ -703,7 +703,8 @@ fn sliding_window(limit: u64, period: u64, elapsed: u64, prev: u64, used: u64, c
         u128::from(used),
         u128::from(cost),
     );
-    let weighted = prev * (period - elapsed) / period;
+    // Rounded up, so the estimate never admits more than its bound.
+    let weighted = (prev * (period - elapsed)).div_ceil(period);
     let allowed = weighted + used <= limit;
     let remaining = limit.saturating_sub(weighted + used);
     let retry = if allowed {

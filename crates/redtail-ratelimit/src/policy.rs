@@ -17,7 +17,8 @@ pub enum Algorithm {
     /// Checked alone, it runs without a script (see [`RateLimiter`](crate::RateLimiter)).
     FixedWindow,
     /// Cloudflare's sliding-window counter: a counter per window aligned on the clock, with the
-    /// previous window's count weighted by how much of it the sliding window still covers. Exact
+    /// previous window's count weighted by how much of it the sliding window still covers
+    /// (rounded up). Exact
     /// when the previous window is empty; across an edge it estimates, assuming the previous
     /// window's requests were spread evenly, so a window ending a fraction `f` into the current
     /// one holds at most `limit × (1 + f)` (only when the previous window's requests all came at

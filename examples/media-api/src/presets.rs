@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use redtail_cache::{Cache, Codec, EntryOptions, canonical_key};
 use redtail_queue::{JobOptions, QueueConfig, Retention};
-use redtail_ratelimit::{Algorithm, OnFailure, Policy};
+use redtail_ratelimit::{Algorithm, OnFailure, Policy, Refused};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value as Json;
 
@@ -41,6 +41,23 @@ pub const YOUTUBE_DOWNLOAD: Policy =
     Policy::new("youtube", 5, Duration::from_secs(3_600)).with_algorithm(Algorithm::SlidingLog);
 /// The media-request limit: 20 an hour; refused when Redis is down.
 pub const MEDIA_REQUEST: Policy = Policy::new("media-request", 20, Duration::from_secs(3_600));
+
+/// The original service's 429 body, `{"success":false,"error":{"code":"RATE_LIMIT_EXCEEDED",
+/// "message":...,"retryAfter":<seconds>}}`, for [`RateLimitLayer::with_refusal`](redtail_ratelimit::RateLimitLayer::with_refusal).
+pub fn rate_limit_refusal(refused: &Refused<'_>) -> axum::http::Response<String> {
+    let retry = refused.retry_after.as_millis().div_ceil(1000);
+    let message = format!("Too many requests; try again in {retry} seconds");
+    let body = serde_json::json!({
+        "success": false,
+        "error": {"code": "RATE_LIMIT_EXCEEDED", "message": message, "retryAfter": retry},
+    });
+    let mut response = axum::http::Response::new(body.to_string());
+    *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+    response
+        .headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+    response
+}
 
 /// The tag of every service status entry.
 pub const SERVICE_STATUS_TAG: &str = "service-status";

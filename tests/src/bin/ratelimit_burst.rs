@@ -17,7 +17,9 @@ use redtail_ratelimit::{Algorithm, Policy, RateLimiter};
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().collect();
     let [_, url, prefix, subject, calls, start_at, algorithm] = &args[..] else {
-        return Err("usage: ratelimit_burst <redis-url> <prefix> <subject> <calls> <start-at-unix-ms> <algorithm>".into());
+        return Err(
+            "usage: ratelimit_burst <redis-url> <prefix> <subject> <calls> <start-at-unix-ms> <algorithm>".into()
+        );
     };
     let algorithm = match algorithm.as_str() {
         "gcra" => Algorithm::Gcra,
