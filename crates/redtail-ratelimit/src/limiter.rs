@@ -306,16 +306,18 @@ impl RateLimiter {
     }
 
     /// The policy's state: a GCRA's arrival time, a sliding log, a fixed window's counter, or a
-    /// sliding-window counter's current window (its window number from `now`).
+    /// sliding-window counter's current window (its window number from `now`). The algorithm is
+    /// part of the key, so a policy whose algorithm changes (in a deploy, say) starts afresh
+    /// rather than meeting state it cannot read.
     fn key(tagged: &Tagged, policy: &Policy, now: Option<u64>) -> Key {
         match (policy.algorithm, now) {
             (Algorithm::SlidingWindow, Some(now)) => Self::window_key(tagged, policy, window(policy, now).0),
-            _ => tagged.key([&*policy.name]),
+            (algorithm, _) => tagged.key([&*policy.name, algorithm.code()]),
         }
     }
 
     fn window_key(tagged: &Tagged, policy: &Policy, number: u64) -> Key {
-        tagged.key([policy.name.as_bytes(), number.to_string().as_bytes()])
+        tagged.key([policy.name.as_bytes(), b"w", number.to_string().as_bytes()])
     }
 
     /// Where a policy's block duration is kept while it lasts.
