@@ -38,7 +38,41 @@ local function clock(ARGV, logs)
   return now
 end
 
+-- GCRA: one theoretical arrival time (`stored`, nil when none) per key; `burst` cells may
+-- arrive at once. Returns allowed, remaining, retry, reset, and the arrival time to store.
+local function gcra(now, stored, cost, limit, period, burst)
+  local interval = period / limit
+  local tat = tonumber(stored or now)
+  if tat < now then tat = now end
+  local new_tat = tat + cost * interval
+  local allow_at = new_tat - burst * interval
+  if now >= allow_at then
+    return true, math.floor((now - allow_at) / interval), 0, math.ceil(new_tat - now), new_tat
+  end
+  local remaining = math.floor(math.max(0, now - (tat - burst * interval)) / interval)
+  return false, remaining, math.ceil(allow_at - now), math.ceil(tat - now), nil
+end
+
+-- The commonest check, one GCRA policy without a block duration on the server's clock, without
+-- the general path's bookkeeping: the same reads, writes and reply.
+local function gcra_alone(KEYS, ARGV)
+  local state = redis.call('MGET', KEYS[1], KEYS[2])
+  local blocked = 0
+  if state[1] then
+    blocked = redis.call('PTTL', KEYS[1])
+    if blocked < 0 then blocked = 0 end
+  end
+  local cost = tonumber(ARGV[1])
+  local allowed, remaining, retry, reset, new_tat =
+    gcra(clock(ARGV, {}), state[2], cost, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+  if allowed and blocked == 0 and ARGV[2] == '1' then
+    redis.call('SET', KEYS[2], string.format('%.3f', new_tat), 'PX', string.format('%d', math.max(1, reset)))
+  end
+  return {blocked, allowed and 1 or 0, remaining, retry, reset}
+end
+
 return batch(function(KEYS, ARGV)
+  if #KEYS == 2 and ARGV[4] == 'g' and ARGV[3] == '' then return gcra_alone(KEYS, ARGV) end
   local cost = tonumber(ARGV[1])
   local n = (#ARGV - 3) / 6
   local state = redis.call('MGET', unpack(KEYS))
@@ -79,22 +113,7 @@ return batch(function(KEYS, ARGV)
     local allowed, remaining, retry, reset
     if (algorithm == 'g' or algorithm == 's') and not now then now = clock(ARGV, logs) end
     if algorithm == 'g' then
-      -- GCRA: one theoretical arrival time per key; burst cells may arrive at once.
-      local burst = tonumber(ARGV[6 * i + 1])
-      local interval = period / limit
-      local tat = tonumber(state[at[i]] or now)
-      if tat < now then tat = now end
-      local new_tat = tat + cost * interval
-      local allow_at = new_tat - burst * interval
-      allowed = now >= allow_at
-      if allowed then
-        stored[i] = new_tat
-        remaining = math.floor((now - allow_at) / interval)
-        retry, reset = 0, math.ceil(new_tat - now)
-      else
-        remaining = math.floor(math.max(0, now - (tat - burst * interval)) / interval)
-        retry, reset = math.ceil(allow_at - now), math.ceil(tat - now)
-      end
+      allowed, remaining, retry, reset, stored[i] = gcra(now, state[at[i]], cost, limit, period, tonumber(ARGV[6 * i + 1]))
     elseif algorithm == 's' then
       -- Sliding log: one entry per unit of cost; never more than limit in any window of period.
       redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - period))
