@@ -49,6 +49,7 @@ async fn main() -> Result<(), Error> {
     }
     if wants("ratelimit") {
         ratelimit(&backend, 2 * n, concurrency).await?;
+        ratelimit_outage().await?;
     }
     if wants("session") {
         session(&backend, n, concurrency).await?;
@@ -235,6 +236,51 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
         let line = json!({"bench": "memory.limiter_key", "impl": "redtail", "algorithm": algorithm_name(algorithm), "bytes": average, "sampled": bytes.len()});
         println!("{line}");
     }
+    Ok(())
+}
+
+/// Decisions in an outage: a server of its own (`redtail-testkit`) paused with SIGSTOP while
+/// 1,000 checks a second arrive for 2 s, half through the script (GCRA) and half without (a fixed
+/// window), with a 300 ms command timeout; reports the slowest decision beside the timeout
+/// (the target: within the timeout plus 50 ms).
+async fn ratelimit_outage() -> Result<(), Error> {
+    use redtail_ratelimit::{Algorithm, OnFailure, Policy, RateLimiter};
+    let timeout = Duration::from_millis(300);
+    let servers = redtail_testkit::TestRedis::owned(redtail_testkit::Deployment::Standalone)?;
+    let redis = Redis::connect(Config::from_url(servers.url())?.with_command_timeout(timeout)).await?;
+    let limiter = Arc::new(RateLimiter::new(redis.clone(), Namespace::new("b:outage")?).with_refusal_cache(false));
+    let gcra = Policy::new("api", 100, Duration::from_secs(60)).with_on_failure(OnFailure::Open);
+    let fixed = gcra.clone().with_algorithm(Algorithm::FixedWindow);
+    for policy in [&gcra, &fixed] {
+        limiter.check("warm", std::slice::from_ref(policy)).await?;
+    }
+    servers.pause()?;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut tasks = Vec::with_capacity(2_000);
+    for i in 0..2_000 {
+        tick.tick().await;
+        let (limiter, policy) = (Arc::clone(&limiter), if i % 2 == 0 { gcra.clone() } else { fixed.clone() });
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let decision = limiter.check(&format!("u{}", i % 50), &[policy]).await;
+            (started.elapsed(), decision.map(|d| d.is_allowed()))
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    let mut decided = 0;
+    for task in tasks {
+        let (took, decision) = task.await?;
+        slowest = slowest.max(took);
+        decided += usize::from(decision.is_ok());
+    }
+    servers.resume()?;
+    redis.shutdown(Duration::from_secs(1)).await;
+    let line = json!({
+        "bench": "ratelimit.outage", "impl": "redtail", "checks": 2_000, "decided": decided,
+        "timeout_ms": timeout.as_millis() as u64, "slowest_ms": slowest.as_secs_f64() * 1000.0,
+        "degraded": limiter.stats().degraded,
+    });
+    println!("{line}");
     Ok(())
 }
 

@@ -134,7 +134,6 @@ async fn a_sliding_log_refund_takes_back_the_newest_entry_within_one_millisecond
 async fn settings_redis_cannot_keep_with_a_ttl_are_refused_before_anything_is_sent(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let limiter = limiter(&env);
-    let tagged = env.ns.child("rl").tagged("u");
     for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog, Algorithm::FixedWindow] {
         let forever = Policy::new("forever", 5, Duration::MAX).with_algorithm(algorithm);
         let error = limiter.check("u", std::slice::from_ref(&forever)).await.err().ok_or("a Duration::MAX period")?;
@@ -160,10 +159,18 @@ async fn settings_redis_cannot_keep_with_a_ttl_are_refused_before_anything_is_se
         assert!(page.keys.is_empty(), "written: {:?}", page.keys);
         cursor = page.next;
     }
-    // The longest period allowed works and its key has a TTL.
+    // The longest period allowed works and its key (the only one) has a TTL.
     let decade = Policy::new("decade", 5, Policy::MAX_PERIOD).with_algorithm(Algorithm::FixedWindow);
     assert!(limiter.check("u", std::slice::from_ref(&decade)).await?.is_allowed());
-    assert!(env.backend.call(Cmd::new("PTTL").key(&tagged.key(["decade", "f"]))).await?.as_int()? > 0);
+    let mut keys = Vec::new();
+    let mut cursor = Some(redtail_core::Cursor::START);
+    while let Some(at) = cursor {
+        let page = env.backend.scan(at, &env.ns.child("rl").pattern(Vec::<&str>::new()), 1_000).await?;
+        keys.extend(page.keys);
+        cursor = page.next;
+    }
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(env.backend.call(Cmd::new("PTTL").key(&keys[0])).await?.as_int()? > 0);
     Ok(())
 }
 
@@ -438,11 +445,20 @@ async fn a_block_duration_refuses_from_the_first_refusal_until_it_ends(target: T
     let env = Env::new(target).await;
     let limiter = RateLimiter::new(env.backend.clone(), env.ns.child("rl")).with_refusal_cache(false);
     for algorithm in [Algorithm::FixedWindow, Algorithm::Gcra, Algorithm::SlidingWindow] {
-        // 3 per 100 ms, and a 1.5 s block once exceeded.
-        let policy = [Policy::new("blk", 3, Duration::from_millis(100))
+        // 3 per 500 ms, and a 1.5 s block once exceeded.
+        let policy = [Policy::new("blk", 3, Duration::from_millis(500))
             .with_algorithm(algorithm)
             .with_block_for(Duration::from_millis(1_500))];
         let subject = format!("b-{algorithm:?}");
+        // Counters' windows are aligned on the clock: start just after an edge, so that the four
+        // checks share a window.
+        loop {
+            let into = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() % 500;
+            if (20..60).contains(&into) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         for _ in 0..3 {
             assert!(limiter.check(&subject, &policy).await?.is_allowed(), "{algorithm:?}");
         }
@@ -450,11 +466,11 @@ async fn a_block_duration_refuses_from_the_first_refusal_until_it_ends(target: T
             panic!("{algorithm:?}: the 4th request must be refused");
         };
         assert!(retry_after >= Duration::from_millis(1_000), "{algorithm:?}: retry after {retry_after:?}");
-        // The window has long passed, but the block has not.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The window has passed, but the block has not.
+        tokio::time::sleep(Duration::from_millis(600)).await;
         assert!(!limiter.check(&subject, &policy).await?.is_allowed(), "{algorithm:?}: still blocked");
         assert!(limiter.check(&format!("other-{algorithm:?}"), &policy).await?.is_allowed());
-        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
         assert!(limiter.check(&subject, &policy).await?.is_allowed(), "{algorithm:?}: the block has ended");
     }
     Ok(())

@@ -4,13 +4,13 @@
 -- holds the client's time (for hosts that forbid TIME), which is then clamped so that stored
 -- time never goes backwards.
 -- KEYS[1] the subject's block key; then each policy's keys in order (all keys share a hash tag):
--- its state (a sliding-window counter: the current window's counter, then the previous one's),
+-- its state (a counter: the current window's; a sliding-window counter then the previous one's),
 -- then its block key when it has a block duration.
 -- ARGV[1] cost; ARGV[2] is 1 to charge (0: only look, for shadow checks and peeks); ARGV[3] the
 -- client's time in ms or ''; then six values per policy: algorithm (g: GCRA, s: sliding log,
 -- f: fixed window, w: sliding-window counter), limit, period ms, burst, block ms (0: none), and
--- for w how far into the current window the caller's clock is, in ms (its windows are named by
--- that clock).
+-- for f and w how far into the current window the caller's clock is, in ms (their windows are
+-- named by that clock).
 -- Returns {blocked ms, then for each policy: allowed (1/0), remaining, retry after ms, reset after ms}.
 -- Every policy's state is read with the block key in one MGET (a sliding log, a sorted set,
 -- reads as nil there and is read on its own): the fewer commands, the more checks a second.
@@ -153,13 +153,10 @@ return batch(function(KEYS, ARGV)
       reset = 0
       if used > 0 or allowed then reset = 2 * period - elapsed elseif prev > 0 then reset = period - elapsed end
     else
-      -- Fixed window, as the original design counted: it admits up to 2 x limit across an edge.
+      -- Fixed window, a counter per window as the original design counted: it admits up to
+      -- 2 x limit across an edge. Its key names the window; it ends where the caller's clock says.
       local used = tonumber(state[at[i]] or '0')
-      reset = period
-      if state[at[i]] then
-        reset = redis.call('PTTL', key)
-        if reset < 0 then reset = period end
-      end
+      reset = period - tonumber(ARGV[6 * i + 3])
       allowed = used + cost <= limit
       remaining = math.max(0, limit - used - (allowed and cost or 0))
       retry = allowed and 0 or reset
@@ -180,9 +177,12 @@ return batch(function(KEYS, ARGV)
 
   if ARGV[2] ~= '1' then return out end
   if not all_allowed then
-    -- Policies with a block duration that refused now start their block.
+    -- Policies with a block duration that refused now start their block; its value is when it
+    -- ends (a check without a script reads it for its retry).
     for i in pairs(exceeded) do
-      redis.call('SET', KEYS[block_at[i]], '1', 'PX', ARGV[6 * i + 2], 'NX')
+      now = now or clock(ARGV, logs)
+      local ends = string.format('%d', now + tonumber(ARGV[6 * i + 2]))
+      redis.call('SET', KEYS[block_at[i]], ends, 'PX', ARGV[6 * i + 2], 'NX')
     end
     return out
   end
@@ -198,9 +198,9 @@ return batch(function(KEYS, ARGV)
       -- A window's counter also serves the next window's estimate: it lives two periods.
       redis.call('INCRBY', key, ARGV[1])
       redis.call('PEXPIRE', key, string.format('%d', 2 * period), 'NX')
-    elseif redis.call('INCRBY', key, ARGV[1]) == cost then
-      -- A new window: its TTL (and the reply's reset) is the period, as computed above.
-      redis.call('PEXPIRE', key, ARGV[6 * i])
+    else
+      redis.call('INCRBY', key, ARGV[1])
+      redis.call('PEXPIRE', key, ARGV[6 * i], 'NX')
     end
   end
   return out

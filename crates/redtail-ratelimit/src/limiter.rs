@@ -11,7 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redtail_core::{Arg, Backend, BatchedScript, BatchedTransaction, Clock, Cmd, Key, Namespace, Script, Tagged};
+use redtail_core::{
+    Arg, Backend, BatchedGet, BatchedScript, BatchedTransaction, Clock, Cmd, Key, Namespace, Script, Tagged, Value,
+};
 
 use crate::Algorithm;
 
@@ -122,14 +124,15 @@ struct Refusal {
 ///
 /// # Without a script
 /// A check of one [`Algorithm::FixedWindow`] or [`Algorithm::SlidingWindow`] policy runs no
-/// script: its plain commands (`INCRBY`, `PEXPIRE … NX`, and reads) go in one `MULTI`/`EXEC`
-/// shared by the concurrent checks of a batch, so no counter is ever left without a TTL, even
-/// when a client dies mid-check. On that path a refused request counts toward the window, as
-/// Envoy's do: a client that keeps sending while limited stays limited until its window has
-/// passed. Several policies checked together run the script, all or nothing, and a refused
-/// request is charged to none of them. A sliding-window counter names its windows by time:
-/// this process's clock corrected by the server's `TIME` (read once a minute), or the client
-/// clock when one is set.
+/// script: its `INCRBY` and `PEXPIRE … NX` go in one `MULTI`/`EXEC` shared by the concurrent
+/// checks of a batch, so no counter is ever left without a TTL, even when a client dies
+/// mid-check, and its reads (blocks, the previous window) in one `MGET` shared the same way. On
+/// that path a refused request counts toward the window, as Envoy's do: a client that keeps
+/// sending while limited stays limited until its window has passed. Several policies checked
+/// together run the script, all or nothing, and a refused request is charged to none of them.
+/// Counters name their windows by time: this process's clock corrected by the server's `TIME`
+/// (read at first use and once a minute), or the client clock when one is set; processes then
+/// agree on window edges within a round trip.
 ///
 /// Every decision is a `tracing` event at debug level on target `redtail_ratelimit::decision`
 /// with `allowed`, `near_limit` (a policy at 80 % or more), `degraded` and `latency_us`, for
@@ -145,6 +148,8 @@ pub struct RateLimiter {
     // Concurrent checks share one script call, or one transaction on the script-free path.
     checks: Arc<BatchedScript>,
     counts: Arc<BatchedTransaction>,
+    // The script-free path's reads (blocks, a previous window), one `MGET` for many checks.
+    reads: Arc<BatchedGet>,
     namespace: Namespace,
     shadow: bool,
     cache_refusals: bool,
@@ -229,6 +234,7 @@ impl RateLimiter {
         RateLimiter {
             checks: Arc::new(BatchedScript::new(Arc::clone(&backend), &CHECK)),
             counts: Arc::new(BatchedTransaction::new(Arc::clone(&backend))),
+            reads: Arc::new(BatchedGet::new(Arc::clone(&backend))),
             backend,
             namespace,
             shadow: false,
@@ -263,14 +269,20 @@ impl RateLimiter {
         }
     }
 
-    /// The time windows are named by, when a policy needs it.
+    /// The time counters' windows are named by, when a policy needs it.
     async fn window_now(&self, policies: &[Policy]) -> Result<Option<u64>> {
-        if !policies.iter().any(|p| p.algorithm == Algorithm::SlidingWindow) {
+        if !policies.iter().any(|p| matches!(p.algorithm, Algorithm::FixedWindow | Algorithm::SlidingWindow)) {
             return Ok(None);
         }
+        self.now_ms().await.map(Some)
+    }
+
+    /// The time now in ms: the client clock when one is set, else this process's clock corrected
+    /// by the server's.
+    async fn now_ms(&self) -> Result<u64> {
         match &self.client_clock {
-            Some(clock) => Ok(Some(clock.now_ms())),
-            None => self.server_clock.now_ms(&*self.backend).await.map(Some),
+            Some(clock) => Ok(clock.now_ms()),
+            None => self.server_clock.now_ms(&*self.backend).await,
         }
     }
 
@@ -305,19 +317,22 @@ impl RateLimiter {
         Ok(self.namespace.tagged(subject))
     }
 
-    /// The policy's state: a GCRA's arrival time, a sliding log, a fixed window's counter, or a
-    /// sliding-window counter's current window (its window number from `now`). The algorithm is
+    /// The policy's state: a GCRA's arrival time, a sliding log, or a counter's current window
+    /// (its window number from `now`). The algorithm is
     /// part of the key, so a policy whose algorithm changes (in a deploy, say) starts afresh
     /// rather than meeting state it cannot read.
     fn key(tagged: &Tagged, policy: &Policy, now: Option<u64>) -> Key {
         match (policy.algorithm, now) {
-            (Algorithm::SlidingWindow, Some(now)) => Self::window_key(tagged, policy, window(policy, now).0),
+            (Algorithm::FixedWindow | Algorithm::SlidingWindow, Some(now)) => {
+                Self::window_key(tagged, policy, window(policy, now).0)
+            }
             (algorithm, _) => tagged.key([&*policy.name, algorithm.code()]),
         }
     }
 
+    /// The counter of a fixed window or a sliding-window counter's window `number`.
     fn window_key(tagged: &Tagged, policy: &Policy, number: u64) -> Key {
-        tagged.key([policy.name.as_bytes(), b"w", number.to_string().as_bytes()])
+        tagged.key([policy.name.as_bytes(), policy.algorithm.code().as_bytes(), number.to_string().as_bytes()])
     }
 
     /// Where a policy's block duration is kept while it lasts.
@@ -520,9 +535,11 @@ impl RateLimiter {
         for policy in policies {
             keys.push(Self::key(tagged, policy, run.now));
             let mut elapsed = 0;
-            if let (Algorithm::SlidingWindow, Some(now)) = (policy.algorithm, run.now) {
+            if let (Algorithm::FixedWindow | Algorithm::SlidingWindow, Some(now)) = (policy.algorithm, run.now) {
                 let (number, into) = window(policy, now);
-                keys.push(Self::window_key(tagged, policy, number.wrapping_sub(1)));
+                if policy.algorithm == Algorithm::SlidingWindow {
+                    keys.push(Self::window_key(tagged, policy, number.wrapping_sub(1)));
+                }
                 elapsed = into;
             }
             if policy.block_for.is_some() {
@@ -559,51 +576,48 @@ impl RateLimiter {
     }
 
     /// A fixed window or a sliding-window counter checked without a script: `INCRBY` and
-    /// `PEXPIRE … NX` with the reads the decision needs, in the next shared transaction. The
-    /// refused request counts (see [`RateLimiter`]); a policy with a block duration that refuses
-    /// for the first time in its window starts its block with one more command.
+    /// `PEXPIRE … NX` in the next shared transaction, and the reads the decision needs (the
+    /// subject's block, the policy's block, the previous window) in the next shared `MGET`, at
+    /// once. The refused request counts (see [`RateLimiter`]); a policy with a block duration that
+    /// refuses starts its block with one more command.
     async fn count(&self, tagged: &Tagged, policy: &Policy, run: Run) -> Result<(Duration, (bool, PolicyState))> {
-        let key = Self::key(tagged, policy, run.now);
+        let now = run.now.unwrap_or(0);
+        let (number, elapsed) = window(policy, now);
+        let key = Self::window_key(tagged, policy, number);
         let period = millis(policy.period);
         let sliding = policy.algorithm == Algorithm::SlidingWindow;
-        // Counted first, so the reads see this request.
-        let mut cmds = vec![
-            Cmd::new("INCRBY").key(&key).arg(run.cost),
-            Cmd::new("PEXPIRE").key(&key).arg(if sliding { period.saturating_mul(2) } else { period }).arg("NX"),
-            Cmd::new("PTTL").key(&tagged.key(["!block"])),
-        ];
-        let (number, elapsed) = run.now.map_or((0, 0), |now| window(policy, now));
-        cmds.push(if sliding {
-            Cmd::new("GET").key(&Self::window_key(tagged, policy, number.wrapping_sub(1)))
-        } else {
-            Cmd::new("PTTL").key(&key)
-        });
-        let block_key = policy.block_for.map(|_| Self::block_key(tagged, policy));
-        if let Some(block_key) = &block_key {
-            cmds.push(Cmd::new("PTTL").key(block_key));
+        // A sliding window's counter is also the next window's previous one: it lives two periods.
+        let ttl = if sliding { period.saturating_mul(2) } else { period };
+        let cmds = vec![Cmd::new("INCRBY").key(&key).arg(run.cost), Cmd::new("PEXPIRE").key(&key).arg(ttl).arg("NX")];
+        let mut reads = vec![tagged.key(["!block"])];
+        if sliding {
+            reads.push(Self::window_key(tagged, policy, number.wrapping_sub(1)));
         }
-        let replies = self.counts.run(cmds).await?;
-        let int = |i: usize| -> Result<i64> {
-            let value = replies.get(i).ok_or_else(|| Error::Reply(format!("{} replies", replies.len())))?;
-            Ok(value.as_opt_int()?.unwrap_or(0))
-        };
-        let used = u64::try_from(int(0)?).unwrap_or(0);
-        let blocked = Duration::from_millis(u64::try_from(int(2)?).unwrap_or(0));
+        let block_key = policy.block_for.map(|_| Self::block_key(tagged, policy));
+        reads.extend(block_key.clone());
+        // The read needs no atomicity with the count: a block set meanwhile may or may not be seen,
+        // as with any concurrent check; a previous window no longer changes.
+        let (counted, read) = futures_util::future::try_join(self.counts.run(cmds), self.reads.get_many(reads)).await?;
+        let used = counted.first().map(Value::as_int).transpose()?.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        let number_at =
+            |i: usize| read.get(i).cloned().flatten().and_then(|b| std::str::from_utf8(&b).ok()?.parse::<u64>().ok());
+        let blocked = read.first().cloned().flatten().map_or(Duration::ZERO, |_| block_left(number_at(0), now));
         let (mut allowed, remaining, mut retry, reset) = if sliding {
-            let prev = u64::try_from(int(3)?).unwrap_or(0);
-            sliding_window(policy.limit, period, elapsed, prev, used, run.cost)
+            sliding_window(policy.limit, period, elapsed, number_at(1).unwrap_or(0), used, run.cost)
         } else {
-            let reset = u64::try_from(int(3)?).ok().filter(|&ttl| ttl > 0).unwrap_or(period);
+            let reset = period - elapsed;
             let allowed = used <= policy.limit;
             (allowed, policy.limit.saturating_sub(used), if allowed { 0 } else { reset }, reset)
         };
         if let (Some(block_key), Some(block)) = (&block_key, policy.block_for) {
-            let left = u64::try_from(int(4)?).unwrap_or(0);
-            if left > 0 {
-                (allowed, retry) = (false, retry.max(left));
+            let at = read.len() - 1;
+            if read.get(at).cloned().flatten().is_some() {
+                allowed = false;
+                retry = retry.max(millis(block_left(number_at(at), now)));
             } else if !allowed {
-                // This request is the one that refused first: it starts the block.
-                let cmd = Cmd::new("SET").key(block_key).arg("1").arg("PX").arg(millis(block).max(1)).arg("NX");
+                // No block yet: this refusal starts one.
+                let until = now.saturating_add(millis(block));
+                let cmd = Cmd::new("SET").key(block_key).arg(until).arg("PX").arg(millis(block).max(1)).arg("NX");
                 self.backend.call(cmd).await?;
                 retry = retry.max(millis(block));
             }
@@ -661,7 +675,9 @@ impl RateLimiter {
         }
         let key = self.subject(subject)?.key(["!block"]);
         let ms = millis(duration).max(1);
-        self.backend.call(Cmd::new("SET").key(&key).arg("1").arg("PX").arg(ms)).await?;
+        // The value is when the block ends, which a check without a script reads for its retry.
+        let until = self.now_ms().await?.saturating_add(ms);
+        self.backend.call(Cmd::new("SET").key(&key).arg(until).arg("PX").arg(ms)).await?;
         Ok(())
     }
 
@@ -672,12 +688,15 @@ impl RateLimiter {
         let mut cmd = Cmd::new("DEL");
         match policy {
             Some(policy) => {
-                cmd = cmd.key(&Self::key(&tagged, policy, None)).key(&Self::block_key(&tagged, policy));
-                if policy.algorithm == Algorithm::SlidingWindow {
-                    let (number, _) = window(policy, self.window_now(std::slice::from_ref(policy)).await?.unwrap_or(0));
-                    for n in [number, number.wrapping_sub(1)] {
-                        cmd = cmd.key(&Self::window_key(&tagged, policy, n));
+                cmd = cmd.key(&Self::block_key(&tagged, policy));
+                match policy.algorithm {
+                    Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                        let (number, _) = window(policy, self.now_ms().await?);
+                        for n in [number, number.wrapping_sub(1)] {
+                            cmd = cmd.key(&Self::window_key(&tagged, policy, n));
+                        }
                     }
+                    _ => cmd = cmd.key(&Self::key(&tagged, policy, None)),
                 }
             }
             None => cmd = cmd.key(&tagged.key(["!block"])),
@@ -685,6 +704,12 @@ impl RateLimiter {
         self.backend.call(cmd).await?;
         Ok(())
     }
+}
+
+/// What is left of a block ending at `until` (ms; `None` when the block's value is not a time,
+/// as an older version wrote it: then a second) at `now`; at least a millisecond while it lasts.
+fn block_left(until: Option<u64>, now: u64) -> Duration {
+    Duration::from_millis(until.map_or(1_000, |until| until.saturating_sub(now).max(1)))
 }
 
 /// The number of the window of `policy` that `now` (ms) falls in, and how far into it `now` is.

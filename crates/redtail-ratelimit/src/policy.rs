@@ -12,9 +12,10 @@ pub enum Algorithm {
     /// An exact log of request times: never more than `limit` in any window of `period`. Costs a
     /// sorted-set entry per request, so it suits small quotas such as 5 an hour.
     SlidingLog,
-    /// A counter per window, opened by the first request and ended by its TTL, as a plain
-    /// `INCR` + `EXPIRE` limiter keeps: admits up to twice the limit across a window edge.
-    /// Checked alone, it runs without a script (see [`RateLimiter`](crate::RateLimiter)).
+    /// A counter per window, as a plain `INCR` + `EXPIRE` limiter keeps: admits up to twice the
+    /// limit across a window edge. Windows are aligned on the clock (a window of a minute starts
+    /// on the minute), as Envoy's are. Checked alone, it runs without a script (see
+    /// [`RateLimiter`](crate::RateLimiter)).
     FixedWindow,
     /// Cloudflare's sliding-window counter: a counter per window aligned on the clock, with the
     /// previous window's count weighted by how much of it the sliding window still covers
