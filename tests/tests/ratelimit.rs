@@ -150,6 +150,20 @@ async fn settings_redis_cannot_keep_with_a_ttl_are_refused_before_anything_is_se
     let big_log = Policy::new("biglog", 1_000_000, Duration::from_secs(60)).with_algorithm(Algorithm::SlidingLog);
     let error = limiter.check("u", std::slice::from_ref(&big_log)).await.err().ok_or("a sliding log of 10^6")?;
     assert!(error.to_string().contains("sliding log"), "{error}");
+    // Block durations of a policy: Duration::MAX and zero are refused, on the script and the
+    // script-free path alike, and so is a sliding window whose counters would outlive ten years.
+    for algorithm in [Algorithm::Gcra, Algorithm::FixedWindow] {
+        for block in [Duration::MAX, Duration::ZERO] {
+            let policy =
+                Policy::new("blocked", 5, Duration::from_secs(60)).with_algorithm(algorithm).with_block_for(block);
+            let error =
+                limiter.check("u", &[policy]).await.err().ok_or_else(|| format!("a block duration of {block:?}"))?;
+            assert!(error.to_string().contains("block_for"), "{algorithm:?} {block:?}: {error}");
+        }
+    }
+    let long_window = Policy::new("sw", 5, Policy::MAX_PERIOD).with_algorithm(Algorithm::SlidingWindow);
+    let error = limiter.check("u", &[long_window]).await.err().ok_or("a ten-year sliding window")?;
+    assert!(error.to_string().contains("sliding window"), "{error}");
     let error = limiter.block("u", Duration::MAX).await.err().ok_or("a block of Duration::MAX")?;
     assert!(error.to_string().contains("block"), "{error}");
     // Nothing at all was written under the limiter's namespace.
