@@ -355,10 +355,15 @@ impl Backend for Redis {
         // One MULTI/EXEC for all: each call runs whole, with no other client's command between
         // its commands (nor between theirs), and the server pays MULTI and EXEC once.
         let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
-        let mut replies = self
+        let total = sizes.iter().sum::<usize>();
+        let replies = self
             .exec(slot.or_else(|| calls.iter().flatten().find_map(Cmd::slot)), calls.into_iter().flatten().collect())
-            .await?
-            .into_iter();
+            .await?;
+        if replies.len() != total {
+            let got = format!("{} replies for {total} commands", replies.len());
+            return Err(Error::UnexpectedReply { expected: "one EXEC reply per command", got });
+        }
+        let mut replies = replies.into_iter();
         Ok(sizes.into_iter().map(|size| Ok(replies.by_ref().take(size).collect())).collect())
     }
 

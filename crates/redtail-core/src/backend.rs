@@ -53,7 +53,9 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// map to one slot.
     ///
     /// The default runs them one [`Backend::transaction`] each, concurrently; backends override it
-    /// to write them all at once.
+    /// to write them all at once (`redtail_connection::Redis` runs them as one transaction, so a
+    /// command the server refuses while queueing, a syntax error, fails them all as the outer
+    /// error, and nothing runs).
     ///
     /// Timeout: unknown which transactions ran, but each ran whole or not at all.
     async fn transactions(&self, calls: Vec<Vec<Cmd>>) -> Result<Vec<Result<Vec<Value>>>> {
