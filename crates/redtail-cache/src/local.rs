@@ -1,8 +1,11 @@
 //! The in-process first tier and the pub/sub channel that keeps instances consistent.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicU64, Ordering},
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use moka::sync::Cache as Moka;
@@ -20,53 +23,83 @@ pub(crate) const ALL: u8 = b'a';
 
 /// Entries held in process, by Redis key.
 ///
-/// A value read from Redis is kept only if no broad invalidation (of a tag, or of everything:
-/// a gap in the messages, a reconnect) was applied while it was read: the reader takes
-/// [`Local::generation`] before its read and hands it to [`Local::insert`]. So a tier cleared at
-/// any moment of a read is never refilled by it with what the clear was for. (A single key's
-/// message does not count: it would refuse every concurrent fill under steady writes.)
+/// A value read from Redis is kept only if nothing invalidated it while it was read: neither a
+/// broad invalidation (a tag, or everything: a gap in the messages, a reconnect) nor one of its
+/// key (a write here, or another instance's message). The reader takes a ticket
+/// ([`Local::generation`]) before its read and hands it to [`Local::insert`]. So a tier
+/// invalidated at any moment of a read is never refilled by it with what the invalidation was
+/// for: a read that fetched the old value just before another instance's write, and returns
+/// just after that write's message, is refused.
 #[derive(Debug, Clone)]
 pub(crate) struct Local {
     entries: Moka<Bytes, Arc<Envelope>>,
-    /// Broad invalidations applied so far; bumped before each takes effect.
-    generation: Arc<AtomicU64>,
+    /// Invalidations applied so far, of any kind; bumped before each takes effect.
+    seq: Arc<AtomicU64>,
+    /// The number of the last broad invalidation.
+    broad: Arc<AtomicU64>,
+    /// The number of each key's last invalidation (bounded: when full it is emptied, and that
+    /// counts as a broad invalidation).
+    removed: Arc<Mutex<HashMap<Bytes, u64>>>,
 }
 
 impl Local {
+    /// Keys whose last invalidation is remembered at once.
+    const REMEMBERED: usize = 10_000;
+
     pub(crate) fn new(tier: LocalTier) -> Local {
         let entries =
             Moka::builder().max_capacity(tier.capacity).time_to_live(tier.ttl).support_invalidation_closures().build();
-        Local { entries, generation: Arc::default() }
+        Local { entries, seq: Arc::default(), broad: Arc::default(), removed: Arc::default() }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Envelope>> {
         self.entries.get(key)
     }
 
-    /// Broad invalidations applied so far, to be read before a read from Redis whose value may be
-    /// kept.
+    /// A ticket for a read from Redis whose value may be kept: the invalidations applied so far.
     pub(crate) fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+        self.seq.load(Ordering::SeqCst)
     }
 
-    /// Keeps `entry`, read from Redis after [`Local::generation`] was `generation`, unless an
-    /// invalidation was applied since.
+    /// Whether an invalidation of `key` was applied after the ticket `generation` was taken.
+    fn invalidated_since(&self, key: &[u8], generation: u64) -> bool {
+        self.broad.load(Ordering::SeqCst) > generation
+            || self.removed.lock().unwrap_or_else(|p| p.into_inner()).get(key).is_some_and(|&at| at > generation)
+    }
+
+    /// Keeps `entry`, read from Redis with the ticket `generation`, unless an invalidation of it
+    /// was applied since.
     pub(crate) fn insert(&self, key: Bytes, entry: Arc<Envelope>, generation: u64) {
-        if self.generation() != generation {
+        if self.invalidated_since(&key, generation) {
             return;
         }
         self.entries.insert(key.clone(), entry);
         // An invalidation between the check and the insert may have run before the insert.
-        if self.generation() != generation {
+        if self.invalidated_since(&key, generation) {
             self.entries.invalidate(&key);
         }
     }
 
     fn invalidating(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        let at = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.broad.fetch_max(at, Ordering::SeqCst);
     }
 
     pub(crate) fn remove(&self, key: &[u8]) {
+        let at = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let full = {
+            let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+            let full = removed.len() >= Self::REMEMBERED;
+            if full {
+                removed.clear();
+            }
+            removed.insert(Bytes::copy_from_slice(key), at);
+            full
+        };
+        if full {
+            // What was forgotten is covered by a broad invalidation, as of now.
+            self.broad.fetch_max(at, Ordering::SeqCst);
+        }
         self.entries.invalidate(key);
     }
 
@@ -148,6 +181,17 @@ mod tests {
             local.insert(key.clone(), entry(b"old"), generation);
             assert!(local.get(&key).is_none(), "an invalidation during the read was undone");
         }
+        // A read across its own key's invalidation (another instance wrote it) is not kept
+        // either; one across another key's is.
+        let generation = local.generation();
+        local.remove(b"k");
+        local.insert(key.clone(), entry(b"old"), generation);
+        assert!(local.get(&key).is_none(), "a read across its key's invalidation was kept");
+        let generation = local.generation();
+        local.remove(b"other");
+        local.insert(key.clone(), entry(b"new"), generation);
+        assert!(local.get(&key).is_some(), "another key's invalidation refused the read");
+        local.remove(b"k");
         // A read with no invalidation meanwhile is kept.
         let generation = local.generation();
         local.insert(key.clone(), entry(b"new"), generation);

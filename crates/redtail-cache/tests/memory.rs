@@ -255,8 +255,10 @@ async fn local_tiers_follow_other_instances_and_are_cleared_on_a_gap() -> Result
     let options = EntryOptions::default().tag("t");
     a.set("k", &1u32, &options).await?;
     assert_eq!(b.get::<u32>("k").await, Some(1));
-    assert_eq!(b.get::<u32>("k").await, Some(1));
-    assert_eq!(b.stats().local_hits, 1);
+    // Kept in B's tier once B's reads no longer overlap the write's message (one that does may
+    // have read the value before the write, so it is not kept).
+    let hit = eventually(|| async { b.get::<u32>("k").await == Some(1) && b.stats().local_hits >= 1 }).await;
+    assert!(hit, "served from B's tier");
     a.set("k", &2u32, &options).await?;
     assert!(eventually(|| async { b.get::<u32>("k").await == Some(2) }).await, "update seen by the other instance");
     a.invalidate_tag("t").await?;
