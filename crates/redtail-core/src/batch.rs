@@ -375,13 +375,13 @@ impl BatchedScript {
     }
 }
 
-/// Plain commands of many concurrent callers, each caller's in a `MULTI`/`EXEC` of its own, the
-/// transactions of a batch sent in one write (per slot on a cluster): how a rate-limit check runs
-/// without a script.
+/// Plain commands of many concurrent callers, sent as the transactions of one
+/// [`Backend::transactions`] call per batch (per slot on a cluster; `redtail_connection::Redis`
+/// runs a batch as one `MULTI`/`EXEC`): how a rate-limit check runs without a script.
 ///
 /// Each caller's commands run together, with no other client's command between them, and are
-/// answered on their own, as by [`Backend::transaction`]: a caller whose transaction fails fails
-/// alone. A batch is never sent twice (a transaction written again after a
+/// answered on their own, as by [`Backend::transaction`]: an error reply to one command is a
+/// [`Value::Error`] in that caller's replies only. A batch is never sent twice (a transaction written again after a
 /// dropped connection could apply twice); each caller waits at most the backend's command
 /// timeout in all, queueing included.
 #[derive(Debug)]

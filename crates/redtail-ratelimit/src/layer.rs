@@ -185,13 +185,9 @@ where
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "rate limiter failed; refusing the request");
-                    let body = r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"rate limiting is unavailable"}"#;
-                    let mut response = Response::new(ResBody::from(body.to_owned()));
-                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-                    Ok(response)
+                    let (parts, body) =
+                        problem(StatusCode::SERVICE_UNAVAILABLE, "rate limiting is unavailable").into_parts();
+                    Ok(Response::from_parts(parts, ResBody::from(body)))
                 }
             }
         })
@@ -233,9 +229,17 @@ fn add_headers<K>(headers: &mut HeaderMap, layer: &RateLimitLayer<K>, states: &[
 /// The default refusal: 429 with an RFC 9457 problem+json body.
 fn too_many(retry_after: Duration) -> Response<String> {
     let detail = format!("Too many requests; try again in {} seconds", seconds(retry_after));
-    let body = format!(r#"{{"type":"about:blank","title":"Too Many Requests","status":429,"detail":"{detail}"}}"#);
+    problem(StatusCode::TOO_MANY_REQUESTS, &detail)
+}
+
+/// A response with `status` and an RFC 9457 problem+json body; `detail` holds no characters JSON
+/// would need escaped.
+fn problem(status: StatusCode, detail: &str) -> Response<String> {
+    let title = status.canonical_reason().unwrap_or("Error");
+    let code = status.as_u16();
+    let body = format!(r#"{{"type":"about:blank","title":"{title}","status":{code},"detail":"{detail}"}}"#);
     let mut response = Response::new(body);
-    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
 }

@@ -15,9 +15,7 @@ use redtail_core::{
     Arg, Backend, BatchedGet, BatchedScript, BatchedTransaction, Clock, Cmd, Key, Namespace, Script, Tagged, Value,
 };
 
-use crate::Algorithm;
-
-use crate::{Error, OnFailure, Policy, Result};
+use crate::{Algorithm, Error, OnFailure, Policy, Result};
 
 /// Entries kept in each in-process map before it is cleared, so memory stays bounded.
 const LOCAL_ENTRIES: usize = 100_000;
@@ -162,8 +160,9 @@ pub struct RateLimiter {
     server_clock: Arc<ServerClock>,
 }
 
-/// This process's clock corrected by the server's `TIME`, for the windows of sliding-window
-/// counters: processes on several hosts then agree on window edges within a round trip.
+/// This process's clock corrected by the server's `TIME`, for what the limiter names or stamps by
+/// time itself (counters' windows, when a block ends): processes on several hosts then agree
+/// within a round trip.
 #[derive(Debug, Default)]
 struct ServerClock {
     /// Server time minus system time, in ms.
@@ -223,7 +222,7 @@ impl ServerClock {
 struct Run {
     cost: u64,
     charge: bool,
-    /// ms, for the windows of sliding-window counters.
+    /// ms, for the windows of counters (`None` when no policy counts per window).
     now: Option<u64>,
 }
 
@@ -271,7 +270,7 @@ impl RateLimiter {
 
     /// The time counters' windows are named by, when a policy needs it.
     async fn window_now(&self, policies: &[Policy]) -> Result<Option<u64>> {
-        if !policies.iter().any(|p| matches!(p.algorithm, Algorithm::FixedWindow | Algorithm::SlidingWindow)) {
+        if !policies.iter().any(|p| p.algorithm.is_counter()) {
             return Ok(None);
         }
         self.now_ms().await.map(Some)
@@ -322,11 +321,9 @@ impl RateLimiter {
     /// part of the key, so a policy whose algorithm changes (in a deploy, say) starts afresh
     /// rather than meeting state it cannot read.
     fn key(tagged: &Tagged, policy: &Policy, now: Option<u64>) -> Key {
-        match (policy.algorithm, now) {
-            (Algorithm::FixedWindow | Algorithm::SlidingWindow, Some(now)) => {
-                Self::window_key(tagged, policy, window(policy, now).0)
-            }
-            (algorithm, _) => tagged.key([&*policy.name, algorithm.code()]),
+        match now {
+            Some(now) if policy.algorithm.is_counter() => Self::window_key(tagged, policy, window(policy, now).0),
+            _ => tagged.key([&*policy.name, policy.algorithm.code()]),
         }
     }
 
@@ -498,7 +495,7 @@ impl RateLimiter {
         let tagged = self.subject(subject)?;
         let run = Run { cost, charge, now: self.window_now(policies).await? };
         let (blocked, states) = match policies {
-            [policy] if charge && matches!(policy.algorithm, Algorithm::FixedWindow | Algorithm::SlidingWindow) => {
+            [policy] if charge && policy.algorithm.is_counter() => {
                 let (blocked, state) = self.count(&tagged, policy, run).await?;
                 (blocked, vec![state])
             }
@@ -535,7 +532,7 @@ impl RateLimiter {
         for policy in policies {
             keys.push(Self::key(tagged, policy, run.now));
             let mut elapsed = 0;
-            if let (Algorithm::FixedWindow | Algorithm::SlidingWindow, Some(now)) = (policy.algorithm, run.now) {
+            if let Some(now) = run.now.filter(|_| policy.algorithm.is_counter()) {
                 let (number, into) = window(policy, now);
                 if policy.algorithm == Algorithm::SlidingWindow {
                     keys.push(Self::window_key(tagged, policy, number.wrapping_sub(1)));
@@ -689,14 +686,13 @@ impl RateLimiter {
         match policy {
             Some(policy) => {
                 cmd = cmd.key(&Self::block_key(&tagged, policy));
-                match policy.algorithm {
-                    Algorithm::FixedWindow | Algorithm::SlidingWindow => {
-                        let (number, _) = window(policy, self.now_ms().await?);
-                        for n in [number, number.wrapping_sub(1)] {
-                            cmd = cmd.key(&Self::window_key(&tagged, policy, n));
-                        }
+                if policy.algorithm.is_counter() {
+                    let (number, _) = window(policy, self.now_ms().await?);
+                    for n in [number, number.wrapping_sub(1)] {
+                        cmd = cmd.key(&Self::window_key(&tagged, policy, n));
                     }
-                    _ => cmd = cmd.key(&Self::key(&tagged, policy, None)),
+                } else {
+                    cmd = cmd.key(&Self::key(&tagged, policy, None));
                 }
             }
             None => cmd = cmd.key(&tagged.key(["!block"])),

@@ -37,6 +37,12 @@ impl Algorithm {
             Algorithm::SlidingWindow => "w",
         }
     }
+
+    /// Whether it counts per window (a fixed window, a sliding-window counter): its keys are
+    /// named by window, and checked alone it runs without a script.
+    pub(crate) fn is_counter(self) -> bool {
+        matches!(self, Algorithm::FixedWindow | Algorithm::SlidingWindow)
+    }
 }
 
 /// What a policy decides when Redis cannot be reached (a timeout, a lost connection).
