@@ -7,7 +7,7 @@ use std::{
 };
 
 use redtail_connection::{Config, Error as ConnectError, Redis};
-use redtail_core::{Bytes, Cmd, Error, Event, Key, Script, Value};
+use redtail_core::{Backend, Bytes, Cmd, Error, Event, Key, Script, Value};
 use redtail_tests::{Ctx, Deployment, TestRedis, TestResult, for_each_server};
 
 static COUNT_RUN: LazyLock<Script> = LazyLock::new(|| {
@@ -246,5 +246,84 @@ async fn resp3_connections_work_and_return_maps() -> TestResult {
     let replies =
         ctx.backend.transaction(vec![Cmd::new("HGET").key(&hash).arg("f"), Cmd::new("DEL").key(&hash)]).await?;
     assert_eq!(replies, vec![Value::from("v"), Value::Int(1)]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_acks_answer_a_write_once_a_replica_holds_it() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Sentinel, |c| c.with_replica_acks(1, Duration::from_secs(2))).await;
+    let primary = ctx.servers.current_primary_port()?;
+    let replica = ctx.servers.data_ports().into_iter().find(|p| *p != primary).ok_or("no replica")?;
+    let (script, set, piped, multi) =
+        (ctx.ns.key(["script"]), ctx.ns.key(["set"]), ctx.ns.key(["piped"]), ctx.ns.key(["multi"]));
+    // Every kind of write: answered only once the replica has it, so reading it there right
+    // after cannot miss.
+    ctx.backend.eval(&COUNT_RUN, std::slice::from_ref(&script), vec![]).await?;
+    ctx.backend.call(Cmd::new("SET").key(&set).arg(1).arg("EX").arg(600)).await?;
+    ctx.backend
+        .pipeline(vec![Cmd::new("GET").key(&set), Cmd::new("SET").key(&piped).arg(1).arg("EX").arg(600)])
+        .await?;
+    ctx.backend.transaction(vec![Cmd::new("SET").key(&multi).arg(1).arg("EX").arg(600)]).await?;
+    for key in [&script, &set, &piped, &multi] {
+        let held = ctx.servers.admin(replica, &["GET", &key.to_string()])?;
+        assert_eq!(held.text().as_deref(), Some("1"), "{key} is not on the replica when its write was answered");
+    }
+
+    // Two replicas asked, one exists: the write is applied but reported as not replicated.
+    let config = Config::from_url(ctx.servers.url())?.with_replica_acks(2, Duration::from_millis(100));
+    let strict = Redis::connect(config).await?;
+    let key = ctx.ns.key(["strict"]);
+    let started = Instant::now();
+    match strict.eval(&COUNT_RUN, std::slice::from_ref(&key), vec![]).await {
+        Err(Error::NotReplicated { acked: 1, wanted: 2, .. }) => {}
+        other => panic!("expected NotReplicated with 1 of 2 replicas, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(100), "WAIT returned before its timeout");
+    assert!(Error::NotReplicated { acked: 1, wanted: 2, waited: Duration::ZERO }.is_unavailable());
+    assert_eq!(ctx.servers.admin(primary, &["GET", &key.to_string()])?.text().as_deref(), Some("1"));
+    // Reads wait for no one.
+    assert_eq!(strict.call(Cmd::new("GET").key(&key)).await?.as_int()?, 1);
+
+    // Writes waiting out their `WAIT` stall neither each other nor reads: six writes, each
+    // waiting 1 s for a replica that does not exist, end together, and reads answer meanwhile.
+    let slow =
+        Redis::connect(Config::from_url(ctx.servers.url())?.with_replica_acks(2, Duration::from_secs(1))).await?;
+    let started = Instant::now();
+    let writes: Vec<_> = (0..6)
+        .map(|i| {
+            let (slow, key) = (slow.clone(), ctx.ns.key(["slow", &i.to_string()]));
+            tokio::spawn(async move { slow.call(Cmd::new("SET").key(&key).arg(1).arg("EX").arg(600)).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(slow.call(Cmd::new("GET").key(&key)).await?.as_int()?, 1);
+    assert!(writes.iter().any(|w| !w.is_finished()), "a read waited behind writes waiting for replicas");
+    for write in writes {
+        assert!(matches!(write.await?, Err(Error::NotReplicated { acked: 1, wanted: 2, .. })));
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "six 1 s waits took {took:?}: they queued behind each other");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_acks_wait_on_the_node_of_each_written_slot_in_a_cluster() -> TestResult {
+    let ctx = Ctx::owned(Deployment::Cluster, |c| c.with_replica_acks(1, Duration::from_secs(2))).await;
+    let keys: Vec<Key> = (0..8).map(|i| ctx.ns.tagged(format!("t{i}")).key(["k"])).collect();
+    let set = |key: &Key| Cmd::new("SET").key(key).arg(1).arg("EX").arg(600);
+    ctx.backend.pipeline(keys.iter().map(set).collect()).await?;
+    for key in &keys {
+        ctx.backend.eval(&COUNT_RUN, std::slice::from_ref(key), vec![]).await?;
+        ctx.backend.transaction(vec![set(key)]).await?;
+    }
+    // Each primary has one replica: asking for two fails on every node.
+    let strict =
+        Redis::connect(Config::from_url(ctx.servers.url())?.with_replica_acks(2, Duration::from_millis(50))).await?;
+    for key in &keys {
+        match strict.call(set(key)).await {
+            Err(Error::NotReplicated { acked: 1, wanted: 2, .. }) => {}
+            other => panic!("{key}: expected NotReplicated with 1 of 2 replicas, got {other:?}"),
+        }
+    }
     Ok(())
 }

@@ -41,7 +41,18 @@ pub struct Config {
     pub(crate) health_timeout: Duration,
     pub(crate) max_command_attempts: u32,
     pub(crate) reconnect: Backoff,
+    pub(crate) replica_acks: Option<ReplicaAcks>,
     target: String,
+}
+
+/// How many replicas must hold a write before it is answered, and how long to wait for them:
+/// see [`Config::with_replica_acks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaAcks {
+    /// Replicas that must acknowledge each write (at least 1).
+    pub replicas: u32,
+    /// How long a write waits for them (1 ms to 1 min).
+    pub timeout: Duration,
 }
 
 /// The reconnect delay: `min(attempt * step, max)`, retried forever.
@@ -112,6 +123,7 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             health_timeout: Duration::from_secs(1),
             max_command_attempts: 3,
+            replica_acks: None,
             reconnect: Backoff::default(),
             target: target_of(&shown),
         })
@@ -196,6 +208,36 @@ impl Config {
     pub fn with_max_command_attempts(mut self, attempts: u32) -> Self {
         self.max_command_attempts = attempts.max(1);
         self
+    }
+
+    /// Answers a write (a script, a transaction, or a pipeline or command that can write) only
+    /// once `replicas` replicas hold it: each that succeeds is followed by `WAIT replicas timeout`
+    /// on the same connection. Default off.
+    ///
+    /// Replication is asynchronous: without this, a write the primary acknowledged in the last
+    /// milliseconds before a failover (Sentinel or cluster) can be lost with the old primary, and
+    /// a job added then is never run. With it, such a write fails with
+    /// [`redtail_core::Error::NotReplicated`] instead of succeeding: it was applied on the
+    /// primary and may or may not survive, as after a timeout.
+    ///
+    /// It costs each write a second round trip and the replica's acknowledgement, on one of
+    /// `max(pool size, 8)` connections held for the write and its `WAIT` (the server holds a
+    /// connection's later commands behind a `WAIT`, so it cannot share one); reads keep the
+    /// shared connections. Set `min-replicas-to-write` on the server too: a primary without its
+    /// replica then refuses writes at once, instead of each one waiting out `timeout`.
+    ///
+    /// `replicas` is raised to at least 1; `timeout` is held between 1 ms and 1 min (`WAIT 0`
+    /// would block forever).
+    #[must_use]
+    pub fn with_replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
+        let timeout = timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
+        self.replica_acks = Some(ReplicaAcks { replicas: replicas.max(1), timeout });
+        self
+    }
+
+    /// The replica acknowledgements every write waits for, if any.
+    pub fn replica_acks(&self) -> Option<ReplicaAcks> {
+        self.replica_acks
     }
 
     /// The reconnect backoff. Default `min(attempt * 50 ms, 2 s)`.

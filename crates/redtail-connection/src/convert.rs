@@ -150,3 +150,48 @@ pub(crate) fn reply(r: Result<FredValue, FredError>, timeout: Duration) -> Resul
         },
     }
 }
+
+/// Whether a command only reads, so that it needs no replica acknowledgement. Anything not
+/// listed is taken to write.
+pub(crate) fn is_read(name: &str) -> bool {
+    const READS: &[&str] = &[
+        "EXISTS",
+        "GET",
+        "GETRANGE",
+        "HEXISTS",
+        "HGET",
+        "HGETALL",
+        "HKEYS",
+        "HLEN",
+        "HMGET",
+        "HSCAN",
+        "HVALS",
+        "LINDEX",
+        "LLEN",
+        "LRANGE",
+        "MGET",
+        "PING",
+        "PTTL",
+        "SCAN",
+        "SCARD",
+        "SISMEMBER",
+        "SMEMBERS",
+        "SSCAN",
+        "STRLEN",
+        "TIME",
+        "TTL",
+        "TYPE",
+        "XLEN",
+        "XRANGE",
+        "XREVRANGE",
+        "ZCARD",
+        "ZCOUNT",
+        "ZRANGE",
+        "ZRANGEBYSCORE",
+        "ZRANK",
+        "ZREVRANGE",
+        "ZSCAN",
+        "ZSCORE",
+    ];
+    READS.iter().any(|read| read.eq_ignore_ascii_case(name))
+}

@@ -7,7 +7,7 @@ mod error;
 mod health;
 mod redis;
 
-pub use config::{Backoff, Config};
+pub use config::{Backoff, Config, ReplicaAcks};
 pub use error::{Error, Result};
 pub use health::Health;
 pub use redis::Redis;

@@ -10,7 +10,7 @@ use std::{
 };
 
 use fred::{
-    clients::{ExclusivePool, Pool, SubscriberClient},
+    clients::{Client, ExclusivePool, Pool, SubscriberClient},
     interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface},
     prelude::{Builder, Server},
     types::{
@@ -25,7 +25,7 @@ use redtail_core::{
 };
 use tokio::sync::{Notify, OnceCell};
 
-use crate::{Config, convert};
+use crate::{Config, ReplicaAcks, convert};
 
 /// A Redis deployment (standalone, cluster or sentinel) behind the [`Backend`] trait.
 ///
@@ -39,13 +39,30 @@ struct Inner {
     config: Config,
     pool: Pool,
     blocking: ExclusivePool,
-    // Connections held for a whole MULTI/EXEC exchange.
+    // Connections held for a whole MULTI/EXEC exchange, or for a write and its `WAIT`.
     exclusive: ExclusivePool,
     pubsub: OnceCell<PubSub>,
     closing: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
     builder: Builder,
+}
+
+/// A client to write on: see [`Redis::writer`].
+enum Writer<'a> {
+    Shared(&'a Client),
+    Held(tokio::sync::OwnedMutexGuard<Client>),
+}
+
+impl std::ops::Deref for Writer<'_> {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        match self {
+            Writer::Shared(client) => client,
+            Writer::Held(client) => client,
+        }
+    }
 }
 
 impl std::fmt::Debug for Redis {
@@ -64,11 +81,11 @@ impl Redis {
         // MULTI/EXEC is sent by hand on a connection held for the whole exchange: nothing else
         // can slip between MULTI and EXEC, and the raw EXEC reply keeps per-command errors,
         // which fred's own transactions turn into one error for the whole call.
-        let client = self.inner.exclusive.acquire().await;
+        let held = self.inner.exclusive.acquire().await;
         let hash = slot.map_or(fred::types::ClusterHash::Random, fred::types::ClusterHash::Custom);
         // Sent once: a transaction written again after a dropped connection could apply twice.
         let options = Options { max_attempts: Some(1), cluster_hash: Some(hash), ..Options::default() };
-        let client = client.with_options(&options);
+        let client = held.with_options(&options);
         let n_cmds = cmds.len();
         // All requests are queued in order before any reply is awaited: one round trip. Each
         // future hands its command to fred's router on its first poll, and join_all polls them
@@ -91,9 +108,60 @@ impl Redis {
             reply.map_err(|e| self.error(e))?;
         }
         match convert::frame(exec.map_err(|e| self.error(e))?) {
-            Value::Array(replies) => Ok(replies),
+            Value::Array(replies) => {
+                self.confirm(&held, &[slot.unwrap_or(0)]).await?;
+                Ok(replies)
+            }
             Value::Error(e) => Err(Error::Server(e)),
             other => Err(Error::UnexpectedReply { expected: "the EXEC array", got: other.describe() }),
+        }
+    }
+
+    /// The client a write goes on: any of the shared pool, or, with replica acknowledgements,
+    /// a connection held for the write and its `WAIT`. The server holds a connection's later
+    /// commands behind a `WAIT`, so on a shared connection one `WAIT` that waits out its timeout
+    /// (the replica is away) would stall every other caller's commands behind it, one timeout
+    /// after another.
+    async fn writer(&self) -> Writer<'_> {
+        match self.inner.config.replica_acks {
+            None => Writer::Shared(self.inner.pool.next()),
+            Some(_) => Writer::Held(self.inner.exclusive.acquire().await),
+        }
+    }
+
+    /// After a write on `client` succeeded, when the configuration asks for replica
+    /// acknowledgements: `WAIT`s for it on the same connection, on the node of each of `slots`.
+    /// `WAIT` counts the replicas holding everything the connection wrote so far, this write
+    /// included. It follows the write's reply rather than riding in its round trip, so that a
+    /// refused write (`NOREPLICAS` while the replica is away) waits for nothing.
+    async fn confirm(&self, client: &Client, slots: &[u16]) -> Result<()> {
+        let Some(acks) = self.inner.config.replica_acks else {
+            return Ok(());
+        };
+        let waits = slots.iter().map(|slot| self.wait_replicas(client, *slot, acks));
+        futures_util::future::join_all(waits).await.into_iter().collect()
+    }
+
+    /// `WAIT` on `client`'s connection to the node of `slot`.
+    async fn wait_replicas(&self, client: &Client, slot: u16, acks: ReplicaAcks) -> Result<()> {
+        let millis = u64::try_from(acks.timeout.as_millis()).unwrap_or(u64::MAX);
+        let options = Options {
+            // Sent once: written again on a new connection, `WAIT` would find nothing written
+            // there and answer at once (as it does if the connection is replaced in the
+            // microseconds between the write's reply and the `WAIT`).
+            max_attempts: Some(1),
+            timeout: Some(acks.timeout.saturating_add(self.timeout())),
+            cluster_hash: Some(fred::types::ClusterHash::Custom(slot)),
+            ..Options::default()
+        };
+        let acked = self.send_on(client, Cmd::new("WAIT").arg(acks.replicas).arg(millis), &options).await?.as_int()?;
+        match u64::try_from(acked) {
+            Ok(acked) if acked >= u64::from(acks.replicas) => Ok(()),
+            _ => Err(Error::NotReplicated {
+                acked: u64::try_from(acked).unwrap_or(0),
+                wanted: acks.replicas,
+                waited: acks.timeout,
+            }),
         }
     }
 
@@ -115,7 +183,9 @@ impl Redis {
         let to_config_error = |e: fred::error::Error| crate::Error::Config(format!("cannot build redis client: {e}"));
         let pool = builder.build_pool(config.pool_size).map_err(to_config_error)?;
         let blocking = builder.build_exclusive_pool(config.blocking_connections).map_err(to_config_error)?;
-        let exclusive = builder.build_exclusive_pool(config.pool_size).map_err(to_config_error)?;
+        // With replica acknowledgements every write holds one of these for its `WAIT`.
+        let held = if config.replica_acks.is_some() { config.pool_size.max(8) } else { config.pool_size };
+        let exclusive = builder.build_exclusive_pool(held).map_err(to_config_error)?;
         for client in pool.clients() {
             log_events(client, config.reconnect);
         }
@@ -251,8 +321,12 @@ impl Redis {
     }
 
     async fn send(&self, cmd: Cmd, options: &Options) -> Result<Value> {
+        self.send_on(self.inner.pool.next(), cmd, options).await
+    }
+
+    /// [`Redis::send`] on one chosen client of the pool.
+    async fn send_on(&self, client: &Client, cmd: Cmd, options: &Options) -> Result<Value> {
         let (command, args) = convert::command(cmd, false);
-        let client = self.inner.pool.next();
         // fred's command futures are about 7 KB (`futures_around_fred_stay_small` below).
         // Boxed once here, they are not copied again as this future and the trait's boxed future
         // are built around them. Replies come as raw frames, converted once to core values.
@@ -325,18 +399,41 @@ impl Backend for Redis {
     async fn call(&self, cmd: Cmd) -> Result<Value> {
         cmd.check_callable()?;
         let _guard = self.enter()?;
-        self.send(cmd, &Options::default()).await
+        if self.inner.config.replica_acks.is_none() || convert::is_read(cmd.name()) {
+            return self.send(cmd, &Options::default()).await;
+        }
+        let client = self.writer().await;
+        let slot = cmd.slot().unwrap_or(0);
+        let value = self.send_on(&client, cmd, &Options::default()).await?;
+        self.confirm(&client, &[slot]).await?;
+        Ok(value)
     }
 
     async fn pipeline(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
         let _guard = self.enter()?;
-        let pipeline = self.inner.pool.next().pipeline();
+        let client = self.writer().await;
+        // With replica acknowledgements: the slot of each write, to wait on if it succeeds.
+        let writes: Vec<Option<u16>> = match self.inner.config.replica_acks {
+            Some(_) => cmds.iter().map(|c| (!convert::is_read(c.name())).then(|| c.slot().unwrap_or(0))).collect(),
+            None => Vec::new(),
+        };
+        let pipeline = client.pipeline();
         for cmd in cmds {
             let (command, args) = convert::command(cmd, false);
             let _: () = Box::pin(pipeline.custom(command, args)).await.map_err(|e| self.error(e))?;
         }
         let timeout = self.timeout();
-        Box::pin(pipeline.try_all::<FredValue>()).await.into_iter().map(|r| convert::reply(r, timeout)).collect()
+        let replies: Vec<Result<Value>> =
+            Box::pin(pipeline.try_all::<FredValue>()).await.into_iter().map(|r| convert::reply(r, timeout)).collect();
+        let mut landed: Vec<u16> = writes
+            .iter()
+            .zip(&replies)
+            .filter_map(|(slot, reply)| slot.filter(|_| matches!(reply, Ok(v) if !matches!(v, Value::Error(_)))))
+            .collect();
+        landed.sort_unstable();
+        landed.dedup();
+        self.confirm(&client, &landed).await?;
+        replies.into_iter().collect()
     }
 
     async fn transaction(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
@@ -381,7 +478,13 @@ impl Backend for Redis {
             }
             cmd.args(args.iter().cloned())
         };
-        match self.send(evalsha(), &once).await {
+        let run = || async {
+            let client = self.writer().await;
+            let value = self.send_on(&client, evalsha(), &once).await?;
+            self.confirm(&client, &[slot]).await?;
+            Ok::<_, Error>(value)
+        };
+        match run().await {
             Err(e) if e.is_server_code("NOSCRIPT") => {
                 tracing::debug!(script = script.name(), "script not cached on the server; loading it");
                 let load = Cmd::new("SCRIPT").arg("LOAD").arg(script.source());
@@ -392,7 +495,7 @@ impl Backend for Redis {
                 if loaded != script.sha() {
                     return Err(Error::UnexpectedReply { expected: "the script's SHA-1", got: loaded });
                 }
-                self.send(evalsha(), &once).await
+                run().await
             }
             other => other,
         }

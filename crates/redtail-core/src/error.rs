@@ -50,6 +50,20 @@ pub enum Error {
     /// Whether the command was applied is unknown: it may have reached the server.
     #[error("redis did not answer within {0:?}; the command may or may not have been applied")]
     Timeout(Duration),
+    /// The write was applied on the primary, but fewer replicas than asked acknowledged it in
+    /// time (`WAIT`; see the backend's replica acknowledgement setting). Like a timeout, its
+    /// outcome is unknown: a failover now may lose it.
+    #[error(
+        "redis applied the write but {acked} of {wanted} replicas acknowledged it within {waited:?}; a failover may lose it"
+    )]
+    NotReplicated {
+        /// Replicas that acknowledged it.
+        acked: u64,
+        /// Replicas asked for.
+        wanted: u32,
+        /// How long it waited.
+        waited: Duration,
+    },
     /// The connection could not be made or was lost before the command was sent or answered.
     #[error("cannot reach redis: {source}")]
     Connection {
@@ -117,6 +131,9 @@ impl Error {
         let copy: Box<dyn Fn() -> Error> = match self {
             Error::Server(e) => Box::new(move || Error::Server(e.clone())),
             Error::Timeout(d) => Box::new(move || Error::Timeout(d)),
+            Error::NotReplicated { acked, wanted, waited } => {
+                Box::new(move || Error::NotReplicated { acked, wanted, waited })
+            }
             Error::Connection { source } => {
                 let source = shared(source);
                 Box::new(move || Error::Connection { source: Box::new(Arc::clone(&source)) })
@@ -156,11 +173,16 @@ impl Error {
     /// Whether the error means Redis could not be reached, did not answer in time, or cannot
     /// serve the command in its present state: out of memory with `noeviction` (`OOM`), loading
     /// its data (`LOADING`), busy with a long script (`BUSY`), without a primary or a quorum of
-    /// replicas (`MASTERDOWN`, `CLUSTERDOWN`, `NOREPLICAS`), or migrating the keys (`TRYAGAIN`).
+    /// replicas (`MASTERDOWN`, `CLUSTERDOWN`, `NOREPLICAS`, or a write its replicas did not
+    /// acknowledge: [`Error::NotReplicated`]), or migrating the keys (`TRYAGAIN`).
     /// Callers with a fallback (a rate limit's failure mode, a cache miss) take it for these.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Timeout(_) | Error::Connection { .. } | Error::ShuttingDown | Error::Overloaded { .. } => true,
+            Error::Timeout(_)
+            | Error::NotReplicated { .. }
+            | Error::Connection { .. }
+            | Error::ShuttingDown
+            | Error::Overloaded { .. } => true,
             Error::Server(e) => {
                 matches!(
                     e.code(),

@@ -44,6 +44,8 @@ pub(crate) struct Config {
     pub(crate) keep_completed: Option<u64>,
     /// Where the worker appends a line per attempt (`MEDIA_API_JOB_LEDGER`).
     pub(crate) job_ledger: Option<std::path::PathBuf>,
+    /// Replicas that must hold each write before it is answered (`MEDIA_API_REPLICA_ACKS`).
+    pub(crate) replica_acks: u32,
 }
 
 pub(crate) const HELP: &str = "\
@@ -65,6 +67,9 @@ environment (defaults in brackets):
   MEDIA_API_KEEP_COMPLETED  completed jobs kept (an hour at most) per queue [100 downloads, 1000 requests]
   MEDIA_API_JOB_LEDGER      a file the worker appends `<ms> start|done|fail <job id> <attempt>` to,
                             one line per event (the soak's account of every attempt) [none]
+  MEDIA_API_REPLICA_ACKS    replicas that must hold each write before it is answered, waiting
+                            up to 250 ms (WAIT); 0 for none. With Sentinel, 1 keeps a failover from
+                            losing a job just added [0]
 ";
 
 impl Config {
@@ -117,6 +122,9 @@ impl Config {
             ),
         };
         let job_ledger = var("MEDIA_API_JOB_LEDGER").map(std::path::PathBuf::from);
+        let replica_acks = parse("MEDIA_API_REPLICA_ACKS", var("MEDIA_API_REPLICA_ACKS"), "0", |v| {
+            v.parse::<u32>().ok().filter(|n| *n <= 16)
+        })?;
         Ok(Config {
             addr,
             store,
@@ -127,6 +135,7 @@ impl Config {
             download_step: Duration::from_millis(step),
             keep_completed,
             job_ledger,
+            replica_acks,
         })
     }
 }

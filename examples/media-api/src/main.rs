@@ -47,7 +47,10 @@ async fn main() -> ExitCode {
 async fn run(config: Config) -> Result<(), String> {
     let (backend, redis): (Arc<dyn Backend>, Option<Redis>) = match &config.store {
         Store::Redis(url) => {
-            let redis_config = redtail_connection::Config::from_url(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+            let mut redis_config = redtail_connection::Config::from_url(url).map_err(|e| format!("REDIS_URL: {e}"))?;
+            if config.replica_acks > 0 {
+                redis_config = redis_config.with_replica_acks(config.replica_acks, Duration::from_millis(250));
+            }
             let redis = Redis::connect(redis_config).await.map_err(|e| format!("cannot reach Redis: {e}"))?;
             (redis.clone().into(), Some(redis))
         }

@@ -168,9 +168,14 @@ struct Services {
 }
 
 impl Services {
-    fn start(binary: &Path, dir: &Path, redis_url: &str, users: &[String]) -> Result<Services, String> {
+    fn start(binary: &Path, dir: &Path, redis: &TestRedis, users: &[String]) -> Result<Services, String> {
         let accounts: Vec<String> = users.iter().map(|u| format!("{u}:{u}:user")).collect();
+        // With replicas, a write is answered once one holds it: replication is asynchronous, and
+        // a failover otherwise loses what the old primary acknowledged in its last milliseconds.
+        let replica_acks = if redis.deployment() == Deployment::Standalone { "0" } else { "1" };
+        let redis_url = redis.url();
         let env = vec![
+            ("MEDIA_API_REPLICA_ACKS".to_owned(), replica_acks.to_owned()),
             ("REDIS_URL".to_owned(), redis_url.to_owned()),
             ("MEDIA_API_ADDR".to_owned(), "127.0.0.1:0".to_owned()),
             (
@@ -342,7 +347,7 @@ fn soak(options: &Options) -> Result<(), String> {
         }
     }
     let users = load::user_names(options.users);
-    let mut services = Services::start(&binary, &dir, redis.url(), &users)?;
+    let mut services = Services::start(&binary, &dir, &redis, &users)?;
     let rt = runtime()?;
     let ports = redis.data_ports();
     let baseline_memory = redis_used_memory(&ports);
