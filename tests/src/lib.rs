@@ -131,3 +131,107 @@ macro_rules! for_each_server {
         }
     };
 }
+
+/// A backend that counts the round trips made through it (one per method call: a pipeline or
+/// a transaction is one), and that can be switched off to answer every call with a timeout, as
+/// an unreachable Redis would.
+#[derive(Debug)]
+pub struct Counted {
+    inner: Arc<dyn Backend>,
+    calls: std::sync::atomic::AtomicUsize,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Counted {
+    /// Counts the calls made to `inner`.
+    pub fn new(inner: Arc<dyn Backend>) -> Arc<Counted> {
+        Arc::new(Counted { inner, calls: Default::default(), down: Default::default() })
+    }
+
+    /// Round trips so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// While `down`, every call fails with a timeout and reaches nothing.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn enter(&self) -> redtail_core::Result<()> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(redtail_core::Error::Timeout(Duration::ZERO));
+        }
+        Ok(())
+    }
+}
+
+#[redtail_core::async_trait]
+impl Backend for Counted {
+    async fn call(&self, cmd: redtail_core::Cmd) -> redtail_core::Result<redtail_core::Value> {
+        self.enter()?;
+        self.inner.call(cmd).await
+    }
+
+    async fn pipeline(&self, cmds: Vec<redtail_core::Cmd>) -> redtail_core::Result<Vec<redtail_core::Value>> {
+        self.enter()?;
+        self.inner.pipeline(cmds).await
+    }
+
+    async fn transaction(&self, cmds: Vec<redtail_core::Cmd>) -> redtail_core::Result<Vec<redtail_core::Value>> {
+        self.enter()?;
+        self.inner.transaction(cmds).await
+    }
+
+    async fn transactions(
+        &self,
+        calls: Vec<Vec<redtail_core::Cmd>>,
+    ) -> redtail_core::Result<Vec<redtail_core::Result<Vec<redtail_core::Value>>>> {
+        self.enter()?;
+        self.inner.transactions(calls).await
+    }
+
+    async fn eval(
+        &self,
+        script: &redtail_core::Script,
+        keys: &[redtail_core::Key],
+        args: Vec<redtail_core::Arg>,
+    ) -> redtail_core::Result<redtail_core::Value> {
+        self.enter()?;
+        self.inner.eval(script, keys, args).await
+    }
+
+    async fn scan(
+        &self,
+        cursor: redtail_core::Cursor,
+        pattern: &redtail_core::Pattern,
+        count: u32,
+    ) -> redtail_core::Result<redtail_core::ScanPage> {
+        self.enter()?;
+        self.inner.scan(cursor, pattern, count).await
+    }
+
+    async fn publish(&self, channel: &str, message: bytes::Bytes) -> redtail_core::Result<u64> {
+        self.enter()?;
+        self.inner.publish(channel, message).await
+    }
+
+    async fn subscribe(&self, channels: &[&str]) -> redtail_core::Result<redtail_core::Subscription> {
+        self.enter()?;
+        self.inner.subscribe(channels).await
+    }
+
+    async fn blocking(&self, cmd: redtail_core::Cmd) -> redtail_core::Result<redtail_core::Value> {
+        self.enter()?;
+        self.inner.blocking(cmd).await
+    }
+
+    fn is_cluster(&self) -> bool {
+        self.inner.is_cluster()
+    }
+
+    fn command_timeout(&self) -> Option<Duration> {
+        self.inner.command_timeout()
+    }
+}

@@ -5,6 +5,8 @@ mod config;
 mod error;
 mod header;
 mod jwt;
+#[cfg(feature = "http")]
+mod layer;
 mod store;
 mod token;
 #[cfg(feature = "tower-sessions")]
@@ -13,6 +15,8 @@ mod tower;
 pub use config::SessionConfig;
 pub use error::{Error, Result};
 pub use jwt::JwtDenylist;
+#[cfg(feature = "http")]
+pub use layer::{CurrentSession, SameSite, SessionCookie, SessionLayer, SessionService};
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
 /// `redtail-connection`.
 pub use redtail_core::{Backend, Codec, JsonCodec, Namespace};

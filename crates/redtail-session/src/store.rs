@@ -321,6 +321,38 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         Ok(reply.as_opt_int()?.map(at_secs))
     }
 
+    /// Whether [`SessionStore::extend`] would move `session`'s expiry now: the script's own
+    /// decision, taken from what the read returned and this process's clock. Calling `extend`
+    /// only then keeps most reads of a sliding session to one round trip. A clock ahead of the
+    /// server's only makes `extend` run without writing; one behind delays the slide by as much.
+    pub fn extension_due(&self, session: &Session<T>) -> bool {
+        let idle = secs(self.config.lifetimes(session.remember_me).0);
+        let unix = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut wanted = unix(SystemTime::now()).saturating_add(idle);
+        if let Some(deadline) = session.absolute_deadline {
+            wanted = wanted.min(unix(deadline));
+        }
+        let moved = wanted.saturating_sub(unix(session.expires_at));
+        moved as f64 > self.config.extend_fraction * idle as f64
+    }
+
+    /// The session of `token`, slid forward when [`SessionStore::extension_due`] says so: one
+    /// round trip when no slide is due, two when one is. The flag tells whether it was extended
+    /// (a cookie carrying the expiry is then due for renewal).
+    pub async fn get_and_extend(&self, token: &str) -> Result<Option<(Session<T>, bool)>> {
+        let Some(mut session) = self.get(token).await? else { return Ok(None) };
+        if !self.extension_due(&session) {
+            return Ok(Some((session, false)));
+        }
+        let Some(expires_at) = self.extend(token).await? else { return Ok(None) };
+        let moved = expires_at != session.expires_at;
+        if moved {
+            session.expires_at = expires_at;
+            session.last_seen = SystemTime::now();
+        }
+        Ok(Some((session, moved)))
+    }
+
     /// Gives the session a new token and kills the old one at once; call it at login and on
     /// privilege changes. `None` when the session has ended.
     pub async fn rotate(&self, token: &str) -> Result<Option<Token>> {

@@ -42,7 +42,8 @@ pub(crate) struct AppState {
 const DOWNLOAD: [Policy; 2] = [presets::API, presets::YOUTUBE_DOWNLOAD];
 const MEDIA_REQUEST: [Policy; 2] = [presets::API, presets::MEDIA_REQUEST];
 
-pub(crate) fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Result<Router, String> {
+    let sessions = auth::layer(&state).map_err(|e| e.to_string())?;
     let limiter = state.limiter.clone();
     // Every /api route is under the API limit except health; the two routes with their own
     // limit check it together with the API limit.
@@ -55,7 +56,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let downloads =
         RateLimitLayer::new(limiter.clone(), DOWNLOAD, SubjectKey).with_refusal(presets::rate_limit_refusal);
     let requests = RateLimitLayer::new(limiter, MEDIA_REQUEST, SubjectKey).with_refusal(presets::rate_limit_refusal);
-    Router::new()
+    Ok(Router::new()
         .route("/api/health", get(health))
         .route("/api/auth/login", post(auth::login))
         .route("/api/auth/logout", post(auth::logout))
@@ -72,9 +73,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/admin", get(dashboard))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(api)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(middleware::from_fn(auth::authenticate))
+        .layer(sessions)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .with_state(state)
+        .with_state(state))
 }
 
 fn caller(caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {

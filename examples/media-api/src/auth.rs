@@ -2,19 +2,20 @@
 
 use std::{
     net::SocketAddr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
     Extension, Json,
     extract::{ConnectInfo, Request, State},
-    http::{HeaderMap, HeaderValue, header},
+    http::{HeaderMap, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use media_api::presets::UserSession;
 use redtail_ratelimit::Subject;
-use redtail_session::{Device, NewSession, Session};
+use redtail_session::{CurrentSession, Device, NewSession, Session, SessionCookie, SessionLayer};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -26,10 +27,17 @@ use crate::{
 /// The session cookie's name.
 pub(crate) const COOKIE: &str = "rt_session";
 
+/// The session cookie and the sessions behind it: redtail's `SessionLayer`, answering in the
+/// API's error format when Redis cannot be read.
+pub(crate) fn layer(state: &AppState) -> Result<SessionLayer<UserSession>, redtail_session::Error> {
+    let cookie = SessionCookie::named(COOKIE).with_secure(state.config.secure_cookies);
+    Ok(SessionLayer::new(Arc::clone(&state.sessions), cookie)?
+        .with_unavailable(|e| ApiError::unavailable(e).into_plain_response()))
+}
+
 /// The caller's session, put in the request's extensions by [`authenticate`].
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    pub(crate) token: String,
     pub(crate) session: Session<UserSession>,
 }
 
@@ -43,49 +51,22 @@ impl Caller {
     }
 }
 
-/// Finds the caller from the session cookie (a sliding session: each use may extend it) and
-/// names them as the rate-limit subject. Requests without a valid session go on anonymous.
-pub(crate) async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    if let Some(token) = cookie(request.headers(), COOKIE) {
-        match state.sessions.get(&token).await {
-            Ok(Some(session)) => {
-                if let Err(e) = state.sessions.extend(&token).await {
-                    eprintln!("media-api: could not extend a session: {e}");
-                }
-                request.extensions_mut().insert(Subject(session.user_id.clone()));
-                request.extensions_mut().insert(Caller { token, session });
-            }
-            Ok(None) => {}
-            Err(e) => return ApiError::from(e).into_response(),
-        }
-    }
-    if request.extensions().get::<Subject>().is_none() {
+/// Names the caller the session layer found (a sliding session: the layer extends it when due)
+/// as the rate-limit subject. Requests without a valid session go on anonymous.
+pub(crate) async fn authenticate(mut request: Request, next: Next) -> Response {
+    let session = request.extensions().get::<Sessions>().and_then(CurrentSession::get);
+    if let Some(session) = session {
+        request.extensions_mut().insert(Subject(session.user_id.clone()));
+        request.extensions_mut().insert(Caller { session });
+    } else if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
         // Anonymous callers (login attempts) are limited by address.
-        if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
-            request.extensions_mut().insert(Subject(format!("ip:{}", peer.ip())));
-        }
+        request.extensions_mut().insert(Subject(format!("ip:{}", peer.ip())));
     }
     next.run(request).await
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
-}
-
-fn set_cookie(state: &AppState, value: &str, max_age: Duration) -> HeaderValue {
-    let secure = if state.config.secure_cookies { "; Secure" } else { "" };
-    let text = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", max_age.as_secs());
-    // Tokens are URL-safe base64, so the header is always valid.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("rt_session=; Path=/; Max-Age=0"))
-}
+/// The request's session, from the session layer.
+type Sessions = CurrentSession<UserSession>;
 
 fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
@@ -100,9 +81,11 @@ pub(crate) struct Login {
     remember_me: bool,
 }
 
-/// `POST /api/auth/login`: checks a demo account, creates a session, sets the cookie.
+/// `POST /api/auth/login`: checks a demo account, creates a session (ending any the request
+/// came with), sets the cookie.
 pub(crate) async fn login(
     State(state): State<AppState>,
+    sessions: Sessions,
     headers: HeaderMap,
     connect: Option<Extension<ConnectInfo<SocketAddr>>>,
     Body(login): Body<Login>,
@@ -116,37 +99,31 @@ pub(crate) async fn login(
     let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(200).collect());
     let device = Device::new(connect.map(|Extension(ConnectInfo(peer))| peer.ip().to_string()), agent);
     let options = if login.remember_me { NewSession::remember_me() } else { NewSession::standard() };
-    let (token, session) = state.sessions.create(&user.name, data, options.with_device(device)).await?;
-    let max_age = session.expires_at.duration_since(SystemTime::now()).unwrap_or_default();
+    let session = sessions.login(&user.name, data, options.with_device(device)).await?;
     let body = json!({
         "success": true,
         "user": {"id": user.name, "role": user.role},
         "rememberMe": login.remember_me,
         "expiresAt": millis(session.expires_at),
     });
-    Ok(([(header::SET_COOKIE, set_cookie(&state, token.as_str(), max_age))], Json(body)).into_response())
+    Ok(Json(body).into_response())
 }
 
-/// `POST /api/auth/logout`: ends this session.
-pub(crate) async fn logout(
-    State(state): State<AppState>,
-    caller: Option<Extension<Caller>>,
-) -> Result<Response, ApiError> {
-    let Extension(caller) = caller.ok_or_else(ApiError::unauthorized)?;
-    state.sessions.invalidate(&caller.token).await?;
-    let cleared = set_cookie(&state, "", Duration::ZERO);
-    Ok(([(header::SET_COOKIE, cleared)], Json(json!({"success": true}))).into_response())
+/// `POST /api/auth/logout`: ends this session and clears the cookie.
+pub(crate) async fn logout(sessions: Sessions) -> Result<Response, ApiError> {
+    if !sessions.logout().await? {
+        return Err(ApiError::unauthorized());
+    }
+    Ok(Json(json!({"success": true})).into_response())
 }
 
 /// `POST /api/auth/logout-all`: ends every session of the caller, on every device.
-pub(crate) async fn logout_all(
-    State(state): State<AppState>,
-    caller: Option<Extension<Caller>>,
-) -> Result<Response, ApiError> {
-    let Extension(caller) = caller.ok_or_else(ApiError::unauthorized)?;
-    let ended = state.sessions.invalidate_all(caller.user()).await?;
-    let cleared = set_cookie(&state, "", Duration::ZERO);
-    Ok(([(header::SET_COOKIE, cleared)], Json(json!({"success": true, "ended": ended}))).into_response())
+pub(crate) async fn logout_all(sessions: Sessions) -> Result<Response, ApiError> {
+    if sessions.user_id().is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    let ended = sessions.logout_everywhere().await?;
+    Ok(Json(json!({"success": true, "ended": ended})).into_response())
 }
 
 /// `GET /api/me`.

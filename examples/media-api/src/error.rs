@@ -45,10 +45,23 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The response with its JSON as a `String` body, for middleware that builds its own
+    /// responses (the session layer's).
+    pub(crate) fn into_plain_response(self) -> axum::http::Response<String> {
+        let body = json!({"success": false, "error": {"code": self.code, "message": self.message}});
+        let mut response = axum::http::Response::new(body.to_string());
+        *response.status_mut() = self.status;
+        response
+            .headers_mut()
+            .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+        response
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"success": false, "error": {"code": self.code, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        self.into_plain_response().map(axum::body::Body::from)
     }
 }
 

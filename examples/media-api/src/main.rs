@@ -85,7 +85,7 @@ async fn run(config: Config) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         // One line a script can wait for.
         println!("media-api listening on http://{addr}");
-        let app = app::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = app::router(state)?.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())?;
     }
     eprintln!("media-api: stopping");
