@@ -184,6 +184,8 @@ impl SessionCookie {
 /// - a session: one round trip (its read), and a second when its sliding expiry is due to move
 ///   ([`SessionStore::extension_due`]), which also renews the cookie's `Max-Age`;
 /// - an unknown or ended session: one round trip, and the cookie is cleared;
+/// - a token of the Node service, with [`SessionStore::with_legacy`]: exchanged once for a
+///   redtail session, whose token the cookie then carries;
 /// - Redis unavailable: `503 Service Unavailable` (a `problem+json` body, or
 ///   [`SessionLayer::with_unavailable`]'s), and the handler is not called.
 ///
@@ -236,6 +238,19 @@ impl<T, C: Codec> SessionLayer<T, C> {
     pub fn with_unavailable(mut self, respond: impl Fn(&Error) -> Response<String> + Send + Sync + 'static) -> Self {
         self.unavailable = Some(Arc::new(respond));
         self
+    }
+}
+
+impl<T, C: Codec> SessionLayer<T, C> {
+    /// The response to a request whose session could not be read.
+    fn unavailable<B: From<String>>(&self, error: &Error) -> Response<B> {
+        tracing::error!(%error, "reading the session failed; refusing the request");
+        let (parts, body) = match &self.unavailable {
+            Some(respond) => respond(error),
+            None => unavailable(),
+        }
+        .into_parts();
+        Response::from_parts(parts, B::from(body))
     }
 }
 
@@ -292,7 +307,20 @@ where
             let mut state = State { token: None, session: None, cookie: CookieChange::Keep };
             // A cookie that is not a token this store could have issued (forged, truncated) is
             // refused by `get` without a round trip, and cleared like an ended session's.
-            if let Some(text) = presented.as_deref() {
+            if let Some(text) = presented.as_deref().filter(|text| layer.store.accepts_legacy(text)) {
+                // A token of the Node service ([`SessionStore::with_legacy`]): exchanged once for
+                // a redtail session. When there is nothing to exchange, the cookie is left
+                // alone: a concurrent request with it may just have set the new token.
+                match layer.store.upgrade_legacy(text).await {
+                    Ok(Some((token, session))) => {
+                        state.cookie = CookieChange::Set(token.as_str().to_owned(), remaining(&session));
+                        state.token = Some(token.as_str().to_owned());
+                        state.session = Some(session);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Ok(layer.unavailable(&e)),
+                }
+            } else if let Some(text) = presented.as_deref() {
                 match layer.store.get_and_extend(text).await {
                     Ok(Some((session, extended))) => {
                         if extended {
@@ -302,15 +330,7 @@ where
                         state.session = Some(session);
                     }
                     Ok(None) => state.cookie = CookieChange::Clear,
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading the session failed; refusing the request");
-                        let (parts, body) = match &layer.unavailable {
-                            Some(respond) => respond(&e),
-                            None => unavailable(),
-                        }
-                        .into_parts();
-                        return Ok(Response::from_parts(parts, ResBody::from(body)));
-                    }
+                    Err(e) => return Ok(layer.unavailable(&e)),
                 }
             }
             let state = Arc::new(Mutex::new(state));

@@ -7,6 +7,7 @@ mod header;
 mod jwt;
 #[cfg(feature = "http")]
 mod layer;
+mod legacy;
 mod store;
 mod token;
 #[cfg(feature = "tower-sessions")]
@@ -17,6 +18,7 @@ pub use error::{Error, Result};
 pub use jwt::JwtDenylist;
 #[cfg(feature = "http")]
 pub use layer::{CurrentSession, SameSite, SessionCookie, SessionLayer, SessionService};
+pub use legacy::{Legacy, LegacySession};
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
 /// `redtail-connection`.
 pub use redtail_core::{Backend, Codec, JsonCodec, Namespace};

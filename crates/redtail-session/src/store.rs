@@ -14,7 +14,7 @@ use redtail_core::{Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCode
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
-    Error, Result, SessionConfig, header,
+    Error, Legacy, LegacySession, Result, SessionConfig, header, legacy,
     token::{self, Location, Token, user_tag_text},
 };
 
@@ -131,6 +131,7 @@ pub struct SessionStore<T, C: Codec = JsonCodec> {
     codec: C,
     corrupt: AtomicU64,
     logged_corrupt: Mutex<HashSet<String>>,
+    legacy: Option<Legacy<T>>,
     _data: PhantomData<fn() -> T>,
 }
 
@@ -159,7 +160,73 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             codec,
             corrupt: AtomicU64::new(0),
             logged_corrupt: Mutex::default(),
+            legacy: None,
             _data: PhantomData,
+        }
+    }
+
+    /// Also accepts the Node service's session tokens, each once: see
+    /// [`SessionStore::upgrade_legacy`]. [`SessionStore::invalidate_all`] then ends a user's
+    /// legacy sessions too.
+    #[must_use]
+    pub fn with_legacy(mut self, legacy: Legacy<T>) -> Self {
+        self.legacy = Some(legacy);
+        self
+    }
+
+    /// Whether `text` is a token of the Node service this store upgrades
+    /// ([`SessionStore::with_legacy`] set, and the token's shape).
+    pub fn accepts_legacy(&self, text: &str) -> bool {
+        self.legacy.is_some() && Legacy::<T>::is_token(text)
+    }
+
+    /// Exchanges a token of the Node service for a redtail session, once: the legacy session is
+    /// taken out of Redis (`GETDEL`, so of concurrent requests with it exactly one gets the new
+    /// session), its data converted by the [`Legacy`] function, and a session created for its
+    /// user with the lifetime it had left (never more than this store's own). `None` when there
+    /// is nothing to upgrade: upgrades are off, the token is not a legacy one, its session is
+    /// gone or was taken by another request, or the conversion refused it (it is then put
+    /// back). If the new session cannot be created, the legacy one is put back too.
+    pub async fn upgrade_legacy(&self, text: &str) -> Result<Option<(Token, Session<T>)>> {
+        let Some(legacy) = self.legacy.as_ref().filter(|_| Legacy::<T>::is_token(text)) else { return Ok(None) };
+        let Some((value, left_ms)) = legacy.claim(self.backend.as_ref(), text).await? else { return Ok(None) };
+        let upgraded = match serde_json::from_slice::<LegacySession>(&value) {
+            Ok(old) => match legacy.convert(&old) {
+                Some(data) => {
+                    let (idle, absolute) = self.config.lifetimes(old.remember_me);
+                    let lifetime = legacy::remaining(left_ms, idle);
+                    // The absolute deadline counts from the legacy session's creation.
+                    let age = old.created_at.map_or(Duration::ZERO, |ms| {
+                        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                        now.saturating_sub(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+                    });
+                    let absolute = absolute.map(|a| a.saturating_sub(age).max(Duration::from_secs(1)));
+                    let options = NewSession { remember_me: old.remember_me, device: None };
+                    match self.create_with(&old.user_id, data, options, Some(lifetime), absolute).await {
+                        Ok(created) => Ok(Some((old.user_id, created))),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Ok(None),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "a legacy session is not the Node service's JSON; leaving it");
+                Ok(None)
+            }
+        };
+        match upgraded {
+            Ok(Some((user_id, created))) => {
+                if let Err(e) = legacy.forget(self.backend.as_ref(), &user_id, text).await {
+                    tracing::warn!(error = %e, "could not drop an upgraded legacy session from its user's set");
+                }
+                Ok(Some(created))
+            }
+            refused_or_failed => {
+                if let Err(e) = legacy.restore(self.backend.as_ref(), text, value, left_ms).await {
+                    tracing::error!(error = %e, "could not put back a legacy session whose upgrade failed");
+                }
+                refused_or_failed.map(|_| None)
+            }
         }
     }
 
@@ -199,13 +266,30 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
 
     /// Creates a session for `user_id` and returns its token (give it to the client) and the session.
     pub async fn create(&self, user_id: &str, data: T, options: NewSession) -> Result<(Token, Session<T>)> {
+        self.create_with(user_id, data, options, None, None).await
+    }
+
+    /// [`SessionStore::create`], its first lifetime and its absolute lifetime no longer than
+    /// `lifetime` and `absolute` when given.
+    async fn create_with(
+        &self,
+        user_id: &str,
+        data: T,
+        options: NewSession,
+        lifetime: Option<Duration>,
+        absolute: Option<Duration>,
+    ) -> Result<(Token, Session<T>)> {
         check_user_id(user_id)?;
         self.config.check().map_err(Error::InvalidInput)?;
         let encoded = self.encode(&data)?;
         let token = Token::generate(user_id)?;
         let at = token.locate();
-        let (idle, absolute) = self.config.lifetimes(options.remember_me);
-        let lifetime = absolute.map_or(idle, |absolute| idle.min(absolute));
+        let (idle, configured) = self.config.lifetimes(options.remember_me);
+        let absolute = match (configured, absolute) {
+            (Some(configured), Some(cap)) => Some(configured.min(cap)),
+            (configured, _) => configured,
+        };
+        let lifetime = absolute.map_or(idle, |absolute| idle.min(absolute)).min(lifetime.unwrap_or(Duration::MAX));
         let times = header::Times {
             last_seen: 0,
             absolute: absolute.map(|a| i64::try_from(secs(a)).unwrap_or(i64::MAX)),
@@ -371,13 +455,18 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         Ok(self.backend.eval(&INVALIDATE, &self.keys_of(&at), vec![at.id().into()]).await?.as_int()? == 1)
     }
 
-    /// Ends every session of `user_id` ("log out everywhere"); returns how many were live.
+    /// Ends every session of `user_id` ("log out everywhere"), the Node service's too when
+    /// [`SessionStore::with_legacy`] is set; returns how many were live.
     pub async fn invalidate_all(&self, user_id: &str) -> Result<u64> {
         check_user_id(user_id)?;
         let tag = user_tag_text(user_id);
         let args = vec![self.session_prefix(tag.as_bytes()).into(), user_id.into()];
         let ended = self.backend.eval(&INVALIDATE_ALL, &[self.index(tag.as_bytes())], args).await?.as_int()?;
-        Ok(u64::try_from(ended).unwrap_or(0))
+        let legacy = match &self.legacy {
+            Some(legacy) => legacy.end_all(self.backend.as_ref(), user_id).await?,
+            None => 0,
+        };
+        Ok(u64::try_from(ended).unwrap_or(0) + legacy)
     }
 
     /// The live sessions of `user_id`, oldest expiry first; unreadable ones are skipped and counted.
