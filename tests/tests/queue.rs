@@ -447,6 +447,15 @@ mod servers {
         // promotion and its demotion is lost, so those jobs run again (the record stays exact).
         run_through_fault(&ctx, 10_000, 10_000, |servers| servers.sentinel_failover().map(|_| ())).await
     }
+
+    /// With replica acknowledgements every write holds a connection for its `WAIT`; a cluster
+    /// failover (which unblocks a `WAIT` on the old primary with `UNBLOCKED`) must leave the
+    /// workers taking jobs on the new one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cluster_failover_with_replica_acks_during_two_thousand_jobs() -> TestResult {
+        let ctx = Ctx::owned(Deployment::Cluster, |c| c.with_replica_acks(1, Duration::from_millis(250))).await;
+        run_through_fault(&ctx, 2_000, 2_000, |servers| servers.cluster_failover().map(|_| ())).await
+    }
 }
 
 mod processes {

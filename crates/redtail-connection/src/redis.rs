@@ -478,27 +478,31 @@ impl Backend for Redis {
             }
             cmd.args(args.iter().cloned())
         };
-        let run = || async {
-            let client = self.writer().await;
-            let value = self.send_on(&client, evalsha(), &once).await?;
-            self.confirm(&client, &[slot]).await?;
-            Ok::<_, Error>(value)
-        };
-        match run().await {
-            Err(e) if e.is_server_code("NOSCRIPT") => {
-                tracing::debug!(script = script.name(), "script not cached on the server; loading it");
-                let load = Cmd::new("SCRIPT").arg("LOAD").arg(script.source());
-                // Loaded on the node that will run it.
-                let on_slot =
-                    Options { cluster_hash: Some(fred::types::ClusterHash::Custom(slot)), ..Options::default() };
-                let loaded = self.send(load, &on_slot).await?.into_string()?;
-                if loaded != script.sha() {
-                    return Err(Error::UnexpectedReply { expected: "the script's SHA-1", got: loaded });
+        // One client for the script, its loading and its `WAIT`: the `SCRIPT LOAD` then goes
+        // where that client sends the `EVALSHA`. (Two clients can disagree about who owns a
+        // slot after a failover, and a keyless `SCRIPT LOAD` is never redirected: loading
+        // through another client could load it on the old primary forever.)
+        let client = self.writer().await;
+        let mut loads = 0;
+        let value = loop {
+            match self.send_on(&client, evalsha(), &once).await {
+                // Loaded at most twice: a second NOSCRIPT means the slot moved in between.
+                Err(e) if e.is_server_code("NOSCRIPT") && loads < 2 => {
+                    tracing::debug!(script = script.name(), "script not cached on the server; loading it");
+                    loads += 1;
+                    let load = Cmd::new("SCRIPT").arg("LOAD").arg(script.source());
+                    let on_slot =
+                        Options { cluster_hash: Some(fred::types::ClusterHash::Custom(slot)), ..Options::default() };
+                    let loaded = self.send_on(&client, load, &on_slot).await?.into_string()?;
+                    if loaded != script.sha() {
+                        return Err(Error::UnexpectedReply { expected: "the script's SHA-1", got: loaded });
+                    }
                 }
-                run().await
+                other => break other?,
             }
-            other => other,
-        }
+        };
+        self.confirm(&client, &[slot]).await?;
+        Ok(value)
     }
 
     async fn scan(&self, cursor: Cursor, pattern: &Pattern, count: u32) -> Result<ScanPage> {
