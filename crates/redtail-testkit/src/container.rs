@@ -11,9 +11,9 @@ use testcontainers::{
 
 use crate::{Error, Result, TestRedis};
 
-/// Whether `redis-server` can be run from `PATH`.
+/// Whether the server binary in use ([`ServerBinaries`](crate::ServerBinaries)) can be run.
 pub(crate) fn redis_server_installed() -> bool {
-    Command::new("redis-server").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new(&crate::ServerBinaries::current().server).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// A standalone Redis in a container.
@@ -31,7 +31,7 @@ pub(crate) fn standalone() -> Result<TestRedis> {
     .map_err(|_| Error::Unexpected("the container thread panicked".to_owned()))?;
     let container = started.map_err(|e| {
         tracing::warn!(error = %e, "no Docker engine for the testcontainers fallback");
-        Error::NotInstalled { env: "REDIS_URL" }
+        Error::not_installed("REDIS_URL")
     })?;
     let port =
         container.get_host_port_ipv4(6379.tcp()).map_err(|e| Error::Unexpected(format!("container port: {e}")))?;

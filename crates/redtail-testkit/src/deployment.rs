@@ -146,7 +146,7 @@ impl TestRedis {
         match started {
             Ok(()) => Ok(this),
             // Name the variable of the deployment asked for, not the standalone one.
-            Err(Error::NotInstalled { .. }) => Err(Error::NotInstalled { env: kind.env() }),
+            Err(Error::NotInstalled { .. }) => Err(Error::not_installed(kind.env())),
             Err(e) => Err(e),
         }
     }
@@ -166,18 +166,19 @@ impl TestRedis {
             self.servers.push(Process::start(root, &format!("cluster{i}"), &args, None)?);
         }
         let nodes: Vec<String> = self.servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
-        let output = Command::new("redis-cli")
+        let output = Command::new(&crate::ServerBinaries::current().cli)
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .output()
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotInstalled { env: "REDIS_CLUSTER_URL" },
-                _ => Error::Io { context: "run redis-cli --cluster create".to_owned(), source: e },
+                std::io::ErrorKind::NotFound => Error::not_installed("REDIS_CLUSTER_URL"),
+                _ => Error::Io { context: "run the cli for --cluster create".to_owned(), source: e },
             })?;
         if !output.status.success() {
             return Err(Error::Unexpected(format!(
-                "redis-cli --cluster create failed: {}",
+                "{} --cluster create failed: {}",
+                crate::ServerBinaries::current().cli.display(),
                 String::from_utf8_lossy(&output.stdout).lines().rev().take(3).collect::<Vec<_>>().join(" | ")
             )));
         }

@@ -9,13 +9,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No way to get a Redis server: nothing is configured and `redis-server` is not installed.
-    #[error(
-        "no Redis server for tests: `redis-server` is not on PATH. Install it (Debian/Ubuntu: `apt-get install redis-server`, macOS: `brew install redis`), or set {env} to a server the tests may write to"
-    )]
+    /// No way to get a server: nothing is configured and the server binary (`redis-server`, or
+    /// the one [`ServerBinaries`](crate::ServerBinaries) names) is not installed.
+    #[error("no server for tests: {hint}; or set {env} to a server the tests may write to")]
     NotInstalled {
         /// The variable that would name an existing server.
         env: &'static str,
+        /// What is missing and how to install it.
+        hint: String,
     },
     /// A server process did not start or did not become ready.
     #[error("{what} did not start: {reason} (log: {log})")]
@@ -57,4 +58,11 @@ pub enum Error {
         /// How long it waited.
         seconds: f64,
     },
+}
+
+impl Error {
+    /// The server binary in use is missing; `env` would name an existing server instead.
+    pub(crate) fn not_installed(env: &'static str) -> Error {
+        Error::NotInstalled { env, hint: crate::ServerBinaries::current().install_hint() }
+    }
 }

@@ -1,6 +1,7 @@
 //! Real `redis-server` harnesses and an in-memory backend for testing redtail and services built on it.
 #![doc = include_str!("../README.md")]
 
+mod binaries;
 #[cfg(feature = "testcontainers")]
 mod container;
 mod deployment;
@@ -9,6 +10,7 @@ mod memory;
 pub mod resp;
 mod server;
 
+pub use binaries::{ServerBinaries, ServerKind};
 pub use deployment::{Deployment, SENTINEL_SERVICE, TestRedis};
 pub use error::{Error, Result};
 pub use memory::{Clock, MemoryBackend};

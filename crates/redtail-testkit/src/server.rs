@@ -97,7 +97,7 @@ impl Process {
     }
 
     fn spawn(&self) -> Result<()> {
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(&crate::ServerBinaries::current().server);
         #[cfg(unix)]
         if self.detached {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -110,8 +110,11 @@ impl Process {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotInstalled { env: "REDIS_URL" },
-                _ => Error::Io { context: format!("spawn redis-server for {}", self.what), source: e },
+                std::io::ErrorKind::NotFound => Error::not_installed("REDIS_URL"),
+                _ => Error::Io {
+                    context: format!("spawn {} for {}", crate::ServerBinaries::current().server.display(), self.what),
+                    source: e,
+                },
             })?;
         *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         let pid = self.child.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(Child::id);

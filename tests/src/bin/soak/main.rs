@@ -328,8 +328,12 @@ fn soak(options: &Options) -> Result<(), String> {
     .map_err(|e| format!("cannot start Redis (install redis-server: apt-get install redis-server): {e}"))?;
     let cycles = options.secs.div_ceil(CYCLE_SECS);
     eprintln!(
-        "soak: {:?} Redis at {}, {} s of load from {} users in {} tasks, {} fault cycle(s); files in {}",
+        "soak: {:?} {} at {}, {} s of load from {} users in {} tasks, {} fault cycle(s); files in {}",
         options.mode,
+        match redtail_testkit::ServerBinaries::current().kind {
+            redtail_testkit::ServerKind::Redis => "Redis",
+            redtail_testkit::ServerKind::Valkey => "Valkey",
+        },
         redis.url(),
         options.secs,
         options.users,
