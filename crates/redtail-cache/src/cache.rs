@@ -216,6 +216,12 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         options.check()?;
+        if options.soft_timeout.is_some() {
+            return Err(Error::InvalidInput(
+                "soft_timeout needs Cache::get_or_spawn: a loader borrowed by this call cannot go on after it returns"
+                    .to_owned(),
+            ));
+        }
         // Read before the lookup: a load started before an invalidation returned is not joined.
         let invalidations = self.invalidations();
         let user_key = key;
@@ -264,6 +270,50 @@ impl<C: Codec> Cache<C> {
                 .map_err(|e| Error::Encode { key: user_key.to_owned(), source: Arc::new(e) }),
             Ok(Loaded::Elsewhere) => from_stale().ok_or_else(|| Error::Busy { key: user_key.to_owned() }),
             Err(e) => from_stale().ok_or_else(|| e.clone()),
+        }
+    }
+
+    /// [`Cache::get_or_compute`] with the load on a task of its own, so that it can outlive
+    /// the call: with [`EntryOptions::soft_timeout`], a caller whose refresh takes longer is
+    /// served the stale value at the soft timeout, and the load finishes in the background and
+    /// stores its value for the next read (FusionCache's and BentoCache's soft timeout). The
+    /// load also finishes when the caller is dropped. A caller without a stale value waits for
+    /// the load (up to [`EntryOptions::hard_timeout`]).
+    pub async fn get_or_spawn<T, F, Fut, E>(&self, key: &str, options: &EntryOptions, loader: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned + Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = std::result::Result<T, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        options.check()?;
+        let soft = options.soft_timeout;
+        let task_options = EntryOptions { soft_timeout: None, ..options.clone() };
+        let (cache, task_key) = (self.clone(), key.to_owned());
+        let mut task = tokio::spawn(async move { cache.get_or_compute(&task_key, &task_options, loader).await });
+        if let Some(soft) = soft {
+            match tokio::time::timeout(soft, &mut task).await {
+                Ok(joined) => return joined.map_err(|e| self.task_failed(key, e))?,
+                Err(_) => {
+                    let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
+                    let entry = self.inner.entries.key([key]);
+                    if let Ok((Found::Stale(stale) | Found::Fresh(stale), _)) = self.lookup(&entry, &tags, None).await
+                        && let Some(value) = self.serve_stale(&entry, &stale)
+                    {
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+        task.await.map_err(|e| self.task_failed(key, e))?
+    }
+
+    /// A load task that panicked or was cancelled (its runtime shutting down).
+    fn task_failed(&self, key: &str, e: tokio::task::JoinError) -> Error {
+        bump(&self.inner.counters.loader_errors);
+        Error::Loader {
+            key: key.to_owned(),
+            source: Arc::new(std::io::Error::other(format!("the load task failed: {e}"))),
         }
     }
 
@@ -468,7 +518,10 @@ impl<C: Codec> Cache<C> {
         }
         bump(&self.inner.counters.loader_runs);
         let started = Instant::now();
-        let result = loader().await;
+        let result = match options.hard_timeout {
+            None => loader().await.map_err(Some),
+            Some(after) => tokio::time::timeout(after, loader()).await.map_or(Err(None), |r| r.map_err(Some)),
+        };
         let load_time = started.elapsed();
         let outcome = match result {
             Ok(value) => match self.encode(user_key, &value) {
@@ -482,9 +535,13 @@ impl<C: Codec> Cache<C> {
                 }
                 Err(e) => Err(e),
             },
-            Err(e) => {
+            Err(Some(e)) => {
                 bump(&self.inner.counters.loader_errors);
                 Err(Error::Loader { key: user_key.to_owned(), source: Arc::from(e.into()) })
+            }
+            Err(None) => {
+                bump(&self.inner.counters.loader_errors);
+                Err(Error::LoadTimeout { key: user_key.to_owned(), after: options.hard_timeout.unwrap_or_default() })
             }
         };
         if let Some(token) = lock {

@@ -153,6 +153,14 @@ pub struct EntryOptions {
     /// With `Some(wait)`, one caller across all processes loads a missing value under a lock
     /// while the others wait up to `wait` for it (or serve the stale value). Default 2 s.
     pub lock_wait: Option<Duration>,
+    /// How long a caller of [`Cache::get_or_spawn`](crate::Cache::get_or_spawn) waits for a
+    /// refresh before it is served the stale value instead; the load goes on in the background
+    /// and stores its value for the next read. Without a stale value the caller waits on (up to
+    /// the hard timeout). `None` (the default): no soft timeout.
+    pub soft_timeout: Option<Duration>,
+    /// How long a loader may run before it is stopped: the caller then gets the stale value if
+    /// there is one, else [`Error::LoadTimeout`]. `None` (the default): no limit.
+    pub hard_timeout: Option<Duration>,
 }
 
 impl Default for EntryOptions {
@@ -164,6 +172,8 @@ impl Default for EntryOptions {
             stale_for: Duration::ZERO,
             early_refresh: None,
             lock_wait: Some(Duration::from_secs(2)),
+            soft_timeout: None,
+            hard_timeout: None,
         }
     }
 }
@@ -209,6 +219,21 @@ impl EntryOptions {
         self
     }
 
+    /// Serves the stale value after `after` while the refresh finishes in the background
+    /// ([`Cache::get_or_spawn`](crate::Cache::get_or_spawn)).
+    #[must_use]
+    pub fn soft_timeout(mut self, after: Duration) -> Self {
+        self.soft_timeout = Some(after);
+        self
+    }
+
+    /// Stops a loader that runs longer than `after`.
+    #[must_use]
+    pub fn hard_timeout(mut self, after: Duration) -> Self {
+        self.hard_timeout = Some(after);
+        self
+    }
+
     /// Refuses options that cannot be stored.
     pub(crate) fn check(&self) -> Result<()> {
         if self.ttl.is_zero() {
@@ -217,6 +242,21 @@ impl EntryOptions {
         at_most_max("a cache TTL", self.ttl)?;
         at_most_max("stale_for", self.stale_for)?;
         at_most_max("lock_wait", self.lock_wait.unwrap_or_default())?;
+        for (name, timeout) in [("soft_timeout", self.soft_timeout), ("hard_timeout", self.hard_timeout)] {
+            if let Some(timeout) = timeout {
+                if timeout.is_zero() {
+                    return Err(Error::InvalidInput(format!("{name} must be longer than zero")));
+                }
+                at_most_max(name, timeout)?;
+            }
+        }
+        if let (Some(soft), Some(hard)) = (self.soft_timeout, self.hard_timeout)
+            && soft >= hard
+        {
+            return Err(Error::InvalidInput(format!(
+                "soft_timeout ({soft:?}) must be shorter than hard_timeout ({hard:?}): past the hard one the load is stopped"
+            )));
+        }
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(Error::InvalidInput(format!("jitter must be between 0 and 1, got {}", self.jitter)));
         }

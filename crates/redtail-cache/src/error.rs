@@ -42,6 +42,15 @@ pub enum Error {
         /// The loader's error.
         source: Arc<dyn std::error::Error + Send + Sync>,
     },
+    /// The loader ran past [`crate::EntryOptions::hard_timeout`] and was stopped, and no stale
+    /// value could be served. Callers that waited on the same load share this error.
+    #[error("loading {key:?} took longer than its hard timeout of {after:?}; the load was stopped")]
+    LoadTimeout {
+        /// The cache key.
+        key: String,
+        /// The hard timeout.
+        after: std::time::Duration,
+    },
     /// Another process is loading the value under the distributed lock, and it did not appear
     /// within the wait of [`crate::EntryOptions::lock_wait`].
     #[error("{key:?} is being loaded by another process; try again shortly")]

@@ -285,3 +285,72 @@ async fn eventually<F: Future<Output = bool>>(check: impl Fn() -> F) -> bool {
     }
     false
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_soft_timeout_serves_stale_while_the_load_finishes_in_the_background() -> Result<()> {
+    let (redis, cache) = setup(CacheConfig::default()).await;
+    let options =
+        EntryOptions::ttl(secs(60)).stale_for(secs(600)).soft_timeout(Duration::from_millis(50)).hard_timeout(secs(10));
+    let slow = |value: u32| {
+        move || async move {
+            tokio::time::sleep(secs(2)).await;
+            Ok::<_, Error>(value)
+        }
+    };
+    // Nothing stale yet: the first caller waits for the whole load.
+    let started = tokio::time::Instant::now();
+    assert_eq!(cache.get_or_spawn("k", &options, slow(1)).await?, 1);
+    assert!(started.elapsed() >= secs(2));
+
+    // Stale: served at the soft timeout, while the load goes on.
+    redis.clock().advance(secs(61));
+    let started = tokio::time::Instant::now();
+    assert_eq!(cache.get_or_spawn("k", &options, slow(2)).await?, 1, "the stale value at the soft timeout");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(50) && waited < secs(1), "served after {waited:?}");
+    assert_eq!(cache.get::<u32>("k").await, None, "the load has not finished yet");
+    // The load finished in the background: the next read sees its value.
+    tokio::time::sleep(secs(3)).await;
+    assert_eq!(cache.get::<u32>("k").await, Some(2));
+    assert_eq!(cache.stats().loader_runs, 2);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hard_timeout_stops_the_load_with_a_clear_error_or_the_stale_value() -> Result<()> {
+    let (redis, cache) = setup(CacheConfig::default()).await;
+    let options = EntryOptions::ttl(secs(60)).stale_for(secs(600)).hard_timeout(Duration::from_millis(100));
+    let slow = || async {
+        tokio::time::sleep(secs(2)).await;
+        Ok::<_, Error>(9u32)
+    };
+    let out: Result<u32> = cache.get_or_compute("k", &options, slow).await;
+    assert!(
+        matches!(&out, Err(Error::LoadTimeout { key, after }) if key == "k" && *after == Duration::from_millis(100)),
+        "{out:?}"
+    );
+    assert!(out.err().is_some_and(|e| e.to_string().contains("hard timeout")));
+    // With a stale value, the timed-out load serves it (fail-safe).
+    let v: u32 = cache.get_or_compute("k", &options, || async { Ok::<_, Error>(1) }).await?;
+    assert_eq!(v, 1);
+    redis.clock().advance(secs(61));
+    assert_eq!(cache.get_or_compute("k", &options, slow).await?, 1);
+    assert_eq!(cache.get_or_spawn("k", &options, slow).await?, 1);
+
+    // Settings that cannot work are refused, naming the setting.
+    let refused = [
+        (EntryOptions::default().soft_timeout(Duration::ZERO), "soft_timeout"),
+        (EntryOptions::default().hard_timeout(Duration::ZERO), "hard_timeout"),
+        (EntryOptions::default().hard_timeout(Duration::MAX), "hard_timeout"),
+        (EntryOptions::default().soft_timeout(secs(2)).hard_timeout(secs(1)), "shorter than hard_timeout"),
+    ];
+    for (options, named) in refused {
+        let out: Result<u32> = cache.get_or_spawn("x", &options, || async { Ok::<_, Error>(1) }).await;
+        assert!(matches!(&out, Err(Error::InvalidInput(m)) if m.contains(named)), "{options:?}: {out:?}");
+    }
+    // A borrowed loader cannot outlive its call: a soft timeout there is an error, not ignored.
+    let soft = EntryOptions::default().soft_timeout(secs(1));
+    let out: Result<u32> = cache.get_or_compute("x", &soft, || async { Ok::<_, Error>(1) }).await;
+    assert!(matches!(&out, Err(Error::InvalidInput(m)) if m.contains("get_or_spawn")), "{out:?}");
+    Ok(())
+}
