@@ -411,11 +411,16 @@ impl Backend for Redis {
 
     async fn pipeline(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
         let _guard = self.enter()?;
-        let client = self.writer().await;
         // With replica acknowledgements: the slot of each write, to wait on if it succeeds.
         let writes: Vec<Option<u16>> = match self.inner.config.replica_acks {
             Some(_) => cmds.iter().map(|c| (!convert::is_read(c.name())).then(|| c.slot().unwrap_or(0))).collect(),
             None => Vec::new(),
+        };
+        // A pipeline of reads only needs no connection of its own.
+        let client = if writes.iter().any(Option::is_some) {
+            self.writer().await
+        } else {
+            Writer::Shared(self.inner.pool.next())
         };
         let pipeline = client.pipeline();
         for cmd in cmds {
