@@ -287,6 +287,23 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         options.check()?;
+        if let Some(fraction) = options.eager_refresh {
+            let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
+            let entry = self.inner.entries.key([key]);
+            if let Ok((Found::Fresh(fresh), _)) = self.lookup(&entry, &tags, None).await
+                && let Some(value) = self.decode(&entry, &fresh)
+            {
+                let left = options.ttl.mul_f64(1.0 - fraction);
+                let due_ms = fresh.fresh_until_ms.saturating_sub(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+                if self.now_ms() >= due_ms {
+                    let (cache, key, options) = (self.clone(), key.to_owned(), options.clone());
+                    tokio::spawn(
+                        async move { cache.refresh_eagerly(&key, &options, fresh.fresh_until_ms, loader).await },
+                    );
+                }
+                return Ok(value);
+            }
+        }
         let soft = options.soft_timeout;
         let task_options = EntryOptions { soft_timeout: None, ..options.clone() };
         let (cache, task_key) = (self.clone(), key.to_owned());
@@ -306,6 +323,34 @@ impl<C: Codec> Cache<C> {
             }
         }
         task.await.map_err(|e| self.task_failed(key, e))?
+    }
+
+    /// Reloads `key` in the background ([`EntryOptions::eager_refresh`]), once across
+    /// processes: only under its load lock, and only if the entry is still the one seen (its
+    /// freshness ends at `seen_fresh_until`), so that a process that saw it before another one
+    /// refreshed it does not refresh it again.
+    async fn refresh_eagerly<T, F, Fut, E>(&self, key: &str, options: &EntryOptions, seen_fresh_until: u64, loader: F)
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = std::result::Result<T, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let entry = self.inner.entries.key([key]);
+        let Ok(Some(token)) = self.lock(&entry).await else { return };
+        let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
+        let current = self.lookup(&entry, &tags, Some(self.hard_ms(options.ttl, options))).await;
+        if let Ok((Found::Fresh(fresh), versions)) = current
+            && fresh.fresh_until_ms == seen_fresh_until
+        {
+            // The lock is held here: the load takes no other.
+            let unlocked = EntryOptions { lock_wait: None, ..options.clone() };
+            let mut loaded = None;
+            if let Err(e) = self.load(&entry, key, &unlocked, versions, true, loader, &mut loaded).await {
+                tracing::warn!(error = %e, "an eager refresh failed; the entry is served until it expires");
+            }
+        }
+        self.unlock(&entry, token).await;
     }
 
     /// A load task that panicked or was cancelled (its runtime shutting down).

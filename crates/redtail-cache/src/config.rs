@@ -161,6 +161,11 @@ pub struct EntryOptions {
     /// How long a loader may run before it is stopped: the caller then gets the stale value if
     /// there is one, else [`Error::LoadTimeout`]. `None` (the default): no limit.
     pub hard_timeout: Option<Duration>,
+    /// With `Some(fraction)`, [`Cache::get_or_spawn`](crate::Cache::get_or_spawn) refreshes an
+    /// entry in the background once `fraction` of its TTL has passed, and the caller gets the
+    /// fresh value at once: no caller waits for a refresh. One process refreshes an entry (under
+    /// its load lock); the others go on serving it. `None` (the default): no eager refresh.
+    pub eager_refresh: Option<f64>,
 }
 
 impl Default for EntryOptions {
@@ -174,6 +179,7 @@ impl Default for EntryOptions {
             lock_wait: Some(Duration::from_secs(2)),
             soft_timeout: None,
             hard_timeout: None,
+            eager_refresh: None,
         }
     }
 }
@@ -227,6 +233,14 @@ impl EntryOptions {
         self
     }
 
+    /// Refreshes in the background once `fraction` (between 0 and 1) of the TTL has passed
+    /// ([`Cache::get_or_spawn`](crate::Cache::get_or_spawn)).
+    #[must_use]
+    pub fn eager_refresh(mut self, fraction: f64) -> Self {
+        self.eager_refresh = Some(fraction);
+        self
+    }
+
     /// Stops a loader that runs longer than `after`.
     #[must_use]
     pub fn hard_timeout(mut self, after: Duration) -> Self {
@@ -249,6 +263,13 @@ impl EntryOptions {
                 }
                 at_most_max(name, timeout)?;
             }
+        }
+        if let Some(fraction) = self.eager_refresh
+            && !(fraction > 0.0 && fraction < 1.0)
+        {
+            return Err(Error::InvalidInput(format!(
+                "eager_refresh is the fraction of the TTL after which an entry is refreshed: between 0 and 1 (both excluded), got {fraction}"
+            )));
         }
         if let (Some(soft), Some(hard)) = (self.soft_timeout, self.hard_timeout)
             && soft >= hard

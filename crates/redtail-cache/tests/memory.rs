@@ -354,3 +354,55 @@ async fn a_hard_timeout_stops_the_load_with_a_clear_error_or_the_stale_value() -
     assert!(matches!(&out, Err(Error::InvalidInput(m)) if m.contains("get_or_spawn")), "{out:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_refresh_runs_once_across_four_instances_and_no_caller_waits() -> Result<()> {
+    let (redis, first) = setup(CacheConfig::default()).await;
+    // Four instances on one Redis, as four processes would be.
+    let config = CacheConfig::default().with_clock(redis.clock().clone().into());
+    let mut caches = vec![first];
+    for _ in 0..3 {
+        caches.push(Cache::new(redis.clone(), config.clone()).await?);
+    }
+    let runs = Arc::new(AtomicU32::new(0));
+    let options = EntryOptions::ttl(secs(60)).eager_refresh(0.5);
+    let loader = |value: u32| {
+        let runs = Arc::clone(&runs);
+        move || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, Error>(value)
+        }
+    };
+    assert_eq!(caches[0].get_or_spawn("k", &options, loader(1)).await?, 1);
+    // Before half the TTL: nothing to refresh.
+    redis.clock().advance(secs(29));
+    for cache in &caches {
+        assert_eq!(cache.get_or_spawn("k", &options, loader(2)).await?, 1);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // Past half the TTL: 100 callers on four instances get the value they had, at once; one
+    // refresh runs in the background.
+    redis.clock().advance(secs(2));
+    let calls = caches.iter().flat_map(|cache| (0..25).map(|_| cache.get_or_spawn("k", &options, loader(2))));
+    let values = futures_join(calls).await?;
+    assert!(values.iter().all(|v| *v == 1), "a caller waited for the refresh: {values:?}");
+    let deadline = std::time::Instant::now() + secs(5);
+    while caches[3].get::<u32>("k").await != Some(2) {
+        assert!(std::time::Instant::now() < deadline, "the background refresh never stored its value");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "one refresh across four instances");
+
+    // A fraction outside (0, 1) is refused, naming the setting.
+    for fraction in [0.0, 1.0, f64::NAN, -1.0] {
+        let out: Result<u32> = caches[0]
+            .get_or_spawn("x", &EntryOptions::default().eager_refresh(fraction), || async { Ok::<_, Error>(1) })
+            .await;
+        assert!(matches!(&out, Err(Error::InvalidInput(m)) if m.contains("eager_refresh")), "{fraction}: {out:?}");
+    }
+    Ok(())
+}
