@@ -27,7 +27,28 @@ for_each_backend!(
     a_loaded_value_keeps_the_version_of_each_of_its_tags,
     a_caller_after_an_invalidation_never_joins_a_load_from_before_it,
     durations_redis_cannot_keep_are_refused_naming_the_setting,
+    bulk_reads_and_writes_span_slots_and_keep_their_tags,
 );
+
+/// `get_many` and `set_many` over keys of many slots (a cluster splits them by node).
+async fn bulk_reads_and_writes_span_slots_and_keep_their_tags(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let cache = cache(&env.backend, env.ns.prefix(), false).await;
+    let keys: Vec<String> = (0..50).map(|i| format!("bulk-{i}")).collect();
+    let entries: Vec<(&str, u32)> = keys.iter().zip(0u32..).map(|(k, i)| (k.as_str(), i)).collect();
+    let options = redtail_cache::EntryOptions::ttl(std::time::Duration::from_secs(60)).tag("bulk");
+    for result in cache.set_many(&entries, &options).await {
+        result?;
+    }
+    let mut wanted: Vec<&str> = keys.iter().map(String::as_str).rev().collect();
+    wanted.push("never-written");
+    let read = cache.get_many::<u32>(&wanted).await;
+    let expected: Vec<Option<u32>> = (0..50u32).rev().map(Some).chain([None]).collect();
+    assert_eq!(read, expected);
+    cache.invalidate_tag("bulk").await?;
+    assert!(cache.get_many::<u32>(&wanted).await.iter().all(Option::is_none));
+    Ok(())
+}
 
 async fn typed_values_tags_and_patterns(target: Target) -> TestResult {
     let env = Env::new(target).await;

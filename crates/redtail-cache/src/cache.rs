@@ -182,6 +182,19 @@ impl<C: Codec> Cache<C> {
         }
     }
 
+    /// [`Cache::get`] of several keys at once, in their order. The reads go together with any
+    /// other caller's into the batched reads (one `MGET` per slot group, not one per key).
+    pub async fn get_many<T: DeserializeOwned>(&self, keys: &[&str]) -> Vec<Option<T>> {
+        futures_util::future::join_all(keys.iter().map(|key| self.get(key))).await
+    }
+
+    /// [`Cache::set`] of several entries at once, all with `options` (their tags included);
+    /// the writes go together into the batched write script. One result per entry, in order:
+    /// an entry that cannot be stored fails alone.
+    pub async fn set_many<T: Serialize>(&self, entries: &[(&str, T)], options: &EntryOptions) -> Vec<Result<()>> {
+        futures_util::future::join_all(entries.iter().map(|(key, value)| self.set(key, value, options))).await
+    }
+
     /// Stores `value` under `key`.
     pub async fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T, options: &EntryOptions) -> Result<()> {
         options.check()?;

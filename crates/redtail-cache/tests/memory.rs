@@ -406,3 +406,22 @@ async fn eager_refresh_runs_once_across_four_instances_and_no_caller_waits() -> 
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn bulk_reads_and_writes_keep_order_tags_and_per_entry_errors() -> Result<()> {
+    let (_redis, cache) = setup(CacheConfig::default()).await;
+    let options = EntryOptions::ttl(secs(60)).tag("bulk");
+    let results = cache.set_many(&[("a", 1u32), ("b", 2), ("c", 3)], &options).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(cache.get_many::<u32>(&["c", "missing", "a", "b"]).await, vec![Some(3), None, Some(1), Some(2)]);
+    // Written with their tags: one invalidation ends them all.
+    cache.invalidate_tag("bulk").await?;
+    assert_eq!(cache.get_many::<u32>(&["a", "b", "c"]).await, vec![None, None, None]);
+    // Bad options fail every entry; nothing is written.
+    let bad = EntryOptions::ttl(Duration::ZERO);
+    let results = cache.set_many(&[("d", 4u32)], &bad).await;
+    assert!(matches!(results.as_slice(), [Err(Error::InvalidInput(_))]), "{results:?}");
+    assert_eq!(cache.get::<u32>("d").await, None);
+    assert!(cache.get_many::<u32>(&[]).await.is_empty());
+    Ok(())
+}
