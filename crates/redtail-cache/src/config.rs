@@ -57,6 +57,14 @@ impl CacheConfig {
         at_most_max("lock_ttl", self.lock_ttl)?;
         if let Some(tier) = self.local {
             at_most_max("the local tier's TTL", tier.ttl)?;
+            if let Some(idle) = tier.time_to_idle {
+                if idle.is_zero() {
+                    return Err(Error::InvalidInput(
+                        "the local tier's time to idle must be longer than zero".to_owned(),
+                    ));
+                }
+                at_most_max("the local tier's time to idle", idle)?;
+            }
         }
         Ok(())
     }
@@ -102,23 +110,41 @@ impl CacheConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LocalTier {
-    /// How many entries it holds at most. Default 10,000.
+    /// How many entries it holds at most (or, with [`LocalTier::by_bytes`], how many bytes of
+    /// keys and values). Default 10,000 entries.
     pub capacity: u64,
+    /// Whether `capacity` counts bytes rather than entries.
+    pub weighed: bool,
     /// How long an entry stays at most, however long its Redis TTL; bounds how stale a value
     /// can be should an invalidation message be lost without the connection dropping. Default 30 s.
     pub ttl: Duration,
+    /// An entry not read for this long leaves early. Default none.
+    pub time_to_idle: Option<Duration>,
 }
 
 impl Default for LocalTier {
     fn default() -> Self {
-        LocalTier { capacity: 10_000, ttl: Duration::from_secs(30) }
+        LocalTier { capacity: 10_000, weighed: false, ttl: Duration::from_secs(30), time_to_idle: None }
     }
 }
 
 impl LocalTier {
     /// A tier of at most `capacity` entries, each kept at most `ttl`.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
-        LocalTier { capacity, ttl }
+        LocalTier { capacity, ttl, ..LocalTier::default() }
+    }
+
+    /// A tier of at most `bytes` of keys and values (entries of very different sizes), each
+    /// kept at most `ttl`.
+    pub fn by_bytes(bytes: u64, ttl: Duration) -> Self {
+        LocalTier { capacity: bytes, weighed: true, ttl, time_to_idle: None }
+    }
+
+    /// Entries not read for `idle` leave before their `ttl`.
+    #[must_use]
+    pub fn with_time_to_idle(mut self, idle: Duration) -> Self {
+        self.time_to_idle = Some(idle);
+        self
     }
 }
 

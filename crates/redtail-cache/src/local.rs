@@ -47,8 +47,17 @@ impl Local {
     const REMEMBERED: usize = 10_000;
 
     pub(crate) fn new(tier: LocalTier) -> Local {
-        let entries =
-            Moka::builder().max_capacity(tier.capacity).time_to_live(tier.ttl).support_invalidation_closures().build();
+        let mut builder =
+            Moka::builder().max_capacity(tier.capacity).time_to_live(tier.ttl).support_invalidation_closures();
+        if tier.weighed {
+            builder = builder.weigher(|key: &Bytes, entry: &Arc<Envelope>| {
+                u32::try_from(key.len().saturating_add(entry.value.len())).unwrap_or(u32::MAX)
+            });
+        }
+        if let Some(idle) = tier.time_to_idle {
+            builder = builder.time_to_idle(idle);
+        }
+        let entries = builder.build();
         Local { entries, seq: Arc::default(), broad: Arc::default(), removed: Arc::default() }
     }
 

@@ -425,3 +425,45 @@ async fn bulk_reads_and_writes_keep_order_tags_and_per_entry_errors() -> Result<
     assert!(cache.get_many::<u32>(&[]).await.is_empty());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_tier_by_bytes_keeps_what_fits_and_idle_entries_leave() -> Result<()> {
+    let tier = LocalTier::by_bytes(2_000, secs(60)).with_time_to_idle(Duration::from_millis(300));
+    let (_redis, cache) = setup(CacheConfig::default().with_local_tier(tier)).await;
+    let big = "x".repeat(500);
+    let keys: Vec<String> = (0..20).map(|i| format!("k{i}")).collect();
+    for key in &keys {
+        cache.set(key, &big, &EntryOptions::ttl(secs(60))).await?;
+    }
+    // Reads fill the tier; its housekeeping then holds it to 2,000 bytes: three or so entries
+    // of about 520 bytes, not twenty.
+    let mut kept = u64::MAX;
+    for _ in 0..20 {
+        let before = cache.stats().local_hits;
+        for key in &keys {
+            assert_eq!(cache.get::<String>(key).await.as_deref(), Some(big.as_str()));
+        }
+        kept = cache.stats().local_hits - before;
+        if kept <= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(kept <= 4, "{kept} of 20 entries of ~520 B served from a 2,000 B tier");
+
+    // An entry not read for its time to idle leaves the tier.
+    cache.set("small", &1u32, &EntryOptions::ttl(secs(60))).await?;
+    assert_eq!(cache.get::<u32>("small").await, Some(1));
+    let before = cache.stats().local_hits;
+    assert_eq!(cache.get::<u32>("small").await, Some(1));
+    assert_eq!(cache.stats().local_hits, before + 1, "read again at once: from the tier");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = cache.stats().local_hits;
+    assert_eq!(cache.get::<u32>("small").await, Some(1));
+    assert_eq!(cache.stats().local_hits, before, "idle past its time: read from Redis");
+    // A zero time to idle is refused, naming the setting.
+    let zero = CacheConfig::default().with_local_tier(LocalTier::new(10, secs(1)).with_time_to_idle(Duration::ZERO));
+    let refused = Cache::new(MemoryBackend::new(), zero).await;
+    assert!(matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("time to idle")), "{:?}", refused.err());
+    Ok(())
+}
