@@ -59,8 +59,53 @@ for_each_backend!(
     a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job,
     a_busy_worker_leaves_the_wake_up_to_an_idle_one,
     a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring,
-    durations_redis_cannot_keep_are_refused_naming_the_setting
+    durations_redis_cannot_keep_are_refused_naming_the_setting,
+    a_discarded_job_is_dead_lettered_without_its_retries
 );
+
+/// `Job::discard` (BullMQ's `UnrecoverableError`): a job whose handler discards it and fails is
+/// dead-lettered after that attempt though it has attempts left; one that fails without
+/// discarding uses them all; one that discards and then succeeds completes.
+async fn a_discarded_job_is_dead_lettered_without_its_retries(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let queue = Queue::<Download>::new(
+        Arc::clone(&env.backend),
+        QueueConfig::new("discard").prefix(env.ns.prefix()).defaults(
+            JobOptions::default().attempts(3).backoff(Backoff::Fixed { delay: Duration::from_millis(10), jitter: 0.0 }),
+        ),
+    )?;
+    let gone = queue.add(&download(1)).await?;
+    let flaky = queue.add(&download(2)).await?;
+    let fine = queue.add(&download(3)).await?;
+    let worker = queue.worker(fast(), |job| async move {
+        match job.data.url.rsplit('/').next() {
+            Some("1") => {
+                job.discard();
+                Err("the video is gone")
+            }
+            Some("2") => Err("try again"),
+            _ => {
+                job.discard();
+                Ok(())
+            }
+        }
+    })?;
+    until("two jobs are dead and one completed", Duration::from_secs(20), || async {
+        let counts = queue.counts().await?;
+        Ok(counts.dead == 2 && counts.completed == 1)
+    })
+    .await?;
+    let stats = worker.shutdown().await;
+    let gone = queue.get(gone.as_str()).await?.ok_or("the discarded job is gone")?;
+    assert_eq!((gone.state, gone.attempts_started), (JobState::Dead, 1), "{gone:?}");
+    assert_eq!(gone.errors.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>(), ["the video is gone"]);
+    let flaky = queue.get(flaky.as_str()).await?.ok_or("the flaky job is gone")?;
+    assert_eq!((flaky.state, flaky.attempts_started), (JobState::Dead, 3), "{flaky:?}");
+    assert_eq!(queue.get(fine.as_str()).await?.map(|j| j.state), Some(JobState::Completed));
+    assert_eq!((stats.retried, stats.dead, stats.completed), (2, 2, 1));
+    queue.obliterate(false).await?;
+    Ok(())
+}
 
 /// `youtube-downloads`, `media-requests` and `notifications` side by side (on a cluster, each in
 /// its own slot): adds in bulk, custom ids, priorities, delays, progress, retries, dead letters,

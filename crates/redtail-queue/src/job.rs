@@ -86,6 +86,8 @@ pub struct Job<T> {
     /// Set by [`Job::progress`]: the job keeps its hash, which holds the progress, when it
     /// completes (others leave it for a smaller record).
     pub(crate) progressed: Arc<AtomicBool>,
+    /// Set by [`Job::discard`]: a failure of this attempt is not retried.
+    pub(crate) discarded: Arc<AtomicBool>,
 }
 
 impl<T> fmt::Debug for Job<T> {
@@ -121,6 +123,13 @@ impl<T> Job<T> {
         self.logged.store(true, Ordering::Relaxed);
         log::SCRIPT.run(&self.inner, args).await?;
         Ok(())
+    }
+
+    /// Marks the job as not worth retrying (BullMQ's `UnrecoverableError` and `job.discard()`):
+    /// if this attempt fails, the job goes to the dead letters at once, whatever attempts it
+    /// has left (a download whose URL is gone). A success still completes it.
+    pub fn discard(&self) {
+        self.discarded.store(true, Ordering::Relaxed);
     }
 
     /// The per-attempt timeout in force for this job.

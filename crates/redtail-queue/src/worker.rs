@@ -590,8 +590,10 @@ where
             inner: Arc::clone(&self.inner),
             logged: Arc::default(),
             progressed: Arc::default(),
+            discarded: Arc::default(),
         };
-        let (logged, progressed) = (Arc::clone(&job.logged), Arc::clone(&job.progressed));
+        let (logged, progressed, discarded) =
+            (Arc::clone(&job.logged), Arc::clone(&job.progressed), Arc::clone(&job.discarded));
         // A first attempt's success leaves the job hash for a record (see `record::Record`),
         // which holds all there is to know about it unless it has a log or progress.
         let record = (attempt == 1).then(|| {
@@ -622,7 +624,7 @@ where
                     Some(record) => Ack { kind: AckKind::Kept, payload: record(&json), ..done },
                     None => Ack { payload: Bytes::from(json), ..done },
                 },
-                Err(error) if attempt < max_attempts => {
+                Err(error) if attempt < max_attempts && !discarded.load(Relaxed) => {
                     let delay = stored.backoff.delay(attempt, random_unit());
                     Ack { kind: AckKind::Failed, payload: Bytes::from(error), delay, keep: stored.keep_failed, ..done }
                 }
