@@ -60,8 +60,44 @@ for_each_backend!(
     a_busy_worker_leaves_the_wake_up_to_an_idle_one,
     a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring,
     durations_redis_cannot_keep_are_refused_naming_the_setting,
-    a_discarded_job_is_dead_lettered_without_its_retries
+    a_discarded_job_is_dead_lettered_without_its_retries,
+    a_producer_waits_until_its_job_has_finished
 );
+
+/// `Queue::wait_until_finished`: a producer waiting on a job before any worker runs gets it as it
+/// ended once one does; a finished job answers at once; an unknown one is `None`.
+async fn a_producer_waits_until_its_job_has_finished(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let queue = Queue::<Download>::new(
+        Arc::clone(&env.backend),
+        QueueConfig::new("waits").prefix(env.ns.prefix()).defaults(JobOptions::default().attempts(1)),
+    )?;
+    let ok_id = queue.add(&download(1)).await?;
+    let bad_id = queue.add(&download(2)).await?;
+    let waiting = {
+        let (queue, ok, bad) = (queue.clone(), ok_id.clone(), bad_id.clone());
+        tokio::spawn(async move {
+            let ok = queue.wait_until_finished(ok.as_str()).await?;
+            let bad = queue.wait_until_finished(bad.as_str()).await?;
+            Ok::<_, Error>((ok, bad))
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished(), "nothing has run yet");
+    let worker = queue.worker(fast(), |job| async move {
+        if job.data.url.ends_with("/1") { Ok(format!("saved {}", job.data.url)) } else { Err("no such video") }
+    })?;
+    let (ok, bad) = tokio::time::timeout(Duration::from_secs(20), waiting).await???;
+    assert_eq!(ok.map(|j| j.state), Some(JobState::Completed));
+    assert_eq!(bad.map(|j| j.state), Some(JobState::Dead));
+    // Finished already: at once. Unknown: None.
+    assert_eq!(queue.wait_until_finished(ok_id.as_str()).await?.map(|j| j.state), Some(JobState::Completed));
+    assert_eq!(queue.wait_until_finished(bad_id.as_str()).await?.map(|j| j.state), Some(JobState::Dead));
+    assert!(queue.wait_until_finished("no-such-job").await?.is_none());
+    worker.shutdown().await;
+    queue.obliterate(false).await?;
+    Ok(())
+}
 
 /// `Job::discard` (BullMQ's `UnrecoverableError`): a job whose handler discards it and fails is
 /// dead-lettered after that attempt though it has attempts left; one that fails without

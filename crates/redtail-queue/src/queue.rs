@@ -387,6 +387,36 @@ impl<T> Queue<T> {
         Ok(job::SCRIPT.run(&self.inner, args).await?.as_int()?)
     }
 
+    /// Waits until job `id` has finished (completed, or dead-lettered) and returns it as it
+    /// ended; `None` when there is no such job (never added, deleted, or expired). It reads the
+    /// queue's events rather than polling, and looks at the job again every second in case its
+    /// event was missed (the stream is capped). It waits as long as it takes: bound it with
+    /// `tokio::time::timeout`, which is safe to cancel it with.
+    pub async fn wait_until_finished(&self, id: &str) -> Result<Option<JobInfo>> {
+        // Events first, then the job: a job that finishes in between is seen either way.
+        let mut events = self.events(Start::Now).await?;
+        loop {
+            match self.get(id).await? {
+                Some(job) if matches!(job.state, JobState::Completed | JobState::Dead) => return Ok(Some(job)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+            let finished = async {
+                loop {
+                    let event = events.next().await?;
+                    if event.job.as_str() == id
+                        && matches!(event.kind, crate::EventKind::Completed | crate::EventKind::Dead)
+                    {
+                        return Ok::<_, Error>(());
+                    }
+                }
+            };
+            if let Ok(read) = tokio::time::timeout(Duration::from_secs(1), finished).await {
+                read?;
+            }
+        }
+    }
+
     /// A listener for this queue's events, starting at `start` ([`Start::Now`] is the stream's
     /// newest entry at this call).
     pub async fn events(&self, start: Start) -> Result<QueueEvents> {
