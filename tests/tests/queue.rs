@@ -61,8 +61,53 @@ for_each_backend!(
     a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring,
     durations_redis_cannot_keep_are_refused_naming_the_setting,
     a_discarded_job_is_dead_lettered_without_its_retries,
-    a_producer_waits_until_its_job_has_finished
+    a_producer_waits_until_its_job_has_finished,
+    a_handler_updates_its_jobs_data_for_the_next_attempt
 );
+
+/// `Job::update_data`: the data a failed attempt stored is what the next attempt gets, and what
+/// the completed job holds (also when the first attempt succeeds: the job keeps its hash).
+async fn a_handler_updates_its_jobs_data_for_the_next_attempt(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let queue = Queue::<Download>::new(
+        Arc::clone(&env.backend),
+        QueueConfig::new("updates").prefix(env.ns.prefix()).defaults(
+            JobOptions::default().attempts(2).backoff(Backoff::Fixed { delay: Duration::from_millis(10), jitter: 0.0 }),
+        ),
+    )?;
+    let resumed = queue.add(&download(1)).await?;
+    let at_once = queue.add(&download(2)).await?;
+    let worker = queue.worker(fast(), |job| async move {
+        match (job.data.url.rsplit('/').next(), job.attempt) {
+            // The first attempt records where it got to, then fails.
+            (Some("1"), 1) => {
+                let mut data = job.data.clone();
+                data.url.push_str("?from=42");
+                if !job.update_data(&data).await.map_err(|e| e.to_string())? {
+                    return Err("lease lost".to_owned());
+                }
+                Err("interrupted".to_owned())
+            }
+            (Some("1?from=42"), 2) => Ok("resumed at 42"),
+            (Some("2"), 1) => {
+                let mut data = job.data.clone();
+                data.user_id = "moved".to_owned();
+                job.update_data(&data).await.map_err(|e| e.to_string())?;
+                Ok("done")
+            }
+            other => Err(format!("unexpected {other:?}")),
+        }
+    })?;
+    until("both jobs complete", Duration::from_secs(20), || async { Ok(queue.counts().await?.completed == 2) }).await?;
+    worker.shutdown().await;
+    let resumed = queue.get(resumed.as_str()).await?.ok_or("job gone")?;
+    assert_eq!(resumed.data["url"], "https://example.invalid/v/1?from=42");
+    assert_eq!((resumed.attempts_started, resumed.result), (2, Some(serde_json::json!("resumed at 42"))));
+    let at_once = queue.get(at_once.as_str()).await?.ok_or("job gone")?;
+    assert_eq!((at_once.state, &at_once.data["userId"]), (JobState::Completed, &serde_json::json!("moved")));
+    queue.obliterate(false).await?;
+    Ok(())
+}
 
 /// `Queue::wait_until_finished`: a producer waiting on a job before any worker runs gets it as it
 /// ended once one does; a finished job answers at once; an unknown one is `None`.

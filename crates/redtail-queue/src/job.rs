@@ -18,6 +18,7 @@ use crate::{
     script::{
         log::{self, LogArg},
         progress::{self, ProgressArg},
+        update::{self, UpdateArg},
     },
 };
 
@@ -83,8 +84,8 @@ pub struct Job<T> {
     pub(crate) inner: Arc<Inner>,
     /// Set by [`Job::log`], so that the log expires with the job.
     pub(crate) logged: Arc<AtomicBool>,
-    /// Set by [`Job::progress`]: the job keeps its hash, which holds the progress, when it
-    /// completes (others leave it for a smaller record).
+    /// Set by [`Job::progress`] and [`Job::update_data`]: the job keeps its hash, which holds
+    /// the progress and the data, when it completes (others leave it for a smaller record).
     pub(crate) progressed: Arc<AtomicBool>,
     /// Set by [`Job::discard`]: a failure of this attempt is not retried.
     pub(crate) discarded: Arc<AtomicBool>,
@@ -123,6 +124,25 @@ impl<T> Job<T> {
         self.logged.store(true, Ordering::Relaxed);
         log::SCRIPT.run(&self.inner, args).await?;
         Ok(())
+    }
+
+    /// Replaces the job's stored data (BullMQ's `job.updateData`), for example to record how
+    /// far it got so that a retry resumes there: the next attempt, and the job as read by id,
+    /// see the new data. Returns `false`, writing nothing, when this worker no longer holds the
+    /// job's lease. (`job.data` in hand is left as it is.)
+    pub async fn update_data(&self, data: &T) -> Result<bool>
+    where
+        T: Serialize,
+    {
+        let value = serde_json::to_string(data).map_err(Error::Encode)?;
+        let args = UpdateArg::ALL.iter().map(|arg| match arg {
+            UpdateArg::Id => Arg::from(self.id.as_str()),
+            UpdateArg::Token => Arg::from(&*self.token),
+            UpdateArg::Data => Arg::from(value.as_str()),
+        });
+        // The job keeps its hash, which holds the new data, when it completes.
+        self.progressed.store(true, Ordering::Relaxed);
+        Ok(update::SCRIPT.run(&self.inner, args).await?.as_int()? == 1)
     }
 
     /// Marks the job as not worth retrying (BullMQ's `UnrecoverableError` and `job.discard()`):

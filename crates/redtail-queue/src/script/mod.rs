@@ -22,6 +22,7 @@ pub(crate) mod log;
 pub(crate) mod progress;
 pub(crate) mod renew;
 pub(crate) mod step;
+pub(crate) mod update;
 
 /// Declares an enum whose variants stand for Lua constants: positions in `KEYS`, `ARGV` or a
 /// reply, strides, flags. Each variant names its Lua constant and its number.
@@ -221,6 +222,7 @@ mod tests {
             ("progress", include_str!("../../lua/progress.lua"), super::progress::SCRIPT.script()),
             ("renew", include_str!("../../lua/renew.lua"), super::renew::SCRIPT.script()),
             ("step", include_str!("../../lua/step.lua"), super::step::SCRIPT.script()),
+            ("update", include_str!("../../lua/update.lua"), super::update::SCRIPT.script()),
         ]
         .into_iter()
         .map(|(name, file, script)| (name, file, script.source().to_owned()))
