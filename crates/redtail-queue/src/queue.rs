@@ -388,7 +388,8 @@ impl<T> Queue<T> {
     }
 
     /// Waits until job `id` has finished (completed, or dead-lettered) and returns it as it
-    /// ended; `None` when there is no such job (never added, deleted, or expired). It reads the
+    /// ended; `None` when there is no such job (never added, deleted, or expired; so also a job
+    /// whose retention keeps nothing once it finishes). It reads the
     /// queue's events rather than polling, and looks at the job again every second in case its
     /// event was missed (the stream is capped). It waits as long as it takes: bound it with
     /// `tokio::time::timeout`, which is safe to cancel it with.

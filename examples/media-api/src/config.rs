@@ -46,6 +46,8 @@ pub(crate) struct Config {
     pub(crate) job_ledger: Option<std::path::PathBuf>,
     /// Replicas that must hold each write before it is answered (`MEDIA_API_REPLICA_ACKS`).
     pub(crate) replica_acks: u32,
+    /// The least severe log event printed (`MEDIA_API_LOG`).
+    pub(crate) log: tracing_subscriber::filter::LevelFilter,
 }
 
 pub(crate) const HELP: &str = "\
@@ -67,6 +69,8 @@ environment (defaults in brackets):
   MEDIA_API_KEEP_COMPLETED  completed jobs kept (an hour at most) per queue [100 downloads, 1000 requests]
   MEDIA_API_JOB_LEDGER      a file the worker appends `<ms> start|done|fail <job id> <attempt>` to,
                             one line per event (the soak's account of every attempt) [none]
+  MEDIA_API_LOG             the least severe of redtail's log events printed to stderr: off, error, warn,
+                            info, debug or trace [warn]
   MEDIA_API_REPLICA_ACKS    replicas that must hold each write before it is answered, waiting
                             up to 250 ms (WAIT); 0 for none. With Sentinel, 1 keeps a failover from
                             losing a job just added [0]
@@ -122,6 +126,9 @@ impl Config {
             ),
         };
         let job_ledger = var("MEDIA_API_JOB_LEDGER").map(std::path::PathBuf::from);
+        let log = parse("MEDIA_API_LOG", var("MEDIA_API_LOG"), "warn", |v| {
+            v.parse::<tracing_subscriber::filter::LevelFilter>().ok()
+        })?;
         let replica_acks = parse("MEDIA_API_REPLICA_ACKS", var("MEDIA_API_REPLICA_ACKS"), "0", |v| {
             v.parse::<u32>().ok().filter(|n| *n <= 16)
         })?;
@@ -136,6 +143,7 @@ impl Config {
             keep_completed,
             job_ledger,
             replica_acks,
+            log,
         })
     }
 }
