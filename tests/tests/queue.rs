@@ -62,8 +62,48 @@ for_each_backend!(
     durations_redis_cannot_keep_are_refused_naming_the_setting,
     a_discarded_job_is_dead_lettered_without_its_retries,
     a_producer_waits_until_its_job_has_finished,
-    a_handler_updates_its_jobs_data_for_the_next_attempt
+    a_handler_updates_its_jobs_data_for_the_next_attempt,
+    a_waiting_job_given_a_higher_priority_runs_first
 );
+
+/// `Queue::change_priority`: a waiting job moves ahead of the others; a delayed one keeps its
+/// new priority; finished, unknown and out-of-range answers are clear.
+async fn a_waiting_job_given_a_higher_priority_runs_first(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("prio").prefix(env.ns.prefix()))?;
+    let ids: Vec<JobId> = queue.add_bulk(&(1..=5).map(download).collect::<Vec<_>>()).await?;
+    let later = queue.add_with(&download(9), JobOptions::default().delay(Duration::from_secs(3600))).await?.id;
+    assert!(queue.change_priority(ids[4].as_str(), 10).await?);
+    assert!(queue.change_priority(ids[3].as_str(), 5).await?);
+    assert!(queue.change_priority(later.as_str(), 7).await?);
+    assert_eq!(queue.get(later.as_str()).await?.map(|j| (j.state, j.priority)), Some((JobState::Delayed, 7)));
+    assert!(!queue.change_priority("no-such-job", 1).await?);
+    assert!(matches!(
+        queue.change_priority(ids[0].as_str(), redtail_queue::MAX_PRIORITY + 1).await,
+        Err(Error::InvalidInput(_))
+    ));
+
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&order);
+    let worker = queue.worker(fast().concurrency(1), move |job| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().map_err(|_| "poisoned")?.push(job.id.0.clone());
+            Ok::<_, &str>(())
+        }
+    })?;
+    until("the five waiting jobs complete", Duration::from_secs(20), || async {
+        Ok(queue.counts().await?.completed == 5)
+    })
+    .await?;
+    worker.shutdown().await;
+    let order = order.lock().map_err(|_| "poisoned")?.clone();
+    assert_eq!(order[..2], [ids[4].0.clone(), ids[3].0.clone()], "the raised jobs first: {order:?}");
+    // A finished job keeps the priority it ran with.
+    assert!(!queue.change_priority(ids[0].as_str(), 3).await?);
+    queue.obliterate(false).await?;
+    Ok(())
+}
 
 /// `Job::update_data`: the data a failed attempt stored is what the next attempt gets, and what
 /// the completed job holds (also when the first attempt succeeds: the job keeps its hash).

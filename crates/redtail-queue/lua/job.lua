@@ -1,7 +1,10 @@
 -- One job by id (src/script/job.rs). ARG_OP: OP_RETRY (a dead job runs again with as many
--- attempts again as it had; attempt numbers go on, so every attempt's error stays) or OP_DELETE
--- (a job in any state but active); ARG_ID: the job's id.
--- Returns 1 done, 0 no such job (or not dead, for retry), -1 refused: the job is running.
+-- attempts again as it had; attempt numbers go on, so every attempt's error stays), OP_DELETE
+-- (a job in any state but active) or OP_PRIORITY (a job that has not finished gets priority
+-- ARG_PRIORITY: a waiting one moves to its new place, the others keep it for when they wait);
+-- ARG_ID: the job's id.
+-- Returns 1 done, 0 no such job (or not dead, for retry; finished, for priority), -1 refused:
+-- the job is running.
 local op, id = ARGV[ARG_OP], ARGV[ARG_ID]
 local key = job_key(id)
 local job = redis.call('HMGET', key, 's', 'm', 'a')
@@ -11,6 +14,16 @@ if not job[1] then
   delete_completed({ id })
   redis.call('LREM', K_DONE, 1, id)
   emit('removed', id)
+  return 1
+end
+if op == OP_PRIORITY then
+  if job[1] == STATE_COMPLETED or job[1] == STATE_DEAD then return 0 end
+  local max, created, _, options = meta(job[2])
+  local p = ARGV[ARG_PRIORITY]
+  redis.call('HSET', key, 'm', (max or '1') .. ' ' .. (created or '0') .. ' ' .. p .. ' ' .. (options or ''))
+  if job[1] == STATE_WAITING and redis.call('HEXISTS', K_RUN, id) == 0 then
+    if redis.call('LREM', K_WAIT, 1, id) + redis.call('ZREM', K_PRIO, id) > 0 then enqueue(id, p) end
+  end
   return 1
 end
 if op == OP_RETRY then

@@ -378,11 +378,31 @@ impl<T> Queue<T> {
         }
     }
 
-    /// One `lua/job.lua` call.
+    /// Gives a job that has not finished another priority (BullMQ's `changePriority`; 0 for
+    /// none, higher runs first): a waiting job moves to its new place in line, a delayed or
+    /// running one keeps it for when it waits. Returns `false` when there is no such job or it
+    /// has finished.
+    pub async fn change_priority(&self, id: &str, priority: u32) -> Result<bool> {
+        if priority > crate::MAX_PRIORITY {
+            return Err(Error::InvalidInput(format!(
+                "priority {priority} is above the maximum {}",
+                crate::MAX_PRIORITY
+            )));
+        }
+        Ok(self.job_op(JobOp::Priority, id, &priority.to_string()).await? == 1)
+    }
+
+    /// One `lua/job.lua` call without a priority.
     async fn by_id(&self, op: JobOp, id: &str) -> Result<i64> {
+        self.job_op(op, id, "").await
+    }
+
+    /// One `lua/job.lua` call.
+    async fn job_op(&self, op: JobOp, id: &str, priority: &str) -> Result<i64> {
         let args = JobArg::ALL.iter().map(|arg| match arg {
             JobArg::Op => Arg::from(op.code()),
             JobArg::Id => Arg::from(id),
+            JobArg::Priority => Arg::from(priority),
         });
         Ok(job::SCRIPT.run(&self.inner, args).await?.as_int()?)
     }

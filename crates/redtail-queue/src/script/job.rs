@@ -1,4 +1,4 @@
-//! `lua/job.lua`: one job by id: retry a dead job, or delete a job.
+//! `lua/job.lua`: one job by id: retry a dead job, delete a job, or change its priority.
 
 use redtail_core::Script;
 
@@ -17,6 +17,8 @@ lua_numbers! {
         Op = 3 => "ARG_OP",
         /// The job's id.
         Id = 4 => "ARG_ID",
+        /// The new priority, for [`JobOp::Priority`] (empty for the others).
+        Priority = 5 => "ARG_PRIORITY",
     }
 }
 
@@ -27,5 +29,7 @@ lua_codes! {
         Retry => "OP_RETRY" = "retry",
         /// Delete a job that is not running.
         Delete => "OP_DELETE" = "delete",
+        /// Give a job that has not finished another priority.
+        Priority => "OP_PRIORITY" = "priority",
     }
 }
