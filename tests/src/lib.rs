@@ -140,12 +140,18 @@ pub struct Counted {
     inner: Arc<dyn Backend>,
     calls: std::sync::atomic::AtomicUsize,
     down: std::sync::atomic::AtomicBool,
+    scripts_down: std::sync::atomic::AtomicBool,
 }
 
 impl Counted {
     /// Counts the calls made to `inner`.
     pub fn new(inner: Arc<dyn Backend>) -> Arc<Counted> {
-        Arc::new(Counted { inner, calls: Default::default(), down: Default::default() })
+        Arc::new(Counted {
+            inner,
+            calls: Default::default(),
+            down: Default::default(),
+            scripts_down: Default::default(),
+        })
     }
 
     /// Round trips so far.
@@ -156,6 +162,11 @@ impl Counted {
     /// While `down`, every call fails with a timeout and reaches nothing.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// While `down`, scripts fail with a timeout and reach nothing; other calls go through.
+    pub fn set_scripts_down(&self, down: bool) {
+        self.scripts_down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn enter(&self) -> redtail_core::Result<()> {
@@ -199,6 +210,9 @@ impl Backend for Counted {
         args: Vec<redtail_core::Arg>,
     ) -> redtail_core::Result<redtail_core::Value> {
         self.enter()?;
+        if self.scripts_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(redtail_core::Error::Timeout(Duration::ZERO));
+        }
         self.inner.eval(script, keys, args).await
     }
 

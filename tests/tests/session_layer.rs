@@ -173,6 +173,13 @@ async fn a_session_from_login_to_logout_through_the_cookie(target: Target) -> Te
     assert_eq!(send(&app, "GET", "/me", Some(&rotated)).await?.set_cookie, None);
     assert_eq!(trips(before), 1, "right after a slide, no other is due");
 
+    // A slide that fails (writes refused) still serves the session, unextended.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    counted.set_scripts_down(true);
+    let reply = send(&app, "GET", "/me", Some(&rotated)).await?;
+    counted.set_scripts_down(false);
+    assert_eq!((reply.status, reply.set_cookie.as_deref()), (StatusCode::OK, None));
+
     // Redis unavailable: 503, the handler is not called, nothing is cleared.
     counted.set_down(true);
     let reply = send(&app, "GET", "/me", Some(&rotated)).await?;

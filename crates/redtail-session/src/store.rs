@@ -422,19 +422,29 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
 
     /// The session of `token`, slid forward when [`SessionStore::extension_due`] says so: one
     /// round trip when no slide is due, two when one is. The flag tells whether it was extended
-    /// (a cookie carrying the expiry is then due for renewal).
+    /// (a cookie carrying the expiry is then due for renewal). A slide that fails (Redis
+    /// refusing writes, say, during a failover) is logged and the session served as read: it
+    /// is still valid, only not extended this time.
     pub async fn get_and_extend(&self, token: &str) -> Result<Option<(Session<T>, bool)>> {
         let Some(mut session) = self.get(token).await? else { return Ok(None) };
         if !self.extension_due(&session) {
             return Ok(Some((session, false)));
         }
-        let Some(expires_at) = self.extend(token).await? else { return Ok(None) };
-        let moved = expires_at != session.expires_at;
-        if moved {
-            session.expires_at = expires_at;
-            session.last_seen = SystemTime::now();
+        match self.extend(token).await {
+            Ok(Some(expires_at)) => {
+                let moved = expires_at != session.expires_at;
+                if moved {
+                    session.expires_at = expires_at;
+                    session.last_seen = SystemTime::now();
+                }
+                Ok(Some((session, moved)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                tracing::warn!(error = %e, session = %session.id, "sliding a session failed; serving it unextended");
+                Ok(Some((session, false)))
+            }
         }
-        Ok(Some((session, moved)))
     }
 
     /// Gives the session a new token and kills the old one at once; call it at login and on
