@@ -63,8 +63,74 @@ for_each_backend!(
     a_discarded_job_is_dead_lettered_without_its_retries,
     a_producer_waits_until_its_job_has_finished,
     a_handler_updates_its_jobs_data_for_the_next_attempt,
-    a_waiting_job_given_a_higher_priority_runs_first
+    a_waiting_job_given_a_higher_priority_runs_first,
+    adds_are_deduplicated_simple_throttle_and_debounce
 );
+
+/// `Dedup`: a simple id holds while its job has not finished, a throttle id for its whole ttl,
+/// a debounce id replaces the delayed job's data and restarts its delay; each add says whether
+/// it made a job and which job it was deduplicated against.
+async fn adds_are_deduplicated_simple_throttle_and_debounce(target: Target) -> TestResult {
+    use redtail_queue::Dedup;
+    let env = Env::new(target).await;
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("dedup").prefix(env.ns.prefix()))?;
+    let with = |dedup: Dedup| JobOptions::default().dedup(dedup);
+    let hour = Duration::from_secs(3600);
+
+    let first = queue.add_with(&download(1), with(Dedup::simple("scan", hour))).await?;
+    let again = queue.add_with(&download(2), with(Dedup::simple("scan", hour))).await?;
+    assert!(first.created && !again.created);
+    assert_eq!(again.id, first.id, "deduplicated against the first job");
+
+    let throttled = queue.add_with(&download(3), with(Dedup::throttle("clean", hour))).await?;
+    assert!(throttled.created);
+
+    let quiet = Duration::from_millis(400);
+    let debounced = with(Dedup::debounce("notify", hour)).delay(quiet);
+    let pending = queue.add_with(&download(4), debounced.clone()).await?;
+    let replaced = queue.add_with(&download(5), debounced).await?;
+    assert!(pending.created && !replaced.created && replaced.id == pending.id);
+    let stored = queue.get(pending.id.as_str()).await?.ok_or("the debounced job is gone")?;
+    assert_eq!((stored.state, &stored.data["url"]), (JobState::Delayed, &serde_json::json!(download(5).url)));
+
+    let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&runs);
+    let worker = queue.worker(fast(), move |job| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().map_err(|_| "poisoned")?.push(job.data.url.clone());
+            Ok::<_, &str>(())
+        }
+    })?;
+    until("three jobs complete", Duration::from_secs(20), || async { Ok(queue.counts().await?.completed == 3) })
+        .await?;
+
+    // The simple id's job has finished: a new add makes a new job. The throttle holds for its ttl.
+    let after = queue.add_with(&download(6), with(Dedup::simple("scan", hour))).await?;
+    assert!(after.created && after.id != first.id);
+    let still = queue.add_with(&download(7), with(Dedup::throttle("clean", hour))).await?;
+    assert!(!still.created && still.id == throttled.id);
+    until("the new job completes", Duration::from_secs(20), || async { Ok(queue.counts().await?.completed == 4) })
+        .await?;
+    worker.shutdown().await;
+    let mut ran = runs.lock().map_err(|_| "poisoned")?.clone();
+    ran.sort();
+    let mut expected: Vec<String> = [1, 3, 5, 6].into_iter().map(|i| download(i).url).collect();
+    expected.sort();
+    assert_eq!(ran, expected, "each deduplicated add ran once, the debounced job with its last data");
+
+    for bad in [
+        Dedup::simple("", hour),
+        Dedup::throttle("x y", hour),
+        Dedup::debounce("d", Duration::ZERO),
+        Dedup::simple("m", Duration::MAX),
+    ] {
+        let out = queue.add_with(&download(8), with(bad.clone())).await;
+        assert!(matches!(out, Err(Error::InvalidInput(_))), "{bad:?}: {out:?}");
+    }
+    queue.obliterate(false).await?;
+    Ok(())
+}
 
 /// `Queue::change_priority`: a waiting job moves ahead of the others; a delayed one keeps its
 /// new priority; finished, unknown and out-of-range answers are clear.

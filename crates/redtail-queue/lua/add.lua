@@ -1,6 +1,7 @@
 -- Adds jobs (src/script/add.rs names the arguments): ARG_COUNT jobs, JOB_FIELDS values each:
 -- custom id ('' for a new number), data, delay ms, priority, max attempts, options ('' for the
--- queue's). Returns id, 1 (added) or 0 (a job with that custom id exists) per job.
+-- queue's), deduplication id ('' for none), mode (DEDUP_*) and ttl ms. Returns id, 1 (added) or
+-- 0 (a job with that custom id exists, or the add was deduplicated against job id) per job.
 local n = tonumber(ARGV[ARG_COUNT])
 local last = redis.call('INCRBY', K_ID, n)
 local out, plain, added = {}, {}, {}
@@ -10,10 +11,36 @@ for i = 0, n - 1 do
   local id = ARGV[b + JOB_ID]
   if id == '' then id = string.format('%d', last - n + i + 1) end
   local key = job_key(id)
-  if ARGV[b + JOB_ID] ~= '' and (redis.call('EXISTS', key) == 1 or record_of(id)) then
+  local dedup = ARGV[b + JOB_DEDUP_ID]
+  local same = nil
+  if dedup ~= '' then
+    local other = redis.call('GET', PREFIX .. 'dd:' .. dedup)
+    if other then
+      local mode = ARGV[b + JOB_DEDUP_MODE]
+      local state = redis.call('HGET', job_key(other), 's')
+      local running = redis.call('HEXISTS', K_RUN, other) == 1
+      if mode == DEDUP_THROTTLE then
+        same = other
+      elseif mode == DEDUP_SIMPLE and (running or state == STATE_WAITING or state == STATE_DELAYED) then
+        same = other
+      elseif mode == DEDUP_DEBOUNCE and state == STATE_DELAYED and not running then
+        -- The pending job takes the new data and waits its delay again from now.
+        redis.call('HSET', job_key(other), 'd', ARGV[b + JOB_DATA])
+        redis.call('ZADD', K_DELAY, NOW + tonumber(ARGV[b + JOB_DELAY_MS]), other)
+        same = other
+      end
+    end
+  end
+  if same then
+    out[#out + 1] = same
+    out[#out + 1] = 0
+  elseif ARGV[b + JOB_ID] ~= '' and (redis.call('EXISTS', key) == 1 or record_of(id)) then
     out[#out + 1] = id
     out[#out + 1] = 0
   else
+    if dedup ~= '' then
+      redis.call('SET', PREFIX .. 'dd:' .. dedup, id, 'PX', ARGV[b + JOB_DEDUP_TTL_MS])
+    end
     local delay, priority = tonumber(ARGV[b + JOB_DELAY_MS]), tonumber(ARGV[b + JOB_PRIORITY])
     local m = ARGV[b + JOB_ATTEMPTS] .. ' ' .. NOW_S .. ' ' .. ARGV[b + JOB_PRIORITY] .. ' ' .. ARGV[b + JOB_OPTIONS]
     local fields = { 'd', ARGV[b + JOB_DATA], 'm', m }

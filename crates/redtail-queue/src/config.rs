@@ -124,6 +124,52 @@ pub struct JobOptions {
     pub keep_completed: Retention,
     /// How dead-lettered jobs are kept.
     pub keep_failed: Retention,
+    /// Deduplication by an id of the caller's: see [`Dedup`].
+    pub dedup: Option<Dedup>,
+}
+
+/// Deduplication of adds (BullMQ's `deduplication`): jobs added with the same id within `ttl`
+/// make one job, how depends on the mode. The add reports it: [`Added::created`](crate::Added)
+/// is `false` and [`Added::id`](crate::Added) names the job it was deduplicated against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedup {
+    /// The id that makes two adds the same (1 to 128 bytes, no whitespace or control
+    /// characters).
+    pub id: String,
+    /// How long an add counts for deduplication at most.
+    pub ttl: Duration,
+    /// What a second add does.
+    pub mode: DedupMode,
+}
+
+/// What an add with the id of an earlier one does, within the [`Dedup::ttl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DedupMode {
+    /// Nothing, while the first job has not finished (waiting, delayed or running); once it
+    /// has, a new job is added.
+    Simple,
+    /// Nothing, for the whole `ttl` after the first add, whatever became of its job.
+    Throttle,
+    /// While the first job is still delayed, its data is replaced by the new add's and its
+    /// delay starts again from now; once it runs, a new job is added.
+    Debounce,
+}
+
+impl Dedup {
+    /// [`DedupMode::Simple`].
+    pub fn simple(id: impl Into<String>, ttl: Duration) -> Dedup {
+        Dedup { id: id.into(), ttl, mode: DedupMode::Simple }
+    }
+
+    /// [`DedupMode::Throttle`].
+    pub fn throttle(id: impl Into<String>, ttl: Duration) -> Dedup {
+        Dedup { id: id.into(), ttl, mode: DedupMode::Throttle }
+    }
+
+    /// [`DedupMode::Debounce`]: give the job a delay, the quiet time it waits for.
+    pub fn debounce(id: impl Into<String>, ttl: Duration) -> Dedup {
+        Dedup { id: id.into(), ttl, mode: DedupMode::Debounce }
+    }
 }
 
 impl Default for JobOptions {
@@ -139,6 +185,7 @@ impl Default for JobOptions {
             timeout: None,
             keep_completed: Retention::new(Duration::from_secs(3600), 1000),
             keep_failed: Retention::new(Duration::from_secs(7 * 24 * 3600), 100_000),
+            dedup: None,
         }
     }
 }
@@ -184,6 +231,11 @@ impl JobOptions {
         self.keep_failed = retention;
         self
     }
+    /// Sets [`JobOptions::dedup`].
+    pub fn dedup(mut self, dedup: Dedup) -> Self {
+        self.dedup = Some(dedup);
+        self
+    }
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.attempts == 0 {
@@ -195,6 +247,23 @@ impl JobOptions {
                 self.priority,
                 crate::MAX_PRIORITY
             )));
+        }
+        if let Some(dedup) = &self.dedup {
+            if dedup.id.is_empty()
+                || dedup.id.len() > 128
+                || dedup.id.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::InvalidInput(format!(
+                    "a deduplication id must be 1 to 128 bytes without whitespace or control characters, got {:?}",
+                    dedup.id
+                )));
+            }
+            if dedup.ttl < Duration::from_millis(1) || dedup.ttl > redtail_core::MAX_TTL {
+                return Err(Error::InvalidInput(format!(
+                    "the deduplication ttl must be 1 ms to 10 years, got {:?}",
+                    dedup.ttl
+                )));
+            }
         }
         if let Some(id) = &self.id {
             validate_id(id)?;

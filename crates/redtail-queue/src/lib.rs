@@ -11,7 +11,7 @@ mod script;
 mod types;
 mod worker;
 
-pub use config::{Backoff, JobOptions, MAX_DURATION, QueueConfig, RateLimit, Retention};
+pub use config::{Backoff, Dedup, DedupMode, JobOptions, MAX_DURATION, QueueConfig, RateLimit, Retention};
 pub use error::{Error, Result};
 pub use events::{EventKind, QueueEvent, QueueEvents, Start};
 pub use job::{Job, JobInfo, JobState};

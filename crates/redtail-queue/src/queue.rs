@@ -151,6 +151,9 @@ impl<T: Serialize> Queue<T> {
             Arg::from(options.priority),
             Arg::from(options.attempts),
             Arg::from(stored),
+            Arg::from(options.dedup.as_ref().map_or("", |d| d.id.as_str())),
+            Arg::from(options.dedup.as_ref().map_or("", |d| add::DedupCode::of(d.mode).code())),
+            Arg::from(options.dedup.as_ref().map_or(0, |d| millis(d.ttl))),
         ])
     }
 

@@ -2,12 +2,13 @@
 
 use redtail_core::{Arg, Script, Value};
 
-use super::{QueueScript, lua_numbers, source};
+use super::{QueueScript, lua_codes, lua_numbers, source};
 use crate::{Added, Error, JobId, Result};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
     let mut consts = vec![AddArg::Count.lua(), ("JOB_FIELDS", JobField::ALL.len().to_string())];
     consts.extend(JobField::ALL.iter().map(|f| f.lua()));
+    consts.extend(DedupCode::ALL.iter().map(|c| c.lua()));
     Script::new("queue_add", source(&consts, include_str!("../../lua/add.lua")))
 });
 
@@ -34,6 +35,35 @@ lua_numbers! {
         Attempts = 4 => "JOB_ATTEMPTS",
         /// Its own options (JSON), or empty for the queue's.
         Options = 5 => "JOB_OPTIONS",
+        /// Its deduplication id, or empty for none.
+        DedupId = 6 => "JOB_DEDUP_ID",
+        /// A [`DedupCode`] (empty without deduplication).
+        DedupMode = 7 => "JOB_DEDUP_MODE",
+        /// How long the deduplication id counts, ms.
+        DedupTtlMs = 8 => "JOB_DEDUP_TTL_MS",
+    }
+}
+
+lua_codes! {
+    /// How a second add with the same deduplication id is treated.
+    DedupCode {
+        /// Ignored while the first job has not finished.
+        Simple => "DEDUP_SIMPLE" = "s",
+        /// Ignored for the whole ttl.
+        Throttle => "DEDUP_THROTTLE" = "t",
+        /// Replaces the first job's data and delay while it is delayed.
+        Debounce => "DEDUP_DEBOUNCE" = "d",
+    }
+}
+
+impl DedupCode {
+    /// The code of `mode`.
+    pub(crate) fn of(mode: crate::DedupMode) -> DedupCode {
+        match mode {
+            crate::DedupMode::Simple => DedupCode::Simple,
+            crate::DedupMode::Throttle => DedupCode::Throttle,
+            crate::DedupMode::Debounce => DedupCode::Debounce,
+        }
     }
 }
 
