@@ -473,8 +473,9 @@ async fn a_block_duration_refuses_from_the_first_refusal_until_it_ends(target: T
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        for _ in 0..3 {
-            assert!(limiter.check(&subject, &policy).await?.is_allowed(), "{algorithm:?}");
+        for i in 0..3 {
+            let decision = limiter.check(&subject, &policy).await?;
+            assert!(decision.is_allowed(), "{algorithm:?} check {i}: {decision:?}");
         }
         let Decision::Limited { retry_after, .. } = limiter.check(&subject, &policy).await? else {
             panic!("{algorithm:?}: the 4th request must be refused");
