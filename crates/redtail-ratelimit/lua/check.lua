@@ -46,7 +46,12 @@ local function gcra(now, stored, cost, limit, period, burst)
   if tat < now then tat = now end
   local new_tat = tat + cost * interval
   local allow_at = new_tat - burst * interval
-  if now >= allow_at then
+  -- Times are whole milliseconds around 1.8e12, where a double's step is about 0.0002 ms: the
+  -- sums above land a hair off the millisecond they stand for (a little more after a long
+  -- burst), and the burst's last request in the same millisecond as its first would be
+  -- refused. 0.05 ms of slack absorbs that; `now` being whole milliseconds, it admits early
+  -- only an arrival time within 0.05 ms after a millisecond, and then by less than one.
+  if now + 0.05 >= allow_at then
     return true, math.floor((now - allow_at) / interval), 0, math.ceil(new_tat - now), new_tat
   end
   local remaining = math.floor(math.max(0, now - (tat - burst * interval)) / interval)

@@ -233,3 +233,35 @@ async fn shadow_policies_count_but_never_refuse() -> Result<()> {
     assert_eq!(everything.stats().shadow_would_limit, 5);
     Ok(())
 }
+
+/// A GCRA burst of `limit` requests within one millisecond is admitted whole: with times near
+/// 1.8e12 ms the arrival-time sums land a hair off their millisecond, and the burst's last
+/// request used to be refused (seen on Valkey, whose checks are quick enough to share a
+/// millisecond). The server's clock is frozen here, so every check shares one.
+#[tokio::test]
+async fn a_gcra_burst_within_one_millisecond_is_admitted_whole() -> Result<()> {
+    let redis =
+        MemoryBackend::with_clock(Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_585_219_168)));
+    let limiter = RateLimiter::new(redis.clone(), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")))
+        .with_refusal_cache(false);
+    for (limit, period_ms) in [(3, 500), (7, 1_000), (100, 60_000), (3, 499)] {
+        for start in 0..50u64 {
+            redis.clock().advance(Duration::from_millis(start * 7 + 1));
+            let policy =
+                [Policy::new("burst", limit, Duration::from_millis(period_ms)).with_algorithm(Algorithm::Gcra)];
+            let subject = format!("s-{limit}-{period_ms}-{start}");
+            for i in 0..limit {
+                let decision = limiter.check(&subject, &policy).await?;
+                assert!(
+                    decision.is_allowed(),
+                    "{limit}/{period_ms} ms, start {start}: check {i} refused: {decision:?}"
+                );
+            }
+            assert!(
+                !limiter.check(&subject, &policy).await?.is_allowed(),
+                "{limit}/{period_ms} ms: one past the burst"
+            );
+        }
+    }
+    Ok(())
+}
