@@ -300,22 +300,19 @@ impl<C: Codec> Cache<C> {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
     {
         options.check()?;
-        if let Some(fraction) = options.eager_refresh {
-            let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
-            let entry = self.inner.entries.key([key]);
-            if let Ok((Found::Fresh(fresh), _)) = self.lookup(&entry, &tags, None).await
-                && let Some(value) = self.decode(&entry, &fresh)
-            {
-                let left = options.ttl.mul_f64(1.0 - fraction);
-                let due_ms = fresh.fresh_until_ms.saturating_sub(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
-                if self.now_ms() >= due_ms {
-                    let (cache, key, options) = (self.clone(), key.to_owned(), options.clone());
-                    tokio::spawn(
-                        async move { cache.refresh_eagerly(&key, &options, fresh.fresh_until_ms, loader).await },
-                    );
-                }
-                return Ok(value);
+        let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
+        let entry = self.inner.entries.key([key]);
+        if let Some(fraction) = options.eager_refresh
+            && let Ok((Found::Fresh(fresh), _)) = self.lookup(&entry, &tags, None).await
+            && let Some(value) = self.decode(&entry, &fresh)
+        {
+            let left = options.ttl.mul_f64(1.0 - fraction);
+            let due_ms = fresh.fresh_until_ms.saturating_sub(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+            if self.now_ms() >= due_ms {
+                let (cache, key, options) = (self.clone(), key.to_owned(), options.clone());
+                tokio::spawn(async move { cache.refresh_eagerly(&key, &options, fresh.fresh_until_ms, loader).await });
             }
+            return Ok(value);
         }
         let soft = options.soft_timeout;
         let task_options = EntryOptions { soft_timeout: None, ..options.clone() };
@@ -325,8 +322,6 @@ impl<C: Codec> Cache<C> {
             match tokio::time::timeout(soft, &mut task).await {
                 Ok(joined) => return joined.map_err(|e| self.task_failed(key, e))?,
                 Err(_) => {
-                    let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
-                    let entry = self.inner.entries.key([key]);
                     if let Ok((Found::Stale(stale) | Found::Fresh(stale), _)) = self.lookup(&entry, &tags, None).await
                         && let Some(value) = self.serve_stale(&entry, &stale)
                     {

@@ -154,14 +154,12 @@ impl Redis {
             cluster_hash: Some(fred::types::ClusterHash::Custom(slot)),
             ..Options::default()
         };
-        let acked = self.send_on(client, Cmd::new("WAIT").arg(acks.replicas).arg(millis), &options).await?.as_int()?;
-        match u64::try_from(acked) {
-            Ok(acked) if acked >= u64::from(acks.replicas) => Ok(()),
-            _ => Err(Error::NotReplicated {
-                acked: u64::try_from(acked).unwrap_or(0),
-                wanted: acks.replicas,
-                waited: acks.timeout,
-            }),
+        let reply = self.send_on(client, Cmd::new("WAIT").arg(acks.replicas).arg(millis), &options).await?;
+        let acked = u64::try_from(reply.as_int()?).unwrap_or(0);
+        if acked >= u64::from(acks.replicas) {
+            Ok(())
+        } else {
+            Err(Error::NotReplicated { acked, wanted: acks.replicas, waited: acks.timeout })
         }
     }
 
