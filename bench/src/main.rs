@@ -2,7 +2,7 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-soak] [--n N] [--c C] [--jobs J] [--pool CONNECTIONS]`
+//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-soak] [cache-tiers] [--n N] [--c C] [--jobs J] [--pool CONNECTIONS]`
 
 use std::{
     sync::{
@@ -13,7 +13,7 @@ use std::{
 };
 
 use media_api::presets::UserSession;
-use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
+use redtail_cache::{Cache, CacheConfig, EntryOptions, Invalidation, LocalTier};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Key, Namespace};
 use redtail_queue::{Backoff, JobOptions, Queue, QueueConfig, Retention, WorkerOptions};
@@ -63,6 +63,12 @@ async fn main() -> Result<(), Error> {
     // Not part of a plain run: a million jobs take a minute.
     if args.iter().any(|a| a == "queue-soak") {
         queue_soak(&backend, number("--jobs", 1_000_000)).await?;
+    }
+    // Not part of a plain run: the local tier's two invalidation modes side by side.
+    if args.iter().any(|a| a == "cache-tiers") {
+        for mode in [Invalidation::PubSub, Invalidation::Tracking] {
+            cache_tiers(&backend, mode, n / 5, concurrency).await?;
+        }
     }
     redis.shutdown(Duration::from_secs(5)).await;
     Ok(())
@@ -482,6 +488,93 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
     if local.stats().local_hits < n as u64 {
         return Err(format!("only {} of {n} reads hit the local tier", local.stats().local_hits).into());
     }
+    Ok(())
+}
+
+/// Two instances with local tiers, invalidated by `mode`: `cache.tier_write` (writer alone, with the
+/// reader's tier following; its server CPU per write), `cache.tier_mixed` (90 % reads on the
+/// reader over 1,000 keys, 10 % writes on the writer; the reader's local hit rate), and
+/// `cache.tier_staleness` (from a write's return to the reader serving the new value, 200 times).
+async fn cache_tiers(
+    backend: &Arc<dyn Backend>,
+    mode: Invalidation,
+    n: usize,
+    concurrency: usize,
+) -> Result<(), Error> {
+    let name = if mode == Invalidation::Tracking { "tracking" } else { "pubsub" };
+    let mut tier = LocalTier::new(10_000, Duration::from_secs(30));
+    tier.invalidation = mode;
+    let config = CacheConfig::default().with_prefix(format!("b:t:{name}")).with_local_tier(tier);
+    let writer = Cache::new(Arc::clone(backend), config.clone()).await?;
+    let reader = Cache::new(Arc::clone(backend), config).await?;
+    let options = EntryOptions::ttl(Duration::from_secs(300)).tag("api-response");
+    let key = |i: usize| format!("api:ep:{}", i % 1000);
+    let w = writer.clone();
+    let writes = drive(backend, n, concurrency, move |i| {
+        let (w, options) = (w.clone(), options.clone());
+        async move { Ok(w.set(&key(i), &i, &options).await?) }
+    })
+    .await?;
+    let extra = |fields: serde_json::Value| fields.as_object().cloned().unwrap_or_default();
+    report_with("cache.tier_write", n, concurrency, writes, extra(json!({"mode": name})));
+    let options = EntryOptions::ttl(Duration::from_secs(300)).tag("api-response");
+    let (w, r) = (writer.clone(), reader.clone());
+    let before = reader.stats();
+    let mixed = drive(backend, n, concurrency, move |i| {
+        let (w, r, options) = (w.clone(), r.clone(), options.clone());
+        // Spread over the keys so that reads and writes meet.
+        let k = (i * 7919) % 1000;
+        async move {
+            if i % 10 == 0 {
+                w.set(&key(k), &i, &options).await?;
+            } else {
+                let _ = r.get::<usize>(&key(k)).await;
+            }
+            Ok(())
+        }
+    })
+    .await?;
+    let after = reader.stats();
+    let reads = (n - n.div_ceil(10)) as f64;
+    let hit_rate = (after.local_hits - before.local_hits) as f64 / reads;
+    report_with(
+        "cache.tier_mixed",
+        n,
+        concurrency,
+        mixed,
+        extra(json!({"mode": name, "local_hit_rate": (hit_rate * 1000.0).round() / 1000.0})),
+    );
+    let options = EntryOptions::ttl(Duration::from_secs(300)).tag("api-response");
+    let mut windows = Vec::with_capacity(200);
+    for round in 0..200usize {
+        let k = format!("stale:{round}");
+        writer.set(&k, &0usize, &options).await?;
+        // Held in the reader's tier before the write that makes it stale.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let hits = reader.stats().local_hits;
+            if reader.get::<usize>(&k).await == Some(0) && reader.stats().local_hits > hits {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{name}: {k} never reached the reader's tier").into());
+            }
+        }
+        writer.set(&k, &1usize, &options).await?;
+        let written = Instant::now();
+        while reader.get::<usize>(&k).await != Some(1) {
+            if written.elapsed() > Duration::from_secs(2) {
+                return Err(format!("{name}: the reader served the old {k} for 2 s").into());
+            }
+            tokio::task::yield_now().await;
+        }
+        windows.push(written.elapsed());
+    }
+    windows.sort_unstable();
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1000.0;
+    let line = json!({"bench": "cache.tier_staleness", "impl": "redtail", "mode": name, "ops": windows.len(),
+        "p50_ms": ms(windows[windows.len() / 2]), "p99_ms": ms(windows[windows.len() * 99 / 100]), "max_ms": ms(windows[windows.len() - 1])});
+    println!("{line}");
     Ok(())
 }
 

@@ -236,6 +236,11 @@ impl Backend for Counted {
         self.inner.subscribe(channels).await
     }
 
+    async fn track(&self, prefixes: &[&str]) -> redtail_core::Result<redtail_core::Subscription> {
+        self.enter()?;
+        self.inner.track(prefixes).await
+    }
+
     async fn blocking(&self, cmd: redtail_core::Cmd) -> redtail_core::Result<redtail_core::Value> {
         self.enter()?;
         self.inner.blocking(cmd).await

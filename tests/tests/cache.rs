@@ -13,11 +13,37 @@ use redtail_core::{Backend, Cmd, Cursor, Key};
 use redtail_tests::{Ctx, Deployment, Env, Target, TestRedis, TestResult, for_each_backend, for_each_server};
 
 async fn cache(backend: &Arc<dyn Backend>, prefix: &str, local: bool) -> Cache {
+    tiered(backend, prefix, local.then(LocalTier::default)).await
+}
+
+async fn tiered(backend: &Arc<dyn Backend>, prefix: &str, tier: Option<LocalTier>) -> Cache {
     let mut config = CacheConfig::default().with_prefix(prefix);
-    if local {
-        config = config.with_local_tier(LocalTier::default());
+    if let Some(tier) = tier {
+        config = config.with_local_tier(tier);
     }
     Cache::new(Arc::clone(backend), config).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits up to a second for `b` to read `key` as `want`.
+async fn sees(b: &Cache, key: &str, want: Option<u32>, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while b.get::<u32>(key).await != want {
+        assert!(Instant::now() < deadline, "{step}: not seen within 1 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Waits up to a second for `b` to serve `key` from its local tier.
+async fn served_locally(b: &Cache, key: &str, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let hits = b.stats().local_hits;
+        if b.get::<u32>(key).await.is_some() && b.stats().local_hits > hits {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{step}: never served from the local tier");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 for_each_backend!(
@@ -28,7 +54,57 @@ for_each_backend!(
     a_caller_after_an_invalidation_never_joins_a_load_from_before_it,
     durations_redis_cannot_keep_are_refused_naming_the_setting,
     bulk_reads_and_writes_span_slots_and_keep_their_tags,
+    key_tracking_keeps_local_tiers_exact_without_messages,
 );
+
+/// With key tracking, B's local tier drops what A (or anything else) changes: writes, deletes,
+/// tag invalidations, pattern invalidations, and plain commands that no `Cache` made; and
+/// writes of other entries of a tag leave the tag's entries in B's tier.
+async fn key_tracking_keeps_local_tiers_exact_without_messages(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let prefix = env.ns.child("tracked");
+    let tier = Some(LocalTier::default().with_tracking());
+    let a = tiered(&env.backend, prefix.prefix(), tier).await;
+    let b = tiered(&env.backend, prefix.prefix(), tier).await;
+    let options = EntryOptions::default().tag("t");
+    a.set("k", &1u32, &options).await?;
+    sees(&b, "k", Some(1), "first write").await;
+    served_locally(&b, "k", "first write").await;
+    // Other entries of the tag, written many times, do not clear the tag from B's tier.
+    for i in 0..50u32 {
+        a.set(&format!("other{i}"), &i, &options).await?;
+    }
+    // Long enough for their invalidations to arrive: the next read is still a local hit.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let hits = b.stats().local_hits;
+    assert_eq!(b.get::<u32>("k").await, Some(1));
+    assert_eq!(b.stats().local_hits, hits + 1, "writes of other entries of the tag cleared it from B's tier");
+    a.set("k", &2u32, &options).await?;
+    sees(&b, "k", Some(2), "update").await;
+    served_locally(&b, "k", "update").await;
+    // A plain command, as another service or an operator would send.
+    env.backend.call(Cmd::new("DEL").key(&prefix.child("e").key(["k"]))).await?;
+    sees(&b, "k", None, "a DEL sent by no cache").await;
+    a.set("k", &3u32, &options).await?;
+    served_locally(&b, "k", "rewrite").await;
+    a.invalidate_tag("t").await?;
+    sees(&b, "k", None, "tag invalidation").await;
+    a.set("k", &4u32, &options).await?;
+    served_locally(&b, "k", "rewrite").await;
+    a.delete("k").await?;
+    sees(&b, "k", None, "delete").await;
+    a.set("k", &5u32, &options).await?;
+    served_locally(&b, "k", "rewrite").await;
+    assert_eq!(a.invalidate_pattern("k").await?, 1);
+    sees(&b, "k", None, "pattern invalidation").await;
+    // Nothing was published: the cache's channel is unused in this mode.
+    let mut subscription = env.backend.subscribe(&[&format!("{}:inv", prefix.prefix())]).await?;
+    a.set("k", &6u32, &options).await?;
+    sees(&b, "k", Some(6), "last write").await;
+    let message = tokio::time::timeout(Duration::from_millis(100), subscription.next_message()).await;
+    assert!(message.is_err(), "a message was published: {message:?}");
+    Ok(())
+}
 
 /// `get_many` and `set_many` over keys of many slots (a cluster splits them by node).
 async fn bulk_reads_and_writes_span_slots_and_keep_their_tags(target: Target) -> TestResult {
@@ -317,6 +393,29 @@ mod servers {
 
         redtail_tests::for_each_server!(@mod standalone Standalone a_reconnect_at_any_moment_leaves_no_stale_local_entry);
         redtail_tests::for_each_server!(@mod cluster Cluster a_reconnect_at_any_moment_leaves_no_stale_local_entry);
+        redtail_tests::for_each_server!(@mod tracking_standalone Standalone a_tracking_reconnect_at_any_moment_leaves_no_stale_local_entry);
+        redtail_tests::for_each_server!(@mod tracking_cluster Cluster a_tracking_reconnect_at_any_moment_leaves_no_stale_local_entry);
+        redtail_tests::for_each_server!(@mod tracking_flush Standalone a_flush_empties_tracked_local_tiers);
+    }
+
+    async fn a_reconnect_at_any_moment_leaves_no_stale_local_entry(kind: Deployment) -> TestResult {
+        reconnect_at_any_moment(kind, LocalTier::default()).await
+    }
+
+    /// The same with key tracking: its connections are subscribed, so the kill drops them too.
+    async fn a_tracking_reconnect_at_any_moment_leaves_no_stale_local_entry(kind: Deployment) -> TestResult {
+        reconnect_at_any_moment(kind, LocalTier::default().with_tracking()).await
+    }
+
+    /// `FLUSHALL` reaches a tracked tier as a gap: it is emptied.
+    async fn a_flush_empties_tracked_local_tiers(kind: Deployment) -> TestResult {
+        let ctx = Ctx::owned(kind, |c| c).await;
+        let c = tiered(&ctx.backend, ctx.ns.prefix(), Some(LocalTier::default().with_tracking())).await;
+        c.set("k", &1u32, &EntryOptions::default()).await?;
+        served_locally(&c, "k", "write").await;
+        ctx.backend.call(Cmd::new("FLUSHALL")).await?;
+        sees(&c, "k", None, "flush").await;
+        Ok(())
     }
 
     /// Instance A reads a key all the time (refilling its local tier whenever it is cleared)
@@ -326,11 +425,11 @@ mod servers {
     /// serves B's value once its subscription is back, every time. (A used to keep the old value
     /// for the local tier's TTL, 30 s, when the write fell between its first gap and its
     /// resubscription: the tier was cleared, refilled with the old value, and the message lost.)
-    async fn a_reconnect_at_any_moment_leaves_no_stale_local_entry(kind: Deployment) -> TestResult {
+    async fn reconnect_at_any_moment(kind: Deployment, tier: LocalTier) -> TestResult {
         let ctx = Ctx::owned(kind, |c| c).await;
         let other: Arc<dyn Backend> = Redis::connect(Config::from_url(ctx.servers.url())?).await?.into();
-        let a = cache(&ctx.backend, ctx.ns.prefix(), true).await;
-        let b = cache(&other, ctx.ns.prefix(), true).await;
+        let a = tiered(&ctx.backend, ctx.ns.prefix(), Some(tier)).await;
+        let b = tiered(&other, ctx.ns.prefix(), Some(tier)).await;
         let options = EntryOptions::default();
         // Every 3 ms from the kill to 150 ms after it: the reconnect falls somewhere in there.
         for (round, delay_ms) in (0u64..=150).step_by(3).enumerate() {

@@ -17,9 +17,9 @@ use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{OnceCell, oneshot};
 
 use crate::{
-    CacheConfig, EntryOptions, Error, Result,
+    CacheConfig, EntryOptions, Error, Invalidation, Result,
     envelope::{Envelope, TagVersion},
-    local::{self, Local},
+    local::{self, Local, Source},
     stats::{CacheStats, Counters, bump},
 };
 
@@ -121,27 +121,35 @@ impl<C: Codec> Cache<C> {
             .and_then(|()| getrandom::fill(&mut seed))
             .map_err(|e| Error::InvalidInput(format!("the OS random generator failed: {e}")))?;
         let channel = format!("{}:inv", config.prefix);
+        let (entries, tags) = (root.child("e"), root.child("t"));
         let (local, stop) = match config.local {
             Some(tier) => {
                 let local = Local::new(tier);
-                let subscription = backend.subscribe(&[&channel]).await?;
+                // Subscribed before anything is read, so nothing sent after this returns is missed.
+                let (source, subscription) = match tier.invalidation {
+                    Invalidation::PubSub => (Source::Messages { own_id: id }, backend.subscribe(&[&channel]).await?),
+                    Invalidation::Tracking => {
+                        let (entries, tags) = (format!("{}:", entries.prefix()), format!("{}:", tags.prefix()));
+                        let subscription = backend.track(&[&entries, &tags]).await?;
+                        (Source::Tracking { tags: Bytes::from(tags) }, subscription)
+                    }
+                };
                 let (stop, stopped) = oneshot::channel();
-                local.clone().follow(id, subscription, stopped);
+                local.clone().follow(source, subscription, stopped);
                 (Some(local), Some(stop))
             }
             None => (None, None),
         };
-        let tags = root.child("t");
         let writes = {
-            let (backend, tags) = (Arc::clone(&backend), tags.clone());
+            let (backend, tags, clock) = (Arc::clone(&backend), tags.clone(), config.clock.clone());
             Batcher::new(WRITES_PER_BATCH, WRITE_BATCHES_IN_FLIGHT, move |writes| {
-                let (backend, tags) = (Arc::clone(&backend), tags.clone());
-                async move { write_batch(&*backend, &tags, writes).await }
+                let (backend, tags, now_ms) = (Arc::clone(&backend), tags.clone(), clock.now_ms());
+                async move { write_batch(&*backend, &tags, now_ms, writes).await }
             })
         };
         Ok(Cache {
             inner: Arc::new(Inner {
-                entries: root.child("e"),
+                entries,
                 tags,
                 tag_keys: RwLock::default(),
                 locks: root.child("l"),
@@ -778,9 +786,9 @@ impl<C: Codec> Cache<C> {
         }
     }
 
-    /// Tells the other instances' in-process tiers.
+    /// Tells the other instances' in-process tiers (with key tracking, Redis tells them).
     async fn broadcast(&self, kind: u8, body: &[u8]) {
-        if self.inner.local.is_none() {
+        if self.inner.config.local.is_none_or(|tier| tier.invalidation != Invalidation::PubSub) {
             return;
         }
         let message = local::message(kind, &self.inner.id, body);
@@ -882,7 +890,12 @@ enum WriteTag {
 ///
 /// An invalidation between the two leaves the entries written under the old versions, so they
 /// are invalid, as they must be; so does a tag record that expires between them.
-async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>) -> Vec<redtail_core::Result<()>> {
+async fn write_batch(
+    backend: &dyn Backend,
+    tags: &Namespace,
+    now_ms: u64,
+    writes: Vec<Write>,
+) -> Vec<redtail_core::Result<()>> {
     let n = writes.len();
     // Each tag once: the longest life asked for, and a proposal if writes need its version (how
     // many, so that a failed read can fail each of them).
@@ -908,7 +921,7 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
         if let Some(proposal) = proposal {
             cmds.push(get_or_create_tag(&record, proposal, *ttl));
         }
-        cmds.push(Cmd::new("PEXPIRE").key(&record).arg(*ttl).arg("GT"));
+        cmds.push(Cmd::new("PEXPIREAT").key(&record).arg(tag_deadline(now_ms, *ttl)).arg("GT"));
     }
     let mut replies = match backend.pipeline(cmds).await {
         Ok(replies) => replies.into_iter(),
@@ -960,6 +973,17 @@ async fn write_batch(backend: &dyn Backend, tags: &Namespace, writes: Vec<Write>
         backend.eval(&WRITE, &keys, args).await.err().map_or_else(Vec::new, |e| e.fan_out(keys.len()))
     };
     results.into_iter().map(|result| result.unwrap_or_else(|| failed.pop().map_or(Ok(()), Err))).collect()
+}
+
+/// When a tag record whose entries live `ttl_ms` from `now_ms` expires: past them by one to two
+/// steps of half that life (at least 1 s), rounded to a step. The writes of one tag within a step
+/// all ask for the same time, so `PEXPIREAT ... GT` changes the record once a step rather than
+/// once a write: with key tracking, each change clears the tag from every local tier. A clock
+/// behind the server's by more than a step makes the record expire before its entries, which
+/// are then missed (never served stale).
+fn tag_deadline(now_ms: u64, ttl_ms: u64) -> u64 {
+    let step = (ttl_ms / 2).max(1000);
+    (now_ms.saturating_add(ttl_ms) / step).saturating_add(2).saturating_mul(step)
 }
 
 /// Reads a tag record: `None` when there is none; a record of another shape is a version that

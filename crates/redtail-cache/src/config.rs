@@ -98,7 +98,7 @@ impl CacheConfig {
     }
 
     /// Put an in-process tier of `tier` in front of Redis, kept consistent across instances by a
-    /// pub/sub channel.
+    /// pub/sub channel or by Redis's key tracking ([`LocalTier::invalidation`]).
     #[must_use]
     pub fn with_local_tier(mut self, tier: LocalTier) -> Self {
         self.local = Some(tier);
@@ -120,11 +120,41 @@ pub struct LocalTier {
     pub ttl: Duration,
     /// An entry not read for this long leaves early. Default none.
     pub time_to_idle: Option<Duration>,
+    /// How the tier learns of changes made by other instances. Default
+    /// [`Invalidation::PubSub`].
+    pub invalidation: Invalidation,
+}
+
+/// How a [`LocalTier`] learns that another instance changed an entry or a tag.
+///
+/// Both keep the tier exact to within one message's delay after a write, clear it whenever
+/// messages may have been missed (a reconnect: at once, and again once they flow anew), and
+/// fall back on the tier's TTL only if a connection dies without anyone noticing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Invalidation {
+    /// Each instance publishes what it changed on the cache's channel (`<prefix>:inv`), one
+    /// message per write, delete or invalidation. Works on every backend; changes made to the
+    /// cache's keys by anything but a `Cache` are not seen.
+    #[default]
+    PubSub,
+    /// Redis itself reports every change to the cache's entries and tag records
+    /// (`CLIENT TRACKING ... BCAST PREFIX`, on a connection of its own to every primary): no
+    /// application messages, and writes by any client count, expiry and `FLUSHALL` included.
+    /// Needs Redis 6 or later (or Valkey) and a backend that implements
+    /// [`Backend::track`](redtail_core::Backend::track) (both redtail backends do).
+    Tracking,
 }
 
 impl Default for LocalTier {
     fn default() -> Self {
-        LocalTier { capacity: 10_000, weighed: false, ttl: Duration::from_secs(30), time_to_idle: None }
+        LocalTier {
+            capacity: 10_000,
+            weighed: false,
+            ttl: Duration::from_secs(30),
+            time_to_idle: None,
+            invalidation: Invalidation::PubSub,
+        }
     }
 }
 
@@ -137,13 +167,21 @@ impl LocalTier {
     /// A tier of at most `bytes` of keys and values (entries of very different sizes), each
     /// kept at most `ttl`.
     pub fn by_bytes(bytes: u64, ttl: Duration) -> Self {
-        LocalTier { capacity: bytes, weighed: true, ttl, time_to_idle: None }
+        LocalTier { capacity: bytes, weighed: true, ttl, ..LocalTier::default() }
     }
 
     /// Entries not read for `idle` leave before their `ttl`.
     #[must_use]
     pub fn with_time_to_idle(mut self, idle: Duration) -> Self {
         self.time_to_idle = Some(idle);
+        self
+    }
+
+    /// Learn of other instances' changes from Redis's key tracking rather than from messages
+    /// they publish ([`Invalidation::Tracking`]).
+    #[must_use]
+    pub fn with_tracking(mut self) -> Self {
+        self.invalidation = Invalidation::Tracking;
         self
     }
 }

@@ -11,7 +11,7 @@ mod stats;
 
 pub use cache::Cache;
 pub use canonical::canonical_key;
-pub use config::{CacheConfig, Clock, EntryOptions, LocalTier, MAX_DURATION};
+pub use config::{CacheConfig, Clock, EntryOptions, Invalidation, LocalTier, MAX_DURATION};
 pub use error::{Error, Result};
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
 /// `redtail-connection`.

@@ -1,4 +1,5 @@
-//! The in-process first tier and the pub/sub channel that keeps instances consistent.
+//! The in-process first tier, and what keeps it consistent across instances: the pub/sub
+//! channel, or Redis's key tracking.
 
 use std::{
     collections::HashMap,
@@ -9,7 +10,7 @@ use std::{
 };
 
 use moka::sync::Cache as Moka;
-use redtail_core::{Bytes, Event, Subscription};
+use redtail_core::{Bytes, Event, Subscription, unescape};
 use tokio::sync::oneshot;
 
 use crate::{LocalTier, envelope::Envelope};
@@ -125,7 +126,7 @@ impl Local {
     }
 
     /// Applies a message from another instance; messages from `own_id` were applied already.
-    fn apply(&self, own_id: &[u8; 8], payload: &[u8]) {
+    fn apply_message(&self, own_id: &[u8; 8], payload: &[u8]) {
         let Some((&kind, rest)) = payload.split_first() else { return };
         let Some((sender, body)) = rest.split_at_checked(8) else { return };
         if sender == own_id {
@@ -139,14 +140,26 @@ impl Local {
         }
     }
 
+    /// Applies a key Redis reports changed: an entry's own, or a tag record's (its version
+    /// changed, it was created, extended or it expired: entries carrying the tag go).
+    fn apply_change(&self, tags: &[u8], key: &[u8]) {
+        match key.strip_prefix(tags).and_then(unescape) {
+            Some(tag) => self.remove_tag(&String::from_utf8_lossy(&tag)),
+            None => self.remove(key),
+        }
+    }
+
     /// Applies messages and gaps until `stop` fires or the backend shuts down.
-    pub(crate) fn follow(self, own_id: [u8; 8], mut subscription: Subscription, mut stop: oneshot::Receiver<()>) {
+    pub(crate) fn follow(self, source: Source, mut subscription: Subscription, mut stop: oneshot::Receiver<()>) {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = &mut stop => break,
                     event = subscription.recv() => match event {
-                        Some(Event::Message(m)) => self.apply(&own_id, &m.payload),
+                        Some(Event::Message(m)) => match &source {
+                            Source::Messages { own_id } => self.apply_message(own_id, &m.payload),
+                            Source::Tracking { tags } => self.apply_change(tags, &m.payload),
+                        },
                         Some(Event::Gap) => {
                             tracing::info!("cache invalidations may have been missed; in-process tier cleared");
                             self.clear();
@@ -157,6 +170,15 @@ impl Local {
             }
         });
     }
+}
+
+/// Where a [`Local`] tier's invalidations come from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// Messages of other instances on the cache's channel; this instance's id.
+    Messages { own_id: [u8; 8] },
+    /// Keys Redis reports changed; the prefix of tag record keys (`<prefix>:t:`).
+    Tracking { tags: Bytes },
 }
 
 /// Builds an invalidation message.

@@ -6,6 +6,7 @@ mod convert;
 mod error;
 mod health;
 mod redis;
+mod tracking;
 
 pub use config::{Backoff, Config, ReplicaAcks};
 pub use error::{Error, Result};

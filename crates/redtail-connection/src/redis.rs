@@ -42,6 +42,8 @@ struct Inner {
     // Connections held for a whole MULTI/EXEC exchange, or for a write and its `WAIT`.
     exclusive: ExclusivePool,
     pubsub: OnceCell<PubSub>,
+    /// Set on shutdown; key tracking clients quit when it is.
+    stopping: tokio::sync::watch::Sender<bool>,
     closing: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -198,6 +200,7 @@ impl Redis {
                 blocking,
                 exclusive,
                 pubsub: OnceCell::new(),
+                stopping: tokio::sync::watch::Sender::new(false),
                 closing: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -294,6 +297,7 @@ impl Redis {
         if let Some(pubsub) = inner.pubsub.get() {
             let _ = pubsub.client.quit().await;
         }
+        inner.stopping.send_replace(true);
         let _ = inner.pool.quit().await;
         let _ = inner.blocking.quit().await;
         let _ = inner.exclusive.quit().await;
@@ -550,6 +554,11 @@ impl Backend for Redis {
         let _guard = self.enter()?;
         let pubsub = self.pubsub().await?;
         pubsub.subscribe(channels, self.timeout()).await
+    }
+
+    async fn track(&self, prefixes: &[&str]) -> Result<Subscription> {
+        let _guard = self.enter()?;
+        crate::tracking::track(&self.inner.builder, prefixes, self.timeout(), self.inner.stopping.subscribe()).await
     }
 
     async fn blocking(&self, cmd: Cmd) -> Result<Value> {

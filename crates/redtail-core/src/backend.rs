@@ -92,6 +92,23 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Timeout: the subscription was not made.
     async fn subscribe(&self, channels: &[&str]) -> Result<Subscription>;
 
+    /// Follows every change to keys starting with one of `prefixes`, made by any client, through
+    /// Redis's server-assisted client-side caching (`CLIENT TRACKING ON BCAST PREFIX ...`, on
+    /// every primary of a cluster). Each [`Event::Message`] names one changed key (its payload;
+    /// its channel is [`TRACKING_CHANNEL`]). An [`Event::Gap`] says keys may have changed unseen:
+    /// the tracking connection was lost (once at once, and again once tracking is back on every
+    /// primary), the subscription fell behind, or the database was flushed.
+    ///
+    /// Prefixes must not overlap (Redis refuses `a:` with `a:b:`). Delivery is at most once, as
+    /// with [`Backend::subscribe`]; changes are reported after they are made, never before.
+    ///
+    /// The default answers [`Error::InvalidInput`]: a backend without it says so at once.
+    /// Timeout: tracking was not started.
+    async fn track(&self, prefixes: &[&str]) -> Result<Subscription> {
+        let _ = prefixes;
+        Err(Error::InvalidInput(format!("{self:?} cannot track keys (CLIENT TRACKING)")))
+    }
+
     /// Runs a blocking command (`BLMOVE`, `BZPOPMIN`, `XREAD BLOCK`, ...) on a connection reserved
     /// for blocking commands, so that it never delays other traffic.
     /// The backend waits for the command's own timeout plus its command timeout.
@@ -113,6 +130,10 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
         None
     }
 }
+
+/// The channel named by the messages of [`Backend::track`]: the one Redis itself uses for
+/// invalidations.
+pub const TRACKING_CHANNEL: &str = "__redis__:invalidate";
 
 /// Where a [`Backend::scan`] continues: the shard (cluster primary) and that shard's cursor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -178,6 +199,11 @@ impl Feed {
     /// Tells the subscription that messages may have been missed ([`Event::Gap`]).
     pub fn gap(&self) {
         self.gaps.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Resolves once the subscription is dropped: the backend can stop feeding it.
+    pub async fn closed(&self) {
+        self.messages.closed().await;
     }
 }
 

@@ -13,7 +13,7 @@ mod ttl;
 mod value;
 
 pub use async_trait::async_trait;
-pub use backend::{Backend, Cursor, Event, Feed, Message, ScanPage, Subscription, same_slot};
+pub use backend::{Backend, Cursor, Event, Feed, Message, ScanPage, Subscription, TRACKING_CHANNEL, same_slot};
 pub use batch::{BatchedGet, BatchedScript, BatchedTransaction, Batcher, batch_group};
 pub use bytes::Bytes;
 pub use clock::Clock;

@@ -143,6 +143,7 @@ fn server(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
         "DBSIZE" => Ok(Reply::Int(count(store.live_keys().count()))),
         "FLUSHALL" | "FLUSHDB" => {
             store.keys.clear();
+            store.flushed();
             Ok(Reply::ok())
         }
         _ => Err(not_implemented(name)),
@@ -173,10 +174,16 @@ fn keyspace(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
                 Some(at) => i64::try_from(if name == "EXPIRETIME" { at / 1000 } else { at }).unwrap_or(i64::MAX),
             },
         })),
-        "PERSIST" => Ok(Reply::from_bool(store.get_mut(&a[0]).is_some_and(|e| e.expires_at.take().is_some()))),
+        "PERSIST" => {
+            let persisted = store.get_mut(&a[0]).is_some_and(|e| e.expires_at.take().is_some());
+            if persisted {
+                store.touch(&a[0]);
+            }
+            Ok(Reply::from_bool(persisted))
+        }
         "RENAME" => {
             let entry = store.remove(&a[0]).ok_or_else(|| "ERR no such key".to_owned())?;
-            store.keys.insert(a[1].clone(), entry);
+            store.set(&a[1], entry.data, entry.expires_at);
             Ok(Reply::ok())
         }
         _ => Err(not_implemented(name)),
@@ -688,7 +695,10 @@ fn expire(store: &mut Store, name: &str, a: &[Bytes]) -> CmdResult {
         return Ok(Reply::Int(0));
     }
     match u64::try_from(at) {
-        Ok(at) if at > now => entry.expires_at = Some(at),
+        Ok(at) if at > now => {
+            entry.expires_at = Some(at);
+            store.touch(&a[0]);
+        }
         _ => {
             store.remove(&a[0]);
         }

@@ -18,14 +18,17 @@ use std::{
 pub use clock::Clock;
 use redtail_core::{
     Arg, Backend, Bytes, Cmd, Cursor, Error, Feed, Key, Message, Pattern, Result, ScanPage, Script, ServerError,
-    Subscription, Value, async_trait, same_slot,
+    Subscription, TRACKING_CHANNEL, Value, async_trait, same_slot,
 };
 use tokio::sync::Notify;
 
 use self::{
     lua::Scripting,
-    store::{Reply, Store},
+    store::{Changes, Reply, Store},
 };
+
+/// How many changed keys a tracking subscription holds before it reports a gap instead.
+const TRACKED_BUFFER: usize = 16_384;
 
 /// An in-memory Redis behind the [`Backend`] trait, for fast tests without a server.
 ///
@@ -60,6 +63,8 @@ struct Shared {
     /// Woken after every write, so blocked pops look again.
     changed: Notify,
     subscribers: Mutex<Subscribers>,
+    /// Key tracking subscriptions ([`Backend::track`]): id, prefixes, feed.
+    trackers: Mutex<Vec<(u64, Vec<String>, Feed)>>,
     next_id: AtomicU64,
 }
 
@@ -97,6 +102,7 @@ impl MemoryBackend {
                 clock,
                 changed: Notify::new(),
                 subscribers: Mutex::default(),
+                trackers: Mutex::default(),
                 next_id: AtomicU64::new(0),
             }),
         }
@@ -112,6 +118,8 @@ impl MemoryBackend {
     pub fn interrupt_subscriptions(&self) {
         let subscribers = self.shared.subscribers.lock().unwrap_or_else(|p| p.into_inner());
         subscribers.values().flatten().for_each(|(_, feed)| feed.gap());
+        let trackers = self.shared.trackers.lock().unwrap_or_else(|p| p.into_inner());
+        trackers.iter().for_each(|(_, _, feed)| feed.gap());
     }
 
     /// Locks the state with the store's time set to now; every command runs under this lock, so
@@ -131,8 +139,28 @@ impl MemoryBackend {
             };
         }
         let reply = commands::execute(&mut state.store, &args).unwrap_or_else(Reply::Error);
-        self.shared.changed.notify_waiters();
+        self.changed(&mut state.store);
         reply
+    }
+
+    /// After each command, transaction or script: wakes blocked commands, and tells key
+    /// trackers which keys changed (under the state's lock, so they learn in order).
+    fn changed(&self, store: &mut Store) {
+        if let Some(changes) = &mut store.changes
+            && (changes.flushed || !changes.keys.is_empty())
+        {
+            let Changes { keys, flushed } = std::mem::take(changes);
+            let trackers = self.shared.trackers.lock().unwrap_or_else(|p| p.into_inner());
+            for (_, prefixes, feed) in trackers.iter() {
+                if flushed {
+                    feed.gap();
+                }
+                for key in keys.iter().filter(|k| prefixes.iter().any(|p| k.starts_with(p.as_bytes()))) {
+                    feed.deliver(Message { channel: TRACKING_CHANNEL.to_owned(), payload: key.clone() });
+                }
+            }
+        }
+        self.shared.changed.notify_waiters();
     }
 
     fn deliver(&self, channel: &str, payload: Bytes) -> i64 {
@@ -201,7 +229,7 @@ impl MemoryBackend {
             }
         };
         if reply.is_some() {
-            self.shared.changed.notify_waiters();
+            self.changed(store);
         }
         Ok(reply.map(value))
     }
@@ -287,8 +315,8 @@ impl Backend for MemoryBackend {
         }
         let Some(scripting) = scripting.as_mut() else { return Err(server("ERR Lua is not available".to_owned())) };
         let reply = scripting.run(store, script.sha(), script.source(), &keys, &args);
+        self.changed(store);
         drop(state);
-        self.shared.changed.notify_waiters();
         top_level(reply.unwrap_or_else(Reply::Error))
     }
 
@@ -319,6 +347,21 @@ impl Backend for MemoryBackend {
         for channel in channels {
             subscribers.entry((*channel).to_owned()).or_default().push((id, feed.clone()));
         }
+        Ok(subscription)
+    }
+
+    async fn track(&self, prefixes: &[&str]) -> Result<Subscription> {
+        if prefixes.is_empty() {
+            return Err(Error::InvalidInput("tracking needs at least one key prefix".to_owned()));
+        }
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (feed, subscription) =
+            Subscription::channel(TRACKED_BUFFER, Untrack { id, shared: Arc::downgrade(&self.shared) });
+        // Under the state's lock: no command runs between tracking on and this tracker listed.
+        let mut state = self.lock();
+        state.store.changes.get_or_insert_with(Changes::default);
+        let prefixes = prefixes.iter().map(|p| (*p).to_owned()).collect();
+        self.shared.trackers.lock().unwrap_or_else(|p| p.into_inner()).push((id, prefixes, feed));
         Ok(subscription)
     }
 
@@ -386,6 +429,27 @@ impl Drop for Unsubscribe {
                 senders.retain(|(id, _)| *id != self.id);
                 !senders.is_empty()
             });
+        }
+    }
+}
+
+/// Removes a key tracking subscription when it is dropped; the last one turns tracking off.
+struct Untrack {
+    id: u64,
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Drop for Untrack {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.upgrade() {
+            let none_left = {
+                let mut trackers = shared.trackers.lock().unwrap_or_else(|p| p.into_inner());
+                trackers.retain(|(id, _, _)| *id != self.id);
+                trackers.is_empty()
+            };
+            if none_left {
+                shared.state.lock().unwrap_or_else(|p| p.into_inner()).store.changes = None;
+            }
         }
     }
 }

@@ -151,6 +151,16 @@ pub(crate) struct Store {
     pub(crate) keys: BTreeMap<Bytes, Entry>,
     /// Unix milliseconds of the command being run; set before each command.
     pub(crate) now: u64,
+    /// With key tracking on: the keys changed (written, deleted or expired) since the backend
+    /// last took them, and whether everything was flushed.
+    pub(crate) changes: Option<Changes>,
+}
+
+/// What changed since the tracking subscriptions were last told.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) keys: Vec<Bytes>,
+    pub(crate) flushed: bool,
 }
 
 impl Store {
@@ -162,20 +172,41 @@ impl Store {
         };
         if due {
             self.keys.remove(key);
+            self.touch(key);
         }
         !due
+    }
+
+    /// Records that `key` changed, for key tracking. Every write path calls it; a call for a
+    /// key that did not change in the end only costs a tracker a needless invalidation.
+    pub(crate) fn touch(&mut self, key: &[u8]) {
+        if let Some(changes) = &mut self.changes {
+            changes.keys.push(Bytes::copy_from_slice(key));
+        }
+    }
+
+    /// Records that every key is gone, for key tracking.
+    pub(crate) fn flushed(&mut self) {
+        if let Some(changes) = &mut self.changes {
+            changes.flushed = true;
+        }
     }
 
     pub(crate) fn get(&mut self, key: &[u8]) -> Option<&Entry> {
         if self.expire_if_due(key) { self.keys.get(key) } else { None }
     }
 
+    /// The entry at `key` for changing; the caller [touches](Store::touch) it if it does.
     pub(crate) fn get_mut(&mut self, key: &[u8]) -> Option<&mut Entry> {
         if self.expire_if_due(key) { self.keys.get_mut(key) } else { None }
     }
 
     pub(crate) fn remove(&mut self, key: &[u8]) -> Option<Entry> {
-        if self.expire_if_due(key) { self.keys.remove(key) } else { None }
+        if !self.expire_if_due(key) {
+            return None;
+        }
+        self.touch(key);
+        self.keys.remove(key)
     }
 
     pub(crate) fn exists(&mut self, key: &[u8]) -> bool {
@@ -184,6 +215,7 @@ impl Store {
 
     /// Sets a value with no expiry, replacing whatever was there.
     pub(crate) fn set(&mut self, key: &[u8], data: Data, expires_at: Option<u64>) {
+        self.touch(key);
         self.keys.insert(Bytes::copy_from_slice(key), Entry { data, expires_at });
     }
 
@@ -223,6 +255,7 @@ macro_rules! typed {
                     }
                     self.set(key, Data::$variant(Default::default()), None);
                 }
+                self.touch(key);
                 match self.keys.get_mut(key) {
                     Some(Entry { data: Data::$variant(v), .. }) => Ok(Some(v)),
                     Some(_) => Err(WRONGTYPE.to_owned()),
