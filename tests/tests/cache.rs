@@ -324,8 +324,69 @@ mod servers {
 
     for_each_server!(
         two_instances_with_local_tiers_agree_within_100_ms,
-        a_thousand_callers_in_four_processes_run_the_loader_once
+        a_burst_of_writes_elsewhere_leaves_other_local_entries,
+        a_thousand_callers_in_four_processes_run_the_loader_once,
+        eager_refresh_runs_once_across_four_processes_and_no_caller_waits
     );
+
+    /// An entry written with a 4 s TTL is read 2.5 s later (past half its TTL) by 100 callers
+    /// in each of four processes: each is answered at once with the value it had, and one
+    /// background refresh runs across the four.
+    async fn eager_refresh_runs_once_across_four_processes_and_no_caller_waits(kind: Deployment) -> TestResult {
+        let servers = TestRedis::shared_or_owned(kind)?;
+        let prefix = format!("{}:eager", servers.namespace().prefix());
+        let redis = Redis::connect(Config::from_url(servers.url())?).await?;
+        let backend: Arc<dyn Backend> = redis.into();
+        let cache = Cache::new(backend, CacheConfig::default().with_prefix(prefix.clone())).await?;
+        cache.set("k", "old", &EntryOptions::ttl(Duration::from_secs(4))).await?;
+        let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 2500;
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_stampede"))
+                    .args([servers.url(), &prefix, "k", "100", &start_at.to_string(), "eager"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()?;
+        let mut total = 0;
+        for child in children {
+            let out = child.wait_with_output()?;
+            assert!(out.status.success(), "eager child failed: {}", String::from_utf8_lossy(&out.stderr));
+            total += String::from_utf8_lossy(&out.stdout).trim().parse::<u32>()?;
+        }
+        assert_eq!(total, 1, "{total} refreshes across four processes");
+        assert_eq!(cache.get::<String>("k").await.as_deref(), Some("new"), "the refresh stored its value");
+        Ok(())
+    }
+
+    /// 2,000 concurrent writes on A leave B's local entry of another key in place, in both
+    /// invalidation modes: their messages are applied, not overflowed into a gap that empties
+    /// the tier (fred's channel of 32 messages did, before the subscriber's was made larger).
+    async fn a_burst_of_writes_elsewhere_leaves_other_local_entries(kind: Deployment) -> TestResult {
+        let ctx = Ctx::new(kind).await;
+        for (mode, tier) in [("pubsub", LocalTier::default()), ("tracking", LocalTier::default().with_tracking())] {
+            let prefix = ctx.ns.child(mode);
+            let a = tiered(&ctx.backend, prefix.prefix(), Some(tier)).await;
+            let b = tiered(&ctx.backend, prefix.prefix(), Some(tier)).await;
+            a.set("kept", &1u32, &EntryOptions::default()).await?;
+            served_locally(&b, "kept", mode).await;
+            let writes: Vec<_> = (0..2000u32)
+                .map(|i| {
+                    let a = a.clone();
+                    tokio::spawn(async move { a.set(&format!("burst{i}"), &i, &EntryOptions::default()).await })
+                })
+                .collect();
+            for write in writes {
+                write.await??;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let hits = b.stats().local_hits;
+            assert_eq!(b.get::<u32>("kept").await, Some(1));
+            assert_eq!(b.stats().local_hits, hits + 1, "{mode}: the burst emptied B's tier");
+        }
+        Ok(())
+    }
 
     async fn two_instances_with_local_tiers_agree_within_100_ms(kind: Deployment) -> TestResult {
         let ctx = Ctx::new(kind).await;
