@@ -8,6 +8,7 @@ use std::{
 
 use redtail_connection::{Config, Error as ConnectError, Redis};
 use redtail_core::{Backend, Bytes, Cmd, Error, Event, Key, Script, Value};
+use redtail_testkit::FaultProxy;
 use redtail_tests::{Ctx, Deployment, TestRedis, TestResult, for_each_server};
 
 static COUNT_RUN: LazyLock<Script> = LazyLock::new(|| {
@@ -332,5 +333,91 @@ async fn replica_acks_wait_on_the_node_of_each_written_slot_in_a_cluster() -> Te
             other => panic!("{key}: expected NotReplicated with 1 of 2 replicas, got {other:?}"),
         }
     }
+    Ok(())
+}
+
+/// A client whose only connection goes through a fault proxy to a standalone server.
+async fn through_proxy(
+    timeout: Duration,
+) -> Result<(TestRedis, FaultProxy, Redis), Box<dyn std::error::Error + Send + Sync>> {
+    let servers = TestRedis::shared_or_owned(Deployment::Standalone)?;
+    let port = servers.data_ports()[0];
+    let proxy = FaultProxy::start(([127, 0, 0, 1], port).into()).await?;
+    let config =
+        Config::from_url(&format!("redis://{}", proxy.addr()))?.with_pool_size(1).with_command_timeout(timeout);
+    let redis = Redis::connect(config).await?;
+    Ok((servers, proxy, redis))
+}
+
+/// A connection whose bytes stop flowing without a reset (a half-open connection: a dead route,
+/// a dropped NAT entry) fails each request at its timeout, and is replaced: requests succeed
+/// again within a few timeouts, on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_is_noticed_by_the_timeout_and_replaced() -> TestResult {
+    let timeout = Duration::from_millis(300);
+    let (servers, proxy, redis) = through_proxy(timeout).await?;
+    let key = Key::from_raw(format!("{}:stall", servers.namespace().prefix()));
+    redis.call(Cmd::new("SET").key(&key).arg("v").arg("EX").arg(60)).await?;
+    proxy.stall();
+    let started = Instant::now();
+    let stalled = redis.call(Cmd::new("GET").key(&key)).await;
+    let waited = started.elapsed();
+    assert!(matches!(stalled, Err(Error::Timeout(_))), "{stalled:?}");
+    assert!(waited < timeout + Duration::from_millis(50), "a stalled request waited {waited:?}");
+    // Every request is answered by its timeout; within a few, one is answered by a new connection.
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    loop {
+        let sent = Instant::now();
+        let reply = redis.call(Cmd::new("GET").key(&key)).await;
+        slowest = slowest.max(sent.elapsed());
+        if reply.is_ok() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still stalled after 5 s: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("replaced after {:?}; slowest request {slowest:?}", started.elapsed());
+    assert!(slowest < timeout + Duration::from_millis(50), "a request waited {slowest:?}");
+    Ok(())
+}
+
+/// A connection reset mid-traffic costs the requests in flight at most, then a new one serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_connection_is_replaced() -> TestResult {
+    let (servers, proxy, redis) = through_proxy(Duration::from_millis(300)).await?;
+    let key = Key::from_raw(format!("{}:reset", servers.namespace().prefix()));
+    redis.call(Cmd::new("SET").key(&key).arg("v").arg("EX").arg(60)).await?;
+    proxy.reset();
+    let (took, value) = until_ok(Duration::from_secs(5), || redis.call(Cmd::new("GET").key(&key))).await?;
+    assert_eq!(value.into_opt_bytes()?.as_deref(), Some(&b"v"[..]));
+    println!("served again after {took:?}");
+    Ok(())
+}
+
+/// A 2 s latency spike against a 300 ms timeout: every request is answered by its timeout, and
+/// once the spike ends requests succeed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_spike_never_holds_a_request_past_its_timeout() -> TestResult {
+    let timeout = Duration::from_millis(300);
+    let (servers, proxy, redis) = through_proxy(timeout).await?;
+    let key = Key::from_raw(format!("{}:latency", servers.namespace().prefix()));
+    redis.call(Cmd::new("SET").key(&key).arg("v").arg("EX").arg(60)).await?;
+    proxy.set_latency(Duration::from_secs(2));
+    let spike = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut failed = 0;
+    while spike.elapsed() < Duration::from_secs(2) {
+        let sent = Instant::now();
+        if redis.call(Cmd::new("GET").key(&key)).await.is_err() {
+            failed += 1;
+        }
+        slowest = slowest.max(sent.elapsed());
+    }
+    assert!(failed > 0, "no request met the spike");
+    assert!(slowest < timeout + Duration::from_millis(50), "a request waited {slowest:?}");
+    proxy.set_latency(Duration::ZERO);
+    let (took, _) = until_ok(Duration::from_secs(10), || redis.call(Cmd::new("GET").key(&key))).await?;
+    println!("{failed} requests timed out in the spike; served again {took:?} after it");
     Ok(())
 }

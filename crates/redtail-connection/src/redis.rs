@@ -42,6 +42,8 @@ struct Inner {
     // Connections held for a whole MULTI/EXEC exchange, or for a write and its `WAIT`.
     exclusive: ExclusivePool,
     pubsub: OnceCell<PubSub>,
+    /// Clients whose connection is being probed after a timeout (by fred client id).
+    probing: Mutex<std::collections::HashSet<String>>,
     /// Set on shutdown; key tracking clients quit when it is.
     stopping: tokio::sync::watch::Sender<bool>,
     closing: AtomicBool,
@@ -107,9 +109,9 @@ impl Redis {
         // server discarded the transaction and nothing was applied.
         debug_assert_eq!(queued.len(), n_cmds + 1);
         for reply in queued {
-            reply.map_err(|e| self.error(e))?;
+            reply.map_err(|e| self.failed_on(&held, e))?;
         }
-        match convert::frame(exec.map_err(|e| self.error(e))?) {
+        match convert::frame(exec.map_err(|e| self.failed_on(&held, e))?) {
             Value::Array(replies) => {
                 self.confirm(&held, &[slot.unwrap_or(0)]).await?;
                 Ok(replies)
@@ -200,6 +202,7 @@ impl Redis {
                 blocking,
                 exclusive,
                 pubsub: OnceCell::new(),
+                probing: Mutex::default(),
                 stopping: tokio::sync::watch::Sender::new(false),
                 closing: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
@@ -341,8 +344,43 @@ impl Redis {
         match reply.map(convert::frame) {
             Ok(Value::Error(e)) => Err(Error::Server(e)),
             Ok(value) => Ok(value),
-            Err(e) => Err(self.error(e)),
+            Err(e) => Err(self.failed_on(client, e)),
         }
+    }
+
+    /// The error for a request on `client` that failed with `e`. A timeout makes the connection
+    /// suspect: if a `PING` on it does not come back within the command timeout either, it is
+    /// taken for dead and replaced. A half-open connection (a dead route, a dropped NAT entry, a
+    /// stalled peer) is otherwise kept until the operating system notices, which takes minutes,
+    /// and every request on it times out meanwhile; fred's own unresponsive check misses it as
+    /// long as requests keep coming, since each write restarts its clock.
+    fn failed_on(&self, client: &Client, e: fred::error::Error) -> Error {
+        let error = self.error(e);
+        if matches!(error, Error::Timeout(_)) {
+            self.probe_connection(client);
+        }
+        error
+    }
+
+    /// Pings `client` once (at most one probe per client at a time); forces a reconnect if the
+    /// ping times out too.
+    fn probe_connection(&self, client: &Client) {
+        let id = client.id().to_owned();
+        if !self.inner.probing.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+            return;
+        }
+        let (client, inner, timeout) = (client.clone(), Arc::clone(&self.inner), self.timeout());
+        tokio::spawn(async move {
+            let once = Options { timeout: Some(timeout), max_attempts: Some(1), ..Options::default() };
+            let ping: std::result::Result<(), _> = client.with_options(&once).ping(None).await;
+            if let Err(e) = ping
+                && *e.kind() == fred::error::ErrorKind::Timeout
+            {
+                tracing::warn!(client = %id, ?timeout, "redis connection answers nothing, not even PING: replacing it");
+                let _ = client.force_reconnection().await;
+            }
+            inner.probing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
     }
 
     async fn pubsub(&self) -> Result<&PubSub> {
@@ -432,6 +470,9 @@ impl Backend for Redis {
         let timeout = self.timeout();
         let replies: Vec<Result<Value>> =
             Box::pin(pipeline.try_all::<FredValue>()).await.into_iter().map(|r| convert::reply(r, timeout)).collect();
+        if replies.iter().any(|r| matches!(r, Err(Error::Timeout(_)))) {
+            self.probe_connection(&client);
+        }
         let mut landed: Vec<u16> = writes
             .iter()
             .zip(&replies)

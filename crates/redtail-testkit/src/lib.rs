@@ -7,6 +7,7 @@ mod container;
 mod deployment;
 mod error;
 mod memory;
+mod proxy;
 pub mod resp;
 mod server;
 
@@ -14,3 +15,4 @@ pub use binaries::{ServerBinaries, ServerKind};
 pub use deployment::{Deployment, SENTINEL_SERVICE, TestRedis};
 pub use error::{Error, Result};
 pub use memory::{Clock, MemoryBackend};
+pub use proxy::FaultProxy;
