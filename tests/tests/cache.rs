@@ -468,6 +468,35 @@ mod servers {
         reconnect_at_any_moment(kind, LocalTier::default().with_tracking()).await
     }
 
+    /// A's connections go through a proxy that stalls them all (half-open: bytes stop, nothing
+    /// is closed) while B writes: A's tier serves B's value within a few seconds (its listening
+    /// connection is pinged every second and replaced), not after the tier's 30 s TTL.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_listening_connection_is_replaced_and_the_tier_catches_up() -> TestResult {
+        let servers = TestRedis::shared_or_owned(Deployment::Standalone)?;
+        let proxy = redtail_testkit::FaultProxy::start(([127, 0, 0, 1], servers.data_ports()[0]).into()).await?;
+        let through =
+            Config::from_url(&format!("redis://{}", proxy.addr()))?.with_command_timeout(Duration::from_millis(300));
+        let a_backend: Arc<dyn Backend> = Redis::connect(through).await?.into();
+        let b_backend: Arc<dyn Backend> = Redis::connect(Config::from_url(servers.url())?).await?.into();
+        for (mode, tier) in [("pubsub", LocalTier::default()), ("tracking", LocalTier::default().with_tracking())] {
+            let prefix = servers.namespace().child(mode);
+            let a = tiered(&a_backend, prefix.prefix(), Some(tier)).await;
+            let b = tiered(&b_backend, prefix.prefix(), Some(tier)).await;
+            b.set("k", &1u32, &EntryOptions::default()).await?;
+            served_locally(&a, "k", mode).await;
+            proxy.stall();
+            b.set("k", &2u32, &EntryOptions::default()).await?;
+            let started = Instant::now();
+            while a.get::<u32>("k").await != Some(2) {
+                assert!(started.elapsed() < Duration::from_secs(10), "{mode}: A served the old value for 10 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            println!("{mode}: A caught up {:?} after the stall", started.elapsed());
+        }
+        Ok(())
+    }
+
     /// `FLUSHALL` reaches a tracked tier as a gap: it is emptied.
     async fn a_flush_empties_tracked_local_tiers(kind: Deployment) -> TestResult {
         let ctx = Ctx::owned(kind, |c| c).await;

@@ -391,7 +391,7 @@ impl Redis {
                 log_events(&client, self.inner.config.reconnect);
                 client.init().await.map_err(|e| self.error(e))?;
                 // PubSub::start resubscribes every tracked channel after a reconnect.
-                Ok(PubSub::start(client))
+                Ok(PubSub::start(client, self.timeout(), self.inner.stopping.subscribe()))
             })
             .await
     }
@@ -643,6 +643,25 @@ fn listener(builder: &Builder) -> Builder {
     listener
 }
 
+/// Pings each connection of `client` (every primary of a cluster); one that does not answer
+/// within `timeout` makes the client reconnect.
+pub(crate) async fn ping_or_reconnect<C: ClientLike>(client: &C, timeout: Duration) {
+    let once = Options { timeout: Some(timeout), max_attempts: Some(1), ..Options::default() };
+    let servers: Vec<Option<Server>> =
+        if client.is_clustered() { client.active_connections().into_iter().map(Some).collect() } else { vec![None] };
+    for server in servers {
+        let options = Options { cluster_node: server.clone(), ..once.clone() };
+        let ping: std::result::Result<FredValue, _> = client.with_options(&options).ping(None).await;
+        if let Err(e) = ping
+            && *e.kind() == fred::error::ErrorKind::Timeout
+        {
+            tracing::warn!(?server, ?timeout, "redis listening connection answers no PING: reconnecting");
+            let _ = client.force_reconnection().await;
+            return;
+        }
+    }
+}
+
 /// fred's client settings from ours.
 fn builder(config: &Config) -> Builder {
     let mut builder = Builder::from_config(config.fred.clone());
@@ -723,7 +742,21 @@ struct PubSub {
 }
 
 impl PubSub {
-    fn start(client: SubscriberClient) -> PubSub {
+    fn start(client: SubscriberClient, timeout: Duration, mut stopping: tokio::sync::watch::Receiver<bool>) -> PubSub {
+        // A subscribed connection sends nothing: one that stalls (half-open) would go unnoticed
+        // while messages silently stop. Pinged every second, it is replaced when it does not
+        // answer, which reports gaps and subscribes anew.
+        let pinged = client.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => ping_or_reconnect(&pinged, timeout).await,
+                    _ = async { stopping.wait_for(|stop| *stop).await.is_ok() } => break,
+                }
+            }
+        });
         let routes: Routes = Arc::default();
         // Messages published while the connection was down are lost: every subscription is told
         // at once, and again once the channels are subscribed anew, since what a subscriber

@@ -10,7 +10,8 @@
 //! in the connection) and reports a gap at once; every [`CHECK_EVERY`] it registers what is not
 //! registered yet (on a cluster: the current primaries, which it re-reads) and reports a second
 //! gap once that succeeded, since what a follower read between the two gaps may rest on writes
-//! nobody reported.
+//! nobody reported. It also pings every connection each time: a subscribed connection that
+//! stalls (half-open) would otherwise go unnoticed while invalidations silently stop.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -123,7 +124,10 @@ impl Tracker {
                     feed.gap();
                     self.register_and_report(&feed).await;
                 }
-                _ = check.tick() => self.register_and_report(&feed).await,
+                _ = check.tick() => {
+                    crate::redis::ping_or_reconnect(&self.client, self.timeout).await;
+                    self.register_and_report(&feed).await;
+                }
                 () = feed.closed() => break,
                 _ = async { stopping.wait_for(|stop| *stop).await.is_ok() } => {
                     let _ = self.client.quit().await;
