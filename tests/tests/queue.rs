@@ -567,6 +567,8 @@ async fn a_busy_worker_leaves_the_wake_up_to_an_idle_one(target: Target) -> Test
 }
 
 mod servers {
+    use redtail_connection::{Config, Redis};
+    use redtail_core::Backend;
     use redtail_tests::Deployment;
 
     use super::*;
@@ -577,10 +579,15 @@ mod servers {
     where
         F: FnOnce(&TestRedis) -> redtail_testkit::Result<()>,
     {
-        let queue = Queue::<Download>::new(
-            Arc::clone(&ctx.backend),
-            keep_all(QueueConfig::new("faults").prefix(ctx.ns.prefix())),
-        )?;
+        run_on(&ctx.backend, ctx.ns.prefix(), jobs, max_repeated, || fault(&ctx.servers)).await
+    }
+
+    /// [`run_through_fault`] on any backend, with any fault.
+    async fn run_on<F>(backend: &Arc<dyn Backend>, prefix: &str, jobs: u32, max_repeated: usize, fault: F) -> TestResult
+    where
+        F: FnOnce() -> redtail_testkit::Result<()>,
+    {
+        let queue = Queue::<Download>::new(Arc::clone(backend), keep_all(QueueConfig::new("faults").prefix(prefix)))?;
         let items: Vec<Download> = (0..jobs).map(download).collect();
         queue.add_bulk(&items).await?;
         let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
@@ -603,7 +610,7 @@ mod servers {
         })
         .await?;
         // The fault blocks this thread; the workers run on the other.
-        tokio::task::block_in_place(|| fault(&ctx.servers))?;
+        tokio::task::block_in_place(fault)?;
         until("every job completes", Duration::from_secs(120), || async {
             Ok(queue.counts().await.map(|c| c.completed).unwrap_or(0) == u64::from(jobs))
         })
@@ -668,6 +675,26 @@ mod servers {
             let port = servers.kill_primary()?;
             std::thread::sleep(Duration::from_millis(500));
             servers.restart_killed(port)
+        })
+        .await
+    }
+
+    /// Workers whose connections go through a proxy that adds 2 s of latency for 3 s, against a
+    /// 1 s command timeout and 3 s leases renewed each second: every job completes once in the
+    /// record, and only jobs in flight at the spike may run twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_two_second_latency_spike_during_two_thousand_jobs() -> TestResult {
+        let servers = TestRedis::shared_or_owned(Deployment::Standalone)?;
+        let proxy = redtail_testkit::FaultProxy::start(([127, 0, 0, 1], servers.data_ports()[0]).into()).await?;
+        let config =
+            Config::from_url(&format!("redis://{}", proxy.addr()))?.with_command_timeout(Duration::from_secs(1));
+        let backend: Arc<dyn Backend> = Redis::connect(config).await?.into();
+        let prefix = servers.namespace().child("spike");
+        run_on(&backend, prefix.prefix(), 2_000, 100, || {
+            proxy.set_latency(Duration::from_secs(2));
+            std::thread::sleep(Duration::from_secs(3));
+            proxy.set_latency(Duration::ZERO);
+            Ok(())
         })
         .await
     }
