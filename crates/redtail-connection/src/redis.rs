@@ -615,10 +615,14 @@ impl Backend for Redis {
         let client = self.inner.blocking.acquire().await;
         let (command, args) = convert::command(cmd, true);
         let options = Options { timeout: Some(timeout), max_attempts: Some(1), ..Options::default() };
-        Box::pin(client.with_options(&options).custom::<FredValue, _>(command, args))
-            .await
-            .map(convert::value)
-            .map_err(|e| convert::error(e, timeout))
+        let reply = Box::pin(client.with_options(&options).custom::<FredValue, _>(command, args)).await;
+        reply.map(convert::value).map_err(|e| {
+            let error = convert::error(e, timeout);
+            if matches!(error, Error::Timeout(_)) {
+                self.probe_connection(&client);
+            }
+            error
+        })
     }
 
     fn is_cluster(&self) -> bool {

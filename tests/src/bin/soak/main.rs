@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use redtail_testkit::{Deployment, TestRedis};
+use redtail_testkit::{Deployment, FaultProxy, TestRedis};
 
 use crate::http::Http;
 
@@ -113,6 +113,9 @@ pub(crate) enum Fault {
     KillRedis,
     Failover,
     MemoryPressure,
+    Latency,
+    Stall,
+    Reset,
 }
 
 impl Fault {
@@ -125,6 +128,9 @@ impl Fault {
             Fault::KillRedis => "Redis SIGKILL + restart (AOF)",
             Fault::Failover => "failover",
             Fault::MemoryPressure => "maxmemory reached, noeviction, 4 s",
+            Fault::Latency => "network: 2 s latency for 3 s (proxy)",
+            Fault::Stall => "network: connections stall (half-open)",
+            Fault::Reset => "network: connections reset (RST)",
         }
     }
 }
@@ -141,16 +147,22 @@ pub(crate) struct Injected {
 }
 
 /// The schedule of one 90 s cycle: offset in seconds, fault.
+/// On standalone the services reach Redis through a fault proxy, and the network faults run too
+/// (cluster and sentinel clients learn the servers' own addresses, which would bypass it).
 fn schedule(mode: Deployment) -> Vec<(u64, Fault)> {
     let redis_down = if mode == Deployment::Standalone { Fault::KillRedis } else { Fault::Failover };
-    vec![
+    let mut faults = vec![
         (8, Fault::DropClients),
         (16, Fault::ScriptFlush),
         (24, Fault::KillWorker),
         (34, Fault::Pause),
         (46, redis_down),
         (62, Fault::MemoryPressure),
-    ]
+    ];
+    if mode == Deployment::Standalone {
+        faults.extend([(70, Fault::Latency), (77, Fault::Stall), (83, Fault::Reset)]);
+    }
+    faults
 }
 
 const CYCLE_SECS: u64 = 90;
@@ -168,12 +180,17 @@ struct Services {
 }
 
 impl Services {
-    fn start(binary: &Path, dir: &Path, redis: &TestRedis, users: &[String]) -> Result<Services, String> {
+    fn start(
+        binary: &Path,
+        dir: &Path,
+        redis: &TestRedis,
+        redis_url: &str,
+        users: &[String],
+    ) -> Result<Services, String> {
         let accounts: Vec<String> = users.iter().map(|u| format!("{u}:{u}:user")).collect();
         // With replicas, a write is answered once one holds it: replication is asynchronous, and
         // a failover otherwise loses what the old primary acknowledged in its last milliseconds.
         let replica_acks = if redis.deployment() == Deployment::Standalone { "0" } else { "1" };
-        let redis_url = redis.url();
         let env = vec![
             ("MEDIA_API_REPLICA_ACKS".to_owned(), replica_acks.to_owned()),
             ("REDIS_URL".to_owned(), redis_url.to_owned()),
@@ -351,8 +368,16 @@ fn soak(options: &Options) -> Result<(), String> {
         }
     }
     let users = load::user_names(options.users);
-    let mut services = Services::start(&binary, &dir, &redis, &users)?;
     let rt = runtime()?;
+    let proxy = match options.mode {
+        Deployment::Standalone => {
+            let upstream = ([127, 0, 0, 1], redis.data_ports()[0]).into();
+            Some(rt.block_on(FaultProxy::start(upstream)).map_err(|e| format!("cannot start the fault proxy: {e}"))?)
+        }
+        _ => None,
+    };
+    let url = proxy.as_ref().map_or_else(|| redis.url().to_owned(), |p| format!("redis://{}", p.addr()));
+    let mut services = Services::start(&binary, &dir, &redis, &url, &users)?;
     let ports = redis.data_ports();
     let baseline_memory = redis_used_memory(&ports);
 
@@ -401,7 +426,7 @@ fn soak(options: &Options) -> Result<(), String> {
             }
             std::thread::sleep(at.saturating_sub(started.elapsed()));
             let start_ms = now_ms();
-            let note = inject(fault, &redis, &mut services, &rt)?;
+            let note = inject(fault, &redis, proxy.as_ref(), &mut services, &rt)?;
             let end_ms = now_ms();
             // Addresses 127.0.1.1 to 127.0.1.200, one per fault (250 and 251 serve other calls).
             probes = probes % 200 + 1;
@@ -454,6 +479,7 @@ fn soak(options: &Options) -> Result<(), String> {
 fn inject(
     fault: Fault,
     redis: &TestRedis,
+    proxy: Option<&FaultProxy>,
     services: &mut Services,
     rt: &tokio::runtime::Runtime,
 ) -> Result<String, String> {
@@ -485,6 +511,18 @@ fn inject(
             return Ok(format!("new primary on port {port}"));
         }
         Fault::MemoryPressure => return memory_pressure(redis, services, rt),
+        Fault::Latency | Fault::Stall | Fault::Reset => {
+            let proxy = proxy.ok_or("network faults need the fault proxy (standalone)")?;
+            match fault {
+                Fault::Latency => {
+                    proxy.set_latency(Duration::from_secs(2));
+                    std::thread::sleep(Duration::from_secs(3));
+                    proxy.set_latency(Duration::ZERO);
+                }
+                Fault::Stall => proxy.stall(),
+                _ => proxy.reset(),
+            }
+        }
     }
     Ok(String::new())
 }
