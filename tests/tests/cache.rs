@@ -473,7 +473,7 @@ mod servers {
     /// connection is pinged every second and replaced), not after the tier's 30 s TTL.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_listening_connection_is_replaced_and_the_tier_catches_up() -> TestResult {
-        let servers = TestRedis::shared_or_owned(Deployment::Standalone)?;
+        let servers = TestRedis::owned(Deployment::Standalone)?;
         let proxy = redtail_testkit::FaultProxy::start(([127, 0, 0, 1], servers.data_ports()[0]).into()).await?;
         let through =
             Config::from_url(&format!("redis://{}", proxy.addr()))?.with_command_timeout(Duration::from_millis(300));

@@ -340,7 +340,8 @@ async fn replica_acks_wait_on_the_node_of_each_written_slot_in_a_cluster() -> Te
 async fn through_proxy(
     timeout: Duration,
 ) -> Result<(TestRedis, FaultProxy, Redis), Box<dyn std::error::Error + Send + Sync>> {
-    let servers = TestRedis::shared_or_owned(Deployment::Standalone)?;
+    // Owned: a server from the environment (REDIS_URL) has no port of its own to proxy.
+    let servers = TestRedis::owned(Deployment::Standalone)?;
     let port = servers.data_ports()[0];
     let proxy = FaultProxy::start(([127, 0, 0, 1], port).into()).await?;
     let config =

@@ -589,7 +589,7 @@ mod servers {
     {
         let queue = Queue::<Download>::new(Arc::clone(backend), keep_all(QueueConfig::new("faults").prefix(prefix)))?;
         let items: Vec<Download> = (0..jobs).map(download).collect();
-        queue.add_bulk(&items).await?;
+        queue.add_bulk(&items).await.map_err(|e| format!("adding the jobs: {e}"))?;
         let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let options = fast().concurrency(50).lease(Duration::from_secs(3));
         let workers: Vec<_> = (0..2)
@@ -619,9 +619,12 @@ mod servers {
         for worker in workers {
             stats.push(worker.shutdown().await);
         }
-        let counts = queue.counts().await?;
+        let counts = queue.counts().await.map_err(|e| format!("counts after the run: {e}"))?;
         assert_eq!((counts.waiting, counts.active, counts.delayed, counts.dead), (0, 0, 0, 0));
-        let completed = queue.list(JobState::Completed, 0, u64::from(jobs) + 10).await?;
+        let completed = queue
+            .list(JobState::Completed, 0, u64::from(jobs) + 10)
+            .await
+            .map_err(|e| format!("listing the completed jobs: {e}"))?;
         let mut ids: Vec<&str> = completed.iter().map(|j| j.id.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -684,7 +687,7 @@ mod servers {
     /// record, and only jobs in flight at the spike may run twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_two_second_latency_spike_during_two_thousand_jobs() -> TestResult {
-        let servers = TestRedis::shared_or_owned(Deployment::Standalone)?;
+        let servers = TestRedis::owned(Deployment::Standalone)?;
         let proxy = redtail_testkit::FaultProxy::start(([127, 0, 0, 1], servers.data_ports()[0]).into()).await?;
         let config =
             Config::from_url(&format!("redis://{}", proxy.addr()))?.with_command_timeout(Duration::from_secs(1));
@@ -712,7 +715,12 @@ mod servers {
     /// workers taking jobs on the new one.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn cluster_failover_with_replica_acks_during_two_thousand_jobs() -> TestResult {
-        let ctx = Ctx::owned(Deployment::Cluster, |c| c.with_replica_acks(1, Duration::from_millis(250))).await;
+        // The library's default timeout (5 s) rather than the suites' 2 s: six servers, a
+        // failover and a full suite share two cores in CI, where a call once waited past 2 s.
+        let ctx = Ctx::owned(Deployment::Cluster, |c| {
+            c.with_replica_acks(1, Duration::from_millis(250)).with_command_timeout(Duration::from_secs(5))
+        })
+        .await;
         run_through_fault(&ctx, 2_000, 2_000, |servers| servers.cluster_failover().map(|_| ())).await
     }
 }

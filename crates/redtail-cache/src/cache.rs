@@ -159,10 +159,10 @@ impl<C: Codec> Cache<C> {
                 writes,
                 backend,
                 codec,
+                counters: Counters::new(&config.prefix),
                 config,
                 flights: Mutex::default(),
                 local,
-                counters: Counters::default(),
                 rng: AtomicU64::new(u64::from_le_bytes(seed)),
                 last_warning_ms: AtomicU64::new(0),
                 _stop_following: stop,
@@ -732,7 +732,7 @@ impl<C: Codec> Cache<C> {
     /// How many invalidations (of tags, patterns or keys) this instance has made; a load that
     /// started before one is not joined by callers who arrive after it.
     fn invalidations(&self) -> u64 {
-        self.inner.counters.invalidations.load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.counters.invalidations.get()
     }
 
     /// XFetch: whether this caller refreshes a fresh value early.
@@ -807,7 +807,7 @@ impl<C: Codec> Cache<C> {
         if now.saturating_sub(last) >= WARN_EVERY_MS
             && self.inner.last_warning_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            tracing::warn!(%error, failures = self.inner.counters.redis_errors.load(Ordering::Relaxed), "cache read failed; answering a miss");
+            tracing::warn!(%error, failures = self.inner.counters.redis_errors.get(), "cache read failed; answering a miss");
         }
     }
 

@@ -1,6 +1,6 @@
 //! Counters of what the cache did.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use redtail_core::metrics::Counter;
 
 /// A snapshot of a cache's counters since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,37 +27,59 @@ pub struct CacheStats {
     pub redis_errors: u64,
 }
 
-#[derive(Debug, Default)]
+/// What the cache counts, each also reported (feature `metrics`) with the label `cache` (its
+/// key prefix).
+#[derive(Debug)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) local_hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) stale_served: AtomicU64,
-    pub(crate) loader_runs: AtomicU64,
-    pub(crate) loader_errors: AtomicU64,
-    pub(crate) invalidations: AtomicU64,
-    pub(crate) decode_errors: AtomicU64,
-    pub(crate) redis_errors: AtomicU64,
+    pub(crate) hits: Counter,
+    pub(crate) local_hits: Counter,
+    pub(crate) misses: Counter,
+    pub(crate) stale_served: Counter,
+    pub(crate) loader_runs: Counter,
+    pub(crate) loader_errors: Counter,
+    pub(crate) invalidations: Counter,
+    pub(crate) decode_errors: Counter,
+    pub(crate) redis_errors: Counter,
 }
 
 /// Adds one to a counter.
-pub(crate) fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn bump(counter: &Counter) {
+    counter.bump();
 }
 
 impl Counters {
+    pub(crate) fn new(prefix: &str) -> Counters {
+        let cache = || ("cache", prefix.to_owned());
+        let request = |tier: &str, outcome: &str| {
+            Counter::new(
+                "redtail_cache_requests_total",
+                &[cache(), ("tier", tier.to_owned()), ("outcome", outcome.to_owned())],
+            )
+        };
+        Counters {
+            hits: request("redis", "hit"),
+            local_hits: request("local", "hit"),
+            misses: request("redis", "miss"),
+            stale_served: Counter::new("redtail_cache_stale_served_total", &[cache()]),
+            loader_runs: Counter::new("redtail_cache_loads_total", &[cache()]),
+            loader_errors: Counter::new("redtail_cache_load_errors_total", &[cache()]),
+            invalidations: Counter::new("redtail_cache_invalidations_total", &[cache()]),
+            decode_errors: Counter::new("redtail_cache_decode_errors_total", &[cache()]),
+            redis_errors: Counter::new("redtail_cache_redis_errors_total", &[cache()]),
+        }
+    }
+
     pub(crate) fn snapshot(&self) -> CacheStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CacheStats {
-            hits: get(&self.hits),
-            local_hits: get(&self.local_hits),
-            misses: get(&self.misses),
-            stale_served: get(&self.stale_served),
-            loader_runs: get(&self.loader_runs),
-            loader_errors: get(&self.loader_errors),
-            invalidations: get(&self.invalidations),
-            decode_errors: get(&self.decode_errors),
-            redis_errors: get(&self.redis_errors),
+            hits: self.hits.get(),
+            local_hits: self.local_hits.get(),
+            misses: self.misses.get(),
+            stale_served: self.stale_served.get(),
+            loader_runs: self.loader_runs.get(),
+            loader_errors: self.loader_errors.get(),
+            invalidations: self.invalidations.get(),
+            decode_errors: self.decode_errors.get(),
+            redis_errors: self.redis_errors.get(),
         }
     }
 }

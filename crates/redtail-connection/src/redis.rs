@@ -21,9 +21,10 @@ use fred::{
 use futures_util::FutureExt;
 use redtail_core::{
     Arg, Backend, Bytes, Cmd, Cursor, Error, Feed, Key, Message, Pattern, Result, ScanPage, Script, Subscription,
-    Value, async_trait, same_slot,
+    Value, async_trait, metrics, same_slot,
 };
 use tokio::sync::{Notify, OnceCell};
+use tracing::Instrument;
 
 use crate::{Config, ReplicaAcks, convert};
 
@@ -362,6 +363,40 @@ impl Redis {
         error
     }
 
+    /// Runs one backend operation in a `tracing` span named after OpenTelemetry's database
+    /// conventions (`db.system.name`, `db.operation.name`: the command or script, `server.address`:
+    /// the configured target), and, with the `metrics` feature, counts it by outcome and times
+    /// it. Both labels come from bounded sets (command and script names).
+    fn measured<T>(
+        &self,
+        operation: &'static str,
+        work: impl Future<Output = Result<T>>,
+    ) -> impl Future<Output = Result<T>> {
+        let span = tracing::debug_span!(
+            "redis",
+            db.system.name = "redis",
+            db.operation.name = operation,
+            server.address = self.inner.config.target(),
+        );
+        // Combinators rather than an async fn: the future stays the size of `work` and a span.
+        let started = metrics::ENABLED.then(std::time::Instant::now);
+        work.instrument(span).map(move |result| {
+            if let Some(started) = started {
+                let outcome = match &result {
+                    Ok(_) => "ok",
+                    Err(Error::Timeout(_)) => "timeout",
+                    Err(e) if e.is_unavailable() => "unavailable",
+                    Err(_) => "error",
+                };
+                let labels = || vec![("operation", operation.to_owned()), ("outcome", outcome.to_owned())];
+                metrics::count("redtail_redis_commands_total", labels, 1);
+                let labels = || vec![("operation", operation.to_owned())];
+                metrics::seconds("redtail_redis_command_duration_seconds", labels, started.elapsed());
+            }
+            result
+        })
+    }
+
     /// Pings `client` once (at most one probe per client at a time); forces a reconnect if the
     /// ping times out too.
     fn probe_connection(&self, client: &Client) {
@@ -377,6 +412,7 @@ impl Redis {
                 && *e.kind() == fred::error::ErrorKind::Timeout
             {
                 tracing::warn!(client = %id, ?timeout, "redis connection answers nothing, not even PING: replacing it");
+                metrics::count("redtail_redis_connections_replaced_total", Vec::new, 1);
                 let _ = client.force_reconnection().await;
             }
             inner.probing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -437,155 +473,189 @@ impl From<Redis> for Arc<dyn Backend> {
 #[async_trait]
 impl Backend for Redis {
     async fn call(&self, cmd: Cmd) -> Result<Value> {
-        cmd.check_callable()?;
-        let _guard = self.enter()?;
-        if self.inner.config.replica_acks.is_none() || convert::is_read(cmd.name()) {
-            return self.send(cmd, &Options::default()).await;
-        }
-        let client = self.writer().await;
-        let slot = cmd.slot().unwrap_or(0);
-        let value = self.send_on(&client, cmd, &Options::default()).await?;
-        self.confirm(&client, &[slot]).await?;
-        Ok(value)
+        self.measured(cmd.name(), async move {
+            cmd.check_callable()?;
+            let _guard = self.enter()?;
+            if self.inner.config.replica_acks.is_none() || convert::is_read(cmd.name()) {
+                return self.send(cmd, &Options::default()).await;
+            }
+            let client = self.writer().await;
+            let slot = cmd.slot().unwrap_or(0);
+            let value = self.send_on(&client, cmd, &Options::default()).await?;
+            self.confirm(&client, &[slot]).await?;
+            Ok(value)
+        })
+        .await
     }
 
     async fn pipeline(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        let _guard = self.enter()?;
-        // With replica acknowledgements: the slot of each write, to wait on if it succeeds.
-        let writes: Vec<Option<u16>> = match self.inner.config.replica_acks {
-            Some(_) => cmds.iter().map(|c| (!convert::is_read(c.name())).then(|| c.slot().unwrap_or(0))).collect(),
-            None => Vec::new(),
-        };
-        // A pipeline of reads only needs no connection of its own.
-        let client = if writes.iter().any(Option::is_some) {
-            self.writer().await
-        } else {
-            Writer::Shared(self.inner.pool.next())
-        };
-        let pipeline = client.pipeline();
-        for cmd in cmds {
-            let (command, args) = convert::command(cmd, false);
-            let _: () = Box::pin(pipeline.custom(command, args)).await.map_err(|e| self.error(e))?;
-        }
-        let timeout = self.timeout();
-        let replies: Vec<Result<Value>> =
-            Box::pin(pipeline.try_all::<FredValue>()).await.into_iter().map(|r| convert::reply(r, timeout)).collect();
-        if replies.iter().any(|r| matches!(r, Err(Error::Timeout(_)))) {
-            self.probe_connection(&client);
-        }
-        let mut landed: Vec<u16> = writes
-            .iter()
-            .zip(&replies)
-            .filter_map(|(slot, reply)| slot.filter(|_| matches!(reply, Ok(v) if !matches!(v, Value::Error(_)))))
-            .collect();
-        landed.sort_unstable();
-        landed.dedup();
-        self.confirm(&client, &landed).await?;
-        replies.into_iter().collect()
+        self.measured("PIPELINE", async move {
+            let _guard = self.enter()?;
+            // With replica acknowledgements: the slot of each write, to wait on if it succeeds.
+            let writes: Vec<Option<u16>> = match self.inner.config.replica_acks {
+                Some(_) => cmds.iter().map(|c| (!convert::is_read(c.name())).then(|| c.slot().unwrap_or(0))).collect(),
+                None => Vec::new(),
+            };
+            // A pipeline of reads only needs no connection of its own.
+            let client = if writes.iter().any(Option::is_some) {
+                self.writer().await
+            } else {
+                Writer::Shared(self.inner.pool.next())
+            };
+            let pipeline = client.pipeline();
+            for cmd in cmds {
+                let (command, args) = convert::command(cmd, false);
+                let _: () = Box::pin(pipeline.custom(command, args)).await.map_err(|e| self.error(e))?;
+            }
+            let timeout = self.timeout();
+            let replies: Vec<Result<Value>> = Box::pin(pipeline.try_all::<FredValue>())
+                .await
+                .into_iter()
+                .map(|r| convert::reply(r, timeout))
+                .collect();
+            if replies.iter().any(|r| matches!(r, Err(Error::Timeout(_)))) {
+                self.probe_connection(&client);
+            }
+            let mut landed: Vec<u16> = writes
+                .iter()
+                .zip(&replies)
+                .filter_map(|(slot, reply)| slot.filter(|_| matches!(reply, Ok(v) if !matches!(v, Value::Error(_)))))
+                .collect();
+            landed.sort_unstable();
+            landed.dedup();
+            self.confirm(&client, &landed).await?;
+            replies.into_iter().collect()
+        })
+        .await
     }
 
     async fn transaction(&self, cmds: Vec<Cmd>) -> Result<Vec<Value>> {
-        let slot = same_slot("transaction", cmds.iter().flat_map(Cmd::slots))?;
-        self.exec(slot, cmds).await
+        self.measured("MULTI", async move {
+            let slot = same_slot("transaction", cmds.iter().flat_map(Cmd::slots))?;
+            self.exec(slot, cmds).await
+        })
+        .await
     }
 
     async fn transactions(&self, calls: Vec<Vec<Cmd>>) -> Result<Vec<Result<Vec<Value>>>> {
-        let mut slot = None;
-        for call in &calls {
-            let call_slot = same_slot("transaction", call.iter().flat_map(Cmd::slots))?;
-            if self.is_cluster() {
-                slot = same_slot("transaction", slot.into_iter().chain(call_slot))?;
+        self.measured("MULTI", async move {
+            let mut slot = None;
+            for call in &calls {
+                let call_slot = same_slot("transaction", call.iter().flat_map(Cmd::slots))?;
+                if self.is_cluster() {
+                    slot = same_slot("transaction", slot.into_iter().chain(call_slot))?;
+                }
             }
-        }
-        // One MULTI/EXEC for all: each call runs whole, with no other client's command between
-        // its commands (nor between theirs), and the server pays MULTI and EXEC once.
-        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
-        let total = sizes.iter().sum::<usize>();
-        let replies = self
-            .exec(slot.or_else(|| calls.iter().flatten().find_map(Cmd::slot)), calls.into_iter().flatten().collect())
-            .await?;
-        if replies.len() != total {
-            let got = format!("{} replies for {total} commands", replies.len());
-            return Err(Error::UnexpectedReply { expected: "one EXEC reply per command", got });
-        }
-        let mut replies = replies.into_iter();
-        Ok(sizes.into_iter().map(|size| Ok(replies.by_ref().take(size).collect())).collect())
+            // One MULTI/EXEC for all: each call runs whole, with no other client's command between
+            // its commands (nor between theirs), and the server pays MULTI and EXEC once.
+            let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+            let total = sizes.iter().sum::<usize>();
+            let replies = self
+                .exec(
+                    slot.or_else(|| calls.iter().flatten().find_map(Cmd::slot)),
+                    calls.into_iter().flatten().collect(),
+                )
+                .await?;
+            if replies.len() != total {
+                let got = format!("{} replies for {total} commands", replies.len());
+                return Err(Error::UnexpectedReply { expected: "one EXEC reply per command", got });
+            }
+            let mut replies = replies.into_iter();
+            Ok(sizes.into_iter().map(|size| Ok(replies.by_ref().take(size).collect())).collect())
+        })
+        .await
     }
 
     async fn eval(&self, script: &Script, keys: &[Key], args: Vec<Arg>) -> Result<Value> {
-        // Keyless scripts still need one node to load into and run on: slot 0.
-        let slot = script.slot(keys, self.is_cluster())?.unwrap_or(0);
-        let _guard = self.enter()?;
-        // Written at most once: if the connection drops after the write, the script may have run,
-        // and running it again could count a rate-limit hit twice.
-        let once = Options { max_attempts: Some(1), ..Options::default() };
-        let evalsha = || {
-            let mut cmd = Cmd::new("EVALSHA").arg(script.sha()).arg(keys.len());
-            for key in keys {
-                cmd = cmd.key(key);
-            }
-            cmd.args(args.iter().cloned())
-        };
-        // One client for the script, its loading and its `WAIT`: the `SCRIPT LOAD` then goes
-        // where that client sends the `EVALSHA`. (Two clients can disagree about who owns a
-        // slot after a failover, and a keyless `SCRIPT LOAD` is never redirected: loading
-        // through another client could load it on the old primary forever.)
-        let client = self.writer().await;
-        let mut loads = 0;
-        let value = loop {
-            match self.send_on(&client, evalsha(), &once).await {
-                // Loaded at most twice: a second NOSCRIPT means the slot moved in between.
-                Err(e) if e.is_server_code("NOSCRIPT") && loads < 2 => {
-                    tracing::debug!(script = script.name(), "script not cached on the server; loading it");
-                    loads += 1;
-                    let load = Cmd::new("SCRIPT").arg("LOAD").arg(script.source());
-                    let on_slot =
-                        Options { cluster_hash: Some(fred::types::ClusterHash::Custom(slot)), ..Options::default() };
-                    let loaded = self.send_on(&client, load, &on_slot).await?.into_string()?;
-                    if loaded != script.sha() {
-                        return Err(Error::UnexpectedReply { expected: "the script's SHA-1", got: loaded });
-                    }
+        self.measured(script.name(), async move {
+            // Keyless scripts still need one node to load into and run on: slot 0.
+            let slot = script.slot(keys, self.is_cluster())?.unwrap_or(0);
+            let _guard = self.enter()?;
+            // Written at most once: if the connection drops after the write, the script may have run,
+            // and running it again could count a rate-limit hit twice.
+            let once = Options { max_attempts: Some(1), ..Options::default() };
+            let evalsha = || {
+                let mut cmd = Cmd::new("EVALSHA").arg(script.sha()).arg(keys.len());
+                for key in keys {
+                    cmd = cmd.key(key);
                 }
-                other => break other?,
-            }
-        };
-        self.confirm(&client, &[slot]).await?;
-        Ok(value)
+                cmd.args(args.iter().cloned())
+            };
+            // One client for the script, its loading and its `WAIT`: the `SCRIPT LOAD` then goes
+            // where that client sends the `EVALSHA`. (Two clients can disagree about who owns a
+            // slot after a failover, and a keyless `SCRIPT LOAD` is never redirected: loading
+            // through another client could load it on the old primary forever.)
+            let client = self.writer().await;
+            let mut loads = 0;
+            let value = loop {
+                match self.send_on(&client, evalsha(), &once).await {
+                    // Loaded at most twice: a second NOSCRIPT means the slot moved in between.
+                    Err(e) if e.is_server_code("NOSCRIPT") && loads < 2 => {
+                        tracing::debug!(script = script.name(), "script not cached on the server; loading it");
+                        loads += 1;
+                        let load = Cmd::new("SCRIPT").arg("LOAD").arg(script.source());
+                        let on_slot = Options {
+                            cluster_hash: Some(fred::types::ClusterHash::Custom(slot)),
+                            ..Options::default()
+                        };
+                        let loaded = self.send_on(&client, load, &on_slot).await?.into_string()?;
+                        if loaded != script.sha() {
+                            return Err(Error::UnexpectedReply { expected: "the script's SHA-1", got: loaded });
+                        }
+                    }
+                    other => break other?,
+                }
+            };
+            self.confirm(&client, &[slot]).await?;
+            Ok(value)
+        })
+        .await
     }
 
     async fn scan(&self, cursor: Cursor, pattern: &Pattern, count: u32) -> Result<ScanPage> {
-        let _guard = self.enter()?;
-        let primaries = self.primaries().await?;
-        let Some(node) = primaries.get(cursor.shard as usize) else {
-            return Ok(ScanPage { keys: Vec::new(), next: None });
-        };
-        let options = Options { cluster_node: node.clone(), ..Options::default() };
-        let cmd =
-            Cmd::new("SCAN").arg(cursor.position).arg("MATCH").arg(pattern.as_bytes()).arg("COUNT").arg(count.max(1));
-        let reply = self.send(cmd, &options).await?.into_array()?;
-        let mut reply = reply.into_iter();
-        let (Some(position), Some(keys)) = (reply.next(), reply.next()) else {
-            return Err(Error::UnexpectedReply { expected: "a SCAN reply", got: "a short array".to_owned() });
-        };
-        let position: u64 = position
-            .into_string()?
-            .parse()
-            .map_err(|_| Error::UnexpectedReply { expected: "a numeric SCAN cursor", got: "text".to_owned() })?;
-        let keys = keys.into_array()?.into_iter().map(|k| k.into_bytes().map(Key::from_raw)).collect::<Result<_>>()?;
-        let next = if position != 0 {
-            Some(Cursor { shard: cursor.shard, position })
-        } else if (cursor.shard as usize) + 1 < primaries.len() {
-            Some(Cursor { shard: cursor.shard + 1, position: 0 })
-        } else {
-            None
-        };
-        Ok(ScanPage { keys, next })
+        self.measured("SCAN", async move {
+            let _guard = self.enter()?;
+            let primaries = self.primaries().await?;
+            let Some(node) = primaries.get(cursor.shard as usize) else {
+                return Ok(ScanPage { keys: Vec::new(), next: None });
+            };
+            let options = Options { cluster_node: node.clone(), ..Options::default() };
+            let cmd = Cmd::new("SCAN")
+                .arg(cursor.position)
+                .arg("MATCH")
+                .arg(pattern.as_bytes())
+                .arg("COUNT")
+                .arg(count.max(1));
+            let reply = self.send(cmd, &options).await?.into_array()?;
+            let mut reply = reply.into_iter();
+            let (Some(position), Some(keys)) = (reply.next(), reply.next()) else {
+                return Err(Error::UnexpectedReply { expected: "a SCAN reply", got: "a short array".to_owned() });
+            };
+            let position: u64 = position
+                .into_string()?
+                .parse()
+                .map_err(|_| Error::UnexpectedReply { expected: "a numeric SCAN cursor", got: "text".to_owned() })?;
+            let keys =
+                keys.into_array()?.into_iter().map(|k| k.into_bytes().map(Key::from_raw)).collect::<Result<_>>()?;
+            let next = if position != 0 {
+                Some(Cursor { shard: cursor.shard, position })
+            } else if (cursor.shard as usize) + 1 < primaries.len() {
+                Some(Cursor { shard: cursor.shard + 1, position: 0 })
+            } else {
+                None
+            };
+            Ok(ScanPage { keys, next })
+        })
+        .await
     }
 
     async fn publish(&self, channel: &str, message: Bytes) -> Result<u64> {
-        let _guard = self.enter()?;
-        let receivers = self.send(Cmd::new("PUBLISH").arg(channel).arg(message), &Options::default()).await?;
-        Ok(u64::try_from(receivers.as_int()?).unwrap_or(0))
+        self.measured("PUBLISH", async move {
+            let _guard = self.enter()?;
+            let receivers = self.send(Cmd::new("PUBLISH").arg(channel).arg(message), &Options::default()).await?;
+            Ok(u64::try_from(receivers.as_int()?).unwrap_or(0))
+        })
+        .await
     }
 
     async fn subscribe(&self, channels: &[&str]) -> Result<Subscription> {
@@ -609,20 +679,23 @@ impl Backend for Redis {
     }
 
     async fn blocking(&self, cmd: Cmd) -> Result<Value> {
-        let block = cmd.block_duration()?;
-        let _guard = self.enter()?;
-        let timeout = block + self.timeout();
-        let client = self.inner.blocking.acquire().await;
-        let (command, args) = convert::command(cmd, true);
-        let options = Options { timeout: Some(timeout), max_attempts: Some(1), ..Options::default() };
-        let reply = Box::pin(client.with_options(&options).custom::<FredValue, _>(command, args)).await;
-        reply.map(convert::value).map_err(|e| {
-            let error = convert::error(e, timeout);
-            if matches!(error, Error::Timeout(_)) {
-                self.probe_connection(&client);
-            }
-            error
+        self.measured(cmd.name(), async move {
+            let block = cmd.block_duration()?;
+            let _guard = self.enter()?;
+            let timeout = block + self.timeout();
+            let client = self.inner.blocking.acquire().await;
+            let (command, args) = convert::command(cmd, true);
+            let options = Options { timeout: Some(timeout), max_attempts: Some(1), ..Options::default() };
+            let reply = Box::pin(client.with_options(&options).custom::<FredValue, _>(command, args)).await;
+            reply.map(convert::value).map_err(|e| {
+                let error = convert::error(e, timeout);
+                if matches!(error, Error::Timeout(_)) {
+                    self.probe_connection(&client);
+                }
+                error
+            })
         })
+        .await
     }
 
     fn is_cluster(&self) -> bool {
@@ -716,6 +789,7 @@ fn log_events<C: EventInterface + ClientLike>(client: &C, backoff: crate::Backof
     drop(client.on_reconnect(move |server| {
         let attempts = attempts.swap(0, Ordering::Relaxed);
         tracing::info!(%server, after_errors = attempts, "redis connected");
+        metrics::count("redtail_redis_reconnects_total", Vec::new, 1);
         async { Ok(()) }
     }));
 }

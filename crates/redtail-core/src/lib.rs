@@ -8,6 +8,7 @@ mod cmd;
 mod codec;
 mod error;
 mod key;
+pub mod metrics;
 mod script;
 mod ttl;
 mod value;

@@ -2,7 +2,7 @@
 
 use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
-use redtail_core::{Arg, Backend, Cmd, Cursor, Key, Namespace, Script, Tagged, Value};
+use redtail_core::{Arg, Backend, Cmd, Cursor, Key, Namespace, Script, Tagged, Value, metrics};
 use serde::Serialize;
 
 use crate::{
@@ -158,7 +158,15 @@ impl<T: Serialize> Queue<T> {
     }
 
     async fn add_batch(&self, jobs: &[EncodedJob]) -> Result<Vec<Added>> {
-        add::decode(add::SCRIPT.run(&self.inner, add::args(jobs)).await?)
+        let added = add::decode(add::SCRIPT.run(&self.inner, add::args(jobs)).await?)?;
+        if metrics::ENABLED {
+            let created = added.iter().filter(|a| a.created).count();
+            for (outcome, n) in [("added", created), ("deduplicated", added.len() - created)] {
+                let labels = || vec![("queue", self.inner.config.name.clone()), ("outcome", outcome.to_owned())];
+                metrics::count("redtail_queue_adds_total", labels, n as u64);
+            }
+        }
+        Ok(added)
     }
 }
 

@@ -9,7 +9,7 @@ use std::{
     sync::{
         Arc,
         atomic::{
-            AtomicU64, AtomicUsize,
+            AtomicUsize,
             Ordering::{AcqRel, Acquire, Relaxed},
         },
     },
@@ -17,7 +17,10 @@ use std::{
 };
 
 use futures_util::FutureExt;
-use redtail_core::{Arg, Bytes, Cmd, Value};
+use redtail_core::{
+    Arg, Bytes, Cmd, Value,
+    metrics::{self, Counter},
+};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::{
     sync::{Notify, mpsc, watch},
@@ -140,31 +143,61 @@ pub struct WorkerStats {
     pub redis_errors: u64,
 }
 
-#[derive(Debug, Default)]
+/// What a worker counts, each also reported (feature `metrics`) with the label `queue`.
+#[derive(Debug)]
 struct Counters {
-    completed: AtomicU64,
-    retried: AtomicU64,
-    dead: AtomicU64,
-    panicked: AtomicU64,
-    timed_out: AtomicU64,
-    refused: AtomicU64,
-    lost: AtomicU64,
-    released: AtomicU64,
-    redis_errors: AtomicU64,
+    completed: Counter,
+    retried: Counter,
+    dead: Counter,
+    panicked: Counter,
+    timed_out: Counter,
+    refused: Counter,
+    lost: Counter,
+    released: Counter,
+    redis_errors: Counter,
+    /// The queue's name, the label of the timings.
+    queue: String,
 }
 
 impl Counters {
+    fn new(queue: &str) -> Counters {
+        let label = || ("queue", queue.to_owned());
+        let finished =
+            |outcome: &str| Counter::new("redtail_queue_attempts_total", &[label(), ("outcome", outcome.to_owned())]);
+        Counters {
+            completed: finished("completed"),
+            retried: finished("retried"),
+            dead: finished("dead"),
+            released: finished("released"),
+            panicked: Counter::new("redtail_queue_attempts_panicked_total", &[label()]),
+            timed_out: Counter::new("redtail_queue_attempts_timed_out_total", &[label()]),
+            refused: Counter::new("redtail_queue_acks_refused_total", &[label()]),
+            lost: Counter::new("redtail_queue_leases_lost_total", &[label()]),
+            redis_errors: Counter::new("redtail_queue_redis_errors_total", &[label()]),
+            queue: queue.to_owned(),
+        }
+    }
+
     fn snapshot(&self) -> WorkerStats {
         WorkerStats {
-            completed: self.completed.load(Relaxed),
-            retried: self.retried.load(Relaxed),
-            dead: self.dead.load(Relaxed),
-            panicked: self.panicked.load(Relaxed),
-            timed_out: self.timed_out.load(Relaxed),
-            refused: self.refused.load(Relaxed),
-            lost: self.lost.load(Relaxed),
-            released: self.released.load(Relaxed),
-            redis_errors: self.redis_errors.load(Relaxed),
+            completed: self.completed.get(),
+            retried: self.retried.get(),
+            dead: self.dead.get(),
+            panicked: self.panicked.get(),
+            timed_out: self.timed_out.get(),
+            refused: self.refused.get(),
+            lost: self.lost.get(),
+            released: self.released.get(),
+            redis_errors: self.redis_errors.get(),
+        }
+    }
+
+    /// Reports how long a job waited before this attempt and how long the attempt ran.
+    fn timed(&self, waited: Duration, ran: Duration) {
+        if metrics::ENABLED {
+            let label = || vec![("queue", self.queue.clone())];
+            metrics::seconds("redtail_queue_job_wait_seconds", label, waited);
+            metrics::seconds("redtail_queue_job_run_seconds", label, ran);
         }
     }
 }
@@ -224,7 +257,7 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
     {
         options.validate()?;
         let (stop, stop_rx) = watch::channel(false);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(&self.inner.config.name));
         let mut id = [0u8; 8];
         // Only makes tokens unique between workers; a fixed id from a failed read still works
         // because tokens also carry the process id, the lane and a generation.
@@ -459,7 +492,7 @@ where
     /// A step failed: each acknowledgement may have been applied (the script recognises those
     /// when they are sent again), and jobs the call may have taken are handed back by the next.
     fn step_failed(&mut self) {
-        self.counters.redis_errors.fetch_add(1, Relaxed);
+        self.counters.redis_errors.bump();
         self.acks.iter_mut().for_each(|ack| ack.resend = true);
         self.reconcile = true;
     }
@@ -488,10 +521,10 @@ where
     fn lose_lease(&mut self) {
         for (id, running) in self.running.drain() {
             running.abort.abort();
-            self.counters.lost.fetch_add(1, Relaxed);
+            self.counters.lost.bump();
             tracing::warn!(job = %id, queue = %self.inner.config.name, "queue worker: lease lost; handler cancelled");
         }
-        self.counters.refused.fetch_add(self.acks.len() as u64, Relaxed);
+        self.counters.refused.add(self.acks.len() as u64);
         self.acks.clear();
         self.generation += 1;
         self.token = Arc::from(format!("{}:{}", self.lane_id, self.generation));
@@ -532,7 +565,7 @@ where
                 (true, AckKind::Dead) => &self.counters.dead,
                 (true, AckKind::Released) => &self.counters.released,
             };
-            counter.fetch_add(1, Relaxed);
+            counter.bump();
         }
         let n_taken = taken.len();
         for job in taken {
@@ -664,7 +697,7 @@ where
             Ok(lost) if lost.is_empty() => {}
             Ok(_) => self.lose_lease(),
             Err(e) => {
-                self.counters.redis_errors.fetch_add(1, Relaxed);
+                self.counters.redis_errors.bump();
                 tracing::warn!(error = %e, queue = %self.inner.config.name, "queue worker: lease renewal failed; retrying");
             }
         }
@@ -703,20 +736,26 @@ where
     R: Serialize,
     E: fmt::Display,
 {
+    let (created_ms, started) = (job.created_ms, Instant::now());
     let run = AssertUnwindSafe(handler(job)).catch_unwind();
     let outcome = match timeout {
         Some(limit) => tokio::time::timeout(limit, run).await.ok(),
         None => Some(run.await),
     };
+    if metrics::ENABLED {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let waited = since_epoch.saturating_sub(Duration::from_millis(created_ms)).saturating_sub(started.elapsed());
+        counters.timed(waited, started.elapsed());
+    }
     match outcome {
         Some(Ok(Ok(value))) => serde_json::to_vec(&value).map_err(|e| format!("cannot encode the result: {e}")),
         Some(Ok(Err(e))) => Err(e.to_string()),
         Some(Err(panic)) => {
-            counters.panicked.fetch_add(1, Relaxed);
+            counters.panicked.bump();
             Err(format!("handler panicked: {}", panic_message(&*panic)))
         }
         None => {
-            counters.timed_out.fetch_add(1, Relaxed);
+            counters.timed_out.bump();
             Err(format!("timed out after {:?}", timeout.unwrap_or_default()))
         }
     }

@@ -13,6 +13,7 @@ use std::{
 
 use redtail_core::{
     Arg, Backend, BatchedGet, BatchedScript, BatchedTransaction, Clock, Cmd, Key, Namespace, Script, Tagged, Value,
+    metrics,
 };
 
 use crate::{Algorithm, Error, OnFailure, Policy, Result};
@@ -352,6 +353,7 @@ impl RateLimiter {
             policies.iter().cloned().partition(|p| p.shadow || self.shadow);
         let cache_key = format!("{subject}\0{}", enforced.iter().map(|p| &*p.name).collect::<Vec<_>>().join(","));
         if let Some(decision) = self.cached(&cache_key) {
+            count(&enforced, &decision, "cached");
             return Ok(decision);
         }
         let started = Instant::now();
@@ -372,6 +374,16 @@ impl RateLimiter {
             match self.run(subject, &shadow, cost, true).await {
                 Ok(Decision::Limited { violated, .. }) => {
                     self.counters.shadow_would_limit.fetch_add(1, Ordering::Relaxed);
+                    for policy in &violated {
+                        let labels = || {
+                            vec![
+                                ("policy", policy.to_string()),
+                                ("outcome", "shadow".to_owned()),
+                                ("source", "redis".to_owned()),
+                            ]
+                        };
+                        metrics::count(DECISIONS, labels, 1);
+                    }
                     tracing::info!(subject, ?violated, "shadow rate limit would have refused a request");
                 }
                 Ok(_) => {}
@@ -379,6 +391,7 @@ impl RateLimiter {
             }
         }
         trace(subject, &decision, started.elapsed());
+        count(&enforced, &decision, "redis");
         if let Decision::Limited { retry_after, violated, blocked, policies, degraded: false } = &decision
             && self.cache_refusals
             && *retry_after >= Duration::from_secs(1)
@@ -769,6 +782,31 @@ fn validate(policies: &[Policy], cost: u64) -> Result<()> {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The decisions counter (feature `metrics`): by policy and outcome.
+const DECISIONS: &str = "redtail_ratelimit_decisions_total";
+
+/// Counts a decision (feature `metrics`) by policy and outcome: `allowed` for each policy of an
+/// admitted check, `limited` for each policy that refused one (every policy when the subject
+/// was blocked), `degraded` for each policy of a check decided without Redis; `source` says
+/// whether Redis or the in-process cache of refusals decided.
+fn count(enforced: &[Policy], decision: &Decision, source: &'static str) {
+    if !metrics::ENABLED {
+        return;
+    }
+    let (outcome, only): (&str, &[Cow<'static, str>]) = match decision {
+        Decision::Allowed { degraded: true, .. } | Decision::Limited { degraded: true, .. } => ("degraded", &[]),
+        Decision::Allowed { .. } => ("allowed", &[]),
+        Decision::Limited { blocked: true, .. } => ("limited", &[]),
+        Decision::Limited { violated, .. } => ("limited", violated),
+    };
+    for policy in enforced.iter().filter(|p| only.is_empty() || only.contains(&p.name)) {
+        let labels = || {
+            vec![("policy", policy.name.to_string()), ("outcome", outcome.to_owned()), ("source", source.to_owned())]
+        };
+        metrics::count(DECISIONS, labels, 1);
+    }
 }
 
 /// One decision as a tracing event (see [`RateLimiter`]).

@@ -3,14 +3,13 @@
 use std::{
     collections::HashSet,
     marker::PhantomData,
-    sync::{
-        Arc, LazyLock, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, LazyLock, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redtail_core::{Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCodec, Key, Script, Value};
+use redtail_core::{
+    Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCodec, Key, Script, Value, metrics::Counter,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
@@ -129,7 +128,7 @@ pub struct SessionStore<T, C: Codec = JsonCodec> {
     creates: BatchedScript,
     config: SessionConfig,
     codec: C,
-    corrupt: AtomicU64,
+    counts: Counts,
     logged_corrupt: Mutex<HashSet<String>>,
     legacy: Option<Legacy<T>>,
     _data: PhantomData<fn() -> T>,
@@ -158,7 +157,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             backend,
             config,
             codec,
-            corrupt: AtomicU64::new(0),
+            counts: Counts::new(),
             logged_corrupt: Mutex::default(),
             legacy: None,
             _data: PhantomData,
@@ -232,7 +231,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
 
     /// How many reads found data that was not a session (corrupt or foreign) and treated it as none.
     pub fn corrupt_reads(&self) -> u64 {
-        self.corrupt.load(Ordering::Relaxed)
+        self.counts.corrupt.get()
     }
 
     /// The key of the session at `at`.
@@ -324,6 +323,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             remember_me: options.remember_me,
             device: options.device,
         };
+        self.counts.created.bump();
         Ok((token, session))
     }
 
@@ -332,7 +332,10 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// shared with concurrent reads (one `MGET`); a second one (`GET`) when nothing is found, to
     /// tell a missing session from foreign data.
     pub async fn get(&self, token: &str) -> Result<Option<Session<T>>> {
-        let Some(at) = token::locate(token) else { return Ok(None) };
+        let Some(at) = token::locate(token) else {
+            self.counts.malformed.bump();
+            return Ok(None);
+        };
         let key = self.session_key(&at);
         let id = at.id();
         let value = match self.reads.get(&key).await? {
@@ -342,18 +345,24 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
                 Err(e) if e.is_server_code("WRONGTYPE") => return Ok(self.corrupt(id, "not a string")),
                 other => match other?.into_opt_bytes()? {
                     Some(value) => value,
-                    None => return Ok(None),
+                    None => {
+                        self.counts.missing.bump();
+                        return Ok(None);
+                    }
                 },
             },
         };
         match self.decode(id.to_owned(), &value) {
-            Ok(session) => Ok(Some(session)),
+            Ok(session) => {
+                self.counts.found.bump();
+                Ok(Some(session))
+            }
             Err(reason) => Ok(self.corrupt(id, &reason)),
         }
     }
 
     fn corrupt(&self, id: &str, reason: &str) -> Option<Session<T>> {
-        self.corrupt.fetch_add(1, Ordering::Relaxed);
+        self.counts.corrupt.bump();
         let mut logged = self.logged_corrupt.lock().unwrap_or_else(|p| p.into_inner());
         // Each bad key is logged once (by its digest, never a token); the memory of them is bounded.
         if logged.len() < 1024 && logged.insert(id.to_owned()) {
@@ -462,7 +471,9 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// Ends one session. Returns whether it was live.
     pub async fn invalidate(&self, token: &str) -> Result<bool> {
         let Some(at) = token::locate(token) else { return Ok(false) };
-        Ok(self.backend.eval(&INVALIDATE, &self.keys_of(&at), vec![at.id().into()]).await?.as_int()? == 1)
+        let ended = self.backend.eval(&INVALIDATE, &self.keys_of(&at), vec![at.id().into()]).await?.as_int()? == 1;
+        self.counts.ended.add(u64::from(ended));
+        Ok(ended)
     }
 
     /// Ends every session of `user_id` ("log out everywhere"), the Node service's too when
@@ -476,7 +487,9 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             Some(legacy) => legacy.end_all(self.backend.as_ref(), user_id).await?,
             None => 0,
         };
-        Ok(u64::try_from(ended).unwrap_or(0) + legacy)
+        let ended = u64::try_from(ended).unwrap_or(0) + legacy;
+        self.counts.ended.add(ended);
+        Ok(ended)
     }
 
     /// The live sessions of `user_id`, oldest expiry first; unreadable ones are skipped and counted.
@@ -521,4 +534,29 @@ fn secs(d: Duration) -> u64 {
 
 fn at_secs(unix_secs: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_secs).unwrap_or(0))
+}
+
+/// What a store counts, also reported through the `metrics` facade (feature `metrics`).
+#[derive(Debug)]
+struct Counts {
+    created: Counter,
+    ended: Counter,
+    found: Counter,
+    missing: Counter,
+    malformed: Counter,
+    corrupt: Counter,
+}
+
+impl Counts {
+    fn new() -> Counts {
+        let read = |outcome: &str| Counter::new("redtail_session_reads_total", &[("outcome", outcome.to_owned())]);
+        Counts {
+            created: Counter::new("redtail_sessions_created_total", &[]),
+            ended: Counter::new("redtail_sessions_ended_total", &[]),
+            found: read("found"),
+            missing: read("missing"),
+            malformed: read("malformed"),
+            corrupt: read("corrupt"),
+        }
+    }
 }

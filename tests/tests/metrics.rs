@@ -1,0 +1,230 @@
+//! Every crate's metrics (feature `metrics`) as a service's recorder sees them: names and labels
+//! of docs/metrics.md, counted where the crates' own stats count; and the `tracing` span of each
+//! Redis command. Each test runs in a process of
+//! its own (nextest), so the global recorder holds that test's counts only.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use metrics::{Counter, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
+use redtail_core::{Cmd, Namespace};
+use redtail_queue::{Queue, QueueConfig, WorkerOptions};
+use redtail_ratelimit::{Algorithm, Policy, RateLimiter};
+use redtail_session::{NewSession, SessionConfig, SessionStore};
+use redtail_testkit::MemoryBackend;
+use redtail_tests::{Ctx, Deployment, TestResult};
+
+/// Counters and histogram sample counts by `name{label=value,...}` (labels sorted).
+#[derive(Default)]
+struct Seen {
+    counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    histograms: Mutex<HashMap<String, Arc<Samples>>>,
+}
+
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(value);
+    }
+}
+
+fn id(key: &Key) -> String {
+    let mut labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+    labels.sort();
+    format!("{}{{{}}}", key.name(), labels.join(","))
+}
+
+impl Recorder for &'static Seen {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        Counter::from_arc(Arc::clone(counters.entry(id(key)).or_default()))
+    }
+
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let mut histograms = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        Histogram::from_arc(Arc::clone(histograms.entry(id(key)).or_default()))
+    }
+}
+
+/// The process's recorder, installed once.
+fn seen() -> &'static Seen {
+    static SEEN: OnceLock<&'static Seen> = OnceLock::new();
+    SEEN.get_or_init(|| {
+        let seen: &'static Seen = Box::leak(Box::default());
+        metrics::set_global_recorder(seen).unwrap_or_else(|e| panic!("{e}"));
+        seen
+    })
+}
+
+fn counter(name: &str) -> u64 {
+    seen().counters.lock().unwrap_or_else(|p| p.into_inner()).get(name).map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+fn samples(name: &str) -> usize {
+    seen()
+        .histograms
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .map_or(0, |h| h.0.lock().map_or(0, |v| v.len()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_requests_by_tier_and_outcome() -> TestResult {
+    seen();
+    let cache =
+        Cache::new(MemoryBackend::new(), CacheConfig::default().with_prefix("m").with_local_tier(LocalTier::default()))
+            .await?;
+    assert_eq!(cache.get::<u32>("k").await, None);
+    cache.set("k", &1u32, &EntryOptions::default()).await?;
+    assert_eq!(cache.get::<u32>("k").await, Some(1));
+    assert_eq!(cache.get::<u32>("k").await, Some(1));
+    let loaded: u32 =
+        cache.get_or_compute("l", &EntryOptions::default(), || async { Ok::<_, std::io::Error>(2) }).await?;
+    assert_eq!(loaded, 2);
+    cache.invalidate_tag("t").await?;
+    // The load's lookups count as misses too (before the loader, and again under its lock).
+    let misses = counter("redtail_cache_requests_total{cache=m,outcome=miss,tier=redis}");
+    assert!(misses >= 2, "{misses} misses");
+    assert_eq!(counter("redtail_cache_requests_total{cache=m,outcome=hit,tier=redis}"), 1);
+    assert_eq!(counter("redtail_cache_requests_total{cache=m,outcome=hit,tier=local}"), 1);
+    assert_eq!(counter("redtail_cache_loads_total{cache=m}"), 1);
+    assert_eq!(counter("redtail_cache_invalidations_total{cache=m}"), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.local_hits, stats.misses), (1, 1, misses), "stats() counts the same");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_created_read_and_ended() -> TestResult {
+    seen();
+    let backend = MemoryBackend::new();
+    let store: SessionStore<u32> = SessionStore::new(backend.clone(), SessionConfig::default());
+    let (token, _) = store.create("u1", 7, NewSession::default()).await?;
+    assert!(store.get(token.as_str()).await?.is_some());
+    assert!(store.get("not-a-token").await?.is_none());
+    assert!(store.invalidate(token.as_str()).await?);
+    assert!(store.get(token.as_str()).await?.is_none());
+    assert_eq!(counter("redtail_sessions_created_total{}"), 1);
+    assert_eq!(counter("redtail_sessions_ended_total{}"), 1);
+    assert_eq!(counter("redtail_session_reads_total{outcome=found}"), 1);
+    assert_eq!(counter("redtail_session_reads_total{outcome=missing}"), 1);
+    assert_eq!(counter("redtail_session_reads_total{outcome=malformed}"), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_decisions_by_policy_and_outcome() -> TestResult {
+    seen();
+    let limiter = RateLimiter::new(MemoryBackend::new(), Namespace::new("rl")?);
+    let policy = Policy::new("api", 2, Duration::from_secs(60)).with_algorithm(Algorithm::FixedWindow);
+    for _ in 0..3 {
+        limiter.check("u1", std::slice::from_ref(&policy)).await?;
+    }
+    assert_eq!(counter("redtail_ratelimit_decisions_total{outcome=allowed,policy=api,source=redis}"), 2);
+    assert_eq!(counter("redtail_ratelimit_decisions_total{outcome=limited,policy=api,source=redis}"), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_adds_attempts_and_timings() -> TestResult {
+    seen();
+    let queue = Queue::<u32>::new(MemoryBackend::new(), QueueConfig::new("media"))?;
+    queue.add_bulk(&[1, 2, 3]).await?;
+    let worker = queue.worker(WorkerOptions::default(), |_job| async { Ok::<_, std::io::Error>(()) })?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while queue.counts().await?.completed < 3 {
+        assert!(std::time::Instant::now() < deadline, "the jobs did not complete");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.shutdown().await;
+    assert_eq!(counter("redtail_queue_adds_total{outcome=added,queue=media}"), 3);
+    assert_eq!(counter("redtail_queue_attempts_total{outcome=completed,queue=media}"), 3);
+    assert_eq!(samples("redtail_queue_job_run_seconds{queue=media}"), 3);
+    assert_eq!(samples("redtail_queue_job_wait_seconds{queue=media}"), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_commands_by_operation_and_outcome() -> TestResult {
+    seen();
+    let ctx = Ctx::new(Deployment::Standalone).await;
+    let key = ctx.ns.key(["m"]);
+    ctx.backend.call(Cmd::new("SET").key(&key).arg("v").arg("EX").arg(60)).await?;
+    ctx.backend.call(Cmd::new("GET").key(&key)).await?;
+    assert!(ctx.backend.call(Cmd::new("INCR").key(&key)).await.is_err());
+    assert_eq!(counter("redtail_redis_commands_total{operation=SET,outcome=ok}"), 1);
+    assert_eq!(counter("redtail_redis_commands_total{operation=GET,outcome=ok}"), 1);
+    assert_eq!(counter("redtail_redis_commands_total{operation=INCR,outcome=error}"), 1);
+    assert_eq!(samples("redtail_redis_command_duration_seconds{operation=GET}"), 1);
+    Ok(())
+}
+
+/// A span's name and fields.
+type SpanSeen = (String, HashMap<String, String>);
+
+/// The spans opened, as a subscriber (OpenTelemetry's, say) receives them.
+#[derive(Default, Clone)]
+struct Spans(Arc<Mutex<Vec<SpanSeen>>>);
+
+struct Fields<'a>(&'a mut HashMap<String, String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut fields = HashMap::new();
+        attrs.record(&mut Fields(&mut fields));
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((attrs.metadata().name().to_owned(), fields));
+    }
+}
+
+/// One span per command, named and described as OpenTelemetry's database conventions say.
+#[tokio::test(flavor = "current_thread")]
+async fn each_redis_command_has_a_span_with_the_database_conventions() -> TestResult {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = Spans::default();
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+    let ctx = Ctx::new(Deployment::Standalone).await;
+    let key = ctx.ns.key(["span"]);
+    ctx.backend.call(Cmd::new("SET").key(&key).arg("v").arg("EX").arg(60)).await?;
+    let seen = spans.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let set: Vec<_> =
+        seen.iter().filter(|(_, f)| f.get("db.operation.name").map(String::as_str) == Some("SET")).collect();
+    assert_eq!(set.len(), 1, "one span for the SET: {seen:?}");
+    let (name, fields) = set[0];
+    assert_eq!(name, "redis");
+    assert_eq!(fields.get("db.system.name").map(String::as_str), Some("redis"));
+    assert!(fields.get("server.address").is_some_and(|a| a.contains("127.0.0.1")), "{fields:?}");
+    Ok(())
+}
