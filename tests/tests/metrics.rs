@@ -177,12 +177,29 @@ async fn redis_commands_by_operation_and_outcome() -> TestResult {
     Ok(())
 }
 
-/// A span's name and fields.
-type SpanSeen = (String, HashMap<String, String>);
+/// A span as a subscriber (OpenTelemetry's, say) receives it: id (its place in the order of
+/// opening: the registry reuses the ids of closed spans), name, fields, parent.
+#[derive(Debug, Clone)]
+struct SpanSeen {
+    id: usize,
+    name: String,
+    fields: HashMap<String, String>,
+    parent: Option<usize>,
+}
 
-/// The spans opened, as a subscriber (OpenTelemetry's, say) receives them.
+/// The spans opened, which span follows from which, and which span holds each registry id now.
 #[derive(Default, Clone)]
-struct Spans(Arc<Mutex<Vec<SpanSeen>>>);
+struct Spans {
+    opened: Arc<Mutex<Vec<SpanSeen>>>,
+    follows: Arc<Mutex<Vec<(usize, usize)>>>,
+    live: Arc<Mutex<HashMap<u64, usize>>>,
+}
+
+impl Spans {
+    fn holder(&self, id: &tracing::span::Id) -> Option<usize> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(&id.into_u64()).copied()
+    }
+}
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 
@@ -196,16 +213,38 @@ impl tracing::field::Visit for Fields<'_> {
     }
 }
 
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+impl<S> tracing_subscriber::Layer<S> for Spans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     fn on_new_span(
         &self,
         attrs: &tracing::span::Attributes<'_>,
-        _: &tracing::span::Id,
-        _: tracing_subscriber::layer::Context<'_, S>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
         let mut fields = HashMap::new();
         attrs.record(&mut Fields(&mut fields));
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push((attrs.metadata().name().to_owned(), fields));
+        let parent = match attrs.parent() {
+            Some(parent) => self.holder(parent),
+            None if attrs.is_contextual() => ctx.current_span().id().and_then(|p| self.holder(p)),
+            None => None,
+        };
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = SpanSeen { id: opened.len(), name: attrs.metadata().name().to_owned(), fields, parent };
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(id.into_u64(), seen.id);
+        opened.push(seen);
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let (Some(span), Some(follows)) = (self.holder(span), self.holder(follows)) {
+            self.follows.lock().unwrap_or_else(|p| p.into_inner()).push((span, follows));
+        }
     }
 }
 
@@ -218,13 +257,40 @@ async fn each_redis_command_has_a_span_with_the_database_conventions() -> TestRe
     let ctx = Ctx::new(Deployment::Standalone).await;
     let key = ctx.ns.key(["span"]);
     ctx.backend.call(Cmd::new("SET").key(&key).arg("v").arg("EX").arg(60)).await?;
-    let seen = spans.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let set: Vec<_> =
-        seen.iter().filter(|(_, f)| f.get("db.operation.name").map(String::as_str) == Some("SET")).collect();
+    let seen = spans.opened.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let operation = |s: &SpanSeen| s.fields.get("db.operation.name").cloned().unwrap_or_default();
+    let set: Vec<_> = seen.iter().filter(|s| operation(s) == "SET").collect();
     assert_eq!(set.len(), 1, "one span for the SET: {seen:?}");
-    let (name, fields) = set[0];
-    assert_eq!(name, "redis");
-    assert_eq!(fields.get("db.system.name").map(String::as_str), Some("redis"));
-    assert!(fields.get("server.address").is_some_and(|a| a.contains("127.0.0.1")), "{fields:?}");
+    assert_eq!(set[0].name, "redis");
+    assert_eq!(set[0].fields.get("db.system.name").map(String::as_str), Some("redis"));
+    assert!(set[0].fields.get("server.address").is_some_and(|a| a.contains("127.0.0.1")), "{set:?}");
+
+    // Concurrent session reads share batched MGETs: each batch's span follows from every
+    // caller it served, and the MGET's span is inside the batch's.
+    let store: SessionStore<u32> = SessionStore::new(ctx.backend.clone(), SessionConfig::default());
+    let (token, _) = store.create("u1", 1, NewSession::default()).await?;
+    let reads = (0..50).map(|i| {
+        let (store, token) = (&store, token.as_str());
+        tracing::Instrument::instrument(async move { store.get(token).await }, tracing::debug_span!("caller", i))
+    });
+    for read in futures_util::future::join_all(reads).await {
+        assert!(read?.is_some());
+    }
+    let seen = spans.opened.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let follows = spans.follows.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let callers: Vec<usize> = seen.iter().filter(|s| s.name == "caller").map(|s| s.id).collect();
+    let batches: Vec<&SpanSeen> = seen.iter().filter(|s| s.name == "redtail.batch").collect();
+    assert_eq!(callers.len(), 50);
+    for caller in &callers {
+        assert!(
+            follows.iter().any(|(batch, from)| from == caller && batches.iter().any(|b| b.id == *batch)),
+            "caller span {caller} is linked from no batch"
+        );
+    }
+    let mgets: Vec<&SpanSeen> = seen.iter().filter(|s| operation(s) == "MGET").collect();
+    assert!(!mgets.is_empty(), "no MGET span: {seen:?}");
+    for mget in mgets {
+        assert!(batches.iter().any(|b| Some(b.id) == mget.parent), "an MGET span outside any batch: {mget:?}");
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::{
 
 use futures_util::{StreamExt, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::{Arg, Backend, Bytes, Cmd, Error, Key, Result, Script, ServerError, Value, same_slot};
 
@@ -55,6 +56,8 @@ struct Pending<Q, A> {
     group: u16,
     request: Q,
     reply: oneshot::Sender<Result<A>>,
+    /// The caller's span, which the batch's span follows from.
+    span: tracing::Span,
 }
 
 impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
@@ -96,7 +99,7 @@ impl<Q: Send + 'static, A: Send + 'static> Batcher<Q, A> {
             return Err(Error::Overloaded { waiting: waiting.count - 1 });
         }
         let (reply, answer) = oneshot::channel();
-        let mut pending = Pending { group, request, reply };
+        let mut pending = Pending { group, request, reply, span: tracing::Span::current() };
         let sent = match &*self.sender.read().unwrap_or_else(PoisonError::into_inner) {
             Some(sender) => sender.send(pending),
             None => Err(mpsc::error::SendError(pending)),
@@ -571,9 +574,15 @@ impl<Q, A> Default for Group<Q, A> {
 
 /// Runs one batch and answers each of its requests.
 async fn answer<Q, A>(batch: Vec<Pending<Q, A>>, run: Arc<Run<Q, A>>) {
+    // The batch runs in a span of its own, linked from each caller's: a trace shows every
+    // request the one call served, and the call (the backend's span) inside it.
+    let span = tracing::debug_span!("redtail.batch", size = batch.len());
+    for pending in &batch {
+        span.follows_from(&pending.span);
+    }
     let (requests, replies): (Vec<Q>, Vec<_>) = batch.into_iter().map(|p| (p.request, p.reply)).unzip();
     let n = requests.len();
-    let results = run(requests).await;
+    let results = run(requests).instrument(span).await;
     if results.len() != n {
         let got = format!("{} answers for {n} requests", results.len());
         let e = Error::UnexpectedReply { expected: "one answer per batched request", got };

@@ -11,6 +11,7 @@ use axum::{
     routing::{delete, get, post},
 };
 use media_api::presets::{self, UserSession};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use redtail_cache::Cache;
 use redtail_connection::Redis;
 use redtail_queue::{JobOptions, JobState};
@@ -71,6 +72,7 @@ pub(crate) fn router(state: AppState) -> Result<Router, String> {
         .route("/api/admin/jobs/{queue}/{id}/retry", post(admin_retry))
         .route("/api/admin/jobs/{queue}/{id}", delete(admin_delete))
         .route("/admin", get(dashboard))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(api)
         .layer(middleware::from_fn(auth::authenticate))
@@ -86,6 +88,23 @@ fn caller(caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {
 fn admin(caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {
     let caller = self::caller(caller)?;
     if caller.is_admin() { Ok(caller) } else { Err(ApiError::forbidden()) }
+}
+
+/// The process's Prometheus recorder, installed on first use: `main` calls it before building
+/// anything that counts, since a counter registered before a recorder exists is never exported.
+/// `None` if another recorder was installed first.
+pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
+}
+
+/// `GET /metrics`: every redtail crate's metrics (docs/metrics.md) in Prometheus's text format,
+/// for a scraper.
+async fn metrics() -> Response {
+    match prometheus() {
+        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
+        None => ApiError::not_found("route").into_response(),
+    }
 }
 
 /// `GET /api/health`: Redis health as JSON, 200 when up and 503 when down.

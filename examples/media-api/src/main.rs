@@ -47,6 +47,7 @@ async fn main() -> ExitCode {
 async fn run(config: Config) -> Result<(), String> {
     // redtail's warnings (a failing worker step, a lost lease, a degraded rate limit) on stderr.
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(config.log).init();
+    app::prometheus();
     let (backend, redis): (Arc<dyn Backend>, Option<Redis>) = match &config.store {
         Store::Redis(url) => {
             let mut redis_config = redtail_connection::Config::from_url(url).map_err(|e| format!("REDIS_URL: {e}"))?;

@@ -285,3 +285,26 @@ async fn bad_configuration_stops_start_up_with_one_clear_message() -> TestResult
     assert!(memory.stop()?.success(), "stops cleanly on SIGTERM");
     Ok(())
 }
+
+/// `GET /metrics` answers every crate's metrics in Prometheus's text format.
+#[tokio::test]
+async fn metrics_are_exported_for_prometheus() -> TestResult {
+    let redis = redis();
+    let service = Service::on(&redis)?;
+    let alice = login(&service, "alice", false).await?;
+    assert_eq!(service.get("/api/me").cookie(&alice).send().await?.status, 200);
+    let metrics = service.get("/metrics").send().await?;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.header("content-type").is_some_and(|t| t.starts_with("text/plain")));
+    let text = String::from_utf8_lossy(&metrics.body);
+    for family in [
+        "redtail_sessions_created_total 1",
+        "redtail_session_reads_total{outcome=\"found\"}",
+        "redtail_ratelimit_decisions_total{policy=\"api\",outcome=\"allowed\",source=\"redis\"}",
+        "redtail_redis_commands_total{",
+        "redtail_redis_command_duration_seconds",
+    ] {
+        assert!(text.contains(family), "{family} missing from /metrics:\n{text}");
+    }
+    Ok(())
+}
