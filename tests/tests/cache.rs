@@ -69,13 +69,16 @@ async fn key_tracking_keeps_local_tiers_exact_without_messages(target: Target) -
     let options = EntryOptions::default().tag("t");
     a.set("k", &1u32, &options).await?;
     sees(&b, "k", Some(1), "first write").await;
+    // The write's own invalidations (its key, and the tag record it created) may reach B after
+    // B read the new value (on a cluster they come from two nodes): let them all arrive first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     served_locally(&b, "k", "first write").await;
     // Other entries of the tag, written many times, do not clear the tag from B's tier.
     for i in 0..50u32 {
         a.set(&format!("other{i}"), &i, &options).await?;
     }
     // Long enough for their invalidations to arrive: the next read is still a local hit.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let hits = b.stats().local_hits;
     assert_eq!(b.get::<u32>("k").await, Some(1));
     assert_eq!(b.stats().local_hits, hits + 1, "writes of other entries of the tag cleared it from B's tier");
@@ -370,6 +373,9 @@ mod servers {
             let a = tiered(&ctx.backend, prefix.prefix(), Some(tier)).await;
             let b = tiered(&ctx.backend, prefix.prefix(), Some(tier)).await;
             a.set("kept", &1u32, &EntryOptions::default()).await?;
+            // The write's own invalidation may reach B after B read the value: let it arrive.
+            sees(&b, "kept", Some(1), mode).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
             served_locally(&b, "kept", mode).await;
             let writes: Vec<_> = (0..2000u32)
                 .map(|i| {
