@@ -61,6 +61,7 @@ for_each_backend!(
     a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring,
     durations_redis_cannot_keep_are_refused_naming_the_setting,
     a_discarded_job_is_dead_lettered_without_its_retries,
+    a_job_put_off_by_its_handler_runs_again_later_without_spending_an_attempt,
     a_producer_waits_until_its_job_has_finished,
     a_handler_updates_its_jobs_data_for_the_next_attempt,
     a_waiting_job_given_a_higher_priority_runs_first,
@@ -290,6 +291,55 @@ async fn a_discarded_job_is_dead_lettered_without_its_retries(target: Target) ->
     assert_eq!((flaky.state, flaky.attempts_started), (JobState::Dead, 3), "{flaky:?}");
     assert_eq!(queue.get(fine.as_str()).await?.map(|j| j.state), Some(JobState::Completed));
     assert_eq!((stats.retried, stats.dead, stats.completed), (2, 2, 1));
+    queue.obliterate(false).await?;
+    Ok(())
+}
+
+/// `Job::move_to_delayed` (BullMQ's `moveToDelayed`): a job with one attempt, put off by its
+/// handler (which then fails, to show the outcome does not matter), waits its delay in the
+/// delayed set and runs again as the same attempt, then completes; bad delays are refused.
+async fn a_job_put_off_by_its_handler_runs_again_later_without_spending_an_attempt(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let queue = Queue::<Download>::new(
+        Arc::clone(&env.backend),
+        QueueConfig::new("put-off").prefix(env.ns.prefix()).defaults(JobOptions::default().attempts(1)),
+    )?;
+    let id = queue.add(&download(1)).await?;
+    let runs: Arc<Mutex<Vec<(u32, std::time::Instant)>>> = Arc::default();
+    let seen = Arc::clone(&runs);
+    let worker = queue.worker(fast(), move |job| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let first = {
+                let mut runs = seen.lock().map_err(|_| "poisoned".to_owned())?;
+                runs.push((job.attempt, std::time::Instant::now()));
+                runs.len() == 1
+            };
+            if first {
+                for bad in [Duration::ZERO, Duration::MAX] {
+                    let refused = job.move_to_delayed(bad);
+                    assert!(
+                        matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("move_to_delayed")),
+                        "{refused:?}"
+                    );
+                }
+                job.move_to_delayed(Duration::from_millis(300)).map_err(|e| e.to_string())?;
+                return Err("not yet".to_owned());
+            }
+            Ok(())
+        }
+    })?;
+    until("the put-off job completes", Duration::from_secs(20), || async {
+        Ok(queue.get(id.as_str()).await?.is_some_and(|j| j.state == JobState::Completed))
+    })
+    .await?;
+    let stats = worker.shutdown().await;
+    let runs = runs.lock().map_err(|_| "poisoned")?.clone();
+    assert_eq!(runs.iter().map(|(attempt, _)| *attempt).collect::<Vec<_>>(), [1, 1], "the same attempt twice");
+    assert!(runs[1].1 - runs[0].1 >= Duration::from_millis(300), "ran again before its delay");
+    assert_eq!((stats.delayed, stats.completed, stats.retried, stats.dead), (1, 1, 0, 0));
+    let job = queue.get(id.as_str()).await?.ok_or("the job is gone")?;
+    assert!(job.errors.is_empty(), "a put-off attempt records no error: {:?}", job.errors);
     queue.obliterate(false).await?;
     Ok(())
 }

@@ -75,6 +75,12 @@ for i = 0, n_acks - 1 do
       retire(K_DEAD, key, id, keep, keep_count, has_log)
       emit('failed', id, payload)
       emit('dead', id)
+    elseif kind == KIND_DELAYED then
+      -- Put off by its handler: due again after the delay, the attempt not spent (it runs
+      -- again as the same attempt). A resent acknowledgement of it reads as refused: harmless.
+      redis.call('HSET', key, 's', STATE_DELAYED, 'a', tonumber(attempt) - 1, 'l', token, 'st', started)
+      redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
+      emit('retrying', id, delay)
     elseif kind == KIND_RELEASED then
       -- Handed back unstarted: the attempt does not count.
       enqueue(id, priority_of(key), true)

@@ -13,7 +13,7 @@ use crate::{Error, Result};
 pub const MAX_DURATION: Duration = redtail_core::MAX_TTL;
 
 /// Fails with an error naming `setting` when `value` is longer than [`MAX_DURATION`].
-fn at_most_max(setting: &str, value: Duration) -> Result<()> {
+pub(crate) fn at_most_max(setting: &str, value: Duration) -> Result<()> {
     redtail_core::check_ttl(setting, value).map_err(Error::InvalidInput)
 }
 

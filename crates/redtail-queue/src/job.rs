@@ -4,7 +4,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -89,7 +89,12 @@ pub struct Job<T> {
     pub(crate) progressed: Arc<AtomicBool>,
     /// Set by [`Job::discard`]: a failure of this attempt is not retried.
     pub(crate) discarded: Arc<AtomicBool>,
+    /// Set by [`Job::move_to_delayed`]: the delay in ms, or [`NOT_DELAYED`].
+    pub(crate) delayed: Arc<AtomicU64>,
 }
+
+/// [`Job::delayed`] when the handler did not ask for a delay.
+pub(crate) const NOT_DELAYED: u64 = u64::MAX;
 
 impl<T> fmt::Debug for Job<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,6 +155,24 @@ impl<T> Job<T> {
     /// has left (a download whose URL is gone). A success still completes it.
     pub fn discard(&self) {
         self.discarded.store(true, Ordering::Relaxed);
+    }
+
+    /// Puts the job off (BullMQ's `moveToDelayed`): once the handler returns, whatever it
+    /// returns, the job waits `delay` in the delayed set and then runs again, this attempt not
+    /// spent (a rate-limited upstream, a file not there yet). Its data, log and progress stay.
+    /// The last call before the handler returns wins. A handler that puts a job off on every
+    /// attempt keeps it forever: bound that in the handler (say, by a count in its data).
+    ///
+    /// A delay of 1 ms to [`MAX_DURATION`](crate::MAX_DURATION); anything else is refused,
+    /// naming the setting, and changes nothing.
+    pub fn move_to_delayed(&self, delay: Duration) -> Result<()> {
+        if delay < Duration::from_millis(1) {
+            return Err(Error::InvalidInput(format!("move_to_delayed needs a delay of at least 1 ms, got {delay:?}")));
+        }
+        crate::config::at_most_max("move_to_delayed", delay)?;
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(NOT_DELAYED - 1);
+        self.delayed.store(ms, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The per-attempt timeout in force for this job.

@@ -9,7 +9,7 @@ use std::{
     sync::{
         Arc,
         atomic::{
-            AtomicUsize,
+            AtomicU64, AtomicUsize,
             Ordering::{AcqRel, Acquire, Relaxed},
         },
     },
@@ -31,6 +31,7 @@ use tokio::{
 use crate::{
     Job, JobId, Queue, Result, Retention,
     config::Stored,
+    job::NOT_DELAYED,
     queue::{Inner, millis},
     record::{Meta, Record},
     script::{
@@ -139,6 +140,8 @@ pub struct WorkerStats {
     pub lost: u64,
     /// Jobs handed back unfinished at shutdown.
     pub released: u64,
+    /// Jobs their handler put off ([`Job::move_to_delayed`](crate::Job::move_to_delayed)).
+    pub delayed: u64,
     /// Redis errors seen (each retried).
     pub redis_errors: u64,
 }
@@ -154,6 +157,7 @@ struct Counters {
     refused: Counter,
     lost: Counter,
     released: Counter,
+    delayed: Counter,
     redis_errors: Counter,
     /// The queue's name, the label of the timings.
     queue: String,
@@ -169,6 +173,7 @@ impl Counters {
             retried: finished("retried"),
             dead: finished("dead"),
             released: finished("released"),
+            delayed: finished("delayed"),
             panicked: Counter::new("redtail_queue_attempts_panicked_total", &[label()]),
             timed_out: Counter::new("redtail_queue_attempts_timed_out_total", &[label()]),
             refused: Counter::new("redtail_queue_acks_refused_total", &[label()]),
@@ -188,6 +193,7 @@ impl Counters {
             refused: self.refused.get(),
             lost: self.lost.get(),
             released: self.released.get(),
+            delayed: self.delayed.get(),
             redis_errors: self.redis_errors.get(),
         }
     }
@@ -564,6 +570,7 @@ where
                 (true, AckKind::Failed) => &self.counters.retried,
                 (true, AckKind::Dead) => &self.counters.dead,
                 (true, AckKind::Released) => &self.counters.released,
+                (true, AckKind::Delayed) => &self.counters.delayed,
             };
             counter.bump();
         }
@@ -624,9 +631,14 @@ where
             logged: Arc::default(),
             progressed: Arc::default(),
             discarded: Arc::default(),
+            delayed: Arc::new(AtomicU64::new(NOT_DELAYED)),
         };
-        let (logged, progressed, discarded) =
-            (Arc::clone(&job.logged), Arc::clone(&job.progressed), Arc::clone(&job.discarded));
+        let (logged, progressed, discarded, delayed) = (
+            Arc::clone(&job.logged),
+            Arc::clone(&job.progressed),
+            Arc::clone(&job.discarded),
+            Arc::clone(&job.delayed),
+        );
         // A first attempt's success leaves the job hash for a record (see `record::Record`),
         // which holds all there is to know about it unless it has a log or progress.
         let record = (attempt == 1).then(|| {
@@ -652,7 +664,12 @@ where
         let task = async move {
             let result = attempt_once(&*handler, job, timeout, &counters).await;
             let done = Ack { logged: logged.load(Relaxed), ..done };
+            let put_off = delayed.load(Relaxed);
             let ack = match result {
+                // Put off by the handler, whatever it returned: the attempt does not count.
+                _ if put_off != NOT_DELAYED => {
+                    Ack { kind: AckKind::Delayed, delay: Duration::from_millis(put_off), ..done }
+                }
                 Ok(json) => match record.filter(|_| !done.logged && !progressed.load(Relaxed)) {
                     Some(record) => Ack { kind: AckKind::Kept, payload: record(&json), ..done },
                     None => Ack { payload: Bytes::from(json), ..done },

@@ -83,6 +83,9 @@ lua_codes! {
         Dead => "KIND_DEAD" = "x",
         /// Handed back unstarted (shutdown): the attempt does not count.
         Released => "KIND_RELEASED" = "r",
+        /// Moved to the delayed set by its handler ([`Job::move_to_delayed`](crate::Job::move_to_delayed)):
+        /// the attempt does not count.
+        Delayed => "KIND_DELAYED" = "d",
     }
 }
 
