@@ -336,6 +336,10 @@ async fn replica_acks_wait_on_the_node_of_each_written_slot_in_a_cluster() -> Te
     Ok(())
 }
 
+/// What a request may take beyond its timeout on a loaded two-core machine (the suites run two
+/// tests at once): the wake-up of its task, not a wait on the server.
+const SCHEDULING: Duration = Duration::from_millis(200);
+
 /// A client whose only connection goes through a fault proxy to a standalone server.
 async fn through_proxy(
     timeout: Duration,
@@ -364,7 +368,7 @@ async fn a_stalled_connection_is_noticed_by_the_timeout_and_replaced() -> TestRe
     let stalled = redis.call(Cmd::new("GET").key(&key)).await;
     let waited = started.elapsed();
     assert!(matches!(stalled, Err(Error::Timeout(_))), "{stalled:?}");
-    assert!(waited < timeout + Duration::from_millis(50), "a stalled request waited {waited:?}");
+    assert!(waited < timeout + SCHEDULING, "a stalled request waited {waited:?}");
     // Every request is answered by its timeout; within a few, one is answered by a new connection.
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
@@ -379,7 +383,7 @@ async fn a_stalled_connection_is_noticed_by_the_timeout_and_replaced() -> TestRe
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("replaced after {:?}; slowest request {slowest:?}", started.elapsed());
-    assert!(slowest < timeout + Duration::from_millis(50), "a request waited {slowest:?}");
+    assert!(slowest < timeout + SCHEDULING, "a request waited {slowest:?}");
     Ok(())
 }
 
@@ -416,7 +420,7 @@ async fn a_latency_spike_never_holds_a_request_past_its_timeout() -> TestResult 
         slowest = slowest.max(sent.elapsed());
     }
     assert!(failed > 0, "no request met the spike");
-    assert!(slowest < timeout + Duration::from_millis(50), "a request waited {slowest:?}");
+    assert!(slowest < timeout + SCHEDULING, "a request waited {slowest:?}");
     proxy.set_latency(Duration::ZERO);
     let (took, _) = until_ok(Duration::from_secs(10), || redis.call(Cmd::new("GET").key(&key))).await?;
     println!("{failed} requests timed out in the spike; served again {took:?} after it");
