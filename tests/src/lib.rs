@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Namespace};
-pub use redtail_testkit::{Deployment, MemoryBackend, TestRedis};
+pub use redtail_testkit::{Deployment, FaultProxy, MemoryBackend, TestRedis};
 
 /// The error type of test bodies, so they can use `?`.
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -87,6 +87,17 @@ impl Ctx {
         let ns = servers.namespace();
         Ctx { backend: redis.clone().into(), redis, ns, servers }
     }
+}
+
+/// A standalone server of its own (one named by `REDIS_URL` has no port of its own to proxy)
+/// behind a [`FaultProxy`], and a client configuration that reaches it through the proxy.
+pub async fn behind_proxy() -> (TestRedis, FaultProxy, Config) {
+    let servers = TestRedis::owned(Deployment::Standalone).unwrap_or_else(|e| panic!("cannot get test servers: {e}"));
+    let upstream = ([127, 0, 0, 1], servers.data_ports()[0]).into();
+    let proxy = FaultProxy::start(upstream).await.unwrap_or_else(|e| panic!("cannot start the fault proxy: {e}"));
+    let url = format!("redis://{}", proxy.addr());
+    let config = Config::from_url(&url).unwrap_or_else(|e| panic!("bad proxy URL {url}: {e}"));
+    (servers, proxy, config)
 }
 
 /// Runs each named `async fn(Target) -> TestResult` as a test on the standalone, cluster,

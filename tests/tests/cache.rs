@@ -479,11 +479,9 @@ mod servers {
     /// connection is pinged every second and replaced), not after the tier's 30 s TTL.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stalled_listening_connection_is_replaced_and_the_tier_catches_up() -> TestResult {
-        let servers = TestRedis::owned(Deployment::Standalone)?;
-        let proxy = redtail_testkit::FaultProxy::start(([127, 0, 0, 1], servers.data_ports()[0]).into()).await?;
-        let through =
-            Config::from_url(&format!("redis://{}", proxy.addr()))?.with_command_timeout(Duration::from_millis(300));
-        let a_backend: Arc<dyn Backend> = Redis::connect(through).await?.into();
+        let (servers, proxy, through) = redtail_tests::behind_proxy().await;
+        let a_backend: Arc<dyn Backend> =
+            Redis::connect(through.with_command_timeout(Duration::from_millis(300))).await?.into();
         let b_backend: Arc<dyn Backend> = Redis::connect(Config::from_url(servers.url())?).await?.into();
         for (mode, tier) in [("pubsub", LocalTier::default()), ("tracking", LocalTier::default().with_tracking())] {
             let prefix = servers.namespace().child(mode);

@@ -8,8 +8,7 @@ use std::{
 
 use redtail_connection::{Config, Error as ConnectError, Redis};
 use redtail_core::{Backend, Bytes, Cmd, Error, Event, Key, Script, Value};
-use redtail_testkit::FaultProxy;
-use redtail_tests::{Ctx, Deployment, TestRedis, TestResult, for_each_server};
+use redtail_tests::{Ctx, Deployment, FaultProxy, TestRedis, TestResult, behind_proxy, for_each_server};
 
 static COUNT_RUN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -344,12 +343,8 @@ const SCHEDULING: Duration = Duration::from_millis(200);
 async fn through_proxy(
     timeout: Duration,
 ) -> Result<(TestRedis, FaultProxy, Redis), Box<dyn std::error::Error + Send + Sync>> {
-    // Owned: a server from the environment (REDIS_URL) has no port of its own to proxy.
-    let servers = TestRedis::owned(Deployment::Standalone)?;
-    let port = servers.data_ports()[0];
-    let proxy = FaultProxy::start(([127, 0, 0, 1], port).into()).await?;
-    let config =
-        Config::from_url(&format!("redis://{}", proxy.addr()))?.with_pool_size(1).with_command_timeout(timeout);
+    let (servers, proxy, config) = behind_proxy().await;
+    let config = config.with_pool_size(1).with_command_timeout(timeout);
     let redis = Redis::connect(config).await?;
     Ok((servers, proxy, redis))
 }

@@ -617,7 +617,7 @@ async fn a_busy_worker_leaves_the_wake_up_to_an_idle_one(target: Target) -> Test
 }
 
 mod servers {
-    use redtail_connection::{Config, Redis};
+    use redtail_connection::Redis;
     use redtail_core::Backend;
     use redtail_tests::Deployment;
 
@@ -737,11 +737,9 @@ mod servers {
     /// record, and only jobs in flight at the spike may run twice.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_two_second_latency_spike_during_two_thousand_jobs() -> TestResult {
-        let servers = TestRedis::owned(Deployment::Standalone)?;
-        let proxy = redtail_testkit::FaultProxy::start(([127, 0, 0, 1], servers.data_ports()[0]).into()).await?;
-        let config =
-            Config::from_url(&format!("redis://{}", proxy.addr()))?.with_command_timeout(Duration::from_secs(1));
-        let backend: Arc<dyn Backend> = Redis::connect(config).await?.into();
+        let (servers, proxy, config) = redtail_tests::behind_proxy().await;
+        let backend: Arc<dyn Backend> =
+            Redis::connect(config.with_command_timeout(Duration::from_secs(1))).await?.into();
         let prefix = servers.namespace().child("spike");
         run_on(&backend, prefix.prefix(), 2_000, 100, || {
             proxy.set_latency(Duration::from_secs(2));
