@@ -110,9 +110,9 @@ impl Redis {
         // server discarded the transaction and nothing was applied.
         debug_assert_eq!(queued.len(), n_cmds + 1);
         for reply in queued {
-            reply.map_err(|e| self.failed_on(&held, e))?;
+            reply.map_err(|e| self.failed_on(&held, self.error(e)))?;
         }
-        match convert::frame(exec.map_err(|e| self.failed_on(&held, e))?) {
+        match convert::frame(exec.map_err(|e| self.failed_on(&held, self.error(e)))?) {
             Value::Array(replies) => {
                 self.confirm(&held, &[slot.unwrap_or(0)]).await?;
                 Ok(replies)
@@ -345,18 +345,17 @@ impl Redis {
         match reply.map(convert::frame) {
             Ok(Value::Error(e)) => Err(Error::Server(e)),
             Ok(value) => Ok(value),
-            Err(e) => Err(self.failed_on(client, e)),
+            Err(e) => Err(self.failed_on(client, self.error(e))),
         }
     }
 
-    /// The error for a request on `client` that failed with `e`. A timeout makes the connection
+    /// `error`, which a request on `client` failed with. A timeout makes the connection
     /// suspect: if a `PING` on it does not come back within the command timeout either, it is
     /// taken for dead and replaced. A half-open connection (a dead route, a dropped NAT entry, a
     /// stalled peer) is otherwise kept until the operating system notices, which takes minutes,
     /// and every request on it times out meanwhile; fred's own unresponsive check misses it as
     /// long as requests keep coming, since each write restarts its clock.
-    fn failed_on(&self, client: &Client, e: fred::error::Error) -> Error {
-        let error = self.error(e);
+    fn failed_on(&self, client: &Client, error: Error) -> Error {
         if matches!(error, Error::Timeout(_)) {
             self.probe_connection(client);
         }
@@ -687,13 +686,7 @@ impl Backend for Redis {
             let (command, args) = convert::command(cmd, true);
             let options = Options { timeout: Some(timeout), max_attempts: Some(1), ..Options::default() };
             let reply = Box::pin(client.with_options(&options).custom::<FredValue, _>(command, args)).await;
-            reply.map(convert::value).map_err(|e| {
-                let error = convert::error(e, timeout);
-                if matches!(error, Error::Timeout(_)) {
-                    self.probe_connection(&client);
-                }
-                error
-            })
+            reply.map(convert::value).map_err(|e| self.failed_on(&client, convert::error(e, timeout)))
         })
         .await
     }
