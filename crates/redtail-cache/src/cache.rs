@@ -20,7 +20,7 @@ use crate::{
     CacheConfig, EntryOptions, Error, Invalidation, Result,
     envelope::{Envelope, TagVersion},
     local::{self, Local, Source},
-    stats::{CacheStats, Counters, bump},
+    stats::{CacheStats, Counters},
 };
 
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new("cache_release", include_str!("../lua/release.lua")));
@@ -216,7 +216,7 @@ impl<C: Codec> Cache<C> {
         let key = self.inner.entries.key([key]);
         let removed = self.inner.backend.call(Cmd::new("UNLINK").key(&key)).await?.as_int()? > 0;
         self.broadcast(local::KEY, key.as_bytes()).await;
-        bump(&self.inner.counters.invalidations);
+        self.inner.counters.invalidations.bump();
         Ok(removed)
     }
 
@@ -371,7 +371,7 @@ impl<C: Codec> Cache<C> {
 
     /// A load task that panicked or was cancelled (its runtime shutting down).
     fn task_failed(&self, key: &str, e: tokio::task::JoinError) -> Error {
-        bump(&self.inner.counters.loader_errors);
+        self.inner.counters.loader_errors.bump();
         Error::Loader {
             key: key.to_owned(),
             source: Arc::new(std::io::Error::other(format!("the load task failed: {e}"))),
@@ -391,7 +391,7 @@ impl<C: Codec> Cache<C> {
             local.remove_tag(tag);
         }
         self.broadcast(local::TAG, tag.as_bytes()).await;
-        bump(&self.inner.counters.invalidations);
+        self.inner.counters.invalidations.bump();
         Ok(())
     }
 
@@ -418,7 +418,7 @@ impl<C: Codec> Cache<C> {
             local.clear();
         }
         self.broadcast(local::ALL, b"").await;
-        bump(&self.inner.counters.invalidations);
+        self.inner.counters.invalidations.bump();
         Ok(removed)
     }
 
@@ -448,7 +448,7 @@ impl<C: Codec> Cache<C> {
             && let Some(entry) = local.get(key.as_bytes())
             && entry.fresh_until_ms > now
         {
-            bump(&self.inner.counters.local_hits);
+            self.inner.counters.local_hits.bump();
             return Ok((Found::Fresh(entry), Vec::new()));
         }
         // Taken before the read: what it finds is kept locally only if nothing was invalidated
@@ -514,7 +514,7 @@ impl<C: Codec> Cache<C> {
         if let Some(local) = &self.inner.local {
             local.insert(key.to_bytes(), Arc::clone(&entry), generation);
         }
-        bump(&self.inner.counters.hits);
+        self.inner.counters.hits.bump();
         Ok((Found::Fresh(entry), versions))
     }
 
@@ -532,7 +532,7 @@ impl<C: Codec> Cache<C> {
     }
 
     fn missing(&self, versions: Versions) -> (Found, Versions) {
-        bump(&self.inner.counters.misses);
+        self.inner.counters.misses.bump();
         (Found::Missing, versions)
     }
 
@@ -577,7 +577,7 @@ impl<C: Codec> Cache<C> {
                 Err(e) => self.read_failed(&e),
             }
         }
-        bump(&self.inner.counters.loader_runs);
+        self.inner.counters.loader_runs.bump();
         let started = Instant::now();
         let result = match options.hard_timeout {
             None => loader().await.map_err(Some),
@@ -589,7 +589,7 @@ impl<C: Codec> Cache<C> {
                 Ok(bytes) => {
                     if let Err(e) = self.store(key, bytes.clone(), options, load_time, versions).await {
                         tracing::warn!(error = %e, "a loaded value could not be cached");
-                        bump(&self.inner.counters.redis_errors);
+                        self.inner.counters.redis_errors.bump();
                     }
                     *loaded = Some(value);
                     Ok(Loaded::Value(bytes))
@@ -597,11 +597,11 @@ impl<C: Codec> Cache<C> {
                 Err(e) => Err(e),
             },
             Err(Some(e)) => {
-                bump(&self.inner.counters.loader_errors);
+                self.inner.counters.loader_errors.bump();
                 Err(Error::Loader { key: user_key.to_owned(), source: Arc::from(e.into()) })
             }
             Err(None) => {
-                bump(&self.inner.counters.loader_errors);
+                self.inner.counters.loader_errors.bump();
                 Err(Error::LoadTimeout { key: user_key.to_owned(), after: options.hard_timeout.unwrap_or_default() })
             }
         };
@@ -746,7 +746,7 @@ impl<C: Codec> Cache<C> {
 
     fn serve_stale<T: DeserializeOwned>(&self, key: &Key, entry: &Envelope) -> Option<T> {
         let value = self.decode(key, entry)?;
-        bump(&self.inner.counters.stale_served);
+        self.inner.counters.stale_served.bump();
         Some(value)
     }
 
@@ -755,7 +755,7 @@ impl<C: Codec> Cache<C> {
             Ok(value) => Some(value),
             Err(e) => {
                 tracing::warn!(key = %String::from_utf8_lossy(key.as_bytes()), error = %e, "cached value does not decode; deleted");
-                bump(&self.inner.counters.decode_errors);
+                self.inner.counters.decode_errors.bump();
                 if let Some(local) = &self.inner.local {
                     local.remove(key.as_bytes());
                 }
@@ -779,7 +779,7 @@ impl<C: Codec> Cache<C> {
 
     /// A stored value this layout cannot read: deleted, counted as a decode error.
     async fn corrupt(&self, key: &Key) {
-        bump(&self.inner.counters.decode_errors);
+        self.inner.counters.decode_errors.bump();
         tracing::warn!(key = %String::from_utf8_lossy(key.as_bytes()), "cached value is not in redtail's format; deleted");
         if let Err(e) = self.inner.backend.call(Cmd::new("UNLINK").key(key)).await {
             self.read_failed(&e);
@@ -795,13 +795,13 @@ impl<C: Codec> Cache<C> {
         if let Err(e) = self.inner.backend.publish(&self.inner.channel, message).await {
             // Other instances may keep the old value until their tier's TTL ends.
             tracing::warn!(error = %e, "cache invalidation not broadcast");
-            bump(&self.inner.counters.redis_errors);
+            self.inner.counters.redis_errors.bump();
         }
     }
 
     /// Counts a failed read and logs it, at most once every 10 s.
     fn read_failed(&self, error: &redtail_core::Error) {
-        bump(&self.inner.counters.redis_errors);
+        self.inner.counters.redis_errors.bump();
         let now = self.now_ms();
         let last = self.inner.last_warning_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= WARN_EVERY_MS

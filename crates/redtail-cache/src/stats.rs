@@ -42,11 +42,6 @@ pub(crate) struct Counters {
     pub(crate) redis_errors: Counter,
 }
 
-/// Adds one to a counter.
-pub(crate) fn bump(counter: &Counter) {
-    counter.bump();
-}
-
 impl Counters {
     pub(crate) fn new(prefix: &str) -> Counters {
         let cache = || ("cache", prefix.to_owned());
