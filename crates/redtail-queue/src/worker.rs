@@ -198,13 +198,14 @@ impl Counters {
         }
     }
 
-    /// Reports how long a job waited before this attempt and how long the attempt ran.
-    fn timed(&self, waited: Duration, ran: Duration) {
-        if metrics::ENABLED {
-            let label = || vec![("queue", self.queue.clone())];
-            metrics::seconds("redtail_queue_job_wait_seconds", label, waited);
-            metrics::seconds("redtail_queue_job_run_seconds", label, ran);
-        }
+    /// Reports how long a job created at `created_ms` waited before this attempt, and how long
+    /// the attempt `ran`.
+    fn timed(&self, created_ms: u64, ran: Duration) {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let waited = since_epoch.saturating_sub(Duration::from_millis(created_ms)).saturating_sub(ran);
+        let label = || vec![("queue", self.queue.clone())];
+        metrics::seconds("redtail_queue_job_wait_seconds", label, waited);
+        metrics::seconds("redtail_queue_job_run_seconds", label, ran);
     }
 }
 
@@ -753,16 +754,15 @@ where
     R: Serialize,
     E: fmt::Display,
 {
-    let (created_ms, started) = (job.created_ms, Instant::now());
+    // Timed only for the metrics facade.
+    let (created_ms, started) = (job.created_ms, metrics::ENABLED.then(Instant::now));
     let run = AssertUnwindSafe(handler(job)).catch_unwind();
     let outcome = match timeout {
         Some(limit) => tokio::time::timeout(limit, run).await.ok(),
         None => Some(run.await),
     };
-    if metrics::ENABLED {
-        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let waited = since_epoch.saturating_sub(Duration::from_millis(created_ms)).saturating_sub(started.elapsed());
-        counters.timed(waited, started.elapsed());
+    if let Some(started) = started {
+        counters.timed(created_ms, started.elapsed());
     }
     match outcome {
         Some(Ok(Ok(value))) => serde_json::to_vec(&value).map_err(|e| format!("cannot encode the result: {e}")),
