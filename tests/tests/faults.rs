@@ -79,11 +79,12 @@ async fn paused_server_reports_down_within_health_timeout_and_up_after() -> Test
     assert_eq!(health.role.as_deref(), Some("master"));
     // The server the harness runs, by name and by its own version (Valkey 8 also says
     // `redis_version:7.2.4`, the Redis it is compatible with).
-    let (server, major) = match redtail_testkit::ServerBinaries::current().kind {
-        redtail_testkit::ServerKind::Redis => ("redis", '7'),
-        redtail_testkit::ServerKind::Valkey => ("valkey", '8'),
+    let kind = redtail_testkit::ServerBinaries::current().kind;
+    let major = match kind {
+        redtail_testkit::ServerKind::Redis => '7',
+        redtail_testkit::ServerKind::Valkey => '8',
     };
-    assert_eq!(health.server.as_deref(), Some(server), "{health:?}");
+    assert_eq!(health.server.as_deref(), Some(kind.name()), "{health:?}");
     assert!(health.version.as_deref().is_some_and(|v| v.starts_with(major)), "{health:?}");
     assert!(health.used_memory.is_some_and(|m| m > 0));
     assert_eq!(health.maxmemory_policy.as_deref(), Some("noeviction"));

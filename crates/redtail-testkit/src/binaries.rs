@@ -12,6 +12,17 @@ pub enum ServerKind {
     Valkey,
 }
 
+impl ServerKind {
+    /// Its name as `REDTAIL_SERVER` takes it, and as the server reports itself in `INFO`:
+    /// `redis` or `valkey`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Redis => "redis",
+            ServerKind::Valkey => "valkey",
+        }
+    }
+}
+
 /// The server and cli binaries the harness runs.
 ///
 /// Read once from the environment ([`ServerBinaries::from_env`]) unless a program chose them
@@ -76,12 +87,8 @@ impl ServerBinaries {
 
     /// The environment that makes another process (a test binary) use these binaries.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        let kind = match self.kind {
-            ServerKind::Redis => "redis",
-            ServerKind::Valkey => "valkey",
-        };
         vec![
-            ("REDTAIL_SERVER", kind.to_owned()),
+            ("REDTAIL_SERVER", self.kind.name().to_owned()),
             ("REDTAIL_SERVER_BIN", self.server.display().to_string()),
             ("REDTAIL_CLI_BIN", self.cli.display().to_string()),
         ]
