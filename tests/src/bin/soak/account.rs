@@ -202,6 +202,16 @@ fn sample(items: &[String]) -> String {
     }
 }
 
+/// A failed request outside every fault, said with the fault before it, for the account.
+fn describe_failure(injected: &[Injected], at: u64, kind: u64, status: u64, micros: u32, body: &str) -> String {
+    let route = crate::load::KINDS.get(kind as usize).copied().unwrap_or("?");
+    let before = injected.iter().rev().find(|f| f.start_ms <= at).map_or(String::new(), |f| {
+        let until = f.end_ms + f.recovered.map_or(0, |d| d.as_millis() as u64);
+        format!(", {} ms after {} and its recovery", at.saturating_sub(until), f.fault.name())
+    });
+    format!("{route} answered {status} after {} ms{before}: {body:?}", micros / 1000)
+}
+
 /// p50, p99 and max of latencies in microseconds, as text in milliseconds.
 fn percentiles(mut micros: Vec<u32>) -> String {
     if micros.is_empty() {
@@ -340,8 +350,10 @@ impl Account {
             std::fs::read_to_string(dir.join("requests.tsv")).map_err(|e| format!("cannot read requests.tsv: {e}"))?;
         let first_fault = injected.first().map_or(end_ms, |f| f.start_ms);
         let (mut before, mut during, mut after, mut errors) = (Vec::new(), Vec::new(), Vec::new(), (0u64, 0u64));
+        let mut outside = Vec::new();
         for line in text.lines() {
-            let fields: Vec<u64> = line.split('\t').filter_map(|f| f.parse().ok()).collect();
+            let mut columns = line.split('\t');
+            let fields: Vec<u64> = columns.by_ref().take(4).filter_map(|f| f.parse().ok()).collect();
             let [at, kind, status, micros] = fields[..] else { continue };
             if kind == 7 {
                 continue; // the abusive user: refused by design
@@ -358,6 +370,9 @@ impl Account {
                 errors.0 += u64::from(failed);
             } else {
                 errors.1 += u64::from(failed);
+                if failed {
+                    outside.push(describe_failure(injected, at, kind, status, micros, columns.next().unwrap_or("")));
+                }
                 if at < first_fault { before.push(micros) } else { after.push(micros) }
             }
         }
@@ -370,7 +385,11 @@ impl Account {
         self.info(format!("latency between and after faults: {}", percentiles(after)));
         self.check(
             errors.1 == 0,
-            format!("no request failed (5xx or no reply) outside a fault and its recovery; {} did", errors.1),
+            format!(
+                "no request failed (5xx or no reply) outside a fault and its recovery; {} did{}",
+                errors.1,
+                sample(&outside)
+            ),
         );
         Ok(())
     }

@@ -44,12 +44,14 @@ pub(crate) struct LoadReport {
 }
 
 /// One request: when it started (ms since the epoch), its route, its status, its latency.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Sample {
     pub(crate) at_ms: u64,
     pub(crate) kind: u8,
     pub(crate) status: u16,
     pub(crate) micros: u32,
+    /// The start of the body of a failed reply (5xx or none), for the account.
+    pub(crate) error: Option<String>,
 }
 
 /// The user names the service is started with.
@@ -125,8 +127,10 @@ pub(crate) async fn run(base: &str, secs: u64, users: usize, tasks: usize, out: 
         samples.extend(part_samples);
     }
     samples.sort_by_key(|s| s.at_ms);
-    let tsv: String =
-        samples.iter().map(|s| format!("{}\t{}\t{}\t{}\n", s.at_ms, s.kind, s.status, s.micros)).collect();
+    let tsv: String = samples
+        .iter()
+        .map(|s| format!("{}\t{}\t{}\t{}\t{}\n", s.at_ms, s.kind, s.status, s.micros, s.error.as_deref().unwrap_or("")))
+        .collect();
     std::fs::write(out.join("requests.tsv"), tsv).map_err(|e| format!("cannot write requests.tsv: {e}"))?;
     let text = serde_json::to_string(&report).map_err(|e| e.to_string())?;
     std::fs::write(out.join("load.json"), text).map_err(|e| format!("cannot write load.json: {e}"))
@@ -144,7 +148,11 @@ impl Recorder {
         let (at_ms, started) = (now_ms(), Instant::now());
         let reply = request.await;
         let micros = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-        self.samples.push(Sample { at_ms, kind: kind as u8, status: reply.status, micros });
+        let error = (reply.status == 0 || reply.status >= 500).then(|| {
+            let text: String = String::from_utf8_lossy(&reply.body).chars().take(160).collect();
+            text.replace(['\t', '\n'], " ")
+        });
+        self.samples.push(Sample { at_ms, kind: kind as u8, status: reply.status, micros, error });
         *self.report.statuses.entry(KINDS[kind].to_owned()).or_default().entry(reply.status).or_default() += 1;
         reply
     }
