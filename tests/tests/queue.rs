@@ -62,6 +62,7 @@ for_each_backend!(
     durations_redis_cannot_keep_are_refused_naming_the_setting,
     a_discarded_job_is_dead_lettered_without_its_retries,
     a_job_put_off_by_its_handler_runs_again_later_without_spending_an_attempt,
+    delayed_jobs_and_backoffs_are_promoted_to_run_now,
     a_producer_waits_until_its_job_has_finished,
     a_handler_updates_its_jobs_data_for_the_next_attempt,
     a_waiting_job_given_a_higher_priority_runs_first,
@@ -340,6 +341,52 @@ async fn a_job_put_off_by_its_handler_runs_again_later_without_spending_an_attem
     assert_eq!((stats.delayed, stats.completed, stats.retried, stats.dead), (1, 1, 0, 0));
     let job = queue.get(id.as_str()).await?.ok_or("the job is gone")?;
     assert!(job.errors.is_empty(), "a put-off attempt records no error: {:?}", job.errors);
+    queue.obliterate(false).await?;
+    Ok(())
+}
+
+/// `Queue::promote` (BullMQ's `promote`): a job delayed an hour and a job waiting out an hour's
+/// retry backoff both run at once when promoted; anything else is refused with `false`.
+async fn delayed_jobs_and_backoffs_are_promoted_to_run_now(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let hour = Duration::from_secs(3600);
+    let defaults = JobOptions::default().attempts(2).backoff(Backoff::Fixed { delay: hour, jitter: 0.0 });
+    let queue = Queue::<Download>::new(
+        Arc::clone(&env.backend),
+        QueueConfig::new("promote").prefix(env.ns.prefix()).defaults(defaults.clone()),
+    )?;
+    let later = queue.add_with(&download(1), defaults.delay(hour)).await?.id;
+    let failing = queue.add(&download(2)).await?;
+    let runs: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let seen = Arc::clone(&runs);
+    let worker = queue.worker(fast(), move |job| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().map_err(|_| "poisoned")?.push((job.data.url.clone(), job.attempt));
+            if job.attempt == 1 && job.data.url == download(2).url { Err("first attempt fails") } else { Ok(()) }
+        }
+    })?;
+    until("the failed job waits out its backoff", Duration::from_secs(20), || async {
+        Ok(queue.get(failing.as_str()).await?.is_some_and(|j| j.state == JobState::Delayed))
+    })
+    .await?;
+    assert_eq!(queue.get(later.as_str()).await?.map(|j| j.state), Some(JobState::Delayed));
+    assert!(!queue.promote("no-such-job").await?);
+    for id in [&later, &failing] {
+        assert!(queue.promote(id.as_str()).await?, "{id} is delayed");
+    }
+    for id in [&later, &failing] {
+        until("a promoted job completes", Duration::from_secs(20), || async {
+            Ok(queue.get(id.as_str()).await?.is_some_and(|j| j.state == JobState::Completed))
+        })
+        .await?;
+        assert!(!queue.promote(id.as_str()).await?, "a completed job is not promoted");
+    }
+    worker.shutdown().await;
+    let mut runs = runs.lock().map_err(|_| "poisoned")?.clone();
+    runs.sort();
+    let expected = [(download(1).url, 1), (download(2).url, 1), (download(2).url, 2)];
+    assert_eq!(runs, expected, "each promoted job ran once more, at once");
     queue.obliterate(false).await?;
     Ok(())
 }

@@ -13,10 +13,37 @@ for_each_backend!(
     invalidation_wins_over_concurrent_updates,
     a_thousand_concurrent_sessions_of_one_user_are_listed_and_ended,
     a_cap_of_five_holds_exactly_under_concurrency_and_within_one_second,
+    a_session_is_ended_by_its_user_and_id_without_its_token,
 );
 
 fn store(env: &Env) -> Arc<SessionStore<UserSession>> {
     Arc::new(SessionStore::new(env.backend.clone(), SessionConfig::default().with_namespace(env.ns.child("sess"))))
+}
+
+/// `SessionStore::end`: an admin (or a "your devices" page) ends one session by user and id,
+/// as `list` shows them; another user's id, a made-up id and a second try end nothing.
+async fn a_session_is_ended_by_its_user_and_id_without_its_token(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let store = store(&env);
+    let (first, _) = store.create("alice", UserSession::new("alice", "user"), NewSession::standard()).await?;
+    let (second, _) = store.create("alice", UserSession::new("alice", "user"), NewSession::standard()).await?;
+    let (bob, bobs) = store.create("bob", UserSession::new("bob", "user"), NewSession::standard()).await?;
+    let first_id = store.get(first.as_str()).await?.ok_or("alice's first session is missing")?.id;
+
+    assert!(!store.end("alice", &bobs.id).await?, "bob's session is not alice's to end");
+    assert!(!store.end("alice", "not-a-session-id").await?);
+    assert!(!store.end("alice", "AAAAAAAAAAAAAAAA").await?);
+    assert!(store.end("alice", "").await.is_ok_and(|ended| !ended));
+    assert!(store.end("", &first_id).await.is_err(), "an empty user id is refused");
+
+    assert!(store.end("alice", &first_id).await?);
+    assert!(!store.end("alice", &first_id).await?, "ended once");
+    assert!(store.get(first.as_str()).await?.is_none());
+    let left: Vec<String> = store.list("alice").await?.into_iter().map(|s| s.id).collect();
+    assert_eq!(left.len(), 1);
+    assert!(store.get(second.as_str()).await?.is_some_and(|s| s.id == left[0]));
+    assert!(store.get(bob.as_str()).await?.is_some());
+    Ok(())
 }
 
 async fn lifecycle_from_login_to_logout_everywhere(target: Target) -> TestResult {

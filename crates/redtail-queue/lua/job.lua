@@ -1,10 +1,11 @@
 -- One job by id (src/script/job.rs). ARG_OP: OP_RETRY (a dead job runs again with as many
 -- attempts again as it had; attempt numbers go on, so every attempt's error stays), OP_DELETE
 -- (a job in any state but active) or OP_PRIORITY (a job that has not finished gets priority
--- ARG_PRIORITY: a waiting one moves to its new place, the others keep it for when they wait);
+-- ARG_PRIORITY: a waiting one moves to its new place, the others keep it for when they wait)
+-- or OP_PROMOTE (a delayed job, or one waiting out a retry's backoff, joins the line now);
 -- ARG_ID: the job's id.
--- Returns 1 done, 0 no such job (or not dead, for retry; finished, for priority), -1 refused:
--- the job is running.
+-- Returns 1 done, 0 no such job (or not dead, for retry; finished, for priority; not delayed,
+-- for promote), -1 refused: the job is running.
 local op, id = ARGV[ARG_OP], ARGV[ARG_ID]
 local key = job_key(id)
 local job = redis.call('HMGET', key, 's', 'm', 'a')
@@ -24,6 +25,15 @@ if op == OP_PRIORITY then
   if job[1] == STATE_WAITING and redis.call('HEXISTS', K_RUN, id) == 0 then
     if redis.call('LREM', K_WAIT, 1, id) + redis.call('ZREM', K_PRIO, id) > 0 then enqueue(id, p) end
   end
+  return 1
+end
+if op == OP_PROMOTE then
+  if job[1] ~= STATE_DELAYED or redis.call('ZREM', K_DELAY, id) == 0 then return 0 end
+  redis.call('HSET', key, 's', STATE_WAITING)
+  local _, _, priority = meta(job[2])
+  enqueue(id, priority)
+  wake()
+  emit('waiting', id)
   return 1
 end
 if op == OP_RETRY then

@@ -380,6 +380,13 @@ impl<T> Queue<T> {
         Ok(self.by_id(JobOp::Retry, id).await? == 1)
     }
 
+    /// Runs a delayed job now (BullMQ's `promote`): a job added with a delay, put off by its
+    /// handler, or waiting out a retry's backoff joins the line as if its time had come. Returns
+    /// `false` when no delayed job has this id.
+    pub async fn promote(&self, id: &str) -> Result<bool> {
+        Ok(self.by_id(JobOp::Promote, id).await? == 1)
+    }
+
     /// Deletes a job that is not running. Returns `false` when there is no such job, and
     /// [`Error::Busy`] when it is running.
     pub async fn delete(&self, id: &str) -> Result<bool> {

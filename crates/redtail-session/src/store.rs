@@ -476,6 +476,27 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         Ok(ended)
     }
 
+    /// Ends one session of `user_id` by its id ([`Session::id`], as [`SessionStore::list`]
+    /// shows it), without its token: for an admin, or a "your devices" page. Returns whether a
+    /// live session of that user ended; an id of another user's session ends nothing.
+    pub async fn end(&self, user_id: &str, session_id: &str) -> Result<bool> {
+        check_user_id(user_id)?;
+        let Some(at) = token::locate_by_user(user_id, session_id) else { return Ok(false) };
+        let keys = self.keys_of(&at);
+        // A session's user never changes, so reading it first and then ending it is safe.
+        let stored = match self.backend.call(Cmd::new("GET").key(&keys[0])).await {
+            Err(e) if e.is_server_code("WRONGTYPE") => return Ok(false),
+            other => other?.into_opt_bytes()?,
+        };
+        let owned = stored.is_some_and(|value| header::split(&value).is_ok_and(|(h, _)| h.user_id == user_id));
+        if !owned {
+            return Ok(false);
+        }
+        let ended = self.backend.eval(&INVALIDATE, &keys, vec![at.id().into()]).await?.as_int()? == 1;
+        self.counts.ended.add(u64::from(ended));
+        Ok(ended)
+    }
+
     /// Ends every session of `user_id` ("log out everywhere"), the Node service's too when
     /// [`SessionStore::with_legacy`] is set; returns how many were live.
     pub async fn invalidate_all(&self, user_id: &str) -> Result<u64> {

@@ -120,6 +120,18 @@ pub(crate) fn locate(text: &str) -> Option<Location> {
     Some(Location { tag, id: id_of(text.as_bytes()) })
 }
 
+/// Where the session `id` of `user_id` lives (as [`Session::id`](crate::Session) shows it);
+/// `None` when `id` cannot be a session id.
+pub(crate) fn locate_by_user(user_id: &str, id: &str) -> Option<Location> {
+    let id: [u8; ID_TEXT] = id.as_bytes().try_into().ok()?;
+    if !id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_') {
+        return None;
+    }
+    let mut tag = [0; TAG_TEXT];
+    URL_SAFE_NO_PAD.encode_slice(user_tag(user_id), &mut tag).ok()?;
+    Some(Location { tag, id })
+}
+
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Token(<redacted>)")

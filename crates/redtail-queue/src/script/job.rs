@@ -1,4 +1,5 @@
-//! `lua/job.lua`: one job by id: retry a dead job, delete a job, or change its priority.
+//! `lua/job.lua`: one job by id: retry a dead job, delete a job, change its priority, or run a
+//! delayed job now.
 
 use redtail_core::Script;
 
@@ -31,5 +32,7 @@ lua_codes! {
         Delete => "OP_DELETE" = "delete",
         /// Give a job that has not finished another priority.
         Priority => "OP_PRIORITY" = "priority",
+        /// Run a delayed job now.
+        Promote => "OP_PROMOTE" = "promote",
     }
 }
