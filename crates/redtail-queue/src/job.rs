@@ -10,7 +10,7 @@ use std::{
 };
 
 use redtail_core::Arg;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     Error, JobId, Result,
@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     /// Ready to run.
