@@ -156,7 +156,7 @@ fn ci() -> Result {
 
 /// The crates published to crates.io; the rest of the workspace (bench, tests, xtask, the demo)
 /// is `publish = false`.
-const LIBRARY_CRATES: [&str; 7] = [
+const LIBRARY_CRATES: [&str; 8] = [
     "redtail-core",
     "redtail-connection",
     "redtail-testkit",
@@ -164,6 +164,7 @@ const LIBRARY_CRATES: [&str; 7] = [
     "redtail-ratelimit",
     "redtail-cache",
     "redtail-queue",
+    "redtail-admin",
 ];
 
 /// Packages every library crate as crates.io would receive it, and builds each package on its
@@ -823,7 +824,7 @@ fn walkthrough(url: &str, store: &str) -> String {
          \x20 curl -s -b /tmp/media-api.jar {host}/api/jobs/<jobId from the line above>\n\
          \x20 curl -s -b /tmp/media-api.jar -H 'content-type: application/json' -d '{{\"url\":\"https://example.invalid/v/2\"}}' '{host}/api/youtube/download?fail=always'\n\
          \x20 curl -si {host}/api/services/status   (twice: x-cache: miss, then hit)\n\
-         \nThe dashboard: {url}/admin (log in as admin / admin). Accounts: admin/admin, alice/alice, bob/bob.\n\
+         \nThe admin: {url}/admin (log in as admin / admin). Accounts: admin/admin, alice/alice, bob/bob.\n\
          Downloads are limited to 5 an hour per user (the 6th answers 429); every /api route to 100 a minute.\n\
          Ctrl-C stops the service, then Redis.\n"
     )

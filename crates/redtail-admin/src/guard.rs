@@ -36,10 +36,10 @@ pub(crate) async fn guard(request: Request, next: Next) -> Response {
 /// in `Origin` (and `Sec-Fetch-Site`); a client that sends neither (curl, a script) is not a
 /// browser a page elsewhere could drive, and is left to the host's authorization.
 fn same_site(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
-            return false;
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return false;
     }
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
     let Some(host) = headers.get(header::HOST) else { return false };

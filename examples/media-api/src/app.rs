@@ -4,18 +4,18 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Extension, Json, Router,
-    extract::{DefaultBodyLimit, Path, Query, State},
+    extract::{DefaultBodyLimit, Path, Query, Request, State},
     http::{StatusCode, header},
-    middleware,
+    middleware::{self, Next},
     response::{Html, IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{get, post},
 };
 use media_api::presets::{self, UserSession};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use redtail_cache::Cache;
 use redtail_connection::Redis;
-use redtail_queue::{JobOptions, JobState};
-use redtail_ratelimit::{Decision, Policy, RateLimitLayer, RateLimiter, SubjectKey};
+use redtail_queue::JobOptions;
+use redtail_ratelimit::{Policy, RateLimitLayer, RateLimiter, SubjectKey};
 use redtail_session::SessionStore;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -68,10 +68,7 @@ pub(crate) fn router(state: AppState) -> Result<Router, String> {
         .route("/api/media/request", post(media_request).route_layer(requests))
         .route("/api/jobs/{id}", get(job))
         .route("/api/services/status", get(services_status))
-        .route("/api/admin/overview", get(admin_overview))
-        .route("/api/admin/jobs/{queue}/{id}/retry", post(admin_retry))
-        .route("/api/admin/jobs/{queue}/{id}", delete(admin_delete))
-        .route("/admin", get(dashboard))
+        .nest("/admin", admin_router(&state))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(api)
@@ -79,6 +76,27 @@ pub(crate) fn router(state: AppState) -> Result<Router, String> {
         .layer(sessions)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state))
+}
+
+/// The admin every redtail service can mount, showing this service's queues, limits and sessions.
+fn admin_router(state: &AppState) -> Router<AppState> {
+    let redis = state.redis.clone();
+    redtail_admin::Admin::new()
+        .queue(state.queues.downloads.clone())
+        .queue(state.queues.requests.clone())
+        .sessions(Arc::clone(&state.sessions))
+        .rate_limits(state.limiter.clone(), [presets::API, presets::YOUTUBE_DOWNLOAD, presets::MEDIA_REQUEST])
+        .health(move || {
+            let redis = redis.clone();
+            async move {
+                match redis {
+                    Some(redis) => serde_json::to_value(redis.health().await).unwrap_or(Value::Null),
+                    None => json!({"up": true, "backend": "memory"}),
+                }
+            }
+        })
+        .router()
+        .layer(middleware::from_fn(admin_only))
 }
 
 fn caller(caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {
@@ -200,13 +218,12 @@ async fn job(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let caller = self::caller(caller)?;
-    let queue = state.queues.of_job(&id).ok_or_else(|| ApiError::not_found("job"))?;
-    let job = queue.get(&id).await?.ok_or_else(|| ApiError::not_found("job"))?;
+    let (queue, job) = state.queues.get(&id).await?.ok_or_else(|| ApiError::not_found("job"))?;
     let owner = job.data.get("userId").and_then(Value::as_str);
     if owner != Some(caller.user()) && !caller.is_admin() {
         return Err(ApiError::not_found("job"));
     }
-    Ok(Json(json!({"success": true, "queue": queue.name(), "job": job})))
+    Ok(Json(json!({"success": true, "queue": queue, "job": job})))
 }
 
 /// `GET /api/services/status`: the services' status, cached 60 s (tag `service-status`).
@@ -228,110 +245,15 @@ async fn services_status(State(state): State<AppState>) -> Result<Response, ApiE
     Ok(([("x-cache", "miss")], Json(json!({"success": true, "cached": false, "services": status}))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct OverviewQuery {
-    user: Option<String>,
-}
-
-/// `GET /api/admin/overview`: what the dashboard shows.
-async fn admin_overview(
-    State(state): State<AppState>,
-    caller: Option<Extension<Caller>>,
-    Query(query): Query<OverviewQuery>,
-) -> Result<Json<Value>, ApiError> {
-    admin(caller)?;
-    let mut queues = Vec::new();
-    let mut latest = Vec::new();
-    let mut dead = Vec::new();
-    for queue in
-        [state.queues.by_name("youtube-downloads"), state.queues.by_name("media-requests")].into_iter().flatten()
-    {
-        let metrics = queue.metrics().await?;
-        queues.push(json!({"name": queue.name(), "metrics": metrics}));
-        for job_state in [JobState::Active, JobState::Waiting, JobState::Delayed, JobState::Completed] {
-            for job in queue.list(job_state, 10).await? {
-                latest.push(json!({"queue": queue.name(), "job": job}));
-            }
-        }
-        for job in queue.list(JobState::Dead, 20).await? {
-            dead.push(json!({"queue": queue.name(), "job": job}));
-        }
-    }
-    latest.sort_by_key(|j| std::cmp::Reverse(j["job"]["created_ms"].as_u64()));
-    latest.truncate(20);
-    let mut sessions = 0;
-    for user in &state.config.users {
-        sessions += state.sessions.list(&user.name).await?.len();
-    }
-    let user = query.user.unwrap_or_else(|| "alice".to_owned());
-    let mut usage = Vec::new();
-    for policy in [presets::API, presets::YOUTUBE_DOWNLOAD, presets::MEDIA_REQUEST] {
-        // A peek reports what one more request would leave; what is left now is one more
-        // unless that request would be refused.
-        let (states, spare) = match state.limiter.peek(&user, &[policy], 1).await? {
-            Decision::Allowed { policies, .. } => (policies, 1),
-            Decision::Limited { policies, .. } => (policies, 0),
-            _ => (Vec::new(), 0),
-        };
-        for s in states {
-            let remaining = (s.remaining + spare).min(s.limit);
-            usage.push(
-                json!({"policy": s.name, "limit": s.limit, "remaining": remaining, "periodSecs": s.period.as_secs()}),
-            );
-        }
-    }
-    let health = match &state.redis {
-        Some(redis) => serde_json::to_value(redis.health().await).unwrap_or(Value::Null),
-        None => json!({"up": true, "backend": "memory"}),
-    };
-    let limiter = state.limiter.stats();
-    Ok(Json(json!({
-        "success": true,
-        "limiter": {"degraded": limiter.degraded, "cached": limiter.cached, "shadowWouldLimit": limiter.shadow_would_limit},
-        "queues": queues,
-        "latest": latest,
-        "dead": dead,
-        "sessions": sessions,
-        "rateLimit": {"user": user, "policies": usage},
-        "health": health,
-    })))
-}
-
-/// `POST /api/admin/jobs/{queue}/{id}/retry`: runs a dead-lettered job again.
-async fn admin_retry(
-    State(state): State<AppState>,
-    caller: Option<Extension<Caller>>,
-    Path((queue, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    admin(caller)?;
-    let queue = state.queues.by_name(&queue).ok_or_else(|| ApiError::not_found("queue"))?;
-    if !queue.retry_dead(&id).await? {
-        return Err(ApiError::not_found("dead-lettered job"));
-    }
-    Ok(Json(json!({"success": true})))
-}
-
-/// `DELETE /api/admin/jobs/{queue}/{id}`: deletes a job that is not running.
-async fn admin_delete(
-    State(state): State<AppState>,
-    caller: Option<Extension<Caller>>,
-    Path((queue, id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    admin(caller)?;
-    let queue = state.queues.by_name(&queue).ok_or_else(|| ApiError::not_found("queue"))?;
-    match queue.delete(&id).await {
-        Ok(true) => Ok(Json(json!({"success": true}))),
-        Ok(false) => Err(ApiError::not_found("job")),
-        Err(redtail_queue::Error::Busy(message)) => Err(ApiError::new(StatusCode::CONFLICT, "job_running", message)),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `GET /admin`: the dashboard for admins; for anyone else a 403 page with a login form.
-async fn dashboard(caller: Option<Extension<Caller>>) -> Response {
-    let html = [(header::CACHE_CONTROL, "no-store")];
+/// In front of the admin (`redtail-admin`, nested at `/admin`): admins only. Anyone else asking
+/// for the page gets a 403 page with a login form; the admin's API answers them 401 or 403.
+async fn admin_only(caller: Option<Extension<Caller>>, request: Request, next: Next) -> Response {
     match admin(caller) {
-        Ok(_) => (html, Html(include_str!("dashboard.html"))).into_response(),
-        Err(_) => (StatusCode::FORBIDDEN, html, Html(include_str!("login.html"))).into_response(),
+        Ok(_) => next.run(request).await,
+        Err(_) if request.method() == axum::http::Method::GET && request.uri().path() == "/" => {
+            (StatusCode::FORBIDDEN, [(header::CACHE_CONTROL, "no-store")], Html(include_str!("login.html")))
+                .into_response()
+        }
+        Err(refused) => refused.into_response(),
     }
 }

@@ -5,7 +5,7 @@ use std::{fs::File, future::Future, io::Write, path::Path, sync::Arc, time::Dura
 
 use media_api::presets;
 use redtail_core::Backend;
-use redtail_queue::{Backoff, Job, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions};
+use redtail_queue::{Backoff, Job, JobInfo, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -59,24 +59,16 @@ impl Queues {
         })
     }
 
-    /// The queue named `name`, type-erased for the admin routes.
-    pub(crate) fn by_name(&self, name: &str) -> Option<Admin<'_>> {
-        match name {
-            "youtube-downloads" => Some(Admin::Downloads(&self.downloads)),
-            "media-requests" => Some(Admin::Requests(&self.requests)),
-            _ => None,
-        }
-    }
-
-    /// Which queue holds a job, from its id's prefix.
-    pub(crate) fn of_job(&self, id: &str) -> Option<Admin<'_>> {
-        if id.starts_with("dl-") {
-            Some(Admin::Downloads(&self.downloads))
+    /// A job by id, with the name of its queue (from the id's prefix).
+    pub(crate) async fn get(&self, id: &str) -> redtail_queue::Result<Option<(&'static str, JobInfo)>> {
+        let job = if id.starts_with("dl-") {
+            self.downloads.get(id).await?.map(|job| ("youtube-downloads", job))
         } else if id.starts_with("mr-") {
-            Some(Admin::Requests(&self.requests))
+            self.requests.get(id).await?.map(|job| ("media-requests", job))
         } else {
             None
-        }
+        };
+        Ok(job)
     }
 
     /// Starts a worker on each queue, recording every attempt in `ledger`.
@@ -131,50 +123,6 @@ impl Ledger {
         if let Err(e) = (&**file).write_all(format!("{now} {event} {id} {attempt}\n").as_bytes()) {
             eprintln!("media-api: cannot write the job ledger: {e}");
         }
-    }
-}
-
-/// One of the queues, whatever its job type.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Admin<'a> {
-    Downloads(&'a Queue<Download>),
-    Requests(&'a Queue<MediaRequest>),
-}
-
-macro_rules! each {
-    ($self:ident, $q:ident => $e:expr) => {
-        match $self {
-            Admin::Downloads($q) => $e,
-            Admin::Requests($q) => $e,
-        }
-    };
-}
-
-impl Admin<'_> {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Admin::Downloads(_) => "youtube-downloads",
-            Admin::Requests(_) => "media-requests",
-        }
-    }
-    pub(crate) async fn get(self, id: &str) -> redtail_queue::Result<Option<redtail_queue::JobInfo>> {
-        each!(self, q => q.get(id).await)
-    }
-    pub(crate) async fn metrics(self) -> redtail_queue::Result<redtail_queue::Metrics> {
-        each!(self, q => q.metrics(10).await)
-    }
-    pub(crate) async fn list(
-        self,
-        state: redtail_queue::JobState,
-        n: u64,
-    ) -> redtail_queue::Result<Vec<redtail_queue::JobInfo>> {
-        each!(self, q => q.list(state, 0, n).await)
-    }
-    pub(crate) async fn retry_dead(self, id: &str) -> redtail_queue::Result<bool> {
-        each!(self, q => q.retry_dead(id).await)
-    }
-    pub(crate) async fn delete(self, id: &str) -> redtail_queue::Result<bool> {
-        each!(self, q => q.delete(id).await)
     }
 }
 

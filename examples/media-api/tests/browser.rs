@@ -1,7 +1,9 @@
-//! The dashboard in a real browser: headless Chromium (Debian's `chromium`, installed here when
-//! missing) driven over the DevTools protocol. An admin logs in, sees a dead-lettered download,
-//! clicks Retry, and sees it complete. A screenshot is written to the target directory, and to
-//! `docs/dashboard.png` when `UPDATE_SCREENSHOT=1`.
+//! The admin (`redtail-admin`, mounted at `/admin`) in a real browser: headless Chromium
+//! (Debian's `chromium`, installed here when missing) driven over the DevTools protocol. An
+//! admin logs in, retries a dead-lettered download and sees it complete with its errors and
+//! log, reads the chart, pauses and resumes a queue, reads a user's rate-limit usage and ends
+//! their session. A screenshot is written to the target directory, and to `docs/admin.png`
+//! when `UPDATE_SCREENSHOT=1`.
 
 mod common;
 
@@ -137,8 +139,28 @@ impl Page {
     }
 }
 
+/// Clicks the button matching `selector`, failing when there is none.
+async fn click(page: &mut Page, selector: &str) -> TestResult {
+    let script = format!(
+        "(() => {{ const b = document.querySelector({selector:?}); if (!b) return false; b.click(); return true; }})()"
+    );
+    if page.eval(&script).await? != json!(true) {
+        return Err(format!("no button {selector} on the page").into());
+    }
+    Ok(())
+}
+
+/// Types `text` into the form field `input` and submits its form.
+async fn submit(page: &mut Page, input: &str, text: &str) -> TestResult {
+    let script = format!(
+        "(() => {{ const i = document.getElementById({input:?}); i.value = {text:?}; i.form.requestSubmit(); return true; }})()"
+    );
+    page.eval(&script).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_retries_a_dead_lettered_download_from_the_dashboard() -> TestResult {
+async fn an_operator_uses_every_part_of_the_mounted_admin() -> TestResult {
     let redis = redis();
     let service = Service::on(&redis)?;
     let base = format!("http://127.0.0.1:{}", service.port);
@@ -163,34 +185,111 @@ async fn an_admin_retries_a_dead_lettered_download_from_the_dashboard() -> TestR
          document.getElementById('submit').click(); true",
     )
     .await?;
-    page.wait_for("the dashboard shows", "!!document.getElementById('dead')", Duration::from_secs(10)).await?;
-    // Two retries after 2 s and 4 s, then the job is dead.
-    let dead = format!("!!document.querySelector('[data-dead=\"{id}\"]')");
+    page.wait_for(
+        "the admin shows the queues",
+        "!!document.querySelector('.queue[data-queue=\"youtube-downloads\"]')",
+        Duration::from_secs(10),
+    )
+    .await?;
+
+    // Dead letters of the first queue are listed by default; two retries after 2 s and 4 s,
+    // then the job is dead.
+    let dead = format!("!!document.querySelector('[data-job=\"{id}\"][data-state=\"dead\"]')");
     page.wait_for("the download is dead-lettered", &dead, Duration::from_secs(30)).await?;
-    let error = page.eval(&format!("document.querySelector('[data-dead=\"{id}\"] td.error').textContent")).await?;
+    let error = page.eval(&format!("document.querySelector('[data-job=\"{id}\"] td.error').textContent")).await?;
     assert!(error.as_str().is_some_and(|e| e.contains("simulated failure")), "{error}");
-    page.eval(&format!("document.querySelector('button[data-action=\"retry\"][data-id=\"{id}\"]').click(); true"))
-        .await?;
+    click(&mut page, &format!("button[data-action=\"retry\"][data-id=\"{id}\"]")).await?;
+    submit(&mut page, "job-search", &id).await?;
     let completed = format!("!!document.querySelector('[data-job=\"{id}\"][data-state=\"completed\"]')");
     page.wait_for("the retried download completes", &completed, Duration::from_secs(30)).await?;
+    click(&mut page, &format!("button[data-action=\"view\"][data-id=\"{id}\"]")).await?;
     page.wait_for(
-        "the dead letters are empty",
-        &format!("!document.querySelector('[data-dead=\"{id}\"]')"),
-        Duration::from_secs(5),
+        "the job's errors by attempt and its log show",
+        "document.querySelectorAll('#job-detail li[data-attempt]').length === 3 && document.getElementById('job-log').textContent.includes('attempt 4')",
+        Duration::from_secs(10),
+    )
+    .await?;
+
+    // The chart is drawn from the queue's per-minute counts: two downloads completed, three
+    // attempts failed.
+    let sum = |field: &str| {
+        format!(
+            "[...document.querySelectorAll('.queue[data-queue=\"youtube-downloads\"] rect[data-{field}]')].reduce((n, r) => n + Number(r.dataset.{field}), 0)"
+        )
+    };
+    page.wait_for(
+        "the chart shows 2 completed and 3 failed attempts",
+        &format!("{} === 2 && {} === 3", sum("completed"), sum("failed")),
+        Duration::from_secs(10),
+    )
+    .await?;
+
+    // Paused from the page, a queue holds a new job until resumed from the page.
+    click(&mut page, "button[data-action=\"pause\"][data-queue=\"media-requests\"]").await?;
+    page.wait_for(
+        "media-requests shows paused",
+        "!!document.querySelector('.queue[data-queue=\"media-requests\"][data-paused=\"true\"]')",
+        Duration::from_secs(10),
+    )
+    .await?;
+    let request = service
+        .post("/api/media/request")
+        .cookie(&alice)
+        .json(&json!({"title": "Dune", "mediaType": "movie"}))
+        .send()
+        .await?;
+    assert_eq!(request.status, 202);
+    let request = request.json()["jobId"].as_str().ok_or("no job id")?.to_owned();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let held = service.get(&format!("/api/jobs/{request}")).cookie(&alice).send().await?.json();
+    assert_eq!(held["job"]["state"], json!("waiting"), "a paused queue runs nothing");
+    click(&mut page, "button[data-action=\"resume\"][data-queue=\"media-requests\"]").await?;
+    let started = Instant::now();
+    loop {
+        let job = service.get(&format!("/api/jobs/{request}")).cookie(&alice).send().await?.json();
+        if job["job"]["state"] == json!("completed") {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            return Err(format!("the media request did not complete after the resume: {job}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A subject's rate-limit usage, and a user's session ended from the page.
+    submit(&mut page, "limit-subject", "alice").await?;
+    page.wait_for(
+        "alice's usage shows",
+        "!!document.querySelector('tr[data-policy=\"api\"]')",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert_eq!(service.get("/api/me").cookie(&alice).send().await?.status, 200);
+    submit(&mut page, "session-user", "alice").await?;
+    page.wait_for(
+        "alice's session shows",
+        "document.querySelectorAll('tr[data-session]').length === 1",
+        Duration::from_secs(10),
     )
     .await?;
     let health = page.eval("document.getElementById('health').textContent").await?;
     assert_eq!(health, json!("up"));
 
-    let shot = page.call("Page.captureScreenshot", json!({"format": "png"})).await?;
+    let shot = page.call("Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true})).await?;
     let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().ok_or("no screenshot")?)?;
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
-    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"), &png)?;
+    std::fs::write(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin.png"), &png)?;
     if std::env::var("UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") {
-        std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/dashboard.png"), &png)?;
+        std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/admin.png"), &png)?;
     }
-    let job = service.get(&format!("/api/jobs/{id}")).cookie(&alice).send().await?.json();
-    assert_eq!(job["job"]["state"], json!("completed"));
-    assert_eq!(job["job"]["attempts_started"], json!(4), "three failed attempts, then the retried one");
+
+    click(&mut page, "button[data-action=\"end\"]").await?;
+    page.wait_for(
+        "alice's session is gone from the page",
+        "document.querySelectorAll('tr[data-session]').length === 0",
+        Duration::from_secs(10),
+    )
+    .await?;
+    assert_eq!(service.get("/api/me").cookie(&alice).send().await?.status, 401, "the ended session no longer works");
     Ok(())
 }

@@ -201,17 +201,22 @@ async fn the_dashboard_and_admin_routes_need_the_admin_role() -> TestResult {
     assert_eq!(service.get("/admin").send().await?.status, 403);
     let alice = login(&service, "alice", false).await?;
     assert_eq!(service.get("/admin").cookie(&alice).send().await?.status, 403);
-    assert_eq!(service.get("/api/admin/overview").cookie(&alice).send().await?.status, 403);
-    assert_eq!(service.post("/api/admin/jobs/youtube-downloads/dl-x/retry").cookie(&alice).send().await?.status, 403);
+    assert_eq!(service.get("/admin/api/overview").cookie(&alice).send().await?.status, 403);
+    let retry = "/admin/api/queues/youtube-downloads/jobs/dl-x/retry";
+    assert_eq!(service.post(retry).cookie(&alice).send().await?.status, 403);
     let admin = login(&service, "admin", false).await?;
     let page = service.get("/admin").cookie(&admin).send().await?;
     assert_eq!(page.status, 200);
-    assert!(String::from_utf8_lossy(&page.body).contains("Dead letters"));
-    let overview = service.get("/api/admin/overview?user=alice").cookie(&admin).send().await?.json();
-    assert_eq!(overview["sessions"], json!(2));
+    assert!(String::from_utf8_lossy(&page.body).contains("redtail admin"));
+    assert!(page.header("content-security-policy").is_some_and(|csp| csp.contains("frame-ancestors 'none'")));
+    let overview = service.get("/admin/api/overview").cookie(&admin).send().await?.json();
     assert_eq!(overview["health"]["up"], json!(true));
     assert_eq!(overview["queues"].as_array().map(Vec::len), Some(2));
-    assert_eq!(overview["rateLimit"]["policies"][0]["policy"], json!("api"));
+    assert_eq!(overview["limits"]["policies"][0], json!("api"));
+    let sessions = service.get("/admin/api/sessions/alice").cookie(&admin).send().await?.json();
+    assert_eq!(sessions["sessions"].as_array().map(Vec::len), Some(1));
+    let usage = service.get("/admin/api/limits/alice").cookie(&admin).send().await?.json();
+    assert_eq!(usage["policies"][0]["policy"], json!("api"));
     Ok(())
 }
 

@@ -310,8 +310,8 @@ impl Account {
                 "rate limits (fail closed): at most {downloads} downloads (sliding log, 5 an hour: {download_bound} in {secs} s) and {requests} media requests (GCRA, 20 an hour with a burst of 20: {request_bound} in {secs} s) admitted to any user"
             ),
         );
-        let degraded = admin["limiter"]["degraded"].as_u64().unwrap_or(0);
-        let cached = admin["limiter"]["cached"].as_u64().unwrap_or(0);
+        let degraded = admin["limits"]["degraded"].as_u64().unwrap_or(0);
+        let cached = admin["limits"]["cached"].as_u64().unwrap_or(0);
         let refused = report.statuses.get("abuse").and_then(|s| s.get(&429)).copied().unwrap_or(0);
         let must_degrade = injected.iter().any(|f| f.fault == Fault::MemoryPressure);
         self.check(

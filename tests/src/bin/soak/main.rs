@@ -571,7 +571,7 @@ async fn recover(base: &str, probe: u8) -> Option<Duration> {
 async fn admin_overview(base: &str) -> Result<serde_json::Value, String> {
     let http = Http::new(base, IpAddr::V4(Ipv4Addr::new(127, 0, 1, 251)));
     let cookie = http.login("admin").await.map_err(|r| format!("admin login failed: {}", r.status))?;
-    let reply = http.get("/api/admin/overview", Some(&cookie)).await;
+    let reply = http.get("/admin/api/overview", Some(&cookie)).await;
     if reply.status != 200 {
         return Err(format!("admin overview answered {}", reply.status));
     }
