@@ -26,6 +26,8 @@ use redtail_tests::{Ctx, Deployment, TestResult};
 struct Seen {
     counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
     histograms: Mutex<HashMap<String, Arc<Samples>>>,
+    /// Gauges as `f64` bits (the facade's own `GaugeFn` for `AtomicU64`).
+    gauges: Mutex<HashMap<String, Arc<AtomicU64>>>,
 }
 
 #[derive(Default)]
@@ -53,8 +55,9 @@ impl Recorder for &'static Seen {
         Counter::from_arc(Arc::clone(counters.entry(id(key)).or_default()))
     }
 
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut gauges = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        Gauge::from_arc(Arc::clone(gauges.entry(id(key)).or_default()))
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
@@ -75,6 +78,11 @@ fn seen() -> &'static Seen {
 
 fn counter(name: &str) -> u64 {
     seen().counters.lock().unwrap_or_else(|p| p.into_inner()).get(name).map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+fn gauge(name: &str) -> Option<f64> {
+    let gauges = seen().gauges.lock().unwrap_or_else(|p| p.into_inner());
+    gauges.get(name).map(|g| f64::from_bits(g.load(Ordering::Relaxed)))
 }
 
 fn samples(name: &str) -> usize {
@@ -174,6 +182,33 @@ async fn redis_commands_by_operation_and_outcome() -> TestResult {
     assert_eq!(counter("redtail_redis_commands_total{operation=GET,outcome=ok}"), 1);
     assert_eq!(counter("redtail_redis_commands_total{operation=INCR,outcome=error}"), 1);
     assert_eq!(samples("redtail_redis_command_duration_seconds{operation=GET}"), 1);
+    Ok(())
+}
+
+/// Pool use: the size of each pool, and the calls under way (one blocked `BLPOP` shows as one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_sizes_and_calls_in_flight() -> TestResult {
+    seen();
+    let ctx = Ctx::owned(Deployment::Standalone, |config| config.with_pool_size(3)).await;
+    for pool in ["commands", "transactions", "blocking"] {
+        let size = gauge(&format!("redtail_redis_pool_connections{{pool={pool}}}")).ok_or(pool)?;
+        assert!(size >= 1.0, "{pool}: {size}");
+    }
+    assert_eq!(gauge("redtail_redis_pool_connections{pool=commands}"), Some(3.0));
+    let key = ctx.ns.key(["empty"]);
+    let backend = Arc::clone(&ctx.backend);
+    let blocked = tokio::spawn(async move { backend.blocking(Cmd::new("BLPOP").key(&key).arg(1)).await });
+    let start = std::time::Instant::now();
+    while gauge("redtail_redis_calls_in_flight{}") != Some(1.0) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(1),
+            "the blocked call never showed: {:?}",
+            gauge("redtail_redis_calls_in_flight{}")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    blocked.await??;
+    assert_eq!(gauge("redtail_redis_calls_in_flight{}"), Some(0.0), "none under way once it returned");
     Ok(())
 }
 

@@ -189,6 +189,11 @@ impl Redis {
         // With replica acknowledgements every write holds one of these for its `WAIT`.
         let held = if config.replica_acks.is_some() { config.pool_size.max(8) } else { config.pool_size };
         let exclusive = builder.build_exclusive_pool(held).map_err(to_config_error)?;
+        for (pool, size) in
+            [("commands", config.pool_size), ("transactions", held), ("blocking", config.blocking_connections)]
+        {
+            metrics::gauge("redtail_redis_pool_connections", || vec![("pool", pool.to_owned())], size as f64);
+        }
         for client in pool.clients() {
             log_events(client, config.reconnect);
         }
@@ -310,7 +315,8 @@ impl Redis {
 
     fn enter(&self) -> Result<InFlight<'_>> {
         let inner = &self.inner;
-        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        metrics::gauge(IN_FLIGHT, Vec::new, now as f64);
         let guard = InFlight(inner);
         if inner.closing.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
@@ -456,11 +462,17 @@ struct InFlight<'a>(&'a Inner);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let left = self.0.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::gauge(IN_FLIGHT, Vec::new, left as f64);
+        if left == 0 {
             self.0.idle.notify_waiters();
         }
     }
 }
+
+/// The gauge of backend calls under way: with `redtail_redis_pool_connections`, how busy the
+/// pool is.
+const IN_FLIGHT: &str = "redtail_redis_calls_in_flight";
 
 /// A `Redis` where a crate asks for a backend: `SessionStore::new(redis.clone(), config)`.
 impl From<Redis> for Arc<dyn Backend> {

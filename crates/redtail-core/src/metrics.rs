@@ -73,6 +73,14 @@ pub fn seconds(name: &'static str, labels: impl FnOnce() -> Vec<Label>, value: D
     metrics::histogram!(name, to_labels(&labels())).record(value.as_secs_f64());
 }
 
+/// Sets the facade's gauge `name` with `labels` to `value`; nothing without the feature.
+#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+#[inline]
+pub fn gauge(name: &'static str, labels: impl FnOnce() -> Vec<Label>, value: f64) {
+    #[cfg(feature = "metrics")]
+    metrics::gauge!(name, to_labels(&labels())).set(value);
+}
+
 /// Whether the facade is compiled in (the `metrics` feature), so that callers skip work that
 /// only feeds it, such as reading a clock.
 pub const ENABLED: bool = cfg!(feature = "metrics");
