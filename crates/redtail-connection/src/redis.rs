@@ -194,6 +194,8 @@ impl Redis {
         {
             metrics::gauge("redtail_redis_pool_connections", || vec![("pool", pool.to_owned())], size as f64);
         }
+        // Exported at zero from the start, so that an alert on its rate works before the first.
+        metrics::count(REPLACED, Vec::new, 0);
         for client in pool.clients() {
             log_events(client, config.reconnect);
         }
@@ -417,7 +419,7 @@ impl Redis {
                 && *e.kind() == fred::error::ErrorKind::Timeout
             {
                 tracing::warn!(client = %id, ?timeout, "redis connection answers nothing, not even PING: replacing it");
-                metrics::count("redtail_redis_connections_replaced_total", Vec::new, 1);
+                metrics::count(REPLACED, Vec::new, 1);
                 let _ = client.force_reconnection().await;
             }
             inner.probing.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
@@ -469,6 +471,9 @@ impl Drop for InFlight<'_> {
         }
     }
 }
+
+/// The counter of connections found silent and replaced.
+const REPLACED: &str = "redtail_redis_connections_replaced_total";
 
 /// The gauge of backend calls under way: with `redtail_redis_pool_connections`, how busy the
 /// pool is.

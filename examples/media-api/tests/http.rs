@@ -292,24 +292,117 @@ async fn bad_configuration_stops_start_up_with_one_clear_message() -> TestResult
 }
 
 /// `GET /metrics` answers every crate's metrics in Prometheus's text format.
+/// A Prometheus text scrape as `name{label="value",...}` (labels sorted) to value.
+fn scrape(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).collect();
+        labels.sort_unstable();
+        samples.insert(format!("{name}{{{}}}", labels.join(",")), value);
+    }
+    samples
+}
+
+/// After a short load, the scrape has every family docs/metrics.md lists (counters at zero
+/// included, so alerts on them work from the start) with values that match the load.
 #[tokio::test]
 async fn metrics_are_exported_for_prometheus() -> TestResult {
     let redis = redis();
     let service = Service::on(&redis)?;
     let alice = login(&service, "alice", false).await?;
-    assert_eq!(service.get("/api/me").cookie(&alice).send().await?.status, 200);
+    let mut authed = 0;
+    for _ in 0..2 {
+        assert_eq!(service.get("/api/me").cookie(&alice).send().await?.status, 200);
+        authed += 1;
+    }
+    for _ in 0..3 {
+        assert_eq!(service.get("/api/services/status").send().await?.status, 200);
+    }
+    let mut jobs = Vec::new();
+    for n in 0..5 {
+        jobs.push(
+            queue_download(&service, &alice, "/api/youtube/download", &format!("https://example.invalid/v/{n}"))
+                .await?,
+        );
+        authed += 1;
+    }
+    let refused = service
+        .post("/api/youtube/download")
+        .cookie(&alice)
+        .json(&json!({"url": "https://example.invalid/v/6"}))
+        .send()
+        .await?;
+    assert_eq!(refused.status, 429);
+    authed += 1;
+    for id in &jobs {
+        let mut state = json!(null);
+        for _ in 0..300 {
+            state = service.get(&format!("/api/jobs/{id}")).cookie(&alice).send().await?.json()["job"]["state"].clone();
+            authed += 1;
+            if state == json!("completed") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(state, json!("completed"), "{id}");
+    }
+
     let metrics = service.get("/metrics").send().await?;
     assert_eq!(metrics.status, 200);
     assert!(metrics.header("content-type").is_some_and(|t| t.starts_with("text/plain")));
     let text = String::from_utf8_lossy(&metrics.body);
-    for family in [
-        "redtail_sessions_created_total 1",
-        "redtail_session_reads_total{outcome=\"found\"}",
-        "redtail_ratelimit_decisions_total{policy=\"api\",outcome=\"allowed\",source=\"redis\"}",
-        "redtail_redis_commands_total{",
-        "redtail_redis_command_duration_seconds",
-    ] {
-        assert!(text.contains(family), "{family} missing from /metrics:\n{text}");
-    }
+    let samples = scrape(&text);
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/metrics.md"))?;
+    // The tables' rows name the families.
+    let documented: std::collections::BTreeSet<&str> = doc
+        .lines()
+        .filter(|line| line.starts_with("| `redtail_"))
+        .flat_map(|line| line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
+        .filter(|word| word.starts_with("redtail_") && word.len() > "redtail_".len())
+        .collect();
+    assert!(documented.len() >= 26, "docs/metrics.md lists {} families: {documented:?}", documented.len());
+    let missing: Vec<&&str> = documented
+        .iter()
+        .filter(|name| {
+            !samples.keys().any(|s| {
+                s.strip_prefix(**name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with("_sum") || rest.starts_with("_count"))
+            })
+        })
+        .collect();
+    assert!(missing.is_empty(), "documented but not exported: {missing:?}\n{text}");
+
+    let value = |series: &str| samples.get(series).copied().unwrap_or_else(|| panic!("{series} missing:\n{text}"));
+    let sum = |prefix: &str, with: &[&str]| -> f64 {
+        samples
+            .iter()
+            .filter(|(s, _)| s.starts_with(prefix) && with.iter().all(|w| s.contains(w)))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert_eq!(value("redtail_sessions_created_total{}"), 1.0);
+    // Every request with alice's cookie read her session once.
+    assert_eq!(value("redtail_session_reads_total{outcome=\"found\"}"), authed as f64);
+    assert_eq!(value("redtail_queue_adds_total{outcome=\"added\",queue=\"youtube-downloads\"}"), 5.0);
+    assert_eq!(value("redtail_queue_attempts_total{outcome=\"completed\",queue=\"youtube-downloads\"}"), 5.0);
+    assert_eq!(value("redtail_queue_job_run_seconds_count{queue=\"youtube-downloads\"}"), 5.0);
+    assert_eq!(
+        value("redtail_ratelimit_decisions_total{outcome=\"limited\",policy=\"youtube\",source=\"redis\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("redtail_ratelimit_decisions_total{outcome=\"allowed\",policy=\"youtube\",source=\"redis\"}"),
+        5.0
+    );
+    assert_eq!(
+        sum("redtail_cache_requests_total{", &["outcome=\"hit\""]),
+        2.0,
+        "the status route: one miss, then two hits"
+    );
+    assert!(value("redtail_redis_pool_connections{pool=\"commands\"}") >= 1.0);
+    assert!(sum("redtail_redis_commands_total{", &["outcome=\"ok\""]) > 0.0);
     Ok(())
 }
