@@ -36,6 +36,11 @@ async fn main() -> Result<(), Error> {
     let all = !args.iter().any(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
     let wants = |name: &str| all || args.iter().any(|a| a == name);
 
+    // With the metrics feature, a recorder as a service would have (nothing scrapes it).
+    #[cfg(feature = "metrics")]
+    let _recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
     let mut config = Config::from_env()?;
     if let Some(pool) =
         args.iter().position(|a| a == "--pool").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
