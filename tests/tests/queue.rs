@@ -12,7 +12,8 @@ use std::{
 use media_api::presets;
 use redtail_core::{Cmd, Key};
 use redtail_queue::{
-    Backoff, Error, EventKind, JobId, JobOptions, JobState, Queue, QueueConfig, Retention, Start, WorkerOptions,
+    Backoff, Error, EventKind, JobId, JobOptions, JobState, Queue, QueueConfig, Retention, Scheduler, Start,
+    WorkerOptions,
 };
 use redtail_tests::{Ctx, Env, Target, TestRedis, TestResult, for_each_backend};
 use serde::{Deserialize, Serialize};
@@ -63,6 +64,8 @@ for_each_backend!(
     a_discarded_job_is_dead_lettered_without_its_retries,
     a_job_put_off_by_its_handler_runs_again_later_without_spending_an_attempt,
     delayed_jobs_and_backoffs_are_promoted_to_run_now,
+    a_scheduler_makes_one_job_per_tick_however_many_workers_run,
+    a_cron_scheduler_runs_a_missed_tick_once_and_an_upsert_replaces_its_pending_job,
     a_producer_waits_until_its_job_has_finished,
     a_handler_updates_its_jobs_data_for_the_next_attempt,
     a_waiting_job_given_a_higher_priority_runs_first,
@@ -388,6 +391,106 @@ async fn delayed_jobs_and_backoffs_are_promoted_to_run_now(target: Target) -> Te
     let expected = [(download(1).url, 1), (download(2).url, 1), (download(2).url, 2)];
     assert_eq!(runs, expected, "each promoted job ran once more, at once");
     queue.obliterate(false).await?;
+    Ok(())
+}
+
+/// Runs of each job id, shared by a test's workers.
+type Runs = Arc<Mutex<Vec<(String, Instant)>>>;
+
+/// A worker on `queue` that records each job it runs in `runs`.
+fn recording(queue: &Queue<Download>, runs: &Runs) -> Result<redtail_queue::WorkerHandle, Error> {
+    let runs = Arc::clone(runs);
+    queue.worker(fast().concurrency(2), move |job| {
+        let runs = Arc::clone(&runs);
+        async move {
+            runs.lock().map_err(|_| "poisoned")?.push((job.id.as_str().to_owned(), Instant::now()));
+            Ok::<_, &str>(())
+        }
+    })
+}
+
+/// `upsert_scheduler` with an interval and a limit: 8 workers on 4 queue handles make and run
+/// exactly one job per tick (ids `<scheduler>:<tick ms>`), each with the template's data; the
+/// same upsert again changes nothing; the limit ends it; `remove_scheduler` forgets it.
+async fn a_scheduler_makes_one_job_per_tick_however_many_workers_run(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let config = keep_all(QueueConfig::new("scheduled").prefix(env.ns.prefix()));
+    let handles: Vec<Queue<Download>> =
+        (0..4).map(|_| Queue::new(Arc::clone(&env.backend), config.clone())).collect::<Result<_, _>>()?;
+    let scan = || Scheduler::every("library-scan", Duration::from_millis(300)).map(|s| s.limit(6));
+    let first = handles[0].upsert_scheduler(scan()?, &download(7)).await?;
+    assert_eq!((first.runs, first.next_ms.is_some()), (1, true), "{first:?}");
+    let again = handles[1].upsert_scheduler(scan()?, &download(7)).await?;
+    assert_eq!(again, first, "the same definition again changes nothing");
+
+    let runs: Runs = Arc::default();
+    let mut workers = Vec::new();
+    for queue in handles.iter().chain(handles.iter()) {
+        workers.push(recording(queue, &runs)?);
+    }
+    until("the scheduler ends after 6 jobs", Duration::from_secs(30), || async {
+        let info = handles[2].scheduler("library-scan").await?;
+        Ok(info.is_some_and(|i| i.next_ms.is_none()) && runs.lock().map_or(0, |r| r.len()) >= 6)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    let runs = runs.lock().map_err(|_| "poisoned")?.clone();
+    let ids: std::collections::BTreeSet<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!((runs.len(), ids.len()), (6, 6), "one run per tick: {runs:?}");
+    assert!(ids.iter().all(|id| id.starts_with("library-scan:")), "{ids:?}");
+    for id in &ids {
+        let job = handles[3].get(id).await?.ok_or("a scheduled job is gone")?;
+        assert_eq!((job.state, &job.data), (JobState::Completed, &serde_json::to_value(download(7))?));
+    }
+    let info = handles[0].scheduler("library-scan").await?.ok_or("the scheduler is gone")?;
+    assert_eq!((info.runs, info.next_ms), (6, None));
+    assert_eq!(handles[0].schedulers().await?.len(), 1);
+    assert!(handles[0].remove_scheduler("library-scan").await?);
+    assert!(!handles[0].remove_scheduler("library-scan").await?);
+    assert!(handles[0].scheduler("library-scan").await?.is_none());
+    handles[0].obliterate(false).await?;
+    Ok(())
+}
+
+/// A cron scheduler (with seconds) whose ticks pass while no worker runs: when one starts, the
+/// overdue tick's job runs once and the schedule goes on from then (docs: missed ticks are
+/// skipped). An upsert with new data replaces the pending job rather than adding one.
+async fn a_cron_scheduler_runs_a_missed_tick_once_and_an_upsert_replaces_its_pending_job(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("cron").prefix(env.ns.prefix()))?;
+    let yearly = || Scheduler::cron("report", "0 0 0 1 1 *", "Europe/Paris");
+    queue.upsert_scheduler(yearly()?, &download(1)).await?;
+    let replaced = queue.upsert_scheduler(yearly()?, &download(2)).await?;
+    assert_eq!(queue.counts().await?.delayed, 1, "the pending job was replaced, not added to");
+    let pending = queue.get(replaced.last_job.as_ref().ok_or("no pending job")?.as_str()).await?.ok_or("gone")?;
+    assert_eq!(pending.data, serde_json::to_value(download(2))?);
+    assert!(queue.remove_scheduler("report").await?);
+    assert_eq!(queue.counts().await?.delayed, 0, "removed with its pending job");
+
+    queue.upsert_scheduler(Scheduler::cron("tick", "* * * * * *", "UTC")?, &download(3)).await?;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let runs: Runs = Arc::default();
+    let started = Instant::now();
+    let worker = recording(&queue, &runs)?;
+    until("the overdue tick runs", Duration::from_secs(10), || async { Ok(runs.lock().map_or(0, |r| r.len()) >= 1) })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    worker.shutdown().await;
+    let runs = runs.lock().map_err(|_| "poisoned")?.clone();
+    // The overdue tick once, then the first tick after it ran (the missed ones skipped), then
+    // one a second; each tick once.
+    let mut ticks: Vec<u64> =
+        runs.iter().filter_map(|(id, _)| id.strip_prefix("tick:").and_then(|t| t.parse().ok())).collect();
+    ticks.sort_unstable();
+    assert!(ticks.len() >= 3 && ticks.len() == runs.len(), "{runs:?}");
+    assert!(ticks[1] - ticks[0] >= 3_000, "the missed ticks were skipped: {ticks:?}");
+    assert!(ticks[1..].windows(2).all(|w| w[1] - w[0] == 1_000), "then one a second: {ticks:?}");
+    let overdue = runs.iter().filter(|(_, at)| at.duration_since(started) < Duration::from_millis(150)).count();
+    assert_eq!(overdue, 1, "the overdue tick ran at once, alone: {runs:?}");
+    queue.obliterate(true).await?;
     Ok(())
 }
 

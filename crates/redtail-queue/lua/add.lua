@@ -43,17 +43,10 @@ for i = 0, n - 1 do
     end
     local delay, priority = tonumber(ARGV[b + JOB_DELAY_MS]), tonumber(ARGV[b + JOB_PRIORITY])
     local m = ARGV[b + JOB_ATTEMPTS] .. ' ' .. NOW_S .. ' ' .. ARGV[b + JOB_PRIORITY] .. ' ' .. ARGV[b + JOB_OPTIONS]
-    local fields = { 'd', ARGV[b + JOB_DATA], 'm', m }
-    fields[#fields + 1] = 's'
-    if delay > 0 then
-      fields[#fields + 1] = STATE_DELAYED
-      redis.call('ZADD', K_DELAY, NOW + delay, id)
-    else
-      fields[#fields + 1] = STATE_WAITING
+    if write_job(id, ARGV[b + JOB_DATA], m, NOW + delay) then
       ready = true
       if priority > 0 then enqueue(id, priority) else plain[#plain + 1] = id end
     end
-    redis.call('HSET', key, unpack(fields))
     added[#added + 1] = id
     out[#out + 1] = id
     out[#out + 1] = 1

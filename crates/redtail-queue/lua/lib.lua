@@ -71,6 +71,15 @@ local function enqueue(id, priority, front)
   end
 end
 
+-- Writes a new job's hash, its `m` field `m`, due at `due` ms: in the delayed set when that is
+-- later than now. Returns true when it is ready now (the caller puts it in line).
+local function write_job(id, data, m, due)
+  local later = due > NOW
+  redis.call('HSET', job_key(id), 'd', data, 'm', m, 's', later and STATE_DELAYED or STATE_WAITING)
+  if later then redis.call('ZADD', K_DELAY, due, id) end
+  return not later
+end
+
 -- Completed and dead jobs are kept `age_s` ms (0: deleted at once), at most `count` of them.
 -- Completed ids go to a list (they finish in time order, and a list append costs nothing);
 -- dead ids to a sorted set by time (they are looked up one by one to retry or delete).

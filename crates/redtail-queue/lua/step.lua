@@ -17,6 +17,30 @@ if not deadline and ARGV[ARG_NEW_LEASE] == '1' then
   held = true
 end
 
+-- A scheduler's job was acknowledged: ARGV's tick field is "<tick ms> <next tick ms, or 0 when
+-- the schedule has ended> <attempts> <priority> <scheduler id> <next job's options>". The next
+-- tick's job is made once: only while the scheduler still waits for this tick (see
+-- src/scheduler.rs). `data` is the acknowledged job's, which the next job takes.
+local function advance(id, tick_field, data)
+  local tick, nxt, attempts, priority, sid, options =
+    string.match(tick_field, '^(%d+) (%d+) (%d+) (%d+) (%S+) (.*)$')
+  local state = sid and redis.call('HGET', K_TICKS, sid)
+  if not state or string.match(state, '^(%d+)') ~= tick then return end
+  local runs = tonumber(string.match(state, '^%d+ (%d+)')) or 0
+  if nxt == '0' or not data then
+    redis.call('HSET', K_TICKS, sid, '0 ' .. runs .. ' ' .. id)
+    return
+  end
+  local job = sid .. ':' .. nxt
+  local m = attempts .. ' ' .. NOW_S .. ' ' .. priority .. ' ' .. options
+  if redis.call('EXISTS', job_key(job)) == 0 and write_job(job, data, m, tonumber(nxt)) then
+    enqueue(job, priority)
+    wake()
+  end
+  emit('added', job)
+  redis.call('HSET', K_TICKS, sid, nxt .. ' ' .. (runs + 1) .. ' ' .. job)
+end
+
 local statuses, done_ids, finished = {}, {}, {}
 local completed, failed = 0, 0
 for i = 0, n_acks - 1 do
@@ -48,6 +72,8 @@ for i = 0, n_acks - 1 do
   if apply then
     statuses[#statuses + 1] = 1
     finished[#finished + 1] = id
+    local tick = ARGV[b + ACK_TICK]
+    if tick ~= '' then advance(id, tick, redis.call('HGET', key, 'd')) end
     if kind == KIND_KEPT or kind == KIND_COMPLETED then
       if kind == KIND_KEPT then
         keep_record(key, id, payload, keep, keep_count)

@@ -287,7 +287,7 @@ impl JobOptions {
 }
 
 /// The options kept at the end of a job's `m` field (see `lua/lib.lua`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Stored {
     #[serde(rename = "b")]
     pub backoff: Backoff,
@@ -297,6 +297,9 @@ pub(crate) struct Stored {
     pub keep_completed: Retention,
     #[serde(rename = "kf")]
     pub keep_failed: Retention,
+    /// The tick a scheduler's job stands for.
+    #[serde(rename = "sc", default, skip_serializing_if = "Option::is_none")]
+    pub tick: Option<crate::scheduler::Tick>,
 }
 
 impl Stored {
@@ -306,6 +309,7 @@ impl Stored {
             timeout: options.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             keep_completed: options.keep_completed,
             keep_failed: options.keep_failed,
+            tick: None,
         }
     }
 }

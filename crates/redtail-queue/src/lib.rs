@@ -7,6 +7,7 @@ mod events;
 mod job;
 mod queue;
 mod record;
+mod scheduler;
 mod script;
 mod types;
 mod worker;
@@ -19,6 +20,7 @@ pub use queue::Queue;
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
 /// `redtail-connection`.
 pub use redtail_core::{Backend, Clock};
+pub use scheduler::{Definition, Repeat, Scheduler, SchedulerInfo};
 pub use types::{Added, Counts, Finished, JobId, Metrics, Minute};
 pub use worker::{WorkerHandle, WorkerOptions, WorkerStats};
 

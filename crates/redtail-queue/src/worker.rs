@@ -594,6 +594,13 @@ where
             .ok_or_else(|| crate::Error::Reply(format!("job {id}: unreadable fixed facts {meta:?}")))?;
         let stored = self.options_of(&id, &meta);
         let max_attempts = meta.max_attempts;
+        // A scheduler's job: its acknowledgement carries the next tick, computed when it is
+        // sent (the server's time then is the take's plus what has passed since).
+        let taken_at = Instant::now();
+        let tick = stored.tick.clone().map(|tick| {
+            let stored = stored.clone();
+            move || tick.advance(&stored, started.saturating_add(taken_at.elapsed().as_millis() as u64))
+        });
         let ack = |kind, payload, delay, keep| Ack {
             kind,
             id: id.clone(),
@@ -604,18 +611,21 @@ where
             keep,
             logged: false,
             resend: false,
+            tick: String::new(),
         };
+        let next_tick = move || tick.as_ref().map_or_else(String::new, |next| next());
         let decoded: T = match serde_json::from_slice(&data) {
             Ok(data) => data,
             Err(e) => {
                 // A poison job: no attempt can succeed, so none is retried.
                 tracing::warn!(job = %id, error = %e, queue = %self.inner.config.name, "queue worker: job data does not decode; dead-lettered");
-                self.acks.push(ack(
+                let dead = ack(
                     AckKind::Dead,
                     Bytes::from(format!("cannot decode job data: {e}")),
                     Duration::ZERO,
                     stored.keep_failed,
-                ));
+                );
+                self.acks.push(Ack { tick: next_tick(), ..dead });
                 return Ok(());
             }
         };
@@ -662,10 +672,13 @@ where
         });
         let (handler, counters, tx) = (Arc::clone(&self.handler), Arc::clone(&self.counters), tx.clone());
         let done = ack(AckKind::Completed, Bytes::new(), Duration::ZERO, stored.keep_completed);
+        let keep_failed = stored.keep_failed;
         let task = async move {
             let result = attempt_once(&*handler, job, timeout, &counters).await;
-            let done = Ack { logged: logged.load(Relaxed), ..done };
             let put_off = delayed.load(Relaxed);
+            // A put-off job runs again as the same attempt, and that run moves its scheduler on.
+            let tick = if put_off == NOT_DELAYED { next_tick() } else { String::new() };
+            let done = Ack { logged: logged.load(Relaxed), tick, ..done };
             let ack = match result {
                 // Put off by the handler, whatever it returned: the attempt does not count.
                 _ if put_off != NOT_DELAYED => {
@@ -686,7 +699,7 @@ where
             let _ = tx.send(ack);
         };
         let abort = tokio::spawn(task).abort_handle();
-        self.running.insert(id, Running { attempt, started, keep_failed: stored.keep_failed, abort });
+        self.running.insert(id, Running { attempt, started, keep_failed, abort });
         Ok(())
     }
 
@@ -694,11 +707,11 @@ where
     /// cannot be read).
     fn options_of(&self, id: &str, meta: &Meta<'_>) -> Stored {
         if meta.options.is_empty() {
-            return self.inner.defaults;
+            return self.inner.defaults.clone();
         }
         serde_json::from_str::<Stored>(meta.options).unwrap_or_else(|e| {
             tracing::warn!(job = %id, error = %e, "queue worker: unreadable job options; using the queue's");
-            self.inner.defaults
+            self.inner.defaults.clone()
         })
     }
 
@@ -735,6 +748,7 @@ where
                 keep: running.keep_failed,
                 logged: false,
                 resend: false,
+                tick: String::new(),
             });
         }
     }

@@ -21,6 +21,7 @@ pub(crate) mod job;
 pub(crate) mod log;
 pub(crate) mod progress;
 pub(crate) mod renew;
+pub(crate) mod schedule;
 pub(crate) mod step;
 pub(crate) mod update;
 
@@ -118,6 +119,10 @@ lua_numbers! {
         Run = 12 => "K_RUN",
         /// Hash of completed records: id -> record (see `record::Record`).
         Records = 13 => "K_RECS",
+        /// Hash of job schedulers: id -> definition (JSON, see `scheduler::Definition`).
+        Schedulers = 14 => "K_SCHED",
+        /// Hash of the schedulers' progress: id -> `<next tick ms, 0 once ended> <runs> <last job id, or ->`.
+        Ticks = 15 => "K_TICKS",
     }
 }
 
@@ -138,6 +143,8 @@ impl QueueKey {
             QueueKey::Rate => "rl",
             QueueKey::Run => "run",
             QueueKey::Records => "cr",
+            QueueKey::Schedulers => "sc",
+            QueueKey::Ticks => "sn",
         }
     }
 }
@@ -221,6 +228,7 @@ mod tests {
             ("log", include_str!("../../lua/log.lua"), super::log::SCRIPT.script()),
             ("progress", include_str!("../../lua/progress.lua"), super::progress::SCRIPT.script()),
             ("renew", include_str!("../../lua/renew.lua"), super::renew::SCRIPT.script()),
+            ("schedule", include_str!("../../lua/schedule.lua"), super::schedule::SCRIPT.script()),
             ("step", include_str!("../../lua/step.lua"), super::step::SCRIPT.script()),
             ("update", include_str!("../../lua/update.lua"), super::update::SCRIPT.script()),
         ]

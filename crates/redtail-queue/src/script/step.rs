@@ -67,6 +67,8 @@ lua_numbers! {
         Logged = 8 => "ACK_LOGGED",
         /// `1` when sent before in a step that failed: it may have been applied.
         Resend = 9 => "ACK_RESEND",
+        /// For a scheduler's job, its next tick (see [`crate::scheduler::Tick::advance`]), else empty.
+        Tick = 10 => "ACK_TICK",
     }
 }
 
@@ -139,6 +141,8 @@ pub(crate) struct Ack {
     pub(crate) logged: bool,
     /// Sent before, in a step that failed: it may have been applied.
     pub(crate) resend: bool,
+    /// For a scheduler's job: its next tick, for the step to make once (empty otherwise).
+    pub(crate) tick: String,
 }
 
 impl Ack {
@@ -156,6 +160,7 @@ impl Ack {
             (AckField::KeepCount, Arg::from(self.keep.count)),
             (AckField::Logged, flag(self.logged)),
             (AckField::Resend, flag(self.resend)),
+            (AckField::Tick, Arg::from(self.tick.as_str())),
         ];
         for (field, value) in fields {
             debug_assert_eq!(args.len() - first, field.at(), "{field:?} out of place");
@@ -301,6 +306,7 @@ mod tests {
             keep: Retention::new(Duration::from_secs(60), 5),
             logged: true,
             resend: false,
+            tick: String::new(),
         };
         let acks = [ack(AckKind::Failed, "7"), ack(AckKind::Kept, "8")];
         let call = StepCall {
