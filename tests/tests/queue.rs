@@ -123,6 +123,9 @@ async fn adds_are_deduplicated_simple_throttle_and_debounce(target: Target) -> T
     let mut expected: Vec<String> = [1, 3, 5, 6].into_iter().map(|i| download(i).url).collect();
     expected.sort();
     assert_eq!(ran, expected, "each deduplicated add ran once, the debounced job with its last data");
+    // Three adds were deduplicated (simple, debounce, throttle), counted by minute for the admin.
+    let minutes = queue.metrics(2).await?.minutes;
+    assert_eq!(minutes.iter().map(|m| m.deduplicated).sum::<u64>(), 3, "{minutes:?}");
 
     for bad in [
         Dedup::simple("", hour),

@@ -57,8 +57,19 @@ function queueCard(queue) {
   for (const state of ['waiting', 'active', 'delayed', 'completed', 'dead']) {
     numbers.append(el('span', { 'data-count': state }, el('b', {}, counts[state]), state));
   }
+  const extra = el('p', { class: 'note' }, el('span', { 'data-deduplicated': queue.deduplicated_last_hour },
+    `${queue.deduplicated_last_hour} adds deduplicated in the last hour`));
+  const schedulers = el('table', { class: 'schedulers' });
+  for (const s of queue.schedulers) {
+    const r = s.definition.repeat;
+    const when = r.cron ? `cron ${r.cron.pattern} (${r.cron.time_zone})` : `every ${r.every.ms / 1000} s`;
+    schedulers.append(el('tr', { 'data-scheduler': s.id },
+      el('td', {}, s.id), el('td', {}, when), el('td', {}, s.next_ms ? `next ${time(s.next_ms)}` : 'ended'),
+      el('td', {}, `${s.runs} runs`), el('td', {}, s.last_job || '')));
+  }
   return el('div', { class: 'queue', 'data-queue': queue.name, 'data-paused': paused },
-    el('h2', {}, queue.name, ' ', paused ? el('span', { class: 'paused' }, 'paused') : ''), numbers, chart(minutes), toggle);
+    el('h2', {}, queue.name, ' ', paused ? el('span', { class: 'paused' }, 'paused') : ''), numbers, chart(minutes),
+    extra, queue.schedulers.length ? schedulers : '', toggle);
 }
 
 function jobRow(queue, job) {

@@ -95,11 +95,19 @@ fn queue<'a>(admin: &'a Admin, name: &str) -> Result<&'a Arc<dyn QueueSource>> {
     admin.queues.iter().find(|q| q.name() == name).ok_or_else(|| Error::NotFound(format!("queue {name:?}")))
 }
 
-/// Every queue's counts, whether it is paused and its last hour by minute; Redis health.
+/// Every queue's counts, whether it is paused, its last hour by minute, its deduplicated adds
+/// and its schedulers; Redis health.
 async fn overview(State(admin): Shared) -> Result<Json<Value>> {
     let mut queues = Vec::with_capacity(admin.queues.len());
     for queue in &admin.queues {
-        queues.push(json!({"name": queue.name(), "metrics": queue.metrics(60).await?}));
+        let metrics = queue.metrics(60).await?;
+        let deduplicated: u64 = metrics.minutes.iter().map(|m| m.deduplicated).sum();
+        queues.push(json!({
+            "name": queue.name(),
+            "metrics": metrics,
+            "deduplicated_last_hour": deduplicated,
+            "schedulers": queue.schedulers().await?,
+        }));
     }
     let health = match &admin.health {
         Some(check) => check().await,

@@ -4,7 +4,7 @@
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
-use redtail_queue::{JobInfo, JobState, Metrics, Queue};
+use redtail_queue::{JobInfo, JobState, Metrics, Queue, SchedulerInfo};
 use redtail_session::{Codec, SessionStore};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -13,6 +13,7 @@ use serde::{Serialize, de::DeserializeOwned};
 pub(crate) trait QueueSource: Send + Sync {
     fn name(&self) -> &str;
     async fn metrics(&self, minutes: u32) -> redtail_queue::Result<Metrics>;
+    async fn schedulers(&self) -> redtail_queue::Result<Vec<SchedulerInfo>>;
     async fn list(&self, state: JobState, offset: u64, count: u64) -> redtail_queue::Result<Vec<JobInfo>>;
     async fn get(&self, id: &str) -> redtail_queue::Result<Option<JobInfo>>;
     async fn logs(&self, id: &str) -> redtail_queue::Result<Vec<String>>;
@@ -35,6 +36,9 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> QueueSource for Qu
     }
     async fn metrics(&self, minutes: u32) -> redtail_queue::Result<Metrics> {
         Queue::metrics(self, minutes).await
+    }
+    async fn schedulers(&self) -> redtail_queue::Result<Vec<SchedulerInfo>> {
+        Queue::schedulers(self).await
     }
     async fn list(&self, state: JobState, offset: u64, count: u64) -> redtail_queue::Result<Vec<JobInfo>> {
         Queue::list(self, state, offset, count).await

@@ -134,9 +134,16 @@ async fn every_action_of_the_page_works_through_the_api() -> TestResult {
         queue.add_with(&json!({"url": "<script>alert(1)</script>"}), JobOptions::default().delay(hour)).await?.id;
     let path = |rest: &str| format!("/ops/api/queues/downloads{rest}");
 
+    let nightly = redtail_queue::Scheduler::cron("library-scan", "0 0 3 * * *", "Europe/Paris")?;
+    queue.upsert_scheduler(nightly, &json!({"scan": "all"})).await?;
     let overview = json_of(send(&app, "GET", "/ops/api/overview", &[]).await?).await?;
     assert_eq!(overview["queues"][0]["name"], "downloads");
-    assert_eq!(overview["queues"][0]["metrics"]["counts"]["delayed"], 1);
+    let scheduler = &overview["queues"][0]["schedulers"][0];
+    assert_eq!((scheduler["id"].as_str(), scheduler["runs"].as_u64()), (Some("library-scan"), Some(1)));
+    assert!(scheduler["next_ms"].as_u64().is_some() && scheduler["last_job"].as_str().is_some(), "{scheduler}");
+    assert_eq!(overview["queues"][0]["deduplicated_last_hour"], 0);
+    assert!(queue.remove_scheduler("library-scan").await?);
+    assert_eq!(overview["queues"][0]["metrics"]["counts"]["delayed"], 2, "the delayed job and the scheduler's");
     assert_eq!(overview["health"]["up"], true);
     assert_eq!(overview["limits"]["policies"], json!(["api"]));
 

@@ -5,6 +5,7 @@
 local n = tonumber(ARGV[ARG_COUNT])
 local last = redis.call('INCRBY', K_ID, n)
 local out, plain, added = {}, {}, {}
+local deduplicated = 0
 local ready = false
 for i = 0, n - 1 do
   local b = ARG_COUNT + 1 + i * JOB_FIELDS
@@ -32,6 +33,7 @@ for i = 0, n - 1 do
     end
   end
   if same then
+    deduplicated = deduplicated + 1
     out[#out + 1] = same
     out[#out + 1] = 0
   elseif ARGV[b + JOB_ID] ~= '' and (redis.call('EXISTS', key) == 1 or record_of(id)) then
@@ -55,4 +57,5 @@ end
 if #plain > 0 then redis.call('RPUSH', K_WAIT, unpack(plain)) end
 emit('added', table.concat(added, ' '))
 if ready then wake() end
+count_minute('dd', deduplicated)
 return out

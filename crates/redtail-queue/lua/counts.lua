@@ -1,6 +1,6 @@
 -- Read only. Counts by state, whether paused, the oldest waiting job's creation ms (-1: none),
--- the server's time, then completed and failed counts for each of the last ARG_MINUTES minutes,
--- newest first (src/script/counts.rs names the reply's positions).
+-- the server's time, then MINUTE_FIELDS counts (completed, failed, deduplicated) for each of the
+-- last ARG_MINUTES minutes, newest first (src/script/counts.rs names the reply's positions).
 local oldest = -1
 local function consider(id)
   if not id then return end
@@ -21,8 +21,10 @@ out[REPLY_OLDEST] = oldest
 out[REPLY_NOW] = NOW
 local minute = math.floor(NOW / 60000)
 for i = 0, tonumber(ARGV[ARG_MINUTES]) - 1 do
-  local m = redis.call('HMGET', PREFIX .. 'm:' .. (minute - i), 'c', 'f')
-  out[#out + 1] = tonumber(m[1]) or 0
-  out[#out + 1] = tonumber(m[2]) or 0
+  local m = redis.call('HMGET', PREFIX .. 'm:' .. (minute - i), 'c', 'f', 'dd')
+  local first = #out + 1
+  out[first + MINUTE_COMPLETED] = tonumber(m[1]) or 0
+  out[first + MINUTE_FAILED] = tonumber(m[2]) or 0
+  out[first + MINUTE_DEDUPLICATED] = tonumber(m[3]) or 0
 end
 return out

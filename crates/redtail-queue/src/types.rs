@@ -61,6 +61,8 @@ pub struct Minute {
     pub completed: u64,
     /// Attempts failed (retried or dead-lettered).
     pub failed: u64,
+    /// Adds deduplicated against an existing job ([`JobOptions::dedup`](crate::JobOptions::dedup)).
+    pub deduplicated: u64,
 }
 
 /// A queue's state and recent throughput.

@@ -10,19 +10,21 @@ use crate::{Counts, Error, Metrics, Minute, Result};
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
     let mut consts = vec![CountsArg::Minutes.lua()];
     consts.extend(CountsReply::ALL.iter().map(|r| r.lua()));
+    consts.extend(MinuteField::ALL.iter().map(|f| f.lua()));
+    consts.push(("MINUTE_FIELDS", MinuteField::ALL.len().to_string()));
     Script::new("queue_counts", source(&consts, include_str!("../../lua/counts.lua")))
 });
 
 lua_numbers! {
     /// The counts script's argument.
     CountsArg {
-        /// How many minutes of completed and failed counts to return (at most 60 are kept).
+        /// How many minutes of counts to return (at most 60 are kept).
         Minutes = 3 => "ARG_MINUTES",
     }
 }
 
 lua_numbers! {
-    /// Positions in the reply; pairs of completed and failed counts per minute follow, newest first.
+    /// Positions in the reply; each minute's [`MinuteField`]s follow, newest first.
     CountsReply {
         /// Waiting and prioritized jobs.
         Waiting = 1 => "REPLY_WAITING",
@@ -40,6 +42,18 @@ lua_numbers! {
         Oldest = 7 => "REPLY_OLDEST",
         /// The server's time in ms.
         Now = 8 => "REPLY_NOW",
+    }
+}
+
+lua_numbers! {
+    /// One minute's counts in the reply, as offsets from its first.
+    MinuteField {
+        /// Jobs completed (hash field `c`).
+        Completed = 0 => "MINUTE_COMPLETED",
+        /// Attempts failed (`f`).
+        Failed = 1 => "MINUTE_FAILED",
+        /// Adds deduplicated against an existing job (`dd`).
+        Deduplicated = 2 => "MINUTE_DEDUPLICATED",
     }
 }
 
@@ -63,13 +77,15 @@ pub(crate) fn decode(reply: Value) -> Result<Metrics> {
     let (oldest, now) = (at(CountsReply::Oldest)?, count(CountsReply::Now)?);
     let minute_start = now / 60_000 * 60_000;
     let minutes = (CountsReply::ALL.len()..reply.len())
-        .step_by(2)
+        .step_by(MinuteField::ALL.len())
         .enumerate()
-        .map(|(i, position)| {
+        .map(|(i, first)| {
+            let field = |f: MinuteField| Ok::<_, Error>(u64::try_from(int(first + f.at())?).unwrap_or(0));
             Ok(Minute {
                 start_ms: minute_start.saturating_sub(i as u64 * 60_000),
-                completed: u64::try_from(int(position)?).unwrap_or(0),
-                failed: u64::try_from(int(position + 1)?).unwrap_or(0),
+                completed: field(MinuteField::Completed)?,
+                failed: field(MinuteField::Failed)?,
+                deduplicated: field(MinuteField::Deduplicated)?,
             })
         })
         .collect::<Result<_>>()?;
