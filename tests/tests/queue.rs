@@ -975,6 +975,65 @@ mod processes {
         Ok(())
     }
 
+    /// A scheduler with 8 workers in 4 processes, one killed with SIGKILL between ticks and
+    /// replaced: one job per tick, each tick's job run (twice at most for the one the killed
+    /// process held), and the scheduler ends at its limit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scheduler_makes_one_job_per_tick_across_processes_through_a_sigkill() -> TestResult {
+        let ctx = Ctx::new(redtail_tests::Deployment::Standalone).await;
+        let prefix = ctx.ns.prefix().to_owned();
+        let queue = Queue::<Download>::new(
+            Arc::clone(&ctx.backend),
+            keep_all(QueueConfig::new("ticks").prefix(prefix.as_str())),
+        )?;
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_queue_worker"))
+                .args([ctx.servers.url(), &prefix, "ticks", "2", "1000"])
+                .stdout(Stdio::null())
+                .spawn()
+        };
+        let mut workers = (0..4).map(|_| spawn()).collect::<Result<Vec<_>, _>>()?;
+        let limit = 12;
+        queue
+            .upsert_scheduler(Scheduler::every("pulse", Duration::from_millis(400))?.limit(limit), &download(1))
+            .await?;
+        let runs_key = Key::from_raw(format!("{prefix}:runs"));
+        let ran = || async {
+            Ok::<_, Error>(
+                ctx.backend.call(Cmd::new("HLEN").key(&runs_key)).await.map_err(Error::from)?.as_int()? as u64
+            )
+        };
+        until("four ticks have run", Duration::from_secs(30), || async { Ok(ran().await? >= 4) }).await?;
+        workers[0].kill()?;
+        workers[0].wait()?;
+        workers[0] = spawn()?;
+        let ended = until("the scheduler reaches its limit", Duration::from_secs(60), || async {
+            let info = queue.scheduler("pulse").await?;
+            Ok(info.is_some_and(|i| i.next_ms.is_none()) && queue.counts().await?.completed == limit)
+        })
+        .await;
+        for worker in &mut workers {
+            worker.kill()?;
+            worker.wait()?;
+        }
+        ended?;
+        let runs = ctx.backend.call(Cmd::new("HGETALL").key(&runs_key)).await?.into_array()?;
+        let mut per_job = HashMap::new();
+        for pair in runs.chunks(2) {
+            if let [id, n] = pair {
+                per_job.insert(id.clone().into_string()?, n.clone().into_string()?.parse::<u32>()?);
+            }
+        }
+        assert_eq!(per_job.len() as u64, limit, "one job per tick: {per_job:?}");
+        assert!(per_job.keys().all(|id| id.starts_with("pulse:")), "{per_job:?}");
+        let twice = per_job.values().filter(|&&n| n > 1).count();
+        assert!(twice <= 2, "only what the killed process held ran again: {per_job:?}");
+        let info = queue.scheduler("pulse").await?.ok_or("the scheduler is gone")?;
+        assert_eq!(info.runs, limit);
+        println!("SIGKILL between ticks: {} jobs for {limit} ticks, {twice} ran twice", per_job.len());
+        Ok(())
+    }
+
     /// A handler that blocks its runtime past the lease cannot renew it: the job runs again on
     /// another worker, and the late completion is refused (or the attempt cancelled).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
