@@ -217,6 +217,7 @@ fn test(extra: &[String]) -> Result {
     if extra.first().is_some_and(|a| a == "--valkey") {
         return test_valkey(&extra[1..]);
     }
+    bullmq_fixture()?;
     let servers = start_all()?;
     let envs: Vec<(&str, &str)> = servers.iter().map(|s| (s.deployment().env(), s.url())).collect();
     let extra = extra.iter().skip_while(|a| *a == "--");
@@ -232,6 +233,20 @@ fn test(extra: &[String]) -> Result {
         args.extend(extra.cloned());
         run("cargo", &args, &envs)
     }
+}
+
+/// Installs the BullMQ fixture's packages (BullMQ pinned in its `package-lock.json`) when they
+/// are missing: the queue's import test runs it to get jobs real BullMQ wrote.
+fn bullmq_fixture() -> Result {
+    let fixture = root().join("tests/fixtures/bullmq");
+    if fixture.join("node_modules/bullmq").is_dir() {
+        return Ok(());
+    }
+    if !has("npm") {
+        return Err("the BullMQ import test needs Node.js and npm (`apt-get install nodejs npm`)".into());
+    }
+    let prefix = fixture.display().to_string();
+    run("npm", ["ci", "--prefix", prefix.as_str(), "--no-audit", "--no-fund", "--loglevel=error"], &[])
 }
 
 /// The tests that need what this machine's Valkey build lacks, each with the reason; they run

@@ -1,11 +1,13 @@
 -- Adds jobs (src/script/add.rs names the arguments): ARG_COUNT jobs, JOB_FIELDS values each:
 -- custom id ('' for a new number), data, delay ms, priority, max attempts, options ('' for the
--- queue's), deduplication id ('' for none), mode (DEDUP_*) and ttl ms. Returns id, 1 (added) or
--- 0 (a job with that custom id exists, or the add was deduplicated against job id) per job.
+-- queue's), deduplication id ('' for none), mode (DEDUP_*) and ttl ms, attempts already made.
+-- Returns id, 1 (added) or 0 (a job with that custom id exists, or the add was deduplicated
+-- against job id) per job. Custom ids of digits come only from an import (src/import.rs; adds
+-- refuse them): one moves the id counter past it, so that no generated id ever takes it.
 local n = tonumber(ARGV[ARG_COUNT])
 local last = redis.call('INCRBY', K_ID, n)
 local out, plain, added = {}, {}, {}
-local deduplicated = 0
+local deduplicated, past = 0, last
 local ready = false
 for i = 0, n - 1 do
   local b = ARG_COUNT + 1 + i * JOB_FIELDS
@@ -49,6 +51,10 @@ for i = 0, n - 1 do
       ready = true
       if priority > 0 then enqueue(id, priority) else plain[#plain + 1] = id end
     end
+    if ARGV[b + JOB_ATTEMPTS_MADE] ~= '0' then redis.call('HSET', key, 'a', ARGV[b + JOB_ATTEMPTS_MADE]) end
+    -- (Ids of 16 digits and more are never generated, and would not fit the counter exactly.)
+    local numeric = ARGV[b + JOB_ID] ~= '' and #id <= 15 and string.match(id, '^%d+$')
+    if numeric and tonumber(id) > past then past = tonumber(id) end
     added[#added + 1] = id
     out[#out + 1] = id
     out[#out + 1] = 1
@@ -57,5 +63,6 @@ end
 if #plain > 0 then redis.call('RPUSH', K_WAIT, unpack(plain)) end
 emit('added', table.concat(added, ' '))
 if ready then wake() end
+if past > last then redis.call('SET', K_ID, string.format('%d', past)) end
 count_minute('dd', deduplicated)
 return out

@@ -316,11 +316,17 @@ impl Stored {
 
 /// Checks a custom job id.
 pub(crate) fn validate_id(id: &str) -> Result<()> {
+    if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() {
+        return Err(Error::InvalidInput(format!("custom job id {id:?} is all digits, like the queue's own ids")));
+    }
+    validate_import_id(id)
+}
+
+/// Checks the id of a job imported from BullMQ, which may be all digits (the add script then
+/// moves the queue's id counter past it).
+pub(crate) fn validate_import_id(id: &str) -> Result<()> {
     if id.is_empty() || id.len() > 128 {
         return Err(Error::InvalidInput(format!("a job id must be 1 to 128 bytes, not {}", id.len())));
-    }
-    if id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::InvalidInput(format!("custom job id {id:?} is all digits, like the queue's own ids")));
     }
     if id.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Error::InvalidInput(format!("job id {id:?} holds whitespace or a control character")));

@@ -4,6 +4,7 @@
 mod config;
 mod error;
 mod events;
+mod import;
 mod job;
 mod queue;
 mod record;
@@ -15,6 +16,7 @@ mod worker;
 pub use config::{Backoff, Dedup, DedupMode, JobOptions, MAX_DURATION, QueueConfig, RateLimit, Retention};
 pub use error::{Error, Result};
 pub use events::{EventKind, QueueEvent, QueueEvents, Start};
+pub use import::{BullmqImport, BullmqJob, BullmqState};
 pub use job::{Job, JobInfo, JobState};
 pub use queue::Queue;
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and

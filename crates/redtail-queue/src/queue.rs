@@ -134,6 +134,11 @@ impl<T: Serialize> Queue<T> {
 
     /// One job's fields for `lua/add.lua`, in the order of [`add::JobField`].
     fn encode(&self, data: &T, options: &JobOptions) -> Result<EncodedJob> {
+        self.encode_made(data, options, 0)
+    }
+
+    /// [`Queue::encode`] for a job that has made `made` attempts elsewhere (an import).
+    pub(crate) fn encode_made(&self, data: &T, options: &JobOptions, made: u32) -> Result<EncodedJob> {
         let config = &self.inner.config;
         options.validate()?;
         let data = serde_json::to_vec(data).map_err(Error::Encode)?;
@@ -154,10 +159,11 @@ impl<T: Serialize> Queue<T> {
             Arg::from(options.dedup.as_ref().map_or("", |d| d.id.as_str())),
             Arg::from(options.dedup.as_ref().map_or("", |d| add::DedupCode::of(d.mode).code())),
             Arg::from(options.dedup.as_ref().map_or(0, |d| millis(d.ttl))),
+            Arg::from(made),
         ])
     }
 
-    async fn add_batch(&self, jobs: &[EncodedJob]) -> Result<Vec<Added>> {
+    pub(crate) async fn add_batch(&self, jobs: &[EncodedJob]) -> Result<Vec<Added>> {
         let added = add::decode(add::SCRIPT.run(&self.inner, add::args(jobs)).await?)?;
         if metrics::ENABLED {
             let created = added.iter().filter(|a| a.created).count();

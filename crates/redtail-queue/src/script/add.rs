@@ -41,6 +41,8 @@ lua_numbers! {
         DedupMode = 7 => "JOB_DEDUP_MODE",
         /// How long the deduplication id counts, ms.
         DedupTtlMs = 8 => "JOB_DEDUP_TTL_MS",
+        /// Attempts already made elsewhere (`0` but for jobs imported from BullMQ).
+        AttemptsMade = 9 => "JOB_ATTEMPTS_MADE",
     }
 }
 
