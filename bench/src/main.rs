@@ -69,6 +69,16 @@ async fn main() -> Result<(), Error> {
     if args.iter().any(|a| a == "queue-soak") {
         queue_soak(&backend, number("--jobs", 1_000_000)).await?;
     }
+    // Not part of a plain run: how processing holds up with a deep queue (up to a million
+    // waiting), and what a scheduler's job costs the server.
+    if args.iter().any(|a| a == "queue-depth") {
+        for depth in [0, 10_000, 100_000, 1_000_000] {
+            queue_depth(&backend, depth, number("--jobs", 20_000), number("--qc", 50)).await?;
+        }
+    }
+    if args.iter().any(|a| a == "scheduler") {
+        scheduler(&backend, number("--jobs", 2_000)).await?;
+    }
     // Not part of a plain run: the local tier's two invalidation modes side by side.
     if args.iter().any(|a| a == "cache-tiers") {
         for mode in [Invalidation::PubSub, Invalidation::Tracking] {
@@ -637,6 +647,79 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
                "process_server_cpu_us_per_job": server.map(|usec| per_op(usec.cpu, jobs))})
     );
     println!("{}", json!({"bench": "memory.job", "impl": "redtail", "bytes": per_job, "sampled": job_bytes.len()}));
+    queue.obliterate(true).await?;
+    Ok(())
+}
+
+/// Processing `jobs` jobs with `depth` more waiting behind them and a tenth as many delayed (an
+/// hour away): the rate must not fall with the depth. The measured jobs are added first, so
+/// they are the ones taken.
+async fn queue_depth(backend: &Arc<dyn Backend>, depth: usize, jobs: usize, concurrency: usize) -> Result<(), Error> {
+    let name = format!("depth-{}-{depth}", std::process::id());
+    let queue = Queue::<serde_json::Value>::new(Arc::clone(backend), QueueConfig::new(name.as_str()))?;
+    let job = |i: usize| json!({"url": format!("https://example.invalid/v/{i}"), "userId": format!("u{}", i % 100)});
+    let items: Vec<serde_json::Value> = (0..jobs + depth).map(job).collect();
+    for chunk in items.chunks(10_000) {
+        queue.add_bulk(chunk).await?;
+    }
+    let later = JobOptions::default().delay(Duration::from_secs(3600));
+    let delayed: Vec<serde_json::Value> = (0..depth / 10).map(job).collect();
+    for chunk in delayed.chunks(10_000) {
+        queue.add_bulk_with(chunk.iter().map(|d| (d, later.clone())).collect()).await?;
+    }
+    let server_before = server_usec(backend).await?;
+    let started = Instant::now();
+    let worker = queue.worker(WorkerOptions::default().concurrency(concurrency), |job| async move {
+        Ok::<_, redtail_queue::Error>(job.data.get("url").and_then(|u| u.as_str()).map_or(0, str::len))
+    })?;
+    while worker.stats().completed < jobs as u64 {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!("only {} of {jobs} jobs completed in 300 s", worker.stats().completed).into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let processed = started.elapsed();
+    let done = worker.shutdown().await.completed as usize;
+    let server = server_usec_since(backend, server_before).await?;
+    println!(
+        "{}",
+        json!({"bench": "queue.depth", "impl": "redtail", "waiting_behind": depth, "delayed": depth / 10, "jobs": jobs,
+               "process_per_sec": (jobs as f64 / processed.as_secs_f64()).round(),
+               "process_server_cpu_us_per_job": server.map(|usec| per_op(usec.cpu, done))})
+    );
+    queue.obliterate(true).await?;
+    Ok(())
+}
+
+/// A scheduler ticking every millisecond until it has made `jobs` jobs: what each scheduled job
+/// costs the server (the next tick is made inside the acknowledging step, so no call of its own).
+async fn scheduler(backend: &Arc<dyn Backend>, jobs: usize) -> Result<(), Error> {
+    let name = format!("sched-{}", std::process::id());
+    let queue = Queue::<serde_json::Value>::new(Arc::clone(backend), QueueConfig::new(name.as_str()))?;
+    let server_before = server_usec(backend).await?;
+    let started = Instant::now();
+    let every = redtail_queue::Scheduler::every("tick", Duration::from_millis(1))?.limit(jobs as u64);
+    queue.upsert_scheduler(every, &json!({"scan": "all"})).await?;
+    let worker = queue
+        .worker(WorkerOptions::default().concurrency(4).idle_poll(Duration::from_millis(5)), |_| async {
+            Ok::<_, redtail_queue::Error>(())
+        })?;
+    while worker.stats().completed < jobs as u64 {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!("only {} of {jobs} scheduled jobs ran in 300 s", worker.stats().completed).into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = started.elapsed();
+    let stats = worker.shutdown().await;
+    let server = server_usec_since(backend, server_before).await?;
+    println!(
+        "{}",
+        json!({"bench": "queue.scheduler", "impl": "redtail", "jobs": stats.completed,
+               "jobs_per_sec": (stats.completed as f64 / elapsed.as_secs_f64()).round(),
+               "server_cpu_us_per_job": server.map(|usec| per_op(usec.cpu, jobs)),
+               "server_commands_us_per_job": server.map(|usec| per_op(usec.commands, jobs))})
+    );
     queue.obliterate(true).await?;
     Ok(())
 }

@@ -69,8 +69,43 @@ for_each_backend!(
     a_producer_waits_until_its_job_has_finished,
     a_handler_updates_its_jobs_data_for_the_next_attempt,
     a_waiting_job_given_a_higher_priority_runs_first,
-    adds_are_deduplicated_simple_throttle_and_debounce
+    adds_are_deduplicated_simple_throttle_and_debounce,
+    a_thousand_concurrent_adds_of_one_dedup_id_make_one_job_in_each_mode
 );
+
+/// 1,000 concurrent adds with one deduplication id make one job in each mode, every add naming
+/// it; a debounced job then takes the data of the add that came last.
+async fn a_thousand_concurrent_adds_of_one_dedup_id_make_one_job_in_each_mode(target: Target) -> TestResult {
+    use redtail_queue::Dedup;
+    let env = Env::new(target).await;
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("crowd").prefix(env.ns.prefix()))?;
+    let hour = Duration::from_secs(3600);
+    for (n, dedup) in
+        [Dedup::simple("s", hour), Dedup::throttle("t", hour), Dedup::debounce("d", hour)].into_iter().enumerate()
+    {
+        let options = JobOptions::default().dedup(dedup.clone()).delay(hour);
+        let adds = (0..1_000).map(|i| {
+            let (queue, options) = (queue.clone(), options.clone());
+            tokio::spawn(async move { queue.add_with(&download(i), options).await })
+        });
+        let mut added = Vec::new();
+        for add in futures_util::future::join_all(adds).await {
+            added.push(add??);
+        }
+        let made: Vec<_> = added.iter().filter(|a| a.created).collect();
+        assert_eq!(made.len(), 1, "{dedup:?}: one job");
+        assert!(added.iter().all(|a| a.id == made[0].id), "{dedup:?}: every add names it");
+        assert_eq!(queue.counts().await?.delayed, n as u64 + 1);
+        if matches!(dedup.mode, redtail_queue::DedupMode::Debounce) {
+            let last = queue.add_with(&download(5_000), options).await?;
+            assert_eq!(last.id, made[0].id);
+            let job = queue.get(made[0].id.as_str()).await?.ok_or("the debounced job is gone")?;
+            assert_eq!(job.data, serde_json::to_value(download(5_000))?, "the last add's data");
+        }
+    }
+    queue.obliterate(false).await?;
+    Ok(())
+}
 
 /// `Dedup`: a simple id holds while its job has not finished, a throttle id for its whole ttl,
 /// a debounce id replaces the delayed job's data and restarts its delay; each add says whether

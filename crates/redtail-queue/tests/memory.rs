@@ -531,3 +531,93 @@ async fn a_completion_whose_reply_was_lost_is_recognised_when_resent() -> Result
     assert_eq!((ran, listed), (expected.clone(), expected), "each job ran and completed once");
     Ok(())
 }
+
+/// `2026-10-25T00:00:00Z` and the like, in ms.
+fn utc_ms(text: &str) -> u64 {
+    let (date, time) = text.split_once('T').unwrap_or_else(|| panic!("{text}"));
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap_or(0)).collect();
+    let t: Vec<i64> = time.trim_end_matches('Z').split(':').map(|p| p.parse().unwrap_or(0)).collect();
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d[2] - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) as u64
+}
+
+/// Job schedulers on the virtual clock, through both daylight-saving changes in Paris: a job
+/// every 30 minutes runs through both passes of the repeated autumn hour; a 02:30 job runs at
+/// 03:00 on the spring day, when 02:30 does not exist; an interval with an end time stops at it. Each tick's job runs once; the clock moves only once the tick's
+/// acknowledgement made the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedulers_on_the_virtual_clock_through_both_daylight_saving_changes() -> Result<()> {
+    use redtail_queue::Scheduler;
+    let start = utc_ms("2026-10-24T23:50:00Z");
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_millis(start)));
+    let clock = redis.clock().clone();
+    let config = QueueConfig::new("tz").clock(clock.clone().into());
+    let queue = queue(&redis, config);
+    let runs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = Arc::clone(&runs);
+    let worker = queue.worker(fast(), move |job| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().map_err(|_| Error::InvalidInput("poisoned".into()))?.push(job.id.as_str().to_owned());
+            Ok::<_, Error>(())
+        }
+    })?;
+    // Moves the clock to each expected tick in turn, once the scheduler waits for it.
+    let follow = |id: &'static str, ticks: Vec<u64>| {
+        let (queue, clock) = (queue.clone(), clock.clone());
+        async move {
+            for tick in ticks {
+                until(&format!("{id} waits for {tick}"), || async {
+                    queue.scheduler(id).await.ok().flatten().is_some_and(|s| s.next_ms == Some(tick))
+                })
+                .await;
+                clock.advance(Duration::from_millis(tick.saturating_sub(clock.now_millis())));
+            }
+        }
+    };
+
+    queue.upsert_scheduler(Scheduler::cron("half-hourly", "*/30 * * * *", "Europe/Paris")?, &download(1)).await?;
+    // 02:00 and 02:30 CEST, 02:00 and 02:30 CET (the repeated hour), 03:00 CET.
+    let autumn: Vec<u64> =
+        ["00:00", "00:30", "01:00", "01:30", "02:00"].iter().map(|t| utc_ms(&format!("2026-10-25T{t}:00Z"))).collect();
+    follow("half-hourly", autumn.clone()).await;
+    until("the fifth half hour ran", || async { runs.lock().map_or(0, |r| r.len()) == 5 }).await;
+    assert!(queue.remove_scheduler("half-hourly").await?);
+
+    queue.upsert_scheduler(Scheduler::cron("nightly", "0 30 2 * * *", "Europe/Paris")?, &download(2)).await?;
+    // Upserted at 03:00 CET on the 25th: 02:30 CET on the 26th; then on 2027-03-28 (no 02:30 in
+    // Paris) 03:00 CEST, and 02:30 CEST on the 29th. (That a 02:30 in the repeated hour runs
+    // once is checked in src/scheduler.rs.)
+    let nightly = vec![utc_ms("2026-10-26T01:30:00Z")];
+    follow("nightly", nightly.clone()).await;
+    until("the nightly job ran", || async { runs.lock().map_or(0, |r| r.len()) == 6 }).await;
+    assert!(queue.remove_scheduler("nightly").await?);
+    clock.advance(Duration::from_millis(utc_ms("2027-03-27T12:00:00Z") - clock.now_millis()));
+    queue.upsert_scheduler(Scheduler::cron("nightly", "0 30 2 * * *", "Europe/Paris")?, &download(3)).await?;
+    let spring = vec![utc_ms("2027-03-28T01:00:00Z"), utc_ms("2027-03-29T00:30:00Z")];
+    follow("nightly", spring.clone()).await;
+    until("the spring nights ran", || async { runs.lock().map_or(0, |r| r.len()) == 8 }).await;
+    assert!(queue.remove_scheduler("nightly").await?);
+
+    // Every 10 minutes from now, ending 25 minutes from now: 3 jobs.
+    let now = clock.now_millis();
+    let ending = SystemTime::UNIX_EPOCH + Duration::from_millis(now + 25 * 60_000);
+    queue.upsert_scheduler(Scheduler::every("ten", Duration::from_secs(600))?.ending_at(ending), &download(4)).await?;
+    follow("ten", vec![now + 600_000, now + 1_200_000]).await;
+    until("the interval ended at its end time", || async {
+        queue.scheduler("ten").await.ok().flatten().is_some_and(|s| s.next_ms.is_none())
+    })
+    .await;
+    worker.shutdown().await;
+    let runs = runs.lock().map_err(|_| Error::InvalidInput("poisoned".into()))?.clone();
+    let mut expected: Vec<String> = autumn.iter().map(|t| format!("half-hourly:{t}")).collect();
+    expected.extend(nightly.iter().chain(&spring).map(|t| format!("nightly:{t}")));
+    expected.extend([now, now + 600_000, now + 1_200_000].iter().map(|t| format!("ten:{t}")));
+    assert_eq!(runs, expected, "each tick once, at the times daylight saving gives");
+    Ok(())
+}
