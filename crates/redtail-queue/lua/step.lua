@@ -27,6 +27,11 @@ local function advance(id, tick_field, data)
   local state = sid and redis.call('HGET', K_TICKS, sid)
   if not state or string.match(state, '^(%d+)') ~= tick then return end
   local runs = tonumber(string.match(state, '^%d+ (%d+)')) or 0
+  if not data then
+    -- The job's hash is gone (deleted as it finished): the template's data, from the definition.
+    local definition = redis.call('HGET', K_SCHED, sid)
+    data = definition and cjson.encode(cjson.decode(definition).data)
+  end
   if nxt == '0' or not data then
     redis.call('HSET', K_TICKS, sid, '0 ' .. runs .. ' ' .. id)
     return

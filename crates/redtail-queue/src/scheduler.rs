@@ -201,6 +201,7 @@ impl Scheduler {
             data: data.clone(),
             attempts: options.attempts,
             priority: options.priority,
+            options: Some(Stored::of(options)),
         }
     }
 }
@@ -227,6 +228,10 @@ pub struct Definition {
     pub attempts: u32,
     /// Their priority.
     pub priority: u32,
+    /// The rest of their options (backoff, timeout, retention), so that changing them is a new
+    /// definition too.
+    #[serde(default)]
+    pub(crate) options: Option<Stored>,
 }
 
 /// A scheduler as [`Queue::scheduler`](crate::Queue::scheduler) reads it.
@@ -458,6 +463,7 @@ mod tests {
             data: serde_json::Value::Null,
             attempts: 1,
             priority: 0,
+            options: None,
         };
         let mut tick = Tick::first("s", &definition, utc(from)).ok().flatten();
         let mut out = Vec::new();
@@ -497,6 +503,7 @@ mod tests {
             data: serde_json::Value::Null,
             attempts: 1,
             priority: 0,
+            options: None,
         };
         let first = Tick::first("s", &definition, utc("2026-01-01T00:00:00Z")).ok().flatten();
         assert_eq!(first.as_ref().map(|t| t.at), Some(utc("2026-01-01T00:10:00Z")), "waits for its start");
