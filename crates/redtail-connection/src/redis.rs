@@ -51,6 +51,32 @@ struct Inner {
     in_flight: AtomicUsize,
     idle: Notify,
     builder: Builder,
+    /// The metrics of every call (nothing without the `metrics` feature): handles kept per
+    /// operation, since a call is too short to look its series up in the recorder each time.
+    meters: Meters,
+}
+
+/// See [`Inner::meters`].
+struct Meters {
+    /// By operation and outcome.
+    calls: metrics::CounterFamily<(&'static str, &'static str)>,
+    /// By operation.
+    durations: metrics::HistogramFamily<&'static str>,
+    in_flight: metrics::Gauge,
+}
+
+impl Meters {
+    fn new() -> Meters {
+        Meters {
+            calls: metrics::CounterFamily::new("redtail_redis_commands_total", |(operation, outcome)| {
+                vec![("operation", (*operation).to_owned()), ("outcome", (*outcome).to_owned())]
+            }),
+            durations: metrics::HistogramFamily::new("redtail_redis_command_duration_seconds", |operation| {
+                vec![("operation", (*operation).to_owned())]
+            }),
+            in_flight: metrics::Gauge::new(IN_FLIGHT, &[]),
+        }
+    }
 }
 
 /// A client to write on: see [`Redis::writer`].
@@ -216,6 +242,7 @@ impl Redis {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 builder,
+                meters: Meters::new(),
             }),
         })
     }
@@ -318,7 +345,7 @@ impl Redis {
     fn enter(&self) -> Result<InFlight<'_>> {
         let inner = &self.inner;
         let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        metrics::gauge(IN_FLIGHT, Vec::new, now as f64);
+        inner.meters.in_flight.set(now as f64);
         let guard = InFlight(inner);
         if inner.closing.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
@@ -387,6 +414,7 @@ impl Redis {
         );
         // Combinators rather than an async fn: the future stays the size of `work` and a span.
         let started = metrics::ENABLED.then(std::time::Instant::now);
+        let meters = &self.inner.meters;
         work.instrument(span).map(move |result| {
             if let Some(started) = started {
                 let outcome = match &result {
@@ -395,10 +423,8 @@ impl Redis {
                     Err(e) if e.is_unavailable() => "unavailable",
                     Err(_) => "error",
                 };
-                let labels = || vec![("operation", operation.to_owned()), ("outcome", outcome.to_owned())];
-                metrics::count("redtail_redis_commands_total", labels, 1);
-                let labels = || vec![("operation", operation.to_owned())];
-                metrics::seconds("redtail_redis_command_duration_seconds", labels, started.elapsed());
+                meters.calls.add(&(operation, outcome), 1);
+                meters.durations.record(&operation, started.elapsed());
             }
             result
         })
@@ -465,7 +491,7 @@ struct InFlight<'a>(&'a Inner);
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let left = self.0.in_flight.fetch_sub(1, Ordering::SeqCst) - 1;
-        metrics::gauge(IN_FLIGHT, Vec::new, left as f64);
+        self.0.meters.in_flight.set(left as f64);
         if left == 0 {
             self.0.idle.notify_waiters();
         }

@@ -81,6 +81,158 @@ pub fn gauge(name: &'static str, labels: impl FnOnce() -> Vec<Label>, value: f64
     metrics::gauge!(name, to_labels(&labels())).set(value);
 }
 
+/// Counters of one name whose label values are known only when they happen, from a bounded set
+/// (a command's name and outcome, a policy's name): each series is registered with the facade
+/// the first time and its handle kept, so that counting costs a read lock and an atomic add
+/// rather than a lookup in the recorder with freshly built labels. Nothing without the feature.
+pub struct CounterFamily<K> {
+    #[cfg(feature = "metrics")]
+    name: &'static str,
+    #[cfg(feature = "metrics")]
+    labels: fn(&K) -> Vec<Label>,
+    #[cfg(feature = "metrics")]
+    series: std::sync::RwLock<std::collections::HashMap<K, metrics::Counter>>,
+    _key: std::marker::PhantomData<fn(K)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> CounterFamily<K> {
+    /// The family `name`, whose series `labels` names from their key.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn new(name: &'static str, labels: fn(&K) -> Vec<Label>) -> Self {
+        CounterFamily {
+            #[cfg(feature = "metrics")]
+            name,
+            #[cfg(feature = "metrics")]
+            labels,
+            #[cfg(feature = "metrics")]
+            series: std::sync::RwLock::default(),
+            _key: std::marker::PhantomData,
+        }
+    }
+
+    /// Adds `n` to the series of `key`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[inline]
+    pub fn add(&self, key: &K, n: u64) {
+        #[cfg(feature = "metrics")]
+        series(&self.series, key, |key| metrics::counter!(self.name, to_labels(&(self.labels)(key)))).increment(n);
+    }
+}
+
+/// Histograms of one name by a bounded label, as [`CounterFamily`] keeps counters; values in
+/// seconds.
+pub struct HistogramFamily<K> {
+    #[cfg(feature = "metrics")]
+    name: &'static str,
+    #[cfg(feature = "metrics")]
+    labels: fn(&K) -> Vec<Label>,
+    #[cfg(feature = "metrics")]
+    series: std::sync::RwLock<std::collections::HashMap<K, metrics::Histogram>>,
+    _key: std::marker::PhantomData<fn(K)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> HistogramFamily<K> {
+    /// The family `name`, whose series `labels` names from their key.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn new(name: &'static str, labels: fn(&K) -> Vec<Label>) -> Self {
+        HistogramFamily {
+            #[cfg(feature = "metrics")]
+            name,
+            #[cfg(feature = "metrics")]
+            labels,
+            #[cfg(feature = "metrics")]
+            series: std::sync::RwLock::default(),
+            _key: std::marker::PhantomData,
+        }
+    }
+
+    /// Records `value` in the series of `key`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[inline]
+    pub fn record(&self, key: &K, value: Duration) {
+        #[cfg(feature = "metrics")]
+        series(&self.series, key, |key| metrics::histogram!(self.name, to_labels(&(self.labels)(key))))
+            .record(value.as_secs_f64());
+    }
+}
+
+impl<K> std::fmt::Debug for CounterFamily<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CounterFamily")
+    }
+}
+
+impl<K> std::fmt::Debug for HistogramFamily<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HistogramFamily")
+    }
+}
+
+/// The handle of `key`'s series, registered by `register` the first time.
+#[cfg(feature = "metrics")]
+fn series<K: std::hash::Hash + Eq + Clone, H: Clone>(
+    map: &std::sync::RwLock<std::collections::HashMap<K, H>>,
+    key: &K,
+    register: impl FnOnce(&K) -> H,
+) -> H {
+    if let Some(handle) = map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+        return handle.clone();
+    }
+    map.write().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_insert_with(|| register(key)).clone()
+}
+
+/// A histogram registered once, in seconds; nothing without the feature.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    #[cfg(feature = "metrics")]
+    histogram: metrics::Histogram,
+}
+
+impl Histogram {
+    /// The histogram `name` with `labels`, registered with the recorder of the moment.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn new(name: &'static str, labels: &[Label]) -> Histogram {
+        Histogram {
+            #[cfg(feature = "metrics")]
+            histogram: metrics::histogram!(name, to_labels(labels)),
+        }
+    }
+
+    /// Records `value`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[inline]
+    pub fn record(&self, value: Duration) {
+        #[cfg(feature = "metrics")]
+        self.histogram.record(value.as_secs_f64());
+    }
+}
+
+/// A gauge registered once; nothing without the feature.
+#[derive(Debug, Clone)]
+pub struct Gauge {
+    #[cfg(feature = "metrics")]
+    gauge: metrics::Gauge,
+}
+
+impl Gauge {
+    /// The gauge `name` with `labels`, registered with the recorder of the moment.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub fn new(name: &'static str, labels: &[Label]) -> Gauge {
+        Gauge {
+            #[cfg(feature = "metrics")]
+            gauge: metrics::gauge!(name, to_labels(labels)),
+        }
+    }
+
+    /// Sets it to `value`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    #[inline]
+    pub fn set(&self, value: f64) {
+        #[cfg(feature = "metrics")]
+        self.gauge.set(value);
+    }
+}
+
 /// Whether the facade is compiled in (the `metrics` feature), so that callers skip work that
 /// only feeds it, such as reading a clock.
 pub const ENABLED: bool = cfg!(feature = "metrics");

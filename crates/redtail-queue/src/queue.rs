@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     /// `<prefix>:{<name>}:`, from which scripts build job keys.
     pub(crate) prefix: String,
     pub(crate) defaults: Stored,
+    /// Adds by outcome: added, deduplicated (`redtail_queue_adds_total`).
+    adds: [metrics::Counter; 2],
 }
 
 impl Inner {
@@ -90,7 +92,11 @@ impl<T: Serialize> Queue<T> {
         let keys = QueueKey::ALL.iter().map(|key| tagged.key([key.suffix()])).collect();
         let prefix = format!("{}:{{{}}}:", config.prefix, config.name);
         let defaults = Stored::of(&config.defaults);
-        let inner = Inner { backend, config, keys, tagged, prefix, defaults };
+        let adds = ["added", "deduplicated"].map(|outcome| {
+            let labels = [("queue", config.name.clone()), ("outcome", outcome.to_owned())];
+            metrics::Counter::new("redtail_queue_adds_total", &labels)
+        });
+        let inner = Inner { backend, config, keys, tagged, prefix, defaults, adds };
         Ok(Queue { inner: Arc::new(inner), _data: PhantomData })
     }
 
@@ -165,13 +171,9 @@ impl<T: Serialize> Queue<T> {
 
     pub(crate) async fn add_batch(&self, jobs: &[EncodedJob]) -> Result<Vec<Added>> {
         let added = add::decode(add::SCRIPT.run(&self.inner, add::args(jobs)).await?)?;
-        if metrics::ENABLED {
-            let created = added.iter().filter(|a| a.created).count();
-            for (outcome, n) in [("added", created), ("deduplicated", added.len() - created)] {
-                let labels = || vec![("queue", self.inner.config.name.clone()), ("outcome", outcome.to_owned())];
-                metrics::count("redtail_queue_adds_total", labels, n as u64);
-            }
-        }
+        let created = added.iter().filter(|a| a.created).count();
+        self.inner.adds[0].add(created as u64);
+        self.inner.adds[1].add((added.len() - created) as u64);
         Ok(added)
     }
 }

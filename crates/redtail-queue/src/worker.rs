@@ -159,8 +159,9 @@ struct Counters {
     released: Counter,
     delayed: Counter,
     redis_errors: Counter,
-    /// The queue's name, the label of the timings.
-    queue: String,
+    /// From a job's creation to the start of its attempt, and the attempt's run.
+    wait: metrics::Histogram,
+    run: metrics::Histogram,
 }
 
 impl Counters {
@@ -179,7 +180,8 @@ impl Counters {
             refused: Counter::new("redtail_queue_acks_refused_total", &[label()]),
             lost: Counter::new("redtail_queue_leases_lost_total", &[label()]),
             redis_errors: Counter::new("redtail_queue_redis_errors_total", &[label()]),
-            queue: queue.to_owned(),
+            wait: metrics::Histogram::new("redtail_queue_job_wait_seconds", &[label()]),
+            run: metrics::Histogram::new("redtail_queue_job_run_seconds", &[label()]),
         }
     }
 
@@ -203,9 +205,8 @@ impl Counters {
     fn timed(&self, created_ms: u64, ran: Duration) {
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         let waited = since_epoch.saturating_sub(Duration::from_millis(created_ms)).saturating_sub(ran);
-        let label = || vec![("queue", self.queue.clone())];
-        metrics::seconds("redtail_queue_job_wait_seconds", label, waited);
-        metrics::seconds("redtail_queue_job_run_seconds", label, ran);
+        self.wait.record(waited);
+        self.run.record(ran);
     }
 }
 

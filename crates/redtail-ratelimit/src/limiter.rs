@@ -374,15 +374,10 @@ impl RateLimiter {
             match self.run(subject, &shadow, cost, true).await {
                 Ok(Decision::Limited { violated, .. }) => {
                     self.counters.shadow_would_limit.fetch_add(1, Ordering::Relaxed);
-                    for policy in &violated {
-                        let labels = || {
-                            vec![
-                                ("policy", policy.to_string()),
-                                ("outcome", "shadow".to_owned()),
-                                ("source", "redis".to_owned()),
-                            ]
-                        };
-                        metrics::count(DECISIONS, labels, 1);
+                    if metrics::ENABLED {
+                        for policy in &violated {
+                            DECISIONS.add(&(policy.clone(), "shadow", "redis"), 1);
+                        }
                     }
                     tracing::info!(subject, ?violated, "shadow rate limit would have refused a request");
                 }
@@ -784,8 +779,14 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The decisions counter (feature `metrics`): by policy and outcome.
-const DECISIONS: &str = "redtail_ratelimit_decisions_total";
+/// The decisions counter (feature `metrics`) by policy, outcome and source; its series are
+/// registered once each (the recorder is process-wide, and so is this).
+static DECISIONS: std::sync::LazyLock<metrics::CounterFamily<(Cow<'static, str>, &'static str, &'static str)>> =
+    std::sync::LazyLock::new(|| {
+        metrics::CounterFamily::new("redtail_ratelimit_decisions_total", |(policy, outcome, source)| {
+            vec![("policy", policy.to_string()), ("outcome", (*outcome).to_owned()), ("source", (*source).to_owned())]
+        })
+    });
 
 /// Counts a decision (feature `metrics`) by policy and outcome: `allowed` for each policy of an
 /// admitted check, `limited` for each policy that refused one (every policy when the subject
@@ -795,17 +796,14 @@ fn count(enforced: &[Policy], decision: &Decision, source: &'static str) {
     if !metrics::ENABLED {
         return;
     }
-    let (outcome, only): (&str, &[Cow<'static, str>]) = match decision {
+    let (outcome, only): (&'static str, &[Cow<'static, str>]) = match decision {
         Decision::Allowed { degraded: true, .. } | Decision::Limited { degraded: true, .. } => ("degraded", &[]),
         Decision::Allowed { .. } => ("allowed", &[]),
         Decision::Limited { blocked: true, .. } => ("limited", &[]),
         Decision::Limited { violated, .. } => ("limited", violated),
     };
     for policy in enforced.iter().filter(|p| only.is_empty() || only.contains(&p.name)) {
-        let labels = || {
-            vec![("policy", policy.name.to_string()), ("outcome", outcome.to_owned()), ("source", source.to_owned())]
-        };
-        metrics::count(DECISIONS, labels, 1);
+        DECISIONS.add(&(policy.name.clone(), outcome, source), 1);
     }
 }
 
