@@ -259,6 +259,7 @@ const NOT_ON_VALKEY: [(&str, &str); 1] = [(
 /// The server suites (`tests/`) on Valkey: its binaries fetched when missing, one deployment of
 /// each kind up, every test but those [`NOT_ON_VALKEY`] names.
 fn test_valkey(extra: &[String]) -> Result {
+    bullmq_fixture()?;
     let binaries = valkey_binaries()?;
     binaries.clone().install();
     let servers = start_all()?;
