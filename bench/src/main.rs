@@ -38,9 +38,19 @@ async fn main() -> Result<(), Error> {
 
     // With the metrics feature, a recorder as a service would have (nothing scrapes it).
     #[cfg(feature = "metrics")]
-    let _recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+    {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+        // Drains the histograms, as a service's upkeep or scrapes do.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                recorder.run_upkeep();
+            }
+        });
+    }
     let mut config = Config::from_env()?;
     if let Some(pool) =
         args.iter().position(|a| a == "--pool").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
