@@ -711,7 +711,7 @@ async fn scheduler(backend: &Arc<dyn Backend>, jobs: usize) -> Result<(), Error>
     let every = redtail_queue::Scheduler::every("tick", Duration::from_millis(1))?.limit(jobs as u64);
     queue.upsert_scheduler(every, &json!({"scan": "all"})).await?;
     let worker = queue
-        .worker(WorkerOptions::default().concurrency(4).idle_poll(Duration::from_millis(5)), |_| async {
+        .worker(WorkerOptions::default().concurrency(4).idle_poll(Duration::from_millis(10)), |_| async {
             Ok::<_, redtail_queue::Error>(())
         })?;
     while worker.stats().completed < jobs as u64 {
