@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{
     Backoff, JobOptions, MAX_DURATION, MAX_PRIORITY, Queue, Result,
     config::validate_import_id,
+    record,
     script::add::{EncodedJob, JobField},
 };
 
@@ -163,13 +164,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         fields: Value,
         now: u64,
     ) -> Result<(BullmqJob, Option<EncodedJob>)> {
-        let mut hash = std::collections::HashMap::new();
-        let items = fields.into_array()?;
-        for pair in items.chunks(2) {
-            if let [k, v] = pair {
-                hash.insert(k.clone().into_string()?, v.clone().into_bytes()?);
-            }
-        }
+        let hash = record::pairs(fields)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.into_string()?, v.into_bytes()?)))
+            .collect::<Result<std::collections::HashMap<_, _>>>()?;
         let text = |name: &str| hash.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
         let options: BullOptions = text("opts").and_then(|o| serde_json::from_str(&o).ok()).unwrap_or_default();
         let attempts_made = text("atm").and_then(|a| a.parse().ok()).unwrap_or(0u32);

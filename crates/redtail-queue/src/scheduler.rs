@@ -21,12 +21,13 @@ use std::{
 };
 
 use chrono::{DateTime, Offset as _, TimeZone as _};
-use redtail_core::{Arg, Cmd, Value};
+use redtail_core::{Arg, Bytes, Cmd, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Error, JobId, JobOptions, Queue, Result,
     config::Stored,
+    record,
     script::{
         QueueKey,
         schedule::{self, ScheduleArg, ScheduleOp},
@@ -404,17 +405,13 @@ impl<T: Serialize> Queue<T> {
         let (Some(definitions), Some(states)) = (replies.next(), replies.next()) else {
             return Err(Error::Reply("a short reply to reading the schedulers".to_owned()));
         };
-        let pairs = |value: Value| -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
-            let mut items = value.into_array()?.into_iter();
-            let mut map = std::collections::BTreeMap::new();
-            while let (Some(k), Some(v)) = (items.next(), items.next()) {
-                map.insert(k.into_string()?, v.into_bytes()?.to_vec());
-            }
-            Ok(map)
+        // Schedulers by id, each field as bytes: the id, the value.
+        let by_id = |reply: Value| -> Result<std::collections::BTreeMap<String, Bytes>> {
+            record::pairs(reply)?.into_iter().map(|(k, v)| Ok((k.into_string()?, v.into_bytes()?))).collect()
         };
-        let states = pairs(states)?;
+        let states = by_id(states)?;
         let mut out = Vec::new();
-        for (id, definition) in pairs(definitions)? {
+        for (id, definition) in by_id(definitions)? {
             if let Some(state) = states.get(&id) {
                 out.push(SchedulerInfo::decode(id, &definition, state)?);
             }
