@@ -87,11 +87,7 @@ pub fn gauge(name: &'static str, labels: impl FnOnce() -> Vec<Label>, value: f64
 /// rather than a lookup in the recorder with freshly built labels. Nothing without the feature.
 pub struct CounterFamily<K> {
     #[cfg(feature = "metrics")]
-    name: &'static str,
-    #[cfg(feature = "metrics")]
-    labels: fn(&K) -> Vec<Label>,
-    #[cfg(feature = "metrics")]
-    series: std::sync::RwLock<std::collections::HashMap<K, metrics::Counter>>,
+    series: Series<K, metrics::Counter>,
     _key: std::marker::PhantomData<fn(K)>,
 }
 
@@ -101,11 +97,7 @@ impl<K: std::hash::Hash + Eq + Clone> CounterFamily<K> {
     pub fn new(name: &'static str, labels: fn(&K) -> Vec<Label>) -> Self {
         CounterFamily {
             #[cfg(feature = "metrics")]
-            name,
-            #[cfg(feature = "metrics")]
-            labels,
-            #[cfg(feature = "metrics")]
-            series: std::sync::RwLock::default(),
+            series: Series::new(name, labels),
             _key: std::marker::PhantomData,
         }
     }
@@ -115,7 +107,7 @@ impl<K: std::hash::Hash + Eq + Clone> CounterFamily<K> {
     #[inline]
     pub fn add(&self, key: &K, n: u64) {
         #[cfg(feature = "metrics")]
-        series(&self.series, key, |key| metrics::counter!(self.name, to_labels(&(self.labels)(key)))).increment(n);
+        self.series.of(key, |name, labels| metrics::counter!(name, labels)).increment(n);
     }
 }
 
@@ -123,11 +115,7 @@ impl<K: std::hash::Hash + Eq + Clone> CounterFamily<K> {
 /// seconds.
 pub struct HistogramFamily<K> {
     #[cfg(feature = "metrics")]
-    name: &'static str,
-    #[cfg(feature = "metrics")]
-    labels: fn(&K) -> Vec<Label>,
-    #[cfg(feature = "metrics")]
-    series: std::sync::RwLock<std::collections::HashMap<K, metrics::Histogram>>,
+    series: Series<K, metrics::Histogram>,
     _key: std::marker::PhantomData<fn(K)>,
 }
 
@@ -137,11 +125,7 @@ impl<K: std::hash::Hash + Eq + Clone> HistogramFamily<K> {
     pub fn new(name: &'static str, labels: fn(&K) -> Vec<Label>) -> Self {
         HistogramFamily {
             #[cfg(feature = "metrics")]
-            name,
-            #[cfg(feature = "metrics")]
-            labels,
-            #[cfg(feature = "metrics")]
-            series: std::sync::RwLock::default(),
+            series: Series::new(name, labels),
             _key: std::marker::PhantomData,
         }
     }
@@ -151,8 +135,7 @@ impl<K: std::hash::Hash + Eq + Clone> HistogramFamily<K> {
     #[inline]
     pub fn record(&self, key: &K, value: Duration) {
         #[cfg(feature = "metrics")]
-        series(&self.series, key, |key| metrics::histogram!(self.name, to_labels(&(self.labels)(key))))
-            .record(value.as_secs_f64());
+        self.series.of(key, |name, labels| metrics::histogram!(name, labels)).record(value.as_secs_f64());
     }
 }
 
@@ -168,17 +151,29 @@ impl<K> std::fmt::Debug for HistogramFamily<K> {
     }
 }
 
-/// The handle of `key`'s series, registered by `register` the first time.
+/// The facade handles of one family by key, each registered the first time it is asked for.
 #[cfg(feature = "metrics")]
-fn series<K: std::hash::Hash + Eq + Clone, H: Clone>(
-    map: &std::sync::RwLock<std::collections::HashMap<K, H>>,
-    key: &K,
-    register: impl FnOnce(&K) -> H,
-) -> H {
-    if let Some(handle) = map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
-        return handle.clone();
+struct Series<K, H> {
+    name: &'static str,
+    labels: fn(&K) -> Vec<Label>,
+    handles: std::sync::RwLock<std::collections::HashMap<K, H>>,
+}
+
+#[cfg(feature = "metrics")]
+impl<K: std::hash::Hash + Eq + Clone, H: Clone> Series<K, H> {
+    fn new(name: &'static str, labels: fn(&K) -> Vec<Label>) -> Self {
+        Series { name, labels, handles: std::sync::RwLock::default() }
     }
-    map.write().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_insert_with(|| register(key)).clone()
+
+    /// The handle of `key`'s series, which `register` makes from the family's name and the
+    /// key's labels the first time.
+    fn of(&self, key: &K, register: fn(&'static str, Vec<metrics::Label>) -> H) -> H {
+        if let Some(handle) = self.handles.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+            return handle.clone();
+        }
+        let mut handles = self.handles.write().unwrap_or_else(|p| p.into_inner());
+        handles.entry(key.clone()).or_insert_with(|| register(self.name, to_labels(&(self.labels)(key)))).clone()
+    }
 }
 
 /// A histogram registered once, in seconds; nothing without the feature.
