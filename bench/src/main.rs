@@ -16,7 +16,7 @@ use media_api::presets::UserSession;
 use redtail_cache::{Cache, CacheConfig, EntryOptions, Invalidation, LocalTier};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Key, Namespace};
-use redtail_queue::{Backoff, JobOptions, Queue, QueueConfig, Retention, WorkerOptions};
+use redtail_queue::{Backoff, JobOptions, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions};
 use redtail_session::{NewSession, SessionConfig, SessionStore, Token};
 use serde_json::json;
 
@@ -603,6 +603,23 @@ async fn cache_tiers(
     Ok(())
 }
 
+/// The data of job `i` in the queue workloads: a download of the original design.
+fn job_data(i: usize) -> serde_json::Value {
+    json!({"url": format!("https://example.invalid/v/{i}"), "userId": format!("u{}", i % 100)})
+}
+
+/// Waits until `worker` has completed `jobs` jobs (`what` names them in the error after 300 s).
+async fn until_completed(worker: &WorkerHandle, jobs: usize, what: &str) -> Result<(), Error> {
+    let started = Instant::now();
+    while worker.stats().completed < jobs as u64 {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!("only {} of {jobs} {what} in 300 s", worker.stats().completed).into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
+}
+
 /// The `queue` workload: `jobs` added in batches of 1,000, then one worker with `concurrency`
 /// runs a no-op handler on all of them; BullMQ's options (3 attempts, exponential backoff from
 /// 2 s, the last 100 completed kept for an hour, failed kept a day).
@@ -615,9 +632,7 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
         .keep_failed(Retention::new(Duration::from_secs(86_400), 100_000));
     let queue =
         Queue::<serde_json::Value>::new(Arc::clone(backend), QueueConfig::new(name.as_str()).defaults(defaults))?;
-    let items: Vec<serde_json::Value> = (0..jobs)
-        .map(|i| json!({"url": format!("https://example.invalid/v/{i}"), "userId": format!("u{}", i % 100)}))
-        .collect();
+    let items: Vec<serde_json::Value> = (0..jobs).map(job_data).collect();
     let started = Instant::now();
     let ids = queue.add_bulk(&items).await?;
     let added = started.elapsed();
@@ -639,12 +654,7 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
         let len = job.data.get("url").and_then(|u| u.as_str()).map_or(0, str::len);
         Ok::<_, redtail_queue::Error>(json!({"ok": len}))
     })?;
-    while worker.stats().completed < jobs as u64 {
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!("only {} of {jobs} jobs completed in 300 s", worker.stats().completed).into());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until_completed(&worker, jobs, "jobs completed").await?;
     let processed = started.elapsed();
     let stats = worker.shutdown().await;
     let server = server_usec_since(backend, server_before).await?;
@@ -667,13 +677,12 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
 async fn queue_depth(backend: &Arc<dyn Backend>, depth: usize, jobs: usize, concurrency: usize) -> Result<(), Error> {
     let name = format!("depth-{}-{depth}", std::process::id());
     let queue = Queue::<serde_json::Value>::new(Arc::clone(backend), QueueConfig::new(name.as_str()))?;
-    let job = |i: usize| json!({"url": format!("https://example.invalid/v/{i}"), "userId": format!("u{}", i % 100)});
-    let items: Vec<serde_json::Value> = (0..jobs + depth).map(job).collect();
+    let items: Vec<serde_json::Value> = (0..jobs + depth).map(job_data).collect();
     for chunk in items.chunks(10_000) {
         queue.add_bulk(chunk).await?;
     }
     let later = JobOptions::default().delay(Duration::from_secs(3600));
-    let delayed: Vec<serde_json::Value> = (0..depth / 10).map(job).collect();
+    let delayed: Vec<serde_json::Value> = (0..depth / 10).map(job_data).collect();
     for chunk in delayed.chunks(10_000) {
         queue.add_bulk_with(chunk.iter().map(|d| (d, later.clone())).collect()).await?;
     }
@@ -684,12 +693,7 @@ async fn queue_depth(backend: &Arc<dyn Backend>, depth: usize, jobs: usize, conc
     let worker = queue.worker(WorkerOptions::default().concurrency(concurrency), |job| async move {
         Ok::<_, redtail_queue::Error>(job.data.get("url").and_then(|u| u.as_str()).map_or(0, str::len))
     })?;
-    while worker.stats().completed < jobs as u64 {
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!("only {} of {jobs} jobs completed in 300 s", worker.stats().completed).into());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until_completed(&worker, jobs, "jobs completed").await?;
     let processed = started.elapsed();
     let done = worker.shutdown().await.completed as usize;
     let server = server_usec_since(backend, server_before).await?;
@@ -716,12 +720,7 @@ async fn scheduler(backend: &Arc<dyn Backend>, jobs: usize) -> Result<(), Error>
         .worker(WorkerOptions::default().concurrency(4).idle_poll(Duration::from_millis(10)), |_| async {
             Ok::<_, redtail_queue::Error>(())
         })?;
-    while worker.stats().completed < jobs as u64 {
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!("only {} of {jobs} scheduled jobs ran in 300 s", worker.stats().completed).into());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    until_completed(&worker, jobs, "scheduled jobs ran").await?;
     let elapsed = started.elapsed();
     let stats = worker.shutdown().await;
     let server = server_usec_since(backend, server_before).await?;
@@ -751,11 +750,7 @@ async fn queue_soak(backend: &Arc<dyn Backend>, jobs: usize) -> Result<(), Error
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-                let batch: Vec<serde_json::Value> = (added..(added + 1000).min(jobs))
-                    .map(
-                        |i| json!({"url": format!("https://example.invalid/v/{i}"), "userId": format!("u{}", i % 100)}),
-                    )
-                    .collect();
+                let batch: Vec<serde_json::Value> = (added..(added + 1000).min(jobs)).map(job_data).collect();
                 added += queue.add_bulk(&batch).await?.len();
             }
             Ok::<_, redtail_queue::Error>(())
