@@ -14,7 +14,7 @@ use std::{
 };
 
 use base64::Engine;
-use common::{Service, TestResult, login, queue_download, redis};
+use common::{Service, TestResult, login, queue_download, redis, until_completed};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
@@ -244,17 +244,7 @@ async fn an_operator_uses_every_part_of_the_mounted_admin() -> TestResult {
     let held = service.get(&format!("/api/jobs/{request}")).cookie(&alice).send().await?.json();
     assert_eq!(held["job"]["state"], json!("waiting"), "a paused queue runs nothing");
     click(&mut page, "button[data-action=\"resume\"][data-queue=\"media-requests\"]").await?;
-    let started = Instant::now();
-    loop {
-        let job = service.get(&format!("/api/jobs/{request}")).cookie(&alice).send().await?.json();
-        if job["job"]["state"] == json!("completed") {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            return Err(format!("the media request did not complete after the resume: {job}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_completed(&service, &alice, &request, Duration::from_secs(20)).await?;
 
     // A subject's rate-limit usage, and a user's session ended from the page.
     submit(&mut page, "limit-subject", "alice").await?;

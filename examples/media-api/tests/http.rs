@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Service, TestResult, login, queue_download, redis};
+use common::{Service, TestResult, login, queue_download, redis, until_completed};
 use redtail_testkit::TestRedis;
 use serde_json::json;
 
@@ -338,16 +338,7 @@ async fn metrics_are_exported_for_prometheus() -> TestResult {
     assert_eq!(refused.status, 429);
     authed += 1;
     for id in &jobs {
-        let mut state = json!(null);
-        for _ in 0..300 {
-            state = service.get(&format!("/api/jobs/{id}")).cookie(&alice).send().await?.json()["job"]["state"].clone();
-            authed += 1;
-            if state == json!("completed") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(state, json!("completed"), "{id}");
+        authed += until_completed(&service, &alice, id, Duration::from_secs(15)).await?.1;
     }
 
     let metrics = service.get("/metrics").send().await?;

@@ -218,3 +218,26 @@ pub async fn queue_download(
     assert_eq!(response.status, 202, "{}", String::from_utf8_lossy(&response.body));
     Ok(response.json()["jobId"].as_str().ok_or("no job id")?.to_owned())
 }
+
+/// Reads job `id` with `cookie` every 25 ms until it has completed, for at most `limit`; returns
+/// it and how many reads that took (each read is a request with the session).
+pub async fn until_completed(
+    service: &Service,
+    cookie: &str,
+    id: &str,
+    limit: Duration,
+) -> Result<(serde_json::Value, u32), Box<dyn std::error::Error + Send + Sync>> {
+    let started = std::time::Instant::now();
+    let mut reads = 0;
+    loop {
+        let job = service.get(&format!("/api/jobs/{id}")).cookie(cookie).send().await?.json();
+        reads += 1;
+        if job["job"]["state"] == serde_json::json!("completed") {
+            return Ok((job, reads));
+        }
+        if started.elapsed() > limit {
+            return Err(format!("job {id} did not complete in {limit:?}: {job}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
