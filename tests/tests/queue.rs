@@ -967,6 +967,15 @@ mod servers {
 mod processes {
     use super::*;
 
+    /// A `queue_worker` process on the queue `name` under `prefix` (a lease of 1 s), which runs
+    /// jobs until killed and counts each run in `<prefix>:runs`.
+    fn queue_worker(url: &str, prefix: &str, name: &str, concurrency: usize) -> std::io::Result<std::process::Child> {
+        Command::new(env!("CARGO_BIN_EXE_queue_worker"))
+            .args([url, prefix, name, &concurrency.to_string(), "1000"])
+            .stdout(Stdio::null())
+            .spawn()
+    }
+
     /// A worker process killed with SIGKILL in the middle of 1,000 jobs: a second worker
     /// finishes everything once the dead one's leases run out, and only jobs that were in
     /// flight at the kill run twice.
@@ -980,12 +989,7 @@ mod processes {
         )?;
         queue.add_bulk(&(0..1000).map(download).collect::<Vec<_>>()).await?;
         let concurrency = 20;
-        let spawn = || {
-            Command::new(env!("CARGO_BIN_EXE_queue_worker"))
-                .args([ctx.servers.url(), &prefix, "crash", &concurrency.to_string(), "1000"])
-                .stdout(Stdio::null())
-                .spawn()
-        };
+        let spawn = || queue_worker(ctx.servers.url(), &prefix, "crash", concurrency);
         let mut doomed = spawn()?;
         until("the first worker is half way", Duration::from_secs(60), || async {
             Ok(queue.counts().await?.completed >= 500)
@@ -1024,12 +1028,7 @@ mod processes {
             Arc::clone(&ctx.backend),
             keep_all(QueueConfig::new("ticks").prefix(prefix.as_str())),
         )?;
-        let spawn = || {
-            Command::new(env!("CARGO_BIN_EXE_queue_worker"))
-                .args([ctx.servers.url(), &prefix, "ticks", "2", "1000"])
-                .stdout(Stdio::null())
-                .spawn()
-        };
+        let spawn = || queue_worker(ctx.servers.url(), &prefix, "ticks", 2);
         let mut workers = (0..4).map(|_| spawn()).collect::<Result<Vec<_>, _>>()?;
         let limit = 12;
         queue
