@@ -39,8 +39,13 @@ impl Clock {
 
     /// The time now in milliseconds since the Unix epoch (0 before it).
     pub fn now_ms(&self) -> u64 {
-        self.now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        unix_ms(self.now())
     }
+}
+
+/// `t` in milliseconds since the Unix epoch: 0 before it, `u64::MAX` past what fits.
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Default for Clock {

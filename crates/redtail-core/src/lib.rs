@@ -17,7 +17,7 @@ pub use async_trait::async_trait;
 pub use backend::{Backend, Cursor, Event, Feed, Message, ScanPage, Subscription, TRACKING_CHANNEL, same_slot};
 pub use batch::{BatchedGet, BatchedScript, BatchedTransaction, Batcher, batch_group};
 pub use bytes::Bytes;
-pub use clock::Clock;
+pub use clock::{Clock, unix_ms};
 pub use cmd::{Arg, Cmd};
 pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, Error, Result, ServerError};

@@ -17,11 +17,11 @@
 
 use std::{
     str::FromStr,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use chrono::{DateTime, Offset as _, TimeZone as _};
-use redtail_core::{Arg, Bytes, Cmd, Value};
+use redtail_core::{Arg, Bytes, Cmd, Value, unix_ms};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -196,8 +196,8 @@ impl Scheduler {
     pub(crate) fn definition(&self, data: &serde_json::Value, options: &JobOptions) -> Definition {
         Definition {
             repeat: self.repeat.clone(),
-            start_ms: self.start.map(ms_of),
-            end_ms: self.end.map(ms_of),
+            start_ms: self.start.map(unix_ms),
+            end_ms: self.end.map(unix_ms),
             limit: self.limit,
             data: data.clone(),
             attempts: options.attempts,
@@ -205,11 +205,6 @@ impl Scheduler {
             options: Some(Stored::of(options)),
         }
     }
-}
-
-/// Ms since the epoch (0 before it, saturating after the year 584 million).
-pub(crate) fn ms_of(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What is stored of a scheduler, and shown by [`Queue::schedulers`](crate::Queue::schedulers).

@@ -33,7 +33,7 @@ impl Clock {
 
     /// A clock standing at `start` until advanced.
     pub fn manual(start: SystemTime) -> Clock {
-        let millis = start.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let millis = redtail_core::unix_ms(start);
         Clock { inner: Arc::new(ClockInner { manual: AtomicBool::new(true), millis: AtomicU64::new(millis) }) }
     }
 
