@@ -598,10 +598,12 @@ where
         // A scheduler's job: its acknowledgement carries the next tick, computed when it is
         // sent (the server's time then is the take's plus what has passed since).
         let taken_at = Instant::now();
-        let tick = stored.tick.clone().map(|tick| {
-            let stored = stored.clone();
-            move || tick.advance(&stored, started.saturating_add(taken_at.elapsed().as_millis() as u64))
-        });
+        let tick = stored.tick.clone().map(|tick| (tick, stored.clone()));
+        let next_tick = move || {
+            tick.as_ref().map_or_else(String::new, |(tick, stored)| {
+                tick.advance(stored, started.saturating_add(taken_at.elapsed().as_millis() as u64))
+            })
+        };
         let ack = |kind, payload, delay, keep| Ack {
             kind,
             id: id.clone(),
@@ -614,7 +616,6 @@ where
             resend: false,
             tick: String::new(),
         };
-        let next_tick = move || tick.as_ref().map_or_else(String::new, |next| next());
         let decoded: T = match serde_json::from_slice(&data) {
             Ok(data) => data,
             Err(e) => {
