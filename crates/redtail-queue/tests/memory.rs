@@ -567,6 +567,17 @@ async fn schedulers_on_the_virtual_clock_through_both_daylight_saving_changes() 
             Ok::<_, Error>(())
         }
     })?;
+    // Waits until job `id` has completed: its acknowledgement applied, so that moving the clock
+    // on cannot expire the lease it ran under (which would run it again, as it should).
+    let completed = |id: String| {
+        let queue = queue.clone();
+        async move {
+            until(&format!("{id} completed"), || async {
+                queue.get(&id).await.ok().flatten().is_some_and(|j| j.state == JobState::Completed)
+            })
+            .await;
+        }
+    };
     // Moves the clock to each expected tick in turn, once the scheduler waits for it.
     let follow = |id: &'static str, ticks: Vec<u64>| {
         let (queue, clock) = (queue.clone(), clock.clone());
@@ -587,6 +598,7 @@ async fn schedulers_on_the_virtual_clock_through_both_daylight_saving_changes() 
         ["00:00", "00:30", "01:00", "01:30", "02:00"].iter().map(|t| utc_ms(&format!("2026-10-25T{t}:00Z"))).collect();
     follow("half-hourly", autumn.clone()).await;
     until("the fifth half hour ran", || async { runs.lock().map_or(0, |r| r.len()) == 5 }).await;
+    completed(format!("half-hourly:{}", autumn[4])).await;
     assert!(queue.remove_scheduler("half-hourly").await?);
 
     queue.upsert_scheduler(Scheduler::cron("nightly", "0 30 2 * * *", "Europe/Paris")?, &download(2)).await?;
@@ -596,12 +608,14 @@ async fn schedulers_on_the_virtual_clock_through_both_daylight_saving_changes() 
     let nightly = vec![utc_ms("2026-10-26T01:30:00Z")];
     follow("nightly", nightly.clone()).await;
     until("the nightly job ran", || async { runs.lock().map_or(0, |r| r.len()) == 6 }).await;
+    completed(format!("nightly:{}", nightly[0])).await;
     assert!(queue.remove_scheduler("nightly").await?);
     clock.advance(Duration::from_millis(utc_ms("2027-03-27T12:00:00Z") - clock.now_millis()));
     queue.upsert_scheduler(Scheduler::cron("nightly", "0 30 2 * * *", "Europe/Paris")?, &download(3)).await?;
     let spring = vec![utc_ms("2027-03-28T01:00:00Z"), utc_ms("2027-03-29T00:30:00Z")];
     follow("nightly", spring.clone()).await;
     until("the spring nights ran", || async { runs.lock().map_or(0, |r| r.len()) == 8 }).await;
+    completed(format!("nightly:{}", spring[1])).await;
     assert!(queue.remove_scheduler("nightly").await?);
 
     // Every 10 minutes from now, ending 25 minutes from now: 3 jobs.
