@@ -152,11 +152,13 @@ impl<K> std::fmt::Debug for HistogramFamily<K> {
 }
 
 /// The facade handles of one family by key, each registered the first time it is asked for.
+/// Looked up on every call, so hashed with foldhash rather than SipHash (keys come from bounded
+/// sets the service chooses: no flooding to guard against).
 #[cfg(feature = "metrics")]
 struct Series<K, H> {
     name: &'static str,
     labels: fn(&K) -> Vec<Label>,
-    handles: std::sync::RwLock<std::collections::HashMap<K, H>>,
+    handles: std::sync::RwLock<std::collections::HashMap<K, H, foldhash::fast::RandomState>>,
 }
 
 #[cfg(feature = "metrics")]
@@ -227,6 +229,15 @@ impl Gauge {
         self.gauge.set(value);
     }
 }
+
+/// Bucket bounds, in seconds, for every redtail duration histogram: from a Redis command's
+/// 100 µs to a job that runs for minutes. A recorder that keeps exact buckets rather than
+/// quantiles (`metrics-exporter-prometheus`'s `set_buckets(DURATION_BUCKETS)`) costs less per
+/// sample and aggregates across instances; docs/metrics.md says what each costs.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0,
+];
 
 /// Whether the facade is compiled in (the `metrics` feature), so that callers skip work that
 /// only feeds it, such as reading a clock.

@@ -110,10 +110,16 @@ fn admin(caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {
 
 /// The process's Prometheus recorder, installed on first use: `main` calls it before building
 /// anything that counts, since a counter registered before a recorder exists is never exported.
+/// Durations are exported as histograms with redtail's buckets rather than as summaries: they
+/// aggregate across instances and cost a tenth as much per sample.
 /// `None` if another recorder was installed first.
 pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).as_ref()
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new().set_buckets(redtail_core::metrics::DURATION_BUCKETS).ok()?.install_recorder().ok()
+        })
+        .as_ref()
 }
 
 /// `GET /metrics`: every redtail crate's metrics (docs/metrics.md) in Prometheus's text format,
