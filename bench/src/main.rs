@@ -2,7 +2,10 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-soak] [cache-tiers] [--n N] [--c C] [--jobs J] [--pool CONNECTIONS]`
+//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-soak] [queue-depth] [scheduler] [cache-tiers] [--n N] [--c C] [--jobs J] [--qc C] [--depth D] [--pool CONNECTIONS]`
+//!
+//! `queue-depth` measures the curve (0, 10,000, 100,000 and 1,000,000 waiting); `--depth D`
+//! measures one depth of it.
 
 use std::{
     sync::{
@@ -40,6 +43,7 @@ async fn main() -> Result<(), Error> {
     #[cfg(feature = "metrics")]
     {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(redtail_core::metrics::DURATION_BUCKETS)?
             .install_recorder()
             .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
         // Drains the histograms, as a service's upkeep or scrapes do.
@@ -82,7 +86,9 @@ async fn main() -> Result<(), Error> {
     // Not part of a plain run: how processing holds up with a deep queue (up to a million
     // waiting), and what a scheduler's job costs the server.
     if args.iter().any(|a| a == "queue-depth") {
-        for depth in [0, 10_000, 100_000, 1_000_000] {
+        let curve = [0, 10_000, 100_000, 1_000_000];
+        let one = args.iter().any(|a| a == "--depth").then(|| number("--depth", 0));
+        for depth in one.map_or(curve.to_vec(), |d| vec![d]) {
             queue_depth(&backend, depth, number("--jobs", 20_000), number("--qc", 50)).await?;
         }
     }
@@ -104,6 +110,20 @@ struct Measured {
     elapsed: Duration,
     latencies: Vec<Duration>,
     server_usec: Option<ServerUsec>,
+    /// CPU time this process spent, in ns (`None` where Linux's `/proc` is not there).
+    client_cpu_ns: Option<u64>,
+}
+
+/// CPU time this process's threads have run so far, in ns: the sum of each thread's
+/// `/proc/self/task/<id>/schedstat`. Unlike throughput it leaves out the time the machine gave
+/// to others, so it compares two builds more steadily on a shared machine.
+fn client_cpu_ns() -> Option<u64> {
+    let mut sum = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        sum += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(sum)
 }
 
 /// Server CPU in µs, by the two meters: the sum of `INFO commandstats` (which counts commands run
@@ -130,6 +150,7 @@ where
     let op = Arc::new(op);
     let next = Arc::new(AtomicUsize::new(0));
     let server_before = server_usec(backend).await?;
+    let client_before = client_cpu_ns();
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -153,9 +174,10 @@ where
         latencies.extend(task.await??);
     }
     let elapsed = started.elapsed();
+    let client_cpu_ns = client_cpu_ns().zip(client_before).map(|(after, before)| after.saturating_sub(before));
     latencies.sort_unstable();
     let server_usec = server_usec_since(backend, server_before).await?;
-    Ok(Measured { elapsed, latencies, server_usec })
+    Ok(Measured { elapsed, latencies, server_usec, client_cpu_ns })
 }
 
 fn report(bench: &str, n: usize, concurrency: usize, measured: Measured) {
@@ -166,7 +188,7 @@ fn report_with(
     bench: &str,
     n: usize,
     concurrency: usize,
-    Measured { elapsed, latencies, server_usec }: Measured,
+    Measured { elapsed, latencies, server_usec, client_cpu_ns }: Measured,
     extra: serde_json::Map<String, serde_json::Value>,
 ) {
     let pct = |p: f64| {
@@ -179,6 +201,7 @@ fn report_with(
         "p50_ms": (pct(0.50) * 1000.0).round() / 1000.0, "p99_ms": (pct(0.99) * 1000.0).round() / 1000.0,
         "server_us_per_op": server_usec.map(|usec| per_op(usec.commands, n)),
         "server_cpu_us_per_op": server_usec.map(|usec| per_op(usec.cpu, n)),
+        "client_cpu_us_per_op": client_cpu_ns.map(|ns| per_op(ns / 1000, n)),
     });
     if let Some(fields) = line.as_object_mut() {
         fields.extend(extra);
@@ -231,16 +254,29 @@ async fn raw(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result
 }
 
 /// The `ratelimit` workload: one 100-per-60 s limit for `user{i % 10000}`, with the original
-/// design's fixed window, the sliding-window counter, GCRA and the sliding log (or the ones named
-/// by `REDTAIL_BENCH_ALGORITHMS`, comma-separated); then bytes per limiter key for each.
+/// design's fixed window, the sliding-window counter (each also in the script:
+/// `fixed_window_scripted`, `sliding_window_scripted`), GCRA and the sliding log (or the ones
+/// named by `REDTAIL_BENCH_ALGORITHMS`, comma-separated); then bytes per limiter key for each.
 async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Result<(), Error> {
     use redtail_ratelimit::{Algorithm, Policy, RateLimiter};
-    let all = [Algorithm::FixedWindow, Algorithm::SlidingWindow, Algorithm::Gcra, Algorithm::SlidingLog];
+    let all = [
+        (Algorithm::FixedWindow, false),
+        (Algorithm::FixedWindow, true),
+        (Algorithm::SlidingWindow, false),
+        (Algorithm::SlidingWindow, true),
+        (Algorithm::Gcra, false),
+        (Algorithm::SlidingLog, false),
+    ];
+    let label = |(algorithm, scripted): (Algorithm, bool)| {
+        format!("{}{}", algorithm_name(algorithm), if scripted { "_scripted" } else { "" })
+    };
     let chosen = std::env::var("REDTAIL_BENCH_ALGORITHMS").unwrap_or_default();
-    for algorithm in all.into_iter().filter(|a| chosen.is_empty() || chosen.split(',').any(|c| c == algorithm_name(*a)))
+    for (algorithm, scripted) in
+        all.into_iter().filter(|&run| chosen.is_empty() || chosen.split(',').any(|c| c == label(run)))
     {
-        let ns = Namespace::new(format!("b:rl:{}", algorithm_name(algorithm)))?;
-        let limiter = Arc::new(RateLimiter::new(Arc::clone(backend), ns.clone()));
+        let name = label((algorithm, scripted));
+        let ns = Namespace::new(format!("b:rl:{name}"))?;
+        let limiter = Arc::new(RateLimiter::new(Arc::clone(backend), ns.clone()).with_scripted_counters(scripted));
         let policy = Policy::new("api", 100, Duration::from_secs(60)).with_algorithm(algorithm);
         let limited = Arc::new(AtomicUsize::new(0));
         let (l, p, lim) = (Arc::clone(&limiter), policy.clone(), Arc::clone(&limited));
@@ -255,7 +291,7 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
         })
         .await?;
         let mut extra = serde_json::Map::new();
-        extra.insert("algorithm".into(), json!(algorithm_name(algorithm)));
+        extra.insert("algorithm".into(), json!(name));
         extra.insert("limited".into(), json!(limited.load(Ordering::Relaxed)));
         report_with("ratelimit", n, concurrency, measured, extra);
         let page = backend.scan(Cursor::START, &ns.pattern(Vec::<&str>::new()), 1_000).await?;
@@ -264,7 +300,7 @@ async fn ratelimit(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> 
             bytes.push(backend.call(Cmd::new("MEMORY").arg("USAGE").key(key)).await?.as_opt_int()?.unwrap_or(0));
         }
         let average = if bytes.is_empty() { 0 } else { bytes.iter().sum::<i64>() / bytes.len() as i64 };
-        let line = json!({"bench": "memory.limiter_key", "impl": "redtail", "algorithm": algorithm_name(algorithm), "bytes": average, "sampled": bytes.len()});
+        let line = json!({"bench": "memory.limiter_key", "impl": "redtail", "algorithm": name, "bytes": average, "sampled": bytes.len()});
         println!("{line}");
     }
     Ok(())

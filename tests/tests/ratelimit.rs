@@ -27,23 +27,42 @@ fn limiter(env: &Env) -> Arc<RateLimiter> {
     Arc::new(RateLimiter::new(env.backend.clone(), env.ns.child("rl")))
 }
 
+/// Exact on every algorithm, and for the counters on both paths (plain commands, and the script
+/// with `with_scripted_counters`), which differ in what a refusal costs.
 async fn a_thousand_concurrent_checks_admit_exactly_the_limit(target: Target) -> TestResult {
     let env = Env::new(target).await;
-    let limiter = limiter(&env);
-    for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog, Algorithm::FixedWindow, Algorithm::SlidingWindow] {
-        let policy = Policy::new("api", 100, Duration::from_secs(600)).with_algorithm(algorithm);
-        let subject = format!("user-{algorithm:?}");
-        let tasks: Vec<_> = (0..1_000)
-            .map(|_| {
-                let (limiter, policy, subject) = (Arc::clone(&limiter), policy.clone(), subject.clone());
-                tokio::spawn(async move { limiter.check(&subject, &[policy]).await })
-            })
-            .collect();
-        let mut allowed = 0;
-        for task in tasks {
-            allowed += usize::from(task.await??.is_allowed());
+    let plain = limiter(&env);
+    let scripted = Arc::new(RateLimiter::new(env.backend.clone(), env.ns.child("rl-s")).with_scripted_counters(true));
+    for (path, limiter) in [("plain", plain), ("scripted", scripted)] {
+        for algorithm in [Algorithm::Gcra, Algorithm::SlidingLog, Algorithm::FixedWindow, Algorithm::SlidingWindow] {
+            let policy = Policy::new("api", 100, Duration::from_secs(600)).with_algorithm(algorithm);
+            let subject = format!("user-{algorithm:?}");
+            let tasks: Vec<_> = (0..1_000)
+                .map(|_| {
+                    let (limiter, policy, subject) = (Arc::clone(&limiter), policy.clone(), subject.clone());
+                    tokio::spawn(async move { limiter.check(&subject, &[policy]).await })
+                })
+                .collect();
+            let mut allowed = 0;
+            for task in tasks {
+                allowed += usize::from(task.await??.is_allowed());
+            }
+            assert_eq!(allowed, 100, "{path} {algorithm:?}");
+            if algorithm == Algorithm::FixedWindow {
+                // One unit refunded: the script charged the 900 refusals nothing, so a check fits
+                // again; plain commands counted them, so the window stays full.
+                limiter.refund(&subject, &policy, 1).await?;
+                let again = limiter.check(&subject, std::slice::from_ref(&policy)).await?.is_allowed();
+                assert_eq!(again, path == "scripted", "{path}: a check after one refund");
+                // A reset lets the subject in at once, in this process too (whose remembered
+                // refusal lasts until the window ends).
+                limiter.reset(&subject, Some(&policy)).await?;
+                assert!(
+                    limiter.check(&subject, std::slice::from_ref(&policy)).await?.is_allowed(),
+                    "{path}: after a reset"
+                );
+            }
         }
-        assert_eq!(allowed, 100, "{algorithm:?}");
     }
     Ok(())
 }

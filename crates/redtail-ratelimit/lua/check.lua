@@ -38,6 +38,14 @@ local function clock(ARGV, logs)
   return now
 end
 
+-- What is left of the subject's block in ms (its key, KEYS[1], read as `state[1]`); 0 when none.
+local function subject_block(KEYS, state)
+  if not state[1] then return 0 end
+  local left = redis.call('PTTL', KEYS[1])
+  if left < 0 then return 0 end
+  return left
+end
+
 -- GCRA: one theoretical arrival time (`stored`, nil when none) per key; `burst` cells may
 -- arrive at once. Returns allowed, remaining, retry, reset, and the arrival time to store.
 local function gcra(now, stored, cost, limit, period, burst)
@@ -62,11 +70,7 @@ end
 -- the general path's bookkeeping: the same reads, writes and reply.
 local function gcra_alone(KEYS, ARGV)
   local state = redis.call('MGET', KEYS[1], KEYS[2])
-  local blocked = 0
-  if state[1] then
-    blocked = redis.call('PTTL', KEYS[1])
-    if blocked < 0 then blocked = 0 end
-  end
+  local blocked = subject_block(KEYS, state)
   local cost = tonumber(ARGV[1])
   local allowed, remaining, retry, reset, new_tat =
     gcra(clock(ARGV, {}), state[2], cost, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
@@ -76,16 +80,32 @@ local function gcra_alone(KEYS, ARGV)
   return {blocked, allowed and 1 or 0, remaining, retry, reset}
 end
 
+-- One fixed window without a block duration: the same reads, writes and reply as the general
+-- path, with the TTL set only when the counter is new (the script is atomic, so a counter that
+-- exists has one).
+local function fixed_alone(KEYS, ARGV)
+  local state = redis.call('MGET', KEYS[1], KEYS[2])
+  local blocked = subject_block(KEYS, state)
+  local cost, limit = tonumber(ARGV[1]), tonumber(ARGV[5])
+  local used = tonumber(state[2] or '0')
+  local reset = tonumber(ARGV[6]) - tonumber(ARGV[9])
+  local allowed = used + cost <= limit
+  if allowed and blocked == 0 and ARGV[2] == '1' then
+    redis.call('INCRBY', KEYS[2], ARGV[1])
+    if not state[2] then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+  end
+  return {blocked, allowed and 1 or 0, math.max(0, limit - used - (allowed and cost or 0)), allowed and 0 or reset, reset}
+end
+
 return batch(function(KEYS, ARGV)
-  if #KEYS == 2 and ARGV[4] == 'g' and ARGV[3] == '' then return gcra_alone(KEYS, ARGV) end
+  if #KEYS == 2 then
+    if ARGV[4] == 'g' and ARGV[3] == '' then return gcra_alone(KEYS, ARGV) end
+    if ARGV[4] == 'f' then return fixed_alone(KEYS, ARGV) end
+  end
   local cost = tonumber(ARGV[1])
   local n = (#ARGV - 3) / 6
   local state = redis.call('MGET', unpack(KEYS))
-  local blocked = 0
-  if state[1] then
-    blocked = redis.call('PTTL', KEYS[1])
-    if blocked < 0 then blocked = 0 end
-  end
+  local blocked = subject_block(KEYS, state)
   -- Where each policy's keys are: its state, the previous window (w), its block key.
   local at, prev_at, block_at, logs = {}, {}, {}, {}
   local k = 2
