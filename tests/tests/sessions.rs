@@ -195,3 +195,62 @@ async fn a_thousand_concurrent_sessions_of_one_user_are_listed_and_ended(target:
     }
     Ok(())
 }
+
+/// On a cluster while the slot of a user's sessions migrates, with one session already moved:
+/// listing them and "log out everywhere" fail before they change anything (each script stops at
+/// the moved key it could not declare, instead of reading it as a missing session and going on
+/// without it), and both work once the slot has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_moved_mid_migration_stops_the_scripts_before_any_write() -> TestResult {
+    let ctx = redtail_tests::Ctx::owned(redtail_tests::Deployment::Cluster, |c| c).await;
+    let ns = ctx.ns.child("sess");
+    let store =
+        SessionStore::<UserSession>::new(ctx.backend.clone(), SessionConfig::default().with_namespace(ns.clone()));
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(store.create("mover", UserSession::new("mover", "user"), NewSession::standard()).await?.0);
+    }
+    let (mut keys, mut cursor) = (Vec::new(), Some(Cursor::START));
+    while let Some(at) = cursor {
+        let page = ctx.backend.scan(at, &ns.pattern(Vec::<&str>::new()), 1_000).await?;
+        keys.extend(page.keys);
+        cursor = page.next;
+    }
+    let key_text = |k: &redtail_core::Key| String::from_utf8_lossy(k.as_bytes()).into_owned();
+    let index = keys.iter().map(key_text).find(|k| k.ends_with(":i")).ok_or("no session index")?;
+    let moved = keys.iter().map(key_text).find(|k| !k.ends_with(":i")).ok_or("no session key")?;
+    let migration = ctx.servers.begin_slot_migration(&index)?;
+    migration.migrate(&moved)?;
+
+    let listed = store.list("mover").await.map(|sessions| sessions.len());
+    assert!(listed.is_err(), "a list that cannot read every session fails, got {listed:?}");
+    let ended = store.invalidate_all("mover").await;
+    assert!(ended.is_err(), "log out everywhere fails rather than skip a session, got {ended:?}");
+    // Nothing was deleted: the three sessions and their index are still in the slot, on one
+    // node or the other, and the index still names all three. (Read on the nodes themselves: a
+    // batched read of the three sessions is one MGET, which Redis refuses with TRYAGAIN while
+    // they are split between two nodes.)
+    let slot = migration.slot.to_string();
+    let count = |port: u16| match ctx.servers.admin(port, &["CLUSTER", "COUNTKEYSINSLOT", &slot]) {
+        Ok(redtail_testkit::resp::Reply::Int(n)) => n,
+        other => panic!("COUNTKEYSINSLOT answered {other:?}"),
+    };
+    assert_eq!((count(migration.source), count(migration.target)), (3, 1), "no session ended by the failed calls");
+    let members = ctx.servers.admin(migration.source, &["ZCARD", &index])?;
+    assert_eq!(members, redtail_testkit::resp::Reply::Int(3), "the index untouched");
+
+    migration.finish()?;
+    // Reads follow the `MOVED` and bring the client's slot table up to date (a script call,
+    // written at most once, does not follow a redirection: docs/compatibility.md).
+    for token in &tokens {
+        assert!(store.get(token.as_str()).await?.is_some(), "every session survived the migration");
+    }
+    let listed = store.list("mover").await.map_err(|e| format!("list after the migration: {e:?}"))?;
+    assert_eq!(listed.len(), 3);
+    let ended = store.invalidate_all("mover").await.map_err(|e| format!("invalidate_all after: {e:?}"))?;
+    assert_eq!(ended, 3);
+    for token in &tokens {
+        assert!(store.get(token.as_str()).await?.is_none());
+    }
+    Ok(())
+}

@@ -26,7 +26,7 @@ return batch(function(KEYS, ARGV)
   if cap > 0 then
     -- Only this user's live sessions count (an index can be shared by users whose tags collide).
     for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now_s, '+inf')) do
-      local h = read_header(redis.pcall('GET', ARGV[5] .. member))
+      local h = read_header(get_session(ARGV[5] .. member))
       if h and h.u == ARGV[7] and member ~= ARGV[4] then mine[#mine + 1] = {member, h.c} end
     end
   end

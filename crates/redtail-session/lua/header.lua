@@ -11,3 +11,15 @@ local function read_header(value)
   return nil
 end
 
+
+-- The value of the session under `key`, a key the script could not declare (found in an index).
+-- Foreign data there (a WRONGTYPE error) reads as an error table, which read_header turns into
+-- nothing; any other error is raised: on a cluster whose slot is migrating, a key already moved
+-- fails with "non local key", and the script must stop there, before it has changed anything.
+local function get_session(key)
+  local value = redis.pcall('GET', key)
+  if type(value) == 'table' and value.err and not string.find(value.err, 'WRONGTYPE', 1, true) then
+    error(value)
+  end
+  return value
+end

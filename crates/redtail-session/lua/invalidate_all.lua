@@ -9,7 +9,7 @@
 -- migrates), which must happen before it has changed anything.
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local values = {}
-for i, member in ipairs(members) do values[i] = redis.pcall('GET', ARGV[1] .. member) end
+for i, member in ipairs(members) do values[i] = get_session(ARGV[1] .. member) end
 local ended = 0
 local others = 0
 for i, member in ipairs(members) do

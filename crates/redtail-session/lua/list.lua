@@ -7,7 +7,7 @@
 local now = tonumber(redis.call('TIME')[1])
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%d', now), '+inf')
 local values = {}
-for i, member in ipairs(members) do values[i] = redis.pcall('GET', ARGV[1] .. member) end
+for i, member in ipairs(members) do values[i] = get_session(ARGV[1] .. member) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local out = {}
 for i, member in ipairs(members) do

@@ -358,6 +358,46 @@ impl TestRedis {
         Ok(replica.port)
     }
 
+    /// Cluster: starts moving the slot of `key` from its primary to another (`CLUSTER SETSLOT
+    /// IMPORTING` on the target, then `MIGRATING` on the source), as a reshard does; no key moves
+    /// until [`SlotMigration::migrate`] or [`SlotMigration::finish`]. Meanwhile clients meet `ASK`
+    /// for keys already moved and `TRYAGAIN` for multi-key commands split between the two nodes.
+    pub fn begin_slot_migration(&self, key: &str) -> Result<SlotMigration> {
+        let servers = self.owned_servers("begin_slot_migration")?;
+        if self.deployment != Deployment::Cluster {
+            return Err(Error::Unexpected("begin_slot_migration needs a cluster deployment".to_owned()));
+        }
+        let any = servers.first().ok_or_else(|| Error::Unexpected("no cluster node".to_owned()))?;
+        let slot = match any.command(&["CLUSTER", "KEYSLOT", key])? {
+            Reply::Int(slot) => u16::try_from(slot).map_err(|_| Error::Unexpected(format!("slot {slot}")))?,
+            other => return Err(Error::Unexpected(format!("CLUSTER KEYSLOT answered {other:?}"))),
+        };
+        let mut primaries = Vec::new();
+        for server in servers {
+            if server.info_field("replication", "role")?.as_deref() == Some("master") {
+                let id = server.command(&["CLUSTER", "MYID"])?.text().unwrap_or_default();
+                let owns = slot_owner(server.port, slot)? == id;
+                primaries.push((server.port, id, owns));
+            }
+        }
+        let (source, source_id) = primaries
+            .iter()
+            .find(|p| p.2)
+            .map(|p| (p.0, p.1.clone()))
+            .ok_or_else(|| Error::Unexpected(format!("no primary owns slot {slot}")))?;
+        let (target, target_id) = primaries
+            .iter()
+            .find(|p| !p.2)
+            .map(|p| (p.0, p.1.clone()))
+            .ok_or_else(|| Error::Unexpected("no second primary to move a slot to".to_owned()))?;
+        let slot_arg = slot.to_string();
+        expect_ok_or_int(crate::resp::command(target, &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &source_id])?)?;
+        expect_ok_or_int(crate::resp::command(source, &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &target_id])?)?;
+        let others = primaries.iter().map(|p| p.0).collect();
+        let nodes = servers.iter().map(|s| s.port).collect();
+        Ok(SlotMigration { slot, source, target, target_id, primaries: others, nodes })
+    }
+
     /// Sentinel: forces a failover (`SENTINEL FAILOVER`) and waits until every sentinel names the
     /// new primary; returns its port.
     pub fn sentinel_failover(&self) -> Result<u16> {
@@ -443,6 +483,84 @@ impl Drop for TestRedis {
             let _ = std::thread::spawn(move || drop(container)).join();
         }
     }
+}
+
+/// A slot on its way from one cluster primary to another ([`TestRedis::begin_slot_migration`]).
+#[derive(Debug, Clone)]
+pub struct SlotMigration {
+    /// The slot that moves.
+    pub slot: u16,
+    /// The port of the primary that owned it.
+    pub source: u16,
+    /// The port of the primary it moves to.
+    pub target: u16,
+    target_id: String,
+    primaries: Vec<u16>,
+    nodes: Vec<u16>,
+}
+
+impl SlotMigration {
+    /// Moves `key` (one of the slot's) to the target now (`MIGRATE`), as a reshard does key by
+    /// key; a key that is not on the source is left alone.
+    pub fn migrate(&self, key: &str) -> Result<()> {
+        let target = self.target.to_string();
+        expect_ok_or_int(crate::resp::command(self.source, &["MIGRATE", "127.0.0.1", &target, key, "0", "5000"])?)
+    }
+
+    /// Moves the slot's remaining keys and gives the slot to the target on every primary
+    /// (`CLUSTER SETSLOT … NODE`), which ends the migration; returns once every node's slot
+    /// table says so.
+    pub fn finish(&self) -> Result<()> {
+        let (slot, target) = (self.slot.to_string(), self.target.to_string());
+        loop {
+            let keys = match crate::resp::command(self.source, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"])? {
+                Reply::Array(Some(keys)) => keys.iter().filter_map(Reply::text).collect::<Vec<_>>(),
+                other => return Err(Error::Unexpected(format!("CLUSTER GETKEYSINSLOT answered {other:?}"))),
+            };
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec!["MIGRATE", "127.0.0.1", target.as_str(), "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            expect_ok_or_int(crate::resp::command(self.source, &args)?)?;
+        }
+        // The target first, then the source, as redis-cli --cluster reshard does.
+        expect_ok_or_int(crate::resp::command(self.target, &["CLUSTER", "SETSLOT", &slot, "NODE", &self.target_id])?)?;
+        for &port in std::iter::once(&self.source)
+            .chain(self.primaries.iter().filter(|&&p| p != self.target && p != self.source))
+        {
+            expect_ok_or_int(crate::resp::command(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &self.target_id])?)?;
+        }
+        wait_until("every node to give the slot to its new owner", Duration::from_secs(20), || {
+            for &port in &self.nodes {
+                if slot_owner(port, self.slot)? != self.target_id {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+    }
+}
+
+/// The id of the node that owns `slot`, by the `CLUSTER SLOTS` of the node on `port`.
+fn slot_owner(port: u16, slot: u16) -> Result<String> {
+    let Reply::Array(Some(ranges)) = crate::resp::command(port, &["CLUSTER", "SLOTS"])? else {
+        return Err(Error::Unexpected("CLUSTER SLOTS answered no array".to_owned()));
+    };
+    for range in ranges {
+        let Reply::Array(Some(parts)) = range else { continue };
+        let bound = |i: usize| match parts.get(i) {
+            Some(Reply::Int(n)) => Some(*n),
+            _ => None,
+        };
+        if let (Some(start), Some(end)) = (bound(0), bound(1))
+            && (start..=end).contains(&i64::from(slot))
+            && let Some(Reply::Array(Some(primary))) = parts.get(2)
+        {
+            return Ok(primary.get(2).and_then(Reply::text).unwrap_or_default());
+        }
+    }
+    Err(Error::Unexpected(format!("no node owns slot {slot}")))
 }
 
 fn expect_ok_or_int(reply: Reply) -> Result<()> {

@@ -12,7 +12,7 @@ pub mod resp;
 mod server;
 
 pub use binaries::{ServerBinaries, ServerKind};
-pub use deployment::{Deployment, SENTINEL_SERVICE, TestRedis};
+pub use deployment::{Deployment, SENTINEL_SERVICE, SlotMigration, TestRedis};
 pub use error::{Error, Result};
 pub use memory::{Clock, MemoryBackend};
 pub use proxy::FaultProxy;
