@@ -225,6 +225,14 @@ impl Redis {
         for client in pool.clients() {
             log_events(client, config.reconnect);
         }
+        if config.is_cluster() {
+            let mut everyone = pool.clients().to_vec();
+            for held in [&blocking, &exclusive] {
+                // Fresh pools: nothing holds their clients yet.
+                everyone.extend(held.clients().iter().filter_map(|c| c.try_lock().ok().map(|c| c.clone())));
+            }
+            share_cluster_changes(everyone);
+        }
         drop(pool.connect_pool());
         for held in [blocking.clone(), exclusive.clone()] {
             tokio::spawn(async move { drop(held.connect_pool().await) });
@@ -808,6 +816,35 @@ fn reconnect_policy(backoff: crate::Backoff) -> ReconnectPolicy {
         max_delay: millis(backoff.max),
         delay: millis(backoff.step),
         jitter: 0,
+    }
+}
+
+/// On a cluster, every client learns a new slot table as soon as one of them does. Each fred
+/// client keeps its own table and updates it on its own `MOVED`; but a script call, written at
+/// most once, fails rather than follow a `MOVED` (docs/compatibility.md), so without this each
+/// client held for scripts failed its first script call after a failover or a reshard, one by
+/// one as load reached them, long after the cluster had settled.
+fn share_cluster_changes(clients: Vec<Client>) {
+    let clients = Arc::new(clients);
+    // One round of updates at a time: the updates themselves change the others' tables.
+    let updating = Arc::new(AtomicBool::new(false));
+    for client in clients.iter() {
+        let (clients, updating) = (Arc::clone(&clients), Arc::clone(&updating));
+        drop(client.on_cluster_change(move |changes| {
+            let (clients, updating) = (Arc::clone(&clients), Arc::clone(&updating));
+            async move {
+                if !updating.swap(true, Ordering::AcqRel) {
+                    tracing::info!(?changes, "cluster slot table changed; updating every client's");
+                    for client in clients.iter() {
+                        if let Err(e) = client.sync_cluster().await {
+                            tracing::debug!(client = client.id(), error = %e, "cannot update a client's slot table");
+                        }
+                    }
+                    updating.store(false, Ordering::Release);
+                }
+                Ok(())
+            }
+        }));
     }
 }
 
