@@ -39,22 +39,13 @@ async fn main() -> Result<(), Error> {
     let all = !args.iter().any(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
     let wants = |name: &str| all || args.iter().any(|a| a == name);
 
-    // With the metrics feature, a recorder as a service would have (nothing scrapes it).
+    // With the metrics feature, the demo service's recorder, drained every second (nothing
+    // scrapes it).
     #[cfg(feature = "metrics")]
-    {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .set_buckets(redtail_core::metrics::DURATION_BUCKETS)?
-            .install_recorder()
-            .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
-        // Drains the histograms, as a service's upkeep or scrapes do.
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                every.tick().await;
-                recorder.run_upkeep();
-            }
-        });
-    }
+    media_api::spawn_upkeep(
+        media_api::prometheus().ok_or("cannot install the Prometheus recorder")?,
+        Duration::from_secs(1),
+    );
     let mut config = Config::from_env()?;
     if let Some(pool) =
         args.iter().position(|a| a == "--pool").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())

@@ -372,11 +372,12 @@ impl TestRedis {
             Reply::Int(slot) => u16::try_from(slot).map_err(|_| Error::Unexpected(format!("slot {slot}")))?,
             other => return Err(Error::Unexpected(format!("CLUSTER KEYSLOT answered {other:?}"))),
         };
+        let owner = slot_owner(any.port, slot)?;
         let mut primaries = Vec::new();
         for server in servers {
             if server.info_field("replication", "role")?.as_deref() == Some("master") {
                 let id = server.command(&["CLUSTER", "MYID"])?.text().unwrap_or_default();
-                let owns = slot_owner(server.port, slot)? == id;
+                let owns = id == owner;
                 primaries.push((server.port, id, owns));
             }
         }
@@ -393,9 +394,8 @@ impl TestRedis {
         let slot_arg = slot.to_string();
         expect_ok_or_int(crate::resp::command(target, &["CLUSTER", "SETSLOT", &slot_arg, "IMPORTING", &source_id])?)?;
         expect_ok_or_int(crate::resp::command(source, &["CLUSTER", "SETSLOT", &slot_arg, "MIGRATING", &target_id])?)?;
-        let others = primaries.iter().map(|p| p.0).collect();
         let nodes = servers.iter().map(|s| s.port).collect();
-        Ok(SlotMigration { slot, source, target, target_id, primaries: others, nodes })
+        Ok(SlotMigration { slot, source, target, target_id, primaries: primaries.iter().map(|p| p.0).collect(), nodes })
     }
 
     /// Sentinel: forces a failover (`SENTINEL FAILOVER`) and waits until every sentinel names the
@@ -524,11 +524,10 @@ impl SlotMigration {
             args.extend(keys.iter().map(String::as_str));
             expect_ok_or_int(crate::resp::command(self.source, &args)?)?;
         }
-        // The target first, then the source, as redis-cli --cluster reshard does.
-        expect_ok_or_int(crate::resp::command(self.target, &["CLUSTER", "SETSLOT", &slot, "NODE", &self.target_id])?)?;
-        for &port in std::iter::once(&self.source)
-            .chain(self.primaries.iter().filter(|&&p| p != self.target && p != self.source))
-        {
+        // The target first, then the source and the other primaries, as redis-cli --cluster
+        // reshard does.
+        let others = self.primaries.iter().copied().filter(|&p| p != self.target && p != self.source);
+        for port in [self.target, self.source].into_iter().chain(others) {
             expect_ok_or_int(crate::resp::command(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &self.target_id])?)?;
         }
         wait_until("every node to give the slot to its new owner", Duration::from_secs(20), || {

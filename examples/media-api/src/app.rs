@@ -11,7 +11,6 @@ use axum::{
     routing::{get, post},
 };
 use media_api::presets::{self, UserSession};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use redtail_cache::Cache;
 use redtail_connection::Redis;
 use redtail_queue::JobOptions;
@@ -108,24 +107,10 @@ fn admin(caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {
     if caller.is_admin() { Ok(caller) } else { Err(ApiError::forbidden()) }
 }
 
-/// The process's Prometheus recorder, installed on first use: `main` calls it before building
-/// anything that counts, since a counter registered before a recorder exists is never exported.
-/// Durations are exported as histograms with redtail's buckets rather than as summaries: they
-/// aggregate across instances and cost a tenth as much per sample.
-/// `None` if another recorder was installed first.
-pub(crate) fn prometheus() -> Option<&'static PrometheusHandle> {
-    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new().set_buckets(redtail_core::metrics::DURATION_BUCKETS).ok()?.install_recorder().ok()
-        })
-        .as_ref()
-}
-
 /// `GET /metrics`: every redtail crate's metrics (docs/metrics.md) in Prometheus's text format,
 /// for a scraper.
 async fn metrics() -> Response {
-    match prometheus() {
+    match media_api::prometheus() {
         Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => ApiError::not_found("route").into_response(),
     }

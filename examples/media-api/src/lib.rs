@@ -4,3 +4,6 @@
 //! names.
 
 pub mod presets;
+mod recorder;
+
+pub use recorder::{prometheus, spawn_upkeep};

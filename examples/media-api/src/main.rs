@@ -47,16 +47,8 @@ async fn main() -> ExitCode {
 async fn run(config: Config) -> Result<(), String> {
     // redtail's warnings (a failing worker step, a lost lease, a degraded rate limit) on stderr.
     tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(false).with_max_level(config.log).init();
-    // The recorder keeps every histogram sample until it is drained: by a scrape, or by this
-    // upkeep (without it, a service nobody scrapes grows without bound).
-    if let Some(handle) = app::prometheus() {
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                handle.run_upkeep();
-            }
-        });
+    if let Some(recorder) = media_api::prometheus() {
+        media_api::spawn_upkeep(recorder, Duration::from_secs(5));
     }
     let (backend, redis): (Arc<dyn Backend>, Option<Redis>) = match &config.store {
         Store::Redis(url) => {
