@@ -132,8 +132,15 @@ pub(crate) fn error(e: FredError, timeout: Duration) -> Error {
         ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure | ErrorKind::Routing => {
             Error::Connection { source: Box::new(e) }
         }
-        // fred's answer for a command that finds no connection while it reconnects.
-        ErrorKind::Unknown if e.details().starts_with("Failed to route command") => {
+        // fred's answers for a command that finds no connection while it reconnects, for a
+        // call written at most once that met a redirection (`MOVED`), and for a call whose
+        // client's connection task ended before it was answered (docs/compatibility.md, "A slot
+        // that migrates"): none is the server's answer.
+        ErrorKind::Unknown
+            if ["Failed to route command", "Too many failed write attempts", "channel closed"]
+                .iter()
+                .any(|start| e.details().starts_with(start)) =>
+        {
             Error::Connection { source: Box::new(e) }
         }
         _ => Error::Backend { source: Box::new(e) },
@@ -194,4 +201,25 @@ pub(crate) fn is_read(name: &str) -> bool {
         "ZSCORE",
     ];
     READS.iter().any(|read| read.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_side_failures_are_unavailable_and_server_replies_stay_the_servers() {
+        let timeout = Duration::from_secs(1);
+        for details in ["Failed to route command.", "Too many failed write attempts.", "channel closed"] {
+            let e = error(FredError::new(ErrorKind::Unknown, details), timeout);
+            assert!(matches!(e, Error::Connection { .. }) && e.is_unavailable(), "{details}: {e:?}");
+        }
+        let e = error(
+            FredError::new(ErrorKind::Unknown, "TRYAGAIN Multiple keys request during rehashing of slot"),
+            timeout,
+        );
+        assert!(matches!(e, Error::Server(_)) && e.is_unavailable(), "{e:?}");
+        let e = error(FredError::new(ErrorKind::Unknown, "ERR wrong number of arguments"), timeout);
+        assert!(matches!(e, Error::Server(_)) && !e.is_unavailable(), "{e:?}");
+    }
 }

@@ -225,17 +225,17 @@ impl Redis {
         for client in pool.clients() {
             log_events(client, config.reconnect);
         }
-        if config.is_cluster() {
-            let mut everyone = pool.clients().to_vec();
-            for held in [&blocking, &exclusive] {
-                // Fresh pools: nothing holds their clients yet.
-                everyone.extend(held.clients().iter().filter_map(|c| c.try_lock().ok().map(|c| c.clone())));
-            }
-            share_cluster_changes(everyone);
+        let mut everyone = pool.clients().to_vec();
+        for held in [&blocking, &exclusive] {
+            // Fresh pools: nothing holds their clients yet.
+            everyone.extend(held.clients().iter().filter_map(|c| c.try_lock().ok().map(|c| c.clone())));
         }
-        drop(pool.connect_pool());
-        for held in [blocking.clone(), exclusive.clone()] {
-            tokio::spawn(async move { drop(held.connect_pool().await) });
+        if config.is_cluster() {
+            share_cluster_changes(everyone.clone());
+        }
+        let stopping = tokio::sync::watch::Sender::new(false);
+        for client in everyone {
+            supervise(client, config.reconnect, stopping.subscribe());
         }
         Ok(Redis {
             inner: Arc::new(Inner {
@@ -245,7 +245,7 @@ impl Redis {
                 exclusive,
                 pubsub: OnceCell::new(),
                 probing: Mutex::default(),
-                stopping: tokio::sync::watch::Sender::new(false),
+                stopping,
                 closing: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -506,7 +506,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The counter of connections found silent and replaced.
+/// The counter of connections found silent and replaced, or whose connection task ended and
+/// was started again (see `supervise`).
 const REPLACED: &str = "redtail_redis_connections_replaced_total";
 
 /// The gauge of backend calls under way: with `redtail_redis_pool_connections`, how busy the
@@ -817,6 +818,33 @@ fn reconnect_policy(backoff: crate::Backoff) -> ReconnectPolicy {
         delay: millis(backoff.step),
         jitter: 0,
     }
+}
+
+/// Runs `client`'s connection task, and starts it again whenever it ends before the backend
+/// stops (`stopping` set, or dropped with the backend). fred 10.1 ends that task for good when
+/// an `ASK` redirection comes back for a command with no write attempt left, as every script
+/// call and transaction is (written at most once; and fred reads `max_redirections: Some(0)` as
+/// "the client's default", so a call cannot refuse redirections). Every later request on the
+/// client then waited out its timeout, forever: found by `tests/tests/migration.rs`, where a
+/// slot that migrates under load answers `ASK`.
+fn supervise(client: Client, backoff: crate::Backoff, mut stopping: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let ended = client.connect().await;
+            if *stopping.borrow_and_update() || stopping.has_changed().is_err() {
+                break;
+            }
+            let error = match ended {
+                // Ended by `quit`.
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(client = client.id(), %error, "redis client's connection task ended; starting it again");
+            metrics::count(REPLACED, Vec::new, 1);
+            tokio::time::sleep(backoff.step).await;
+        }
+    });
 }
 
 /// On a cluster, every client learns a new slot table as soon as one of them does. Each fred
