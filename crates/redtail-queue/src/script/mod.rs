@@ -123,6 +123,11 @@ lua_numbers! {
         Schedulers = 14 => "K_SCHED",
         /// Hash of the schedulers' progress: id -> `<next tick ms, 0 once ended> <runs> <last job id, or ->`.
         Ticks = 15 => "K_TICKS",
+        /// A key that never exists, declared so that a call on a slot that is migrating between
+        /// cluster nodes is refused whole (`TRYAGAIN`) before it runs: the job, log and minute
+        /// keys the scripts build from the prefix are not declared, and a script that reached
+        /// one already moved would fail after its first writes (see ARCHITECTURE.md).
+        Guard = 16 => "K_GUARD",
     }
 }
 
@@ -145,6 +150,7 @@ impl QueueKey {
             QueueKey::Records => "cr",
             QueueKey::Schedulers => "sc",
             QueueKey::Ticks => "sn",
+            QueueKey::Guard => "migrating",
         }
     }
 }
@@ -308,6 +314,17 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn no_script_touches_the_guard_key() {
+        let lib = ("lib", include_str!("../../lua/lib.lua"), String::new());
+        for (name, file, _) in scripts().into_iter().chain([lib]) {
+            assert!(
+                !code(file).any(|line| line.contains("K_GUARD")),
+                "{name}.lua uses K_GUARD, a key that must never exist"
+            );
         }
     }
 
