@@ -454,3 +454,35 @@ async fn a_latency_spike_never_holds_a_request_past_its_timeout() -> TestResult 
     println!("{failed} requests timed out in the spike; served again {took:?} after it");
     Ok(())
 }
+
+/// A slow link (the proxy's bandwidth cap): a large reply arrives no faster than the cap lets
+/// it, a request whose reply cannot pass within its timeout is answered by the timeout, and
+/// once the cap is lifted requests are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_link_delivers_at_its_rate_and_what_it_cannot_deliver_in_time_times_out() -> TestResult {
+    let timeout = Duration::from_secs(3);
+    let (servers, proxy, redis) = through_proxy(timeout).await?;
+    let key = Key::from_raw(format!("{}:slow-link", servers.namespace().prefix()));
+    let value = vec![b'x'; 256 * 1024];
+    redis.call(Cmd::new("SET").key(&key).arg(value.clone()).arg("EX").arg(60)).await?;
+    proxy.set_bandwidth(Some(256 * 1024));
+    let started = Instant::now();
+    let got = redis.call(Cmd::new("GET").key(&key)).await?.into_opt_bytes()?;
+    let took = started.elapsed();
+    assert_eq!(got.as_deref(), Some(&value[..]));
+    assert!(took >= Duration::from_millis(900), "256 KiB came over a 256 KiB/s link in {took:?}");
+    // Eight seconds of reply at this rate, against a 3 s timeout.
+    proxy.set_bandwidth(Some(32 * 1024));
+    let started = Instant::now();
+    let slow = redis.call(Cmd::new("GET").key(&key)).await;
+    let waited = started.elapsed();
+    assert!(matches!(slow, Err(Error::Timeout(_))), "{slow:?}");
+    assert!(waited < timeout + SCHEDULING, "a request on the slow link waited {waited:?}");
+    proxy.set_bandwidth(None);
+    let (again, reply) = until_ok(Duration::from_secs(15), || redis.call(Cmd::new("GET").key(&key))).await?;
+    assert_eq!(reply.into_opt_bytes()?.as_deref(), Some(&value[..]));
+    println!(
+        "256 KiB at 256 KiB/s took {took:?}; at 32 KiB/s timed out after {waited:?}; served {again:?} after the cap was lifted"
+    );
+    Ok(())
+}
