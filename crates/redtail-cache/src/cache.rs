@@ -4,14 +4,14 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        Arc, LazyLock, Mutex, PoisonError, RwLock,
+        Arc, Mutex, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use redtail_core::{
-    Arg, Backend, BatchedGet, Batcher, Bytes, Cmd, Codec, Cursor, JsonCodec, Key, Namespace, Script, Value, batch_group,
+    Arg, Backend, BatchedGet, Batcher, Bytes, Cmd, Codec, Cursor, JsonCodec, Key, Namespace, Value, batch_group,
 };
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::{OnceCell, oneshot};
@@ -20,18 +20,15 @@ use crate::{
     CacheConfig, EntryOptions, Error, Invalidation, Result,
     envelope::{Envelope, TagVersion},
     local::{self, Local, Source},
+    script::{RELEASE, ReleaseArg, WRITE, WriteArg},
     stats::{CacheStats, Counters},
 };
 
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new("cache_release", include_str!("../lua/release.lua")));
 /// Most writes in one batch ([`write_batch`]), and batches on their way at once.
 const WRITES_PER_BATCH: usize = 256;
 const WRITE_BATCHES_IN_FLIGHT: usize = 4;
 /// Most tag record keys remembered ([`Inner::tag_keys`]).
 const TAG_KEYS: usize = 1024;
-
-static WRITE: LazyLock<Script> =
-    LazyLock::new(|| Script::new("cache_write", include_str!("../lua/write.lua")).across_slots());
 
 /// Keys removed per round trip by pattern invalidation.
 const UNLINK_BATCH: u32 = 500;
@@ -696,7 +693,10 @@ impl<C: Codec> Cache<C> {
 
     async fn unlock(&self, key: &Key, token: Vec<u8>) {
         let lock = self.lock_key(key);
-        if let Err(e) = self.inner.backend.eval(&RELEASE, &[lock], vec![Arg::from(token)]).await {
+        let args = ReleaseArg::ALL.iter().map(|arg| match arg {
+            ReleaseArg::Token => Arg::from(token.clone()),
+        });
+        if let Err(e) = self.inner.backend.eval(&RELEASE, &[lock], args.collect()).await {
             // The lock expires on its own.
             tracing::debug!(error = %e, "cache load lock not released");
         }
@@ -960,7 +960,10 @@ async fn write_batch(
             Ok(versions) => {
                 entry.tags = versions;
                 keys.push(key);
-                args.extend([Arg::from(entry.encode()), Arg::from(hard_ms)]);
+                args.extend(WriteArg::ALL.iter().map(|arg| match arg {
+                    WriteArg::Value => Arg::from(entry.encode()),
+                    WriteArg::LifeMs => Arg::from(hard_ms),
+                }));
                 results.push(None);
             }
             Err(e) => results.push(Some(Err(e))),

@@ -7,6 +7,7 @@ mod config;
 mod envelope;
 mod error;
 mod local;
+mod script;
 mod stats;
 
 pub use cache::Cache;

@@ -5,19 +5,21 @@
 -- caller only; as in any script, what it wrote before the error stays written.
 -- The KEYS and ARGV tables given to `each` are reused for the next caller: `each` must not keep
 -- them. Allocation is most of a batched script's cost, so the helper allocates little.
--- ARGV[1] number of callers n. When every caller has as many keys and arguments, ARGV[2] and
--- ARGV[3] are those counts; otherwise ARGV[2] is '' and ARGV[1 + 2i], ARGV[2 + 2i] are caller i's.
+-- Its arguments are named in src/batch.rs (BatchArg): the number of callers n, then, when every
+-- caller has as many keys and arguments, those counts; otherwise '' and each caller's two counts.
 -- Then every caller's arguments in order. KEYS: every caller's keys in order.
 local function batch(each)
-  local n = tonumber(ARGV[1])
-  local uniform = ARGV[2] ~= ''
-  local key_count, arg_count = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local next_key, next_arg = 0, 3
-  if not uniform then next_arg = 2 + 2 * n end
+  local n = tonumber(ARGV[BATCH_CALLERS])
+  local uniform = ARGV[BATCH_KEYS] ~= ''
+  local key_count, arg_count = tonumber(ARGV[BATCH_KEYS]), tonumber(ARGV[BATCH_ARGS])
+  local next_key, next_arg = 0, BATCH_ARGS
+  if not uniform then next_arg = BATCH_ARGS - 1 + 2 * n end
   local keys, argv, kept_keys, kept_args = {}, {}, 0, 0
   local replies = {}
   for i = 1, n do
-    if not uniform then key_count, arg_count = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i]) end
+    if not uniform then
+      key_count, arg_count = tonumber(ARGV[BATCH_KEYS - 1 + 2 * i]), tonumber(ARGV[BATCH_ARGS - 1 + 2 * i])
+    end
     for j = 1, key_count do keys[j] = KEYS[next_key + j] end
     for j = key_count + 1, kept_keys do keys[j] = nil end
     for j = 1, arg_count do argv[j] = ARGV[next_arg + j] end

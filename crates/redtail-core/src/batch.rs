@@ -435,20 +435,44 @@ async fn transaction_batch(backend: &dyn Backend, calls: Vec<Vec<Cmd>>) -> Vec<R
     }
 }
 
-/// One script call for the parts of `calls`, in the layout `lua/batch.lua` reads.
-async fn eval_batch(backend: &dyn Backend, script: &Script, calls: Vec<(Vec<Key>, Vec<Arg>)>) -> Vec<Result<Value>> {
-    let n = calls.len();
+crate::lua_numbers! {
+    /// The arguments every batched script (`Script::batched`) takes first, as `lua/batch.lua`
+    /// reads them. When the callers' shapes differ, `Keys` is `''` and caller i's key and
+    /// argument counts follow at `Keys - 1 + 2i` and `Args - 1 + 2i`, before all the callers'
+    /// own arguments; otherwise those start after `Args`.
+    BatchArg {
+        /// How many callers.
+        Callers = 1 => "BATCH_CALLERS",
+        /// Each caller's number of keys, when it is the same for all.
+        Keys = 2 => "BATCH_KEYS",
+        /// Each caller's number of arguments, when it is the same for all.
+        Args = 3 => "BATCH_ARGS",
+    }
+}
+
+/// The constants of `lua/batch.lua`'s prelude.
+pub(crate) fn batch_consts() -> impl Iterator<Item = (&'static str, String)> {
+    BatchArg::ALL.iter().map(|arg| arg.lua())
+}
+
+/// The keys and arguments of one script call for `calls`, in the layout `lua/batch.lua` reads.
+fn batch_layout(calls: Vec<(Vec<Key>, Vec<Arg>)>) -> (Vec<Key>, Vec<Arg>) {
     let shape = |(keys, args): &(Vec<Key>, Vec<Arg>)| (keys.len(), args.len());
     let uniform = calls.first().map(shape).filter(|first| calls.iter().all(|call| shape(call) == *first));
-    let mut args: Vec<Arg> = vec![n.into()];
-    match uniform {
-        Some((keys, call_args)) => args.extend([keys.into(), call_args.into()]),
-        None => {
-            args.push("".into());
-            for call in &calls {
-                let (keys, call_args) = shape(call);
-                args.extend([keys.into(), call_args.into()]);
-            }
+    let mut args: Vec<Arg> = BatchArg::ALL
+        .iter()
+        .filter_map(|arg| match (arg, uniform) {
+            (BatchArg::Callers, _) => Some(calls.len().into()),
+            (BatchArg::Keys, Some((keys, _))) => Some(keys.into()),
+            (BatchArg::Args, Some((_, call_args))) => Some(call_args.into()),
+            (BatchArg::Keys, None) => Some("".into()),
+            (BatchArg::Args, None) => None,
+        })
+        .collect();
+    if uniform.is_none() {
+        for call in &calls {
+            let (keys, call_args) = shape(call);
+            args.extend([keys.into(), call_args.into()]);
         }
     }
     let mut keys = Vec::new();
@@ -456,6 +480,13 @@ async fn eval_batch(backend: &dyn Backend, script: &Script, calls: Vec<(Vec<Key>
         keys.extend(call_keys);
         args.extend(call_args);
     }
+    (keys, args)
+}
+
+/// One script call for the parts of `calls`.
+async fn eval_batch(backend: &dyn Backend, script: &Script, calls: Vec<(Vec<Key>, Vec<Arg>)>) -> Vec<Result<Value>> {
+    let n = calls.len();
+    let (keys, args) = batch_layout(calls);
     let replies = match backend.eval(script, &keys, args).await.and_then(Value::into_array) {
         Ok(replies) if replies.len() == 2 * n => replies,
         Ok(replies) => {
@@ -599,6 +630,34 @@ async fn answer<Q, A>(batch: Vec<Pending<Q, A>>, run: Arc<Run<Q, A>>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_batch_layout_is_what_batch_lua_reads_by_name() {
+        let key = |k: &str| Key::from_raw(k.to_owned());
+        let text =
+            |args: &[Arg]| args.iter().map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned()).collect::<Vec<_>>();
+        let (keys, args) = batch_layout(vec![
+            (vec![key("a")], vec!["1".into(), "2".into()]),
+            (vec![key("b")], vec!["3".into(), "4".into()]),
+        ]);
+        assert_eq!(keys.len(), 2);
+        let args = text(&args);
+        assert_eq!(args[BatchArg::Callers.at() - 1], "2");
+        assert_eq!((args[BatchArg::Keys.at() - 1].as_str(), args[BatchArg::Args.at() - 1].as_str()), ("1", "2"));
+        assert_eq!(args[BatchArg::Args.at()..], ["1", "2", "3", "4"]);
+        let (_, args) = batch_layout(vec![(vec![key("a")], vec!["1".into()]), (vec![key("b"), key("c")], vec![])]);
+        let args = text(&args);
+        assert_eq!(args[BatchArg::Keys.at() - 1], "");
+        // Caller i's counts at Keys - 1 + 2i and Args - 1 + 2i, then the arguments.
+        let counts =
+            |i: usize| (args[BatchArg::Keys.at() - 2 + 2 * i].as_str(), args[BatchArg::Args.at() - 2 + 2 * i].as_str());
+        assert_eq!((counts(1), counts(2)), (("1", "1"), ("2", "0")));
+        assert_eq!(args[BatchArg::Args.at() - 1 + 2 * 2..], ["1"]);
+        let lua = include_str!("../lua/batch.lua");
+        assert!(crate::contract::literal_positions(lua).is_empty(), "{:?}", crate::contract::literal_positions(lua));
+        let prelude = crate::contract::prelude("tests", batch_consts());
+        assert!(crate::contract::undeclared_names(&prelude, lua, &["BATCH_"]).is_empty());
+    }
     use std::sync::Mutex;
 
     use super::*;

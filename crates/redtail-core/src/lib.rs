@@ -6,6 +6,7 @@ mod batch;
 mod clock;
 mod cmd;
 mod codec;
+pub mod contract;
 mod error;
 mod key;
 pub mod metrics;

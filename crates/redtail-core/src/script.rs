@@ -39,8 +39,9 @@ impl Script {
     /// and `ARGV` (the `batch` helper of `lua/batch.lua` is prepended).
     ///
     /// Its keys may span slots on a backend that is not a cluster ([`Script::across_slots`]).
-    pub fn batched(name: &'static str, body: &'static str) -> Self {
-        let source = format!("{}{body}", include_str!("../lua/batch.lua"));
+    pub fn batched(name: &'static str, body: impl AsRef<str>) -> Self {
+        let prelude = crate::contract::prelude("crates/redtail-core/src/batch.rs", crate::batch::batch_consts());
+        let source = format!("{prelude}{}{}", include_str!("../lua/batch.lua"), body.as_ref());
         Self::from_source(name, Cow::Owned(source), true)
     }
 

@@ -1,17 +1,12 @@
 -- Checks several policies for one subject and charges all of them, or none; one call checks
 -- the subjects of several callers (redtail_core::BatchedScript), each on its own.
--- Time is the server's (TIME), in milliseconds, so client clocks never matter; unless ARGV[3]
--- holds the client's time (for hosts that forbid TIME), which is then clamped so that stored
--- time never goes backwards.
--- KEYS[1] the subject's block key; then each policy's keys in order (all keys share a hash tag):
--- its state (a counter: the current window's; a sliding-window counter then the previous one's),
--- then its block key when it has a block duration.
--- ARGV[1] cost; ARGV[2] is 1 to charge (0: only look, for shadow checks and peeks); ARGV[3] the
--- client's time in ms or ''; then six values per policy: algorithm (g: GCRA, s: sliding log,
--- f: fixed window, w: sliding-window counter), limit, period ms, burst, block ms (0: none), and
--- for f and w how far into the current window the caller's clock is, in ms (their windows are
--- named by that clock).
--- Returns {blocked ms, then for each policy: allowed (1/0), remaining, retry after ms, reset after ms}.
+-- Time is the server's (TIME), in milliseconds, so client clocks never matter; unless
+-- ARG_CLIENT_NOW holds the client's time (for hosts that forbid TIME), which is then clamped so
+-- that stored time never goes backwards.
+-- Keys, arguments, reply and algorithm codes are named in src/script.rs (CheckKey, CheckArg,
+-- PolicyField, CheckReply, DecisionField, AlgorithmCode). Policy i's arguments are at
+-- ARG_CLIENT_NOW + (i - 1) * POLICY_FIELDS + POLICY_*, its verdict in the reply at
+-- REPLY_BLOCKED + (i - 1) * DECISION_FIELDS + DECISION_*.
 -- Every policy's state is read with the block key in one MGET (a sliding log, a sorted set,
 -- reads as nil there and is read on its own): the fewer commands, the more checks a second.
 -- Numbers go to redis.call as strings where they can (Lua formats a number argument with
@@ -22,14 +17,14 @@ local server_now = nil
 
 -- The time this check runs at; `logs` are the keys of the sliding logs checked.
 local function clock(ARGV, logs)
-  if ARGV[3] == '' then
+  if ARGV[ARG_CLIENT_NOW] == '' then
     if not server_now then
       local time = redis.call('TIME')
       server_now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
     end
     return server_now
   end
-  local now = tonumber(ARGV[3])
+  local now = tonumber(ARGV[ARG_CLIENT_NOW])
   -- A client clock behind the one that wrote a sliding log must not reopen its window.
   for _, key in ipairs(logs) do
     local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]
@@ -38,10 +33,11 @@ local function clock(ARGV, logs)
   return now
 end
 
--- What is left of the subject's block in ms (its key, KEYS[1], read as `state[1]`); 0 when none.
+-- What is left of the subject's block in ms (its key, KEYS[K_BLOCK], read as `state[K_BLOCK]`); 0
+-- when none.
 local function subject_block(KEYS, state)
-  if not state[1] then return 0 end
-  local left = redis.call('PTTL', KEYS[1])
+  if not state[K_BLOCK] then return 0 end
+  local left = redis.call('PTTL', KEYS[K_BLOCK])
   if left < 0 then return 0 end
   return left
 end
@@ -69,14 +65,16 @@ end
 -- The commonest check, one GCRA policy without a block duration on the server's clock, without
 -- the general path's bookkeeping: the same reads, writes and reply.
 local function gcra_alone(KEYS, ARGV)
-  local state = redis.call('MGET', KEYS[1], KEYS[2])
+  local state = redis.call('MGET', KEYS[K_BLOCK], KEYS[K_POLICIES])
   local blocked = subject_block(KEYS, state)
-  local cost = tonumber(ARGV[1])
+  local cost = tonumber(ARGV[ARG_COST])
   local allowed, remaining, retry, reset, new_tat =
-    gcra(clock(ARGV, {}), state[2], cost, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-  if allowed and blocked == 0 and ARGV[2] == '1' then
-    redis.call('SET', KEYS[2], string.format('%.3f', new_tat), 'PX', string.format('%d', math.max(1, reset)))
+    gcra(clock(ARGV, {}), state[K_POLICIES], cost, tonumber(ARGV[ARG_CLIENT_NOW + POLICY_LIMIT]),
+      tonumber(ARGV[ARG_CLIENT_NOW + POLICY_PERIOD_MS]), tonumber(ARGV[ARG_CLIENT_NOW + POLICY_BURST]))
+  if allowed and blocked == 0 and ARGV[ARG_CHARGE] == '1' then
+    redis.call('SET', KEYS[K_POLICIES], string.format('%.3f', new_tat), 'PX', string.format('%d', math.max(1, reset)))
   end
+  -- The reply in CheckReply then DecisionField order (a constructor: no rehash as it grows).
   return {blocked, allowed and 1 or 0, remaining, retry, reset}
 end
 
@@ -84,62 +82,65 @@ end
 -- path, with the TTL set only when the counter is new (the script is atomic, so a counter that
 -- exists has one).
 local function fixed_alone(KEYS, ARGV)
-  local state = redis.call('MGET', KEYS[1], KEYS[2])
+  local state = redis.call('MGET', KEYS[K_BLOCK], KEYS[K_POLICIES])
   local blocked = subject_block(KEYS, state)
-  local cost, limit = tonumber(ARGV[1]), tonumber(ARGV[5])
-  local used = tonumber(state[2] or '0')
-  local reset = tonumber(ARGV[6]) - tonumber(ARGV[9])
+  local cost, limit = tonumber(ARGV[ARG_COST]), tonumber(ARGV[ARG_CLIENT_NOW + POLICY_LIMIT])
+  local used = tonumber(state[K_POLICIES] or '0')
+  local reset = tonumber(ARGV[ARG_CLIENT_NOW + POLICY_PERIOD_MS]) - tonumber(ARGV[ARG_CLIENT_NOW + POLICY_ELAPSED_MS])
   local allowed = used + cost <= limit
-  if allowed and blocked == 0 and ARGV[2] == '1' then
-    redis.call('INCRBY', KEYS[2], ARGV[1])
-    if not state[2] then redis.call('PEXPIRE', KEYS[2], ARGV[6]) end
+  if allowed and blocked == 0 and ARGV[ARG_CHARGE] == '1' then
+    redis.call('INCRBY', KEYS[K_POLICIES], ARGV[ARG_COST])
+    if not state[K_POLICIES] then redis.call('PEXPIRE', KEYS[K_POLICIES], ARGV[ARG_CLIENT_NOW + POLICY_PERIOD_MS]) end
   end
+  -- The reply in CheckReply then DecisionField order.
   return {blocked, allowed and 1 or 0, math.max(0, limit - used - (allowed and cost or 0)), allowed and 0 or reset, reset}
 end
 
 return batch(function(KEYS, ARGV)
-  if #KEYS == 2 then
-    if ARGV[4] == 'g' and ARGV[3] == '' then return gcra_alone(KEYS, ARGV) end
-    if ARGV[4] == 'f' then return fixed_alone(KEYS, ARGV) end
+  if #KEYS == K_POLICIES then
+    if ARGV[ARG_CLIENT_NOW + POLICY_ALGORITHM] == ALGO_GCRA and ARGV[ARG_CLIENT_NOW] == '' then return gcra_alone(KEYS, ARGV) end
+    if ARGV[ARG_CLIENT_NOW + POLICY_ALGORITHM] == ALGO_FIXED_WINDOW then return fixed_alone(KEYS, ARGV) end
   end
-  local cost = tonumber(ARGV[1])
-  local n = (#ARGV - 3) / 6
+  local cost = tonumber(ARGV[ARG_COST])
+  local n = (#ARGV - ARG_CLIENT_NOW) / POLICY_FIELDS
   local state = redis.call('MGET', unpack(KEYS))
   local blocked = subject_block(KEYS, state)
   -- Where each policy's keys are: its state, the previous window (w), its block key.
   local at, prev_at, block_at, logs = {}, {}, {}, {}
-  local k = 2
+  local k = K_POLICIES
   for i = 1, n do
+    local p = ARG_CLIENT_NOW + (i - 1) * POLICY_FIELDS
     at[i] = k
     k = k + 1
-    if ARGV[6 * i - 2] == 'w' then
+    if ARGV[p + POLICY_ALGORITHM] == ALGO_SLIDING_WINDOW then
       prev_at[i] = k
       k = k + 1
-    elseif ARGV[6 * i - 2] == 's' then
+    elseif ARGV[p + POLICY_ALGORITHM] == ALGO_SLIDING_LOG then
       logs[#logs + 1] = KEYS[at[i]]
     end
-    if ARGV[6 * i + 2] ~= '0' then
+    if ARGV[p + POLICY_BLOCK_MS] ~= '0' then
       block_at[i] = k
       k = k + 1
     end
   end
-  -- The reply, filled in as the policies are checked: out[4i - 2 .. 4i + 1] is policy i's
-  -- allowed, remaining, retry and reset. `stored` keeps what a charge needs: a GCRA's new
-  -- arrival time, a sliding log's size.
-  local out, stored, exceeded = {blocked}, {}, {}
+  -- The reply, filled in as the policies are checked (policy i's verdict from d below).
+  -- `stored` keeps what a charge needs: a GCRA's new arrival time, a sliding log's size.
+  local out, stored, exceeded = {}, {}, {}
+  out[REPLY_BLOCKED] = blocked
   -- The time, read only when a policy needs it (the counters count without it).
   local now = nil
   local all_allowed = blocked == 0
   for i = 1, n do
+    local p, d = ARG_CLIENT_NOW + (i - 1) * POLICY_FIELDS, REPLY_BLOCKED + (i - 1) * DECISION_FIELDS
     local key = KEYS[at[i]]
-    local algorithm = ARGV[6 * i - 2]
-    local limit = tonumber(ARGV[6 * i - 1])
-    local period = tonumber(ARGV[6 * i])
+    local algorithm = ARGV[p + POLICY_ALGORITHM]
+    local limit = tonumber(ARGV[p + POLICY_LIMIT])
+    local period = tonumber(ARGV[p + POLICY_PERIOD_MS])
     local allowed, remaining, retry, reset
-    if (algorithm == 'g' or algorithm == 's') and not now then now = clock(ARGV, logs) end
-    if algorithm == 'g' then
-      allowed, remaining, retry, reset, stored[i] = gcra(now, state[at[i]], cost, limit, period, tonumber(ARGV[6 * i + 1]))
-    elseif algorithm == 's' then
+    if (algorithm == ALGO_GCRA or algorithm == ALGO_SLIDING_LOG) and not now then now = clock(ARGV, logs) end
+    if algorithm == ALGO_GCRA then
+      allowed, remaining, retry, reset, stored[i] = gcra(now, state[at[i]], cost, limit, period, tonumber(ARGV[p + POLICY_BURST]))
+    elseif algorithm == ALGO_SLIDING_LOG then
       -- Sliding log: one entry per unit of cost; never more than limit in any window of period.
       redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - period))
       local used = redis.call('ZCARD', key)
@@ -156,9 +157,9 @@ return batch(function(KEYS, ARGV)
       local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
       reset = 0
       if newest[2] then reset = math.ceil(tonumber(newest[2]) + period - now) end
-    elseif algorithm == 'w' then
+    elseif algorithm == ALGO_SLIDING_WINDOW then
       -- Sliding-window counter: the previous window weighted by the part still covered.
-      local elapsed = tonumber(ARGV[6 * i + 3])
+      local elapsed = tonumber(ARGV[p + POLICY_ELAPSED_MS])
       local used = tonumber(state[at[i]] or '0')
       local prev = tonumber(state[prev_at[i]] or '0')
       local weighted = math.ceil(prev * (period - elapsed) / period)
@@ -181,7 +182,7 @@ return batch(function(KEYS, ARGV)
       -- Fixed window, a counter per window as the original design counted: it admits up to
       -- 2 x limit across an edge. Its key names the window; it ends where the caller's clock says.
       local used = tonumber(state[at[i]] or '0')
-      reset = period - tonumber(ARGV[6 * i + 3])
+      reset = period - tonumber(ARGV[p + POLICY_ELAPSED_MS])
       allowed = used + cost <= limit
       remaining = math.max(0, limit - used - (allowed and cost or 0))
       retry = allowed and 0 or reset
@@ -193,39 +194,41 @@ return batch(function(KEYS, ARGV)
         if left > 0 then allowed, retry = false, math.max(retry, left) end
       elseif not allowed then
         exceeded[i] = true
-        retry = math.max(retry, tonumber(ARGV[6 * i + 2]))
+        retry = math.max(retry, tonumber(ARGV[p + POLICY_BLOCK_MS]))
       end
     end
-    out[4 * i - 2], out[4 * i - 1], out[4 * i], out[4 * i + 1] = allowed and 1 or 0, remaining, retry, reset
+    out[d + DECISION_ALLOWED], out[d + DECISION_REMAINING], out[d + DECISION_RETRY_MS], out[d + DECISION_RESET_MS] = allowed and 1 or 0, remaining, retry, reset
     all_allowed = all_allowed and allowed
   end
 
-  if ARGV[2] ~= '1' then return out end
+  if ARGV[ARG_CHARGE] ~= '1' then return out end
   if not all_allowed then
     -- Policies with a block duration that refused now start their block; its value is when it
     -- ends (a check without a script reads it for its retry).
     for i in pairs(exceeded) do
+      local p = ARG_CLIENT_NOW + (i - 1) * POLICY_FIELDS
       now = now or clock(ARGV, logs)
-      local ends = string.format('%d', now + tonumber(ARGV[6 * i + 2]))
-      redis.call('SET', KEYS[block_at[i]], ends, 'PX', ARGV[6 * i + 2], 'NX')
+      local ends = string.format('%d', now + tonumber(ARGV[p + POLICY_BLOCK_MS]))
+      redis.call('SET', KEYS[block_at[i]], ends, 'PX', ARGV[p + POLICY_BLOCK_MS], 'NX')
     end
     return out
   end
   for i = 1, n do
-    local key, algorithm, period = KEYS[at[i]], ARGV[6 * i - 2], tonumber(ARGV[6 * i])
-    if algorithm == 'g' then
-      redis.call('SET', key, string.format('%.3f', stored[i]), 'PX', string.format('%d', math.max(1, out[4 * i + 1])))
-    elseif algorithm == 's' then
+    local p, d = ARG_CLIENT_NOW + (i - 1) * POLICY_FIELDS, REPLY_BLOCKED + (i - 1) * DECISION_FIELDS
+    local key, algorithm, period = KEYS[at[i]], ARGV[p + POLICY_ALGORITHM], tonumber(ARGV[p + POLICY_PERIOD_MS])
+    if algorithm == ALGO_GCRA then
+      redis.call('SET', key, string.format('%.3f', stored[i]), 'PX', string.format('%d', math.max(1, out[d + DECISION_RESET_MS])))
+    elseif algorithm == ALGO_SLIDING_LOG then
       log_add(key, now, cost, stored[i])
-      redis.call('PEXPIRE', key, ARGV[6 * i])
-      out[4 * i + 1] = period
-    elseif algorithm == 'w' then
+      redis.call('PEXPIRE', key, ARGV[p + POLICY_PERIOD_MS])
+      out[d + DECISION_RESET_MS] = period
+    elseif algorithm == ALGO_SLIDING_WINDOW then
       -- A window's counter also serves the next window's estimate: it lives two periods.
-      redis.call('INCRBY', key, ARGV[1])
+      redis.call('INCRBY', key, ARGV[ARG_COST])
       redis.call('PEXPIRE', key, string.format('%d', 2 * period), 'NX')
     else
-      redis.call('INCRBY', key, ARGV[1])
-      redis.call('PEXPIRE', key, ARGV[6 * i], 'NX')
+      redis.call('INCRBY', key, ARGV[ARG_COST])
+      redis.call('PEXPIRE', key, ARGV[p + POLICY_PERIOD_MS], 'NX')
     end
   end
   return out

@@ -8,6 +8,7 @@ mod key;
 mod layer;
 mod limiter;
 mod policy;
+mod script;
 
 pub use error::{Error, Result};
 #[cfg(feature = "tower")]

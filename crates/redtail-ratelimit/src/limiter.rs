@@ -5,29 +5,23 @@ use std::{
     borrow::Cow,
     collections::HashMap,
     sync::{
-        Arc, LazyLock, Mutex,
+        Arc, Mutex,
         atomic::{AtomicI64, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use redtail_core::{
-    Arg, Backend, BatchedGet, BatchedScript, BatchedTransaction, Clock, Cmd, Key, Namespace, Script, Tagged, Value,
-    metrics,
+    Arg, Backend, BatchedGet, BatchedScript, BatchedTransaction, Clock, Cmd, Key, Namespace, Tagged, Value, metrics,
 };
 
-use crate::{Algorithm, Error, OnFailure, Policy, Result};
+use crate::{
+    Algorithm, Error, OnFailure, Policy, Result,
+    script::{ADJUST, AdjustArg, CHECK, CheckArg, CheckReply, DecisionField, PolicyField},
+};
 
 /// Entries kept in each in-process map before it is cleared, so memory stays bounded.
 const LOCAL_ENTRIES: usize = 100_000;
-
-// Both scripts write sliding logs the one way `lua/log.lua` does.
-static CHECK: LazyLock<Script> = LazyLock::new(|| {
-    Script::batched("ratelimit_check", concat!(include_str!("../lua/log.lua"), include_str!("../lua/check.lua")))
-});
-static ADJUST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("ratelimit_adjust", concat!(include_str!("../lua/log.lua"), include_str!("../lua/adjust.lua")))
-});
 
 /// The outcome of a check. Being limited is an expected outcome, not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -564,9 +558,14 @@ impl RateLimiter {
         run: Run,
     ) -> Result<(Duration, Vec<(bool, PolicyState)>)> {
         let mut keys = Vec::with_capacity(2 * policies.len() + 1);
+        // The subject's block, then each policy's keys (CheckKey).
         keys.push(tagged.key(["!block"]));
-        let mut args: Vec<Arg> = Vec::with_capacity(3 + 6 * policies.len());
-        args.extend([run.cost.into(), if run.charge { "1" } else { "0" }.into(), self.time_arg()]);
+        let mut args: Vec<Arg> = Vec::with_capacity(CheckArg::ALL.len() + PolicyField::ALL.len() * policies.len());
+        args.extend(CheckArg::ALL.iter().map(|arg| match arg {
+            CheckArg::Cost => Arg::from(run.cost),
+            CheckArg::Charge => Arg::from(if run.charge { "1" } else { "0" }),
+            CheckArg::ClientNow => self.time_arg(),
+        }));
         for policy in policies {
             keys.push(Self::key(tagged, policy, run.now));
             let mut elapsed = 0;
@@ -580,12 +579,14 @@ impl RateLimiter {
             if policy.block_for.is_some() {
                 keys.push(Self::block_key(tagged, policy));
             }
-            args.push(policy.algorithm.code().into());
-            args.push(policy.limit.into());
-            args.push(millis(policy.period).into());
-            args.push(policy.burst.into());
-            args.push(policy.block_for.map_or(0, millis).into());
-            args.push(elapsed.into());
+            args.extend(PolicyField::ALL.iter().map(|field| match field {
+                PolicyField::Algorithm => Arg::from(policy.algorithm.code()),
+                PolicyField::Limit => Arg::from(policy.limit),
+                PolicyField::PeriodMs => Arg::from(millis(policy.period)),
+                PolicyField::Burst => Arg::from(policy.burst),
+                PolicyField::BlockMs => Arg::from(policy.block_for.map_or(0, millis)),
+                PolicyField::ElapsedMs => Arg::from(elapsed),
+            }));
         }
         let reply = self.checks.eval(keys, args).await?.into_array()?;
         let number = |i: usize| -> Result<u64> {
@@ -593,19 +594,20 @@ impl RateLimiter {
                 reply.get(i).ok_or_else(|| Error::Reply(format!("the script returned {} values", reply.len())))?;
             Ok(u64::try_from(value.as_int()?).unwrap_or(0))
         };
-        let blocked = Duration::from_millis(number(0)?);
+        let blocked = Duration::from_millis(number(CheckReply::Blocked.at() - 1)?);
         let mut states = Vec::with_capacity(policies.len());
         for (i, policy) in policies.iter().enumerate() {
-            let base = 1 + i * 4;
+            // Policy i's verdict, from 0: 1 + i * DECISION_FIELDS + field, from 1 in Lua.
+            let field = |f: DecisionField| number(CheckReply::Blocked.at() + i * DecisionField::ALL.len() + f.at() - 1);
             let state = PolicyState {
                 name: policy.name.clone(),
                 limit: policy.limit,
                 period: policy.period,
-                remaining: number(base + 1)?,
-                retry_after: Duration::from_millis(number(base + 2)?),
-                reset_after: Duration::from_millis(number(base + 3)?),
+                remaining: field(DecisionField::Remaining)?,
+                retry_after: Duration::from_millis(field(DecisionField::RetryMs)?),
+                reset_after: Duration::from_millis(field(DecisionField::ResetMs)?),
             };
-            states.push((number(base)? == 1, state));
+            states.push((field(DecisionField::Allowed)? == 1, state));
         }
         Ok((blocked, states))
     }
@@ -694,13 +696,16 @@ impl RateLimiter {
         validate(std::slice::from_ref(policy), cost)?;
         let now = self.window_now(std::slice::from_ref(policy)).await?;
         let key = Self::key(&self.subject(subject)?, policy, now);
-        let args = vec![
-            policy.algorithm.code().into(),
-            policy.limit.into(),
-            millis(policy.period).into(),
-            format!("{sign}{cost}").into(),
-            self.time_arg(),
-        ];
+        let args = AdjustArg::ALL
+            .iter()
+            .map(|arg| match arg {
+                AdjustArg::Algorithm => Arg::from(policy.algorithm.code()),
+                AdjustArg::Limit => Arg::from(policy.limit),
+                AdjustArg::PeriodMs => Arg::from(millis(policy.period)),
+                AdjustArg::Amount => Arg::from(format!("{sign}{cost}")),
+                AdjustArg::ClientNow => self.time_arg(),
+            })
+            .collect();
         self.backend.eval(&ADJUST, &[key], args).await?;
         Ok(())
     }

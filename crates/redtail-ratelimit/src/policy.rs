@@ -2,6 +2,8 @@
 
 use std::{borrow::Cow, time::Duration};
 
+use crate::script::AlgorithmCode;
+
 /// How a policy counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -29,13 +31,15 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// Its code in the scripts, which also ends its keys' names (docs/keys.md).
     pub(crate) fn code(self) -> &'static str {
         match self {
-            Algorithm::Gcra => "g",
-            Algorithm::SlidingLog => "s",
-            Algorithm::FixedWindow => "f",
-            Algorithm::SlidingWindow => "w",
+            Algorithm::Gcra => AlgorithmCode::Gcra,
+            Algorithm::SlidingLog => AlgorithmCode::SlidingLog,
+            Algorithm::FixedWindow => AlgorithmCode::FixedWindow,
+            Algorithm::SlidingWindow => AlgorithmCode::SlidingWindow,
         }
+        .code()
     }
 
     /// Whether it counts per window (a fixed window, a sliding-window counter): its keys are

@@ -2,12 +2,9 @@
 -- of several callers (redtail_core::BatchedScript), each on its own.
 -- A session is one string, its format written and read in src/header.rs: a JSON header, a
 -- newline, then the application's data. The client formats all of it but the server's time (the
--- creation time), which goes between ARGV[1] and ARGV[2].
--- KEYS[1] session, KEYS[2] index of the sessions under this routing tag (sorted set: id -> expiry s)
--- ARGV[1] the value up to the creation time, ARGV[2] the value after it, ARGV[3] lifetime s
--- (the idle lifetime, capped by the absolute one), ARGV[4] session id, ARGV[5] session key prefix
--- (a session key is prefix .. id), ARGV[6] cap on sessions (0: none), ARGV[7] user id
--- Returns {now, expires, evicted count}, times in Unix seconds.
+-- creation time), which goes between ARG_HEAD and ARG_TAIL.
+-- Its keys, arguments and reply are named in src/script.rs (SessionKey, CreateArg, CreateReply).
+-- The index is a sorted set: id -> expiry s. Times in the reply are Unix seconds.
 -- Numbers reach redis.call as strings formatted once: Lua formats a number argument with
 -- printf("%.17g"), which was a good part of this script's cost.
 local now, now_s = nil, nil
@@ -16,25 +13,25 @@ return batch(function(KEYS, ARGV)
     now = tonumber(redis.call('TIME')[1])
     now_s = string.format('%d', now)
   end
-  local expires = now + tonumber(ARGV[3])
+  local expires = now + tonumber(ARGV[ARG_LIFETIME_S])
   local expires_s = string.format('%d', expires)
   -- With a cap, the user's other sessions are read before anything is written: their keys are
   -- known only from the index, and a script that reaches a key it did not declare fails there
   -- (on a cluster while the slot migrates), which must happen before it has changed anything.
-  local cap = tonumber(ARGV[6])
+  local cap = tonumber(ARGV[ARG_CAP])
   local mine = {}
   if cap > 0 then
     -- Only this user's live sessions count (an index can be shared by users whose tags collide).
-    for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now_s, '+inf')) do
-      local h = read_header(get_session(ARGV[5] .. member))
-      if h and h.u == ARGV[7] and member ~= ARGV[4] then mine[#mine + 1] = {member, h.c} end
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[K_INDEX], '(' .. now_s, '+inf')) do
+      local h = read_header(get_session(ARGV[ARG_PREFIX] .. member))
+      if h and h.u == ARGV[ARG_USER] and member ~= ARGV[ARG_ID] then mine[#mine + 1] = {member, h.c} end
     end
   end
 
-  redis.call('SET', KEYS[1], ARGV[1] .. now_s .. ARGV[2], 'EXAT', expires_s)
+  redis.call('SET', KEYS[K_SESSION], ARGV[ARG_HEAD] .. now_s .. ARGV[ARG_TAIL], 'EXAT', expires_s)
   -- The index keeps live sessions only: expired ids are pruned on every write.
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_s)
-  redis.call('ZADD', KEYS[2], expires_s, ARGV[4])
+  redis.call('ZREMRANGEBYSCORE', KEYS[K_INDEX], '-inf', now_s)
+  redis.call('ZADD', KEYS[K_INDEX], expires_s, ARGV[ARG_ID])
 
   -- The new session is the newest: the oldest others go until the user has `cap` with it.
   -- Oldest first; sessions created in the same second are ordered by id.
@@ -42,17 +39,19 @@ return batch(function(KEYS, ARGV)
   if cap > 0 then
     table.sort(mine, function(x, y) if x[2] == y[2] then return x[1] < y[1] end return x[2] < y[2] end)
     for i = 1, #mine - (cap - 1) do
-      redis.call('DEL', ARGV[5] .. mine[i][1])
-      redis.call('ZREM', KEYS[2], mine[i][1])
+      redis.call('DEL', ARGV[ARG_PREFIX] .. mine[i][1])
+      redis.call('ZREM', KEYS[K_INDEX], mine[i][1])
       evicted = evicted + 1
     end
   end
 
   -- The index lives exactly as long as its longest-lived session: its expiry only ever moves
   -- later, and an index without one (just created) gets one.
-  local ttl = redis.call('TTL', KEYS[2])
+  local ttl = redis.call('TTL', KEYS[K_INDEX])
   if ttl < 0 or now + ttl < expires then
-    redis.call('EXPIREAT', KEYS[2], expires_s)
+    redis.call('EXPIREAT', KEYS[K_INDEX], expires_s)
   end
-  return {now, expires, evicted}
+  local reply = {}
+  reply[REPLY_NOW], reply[REPLY_EXPIRES], reply[REPLY_EVICTED] = now, expires, evicted
+  return reply
 end)

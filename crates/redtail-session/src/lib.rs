@@ -8,6 +8,7 @@ mod jwt;
 #[cfg(feature = "http")]
 mod layer;
 mod legacy;
+mod script;
 mod store;
 mod token;
 #[cfg(feature = "tower-sessions")]

@@ -3,41 +3,21 @@
 use std::{
     collections::HashSet,
     marker::PhantomData,
-    sync::{Arc, LazyLock, Mutex},
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redtail_core::{
-    Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCodec, Key, Script, Value, metrics::Counter,
-};
+use redtail_core::{Arg, Backend, BatchedGet, BatchedScript, Cmd, Codec, JsonCodec, Key, Value, metrics::Counter};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     Error, Legacy, LegacySession, Result, SessionConfig, header, legacy,
+    script::{
+        CREATE, CreateArg, CreateReply, EXTEND, ExtendArg, INVALIDATE, INVALIDATE_ALL, InvalidateArg, LIST, ROTATE,
+        RotateArg, RotateKey, SessionKey, UPDATE, UpdateArg, UserArg,
+    },
     token::{self, Location, Token, user_tag_text},
 };
-
-static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::batched("session_create", concat!(include_str!("../lua/header.lua"), include_str!("../lua/create.lua")))
-});
-static UPDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("session_update", concat!(include_str!("../lua/header.lua"), include_str!("../lua/update.lua")))
-});
-static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("session_extend", concat!(include_str!("../lua/header.lua"), include_str!("../lua/extend.lua")))
-});
-static ROTATE: LazyLock<Script> = LazyLock::new(|| Script::new("session_rotate", include_str!("../lua/rotate.lua")));
-static INVALIDATE: LazyLock<Script> =
-    LazyLock::new(|| Script::new("session_invalidate", include_str!("../lua/invalidate.lua")));
-static INVALIDATE_ALL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "session_invalidate_all",
-        concat!(include_str!("../lua/header.lua"), include_str!("../lua/invalidate_all.lua")),
-    )
-});
-static LIST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("session_list", concat!(include_str!("../lua/header.lua"), include_str!("../lua/list.lua")))
-});
 
 /// The last part of an index's key; it cannot be a session id, which is 16 characters long.
 const INDEX: &str = "i";
@@ -239,9 +219,23 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         self.config.namespace.tagged_key(at.tag(), [at.id()])
     }
 
-    /// The keys of the session at `at` and of its tag's index.
+    /// The keys of the session at `at` and of its tag's index, in [`SessionKey`] order.
     fn keys_of(&self, at: &Location) -> [Key; 2] {
-        [self.session_key(at), self.index(at.tag())]
+        std::array::from_fn(|i| match SessionKey::ALL[i] {
+            SessionKey::Session => self.session_key(at),
+            SessionKey::Index => self.index(at.tag()),
+        })
+    }
+
+    /// The arguments of a script on the sessions of `user_id`, whose routing tag is `tag`.
+    fn user_args(&self, tag: &str, user_id: &str) -> Vec<Arg> {
+        UserArg::ALL
+            .iter()
+            .map(|arg| match arg {
+                UserArg::Prefix => Arg::from(self.session_prefix(tag.as_bytes())),
+                UserArg::User => Arg::from(user_id),
+            })
+            .collect()
     }
 
     /// The index of the sessions under a routing tag.
@@ -298,19 +292,22 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         };
         let (before_now, after_now) = header::around_created(user_id, &times, &encoded)
             .map_err(|e| Error::InvalidInput(format!("cannot encode the session header: {e}")))?;
-        let args: Vec<Arg> = vec![
-            before_now.into(),
-            after_now.into(),
-            secs(lifetime).into(),
-            at.id().into(),
-            // The token carries the user's tag.
-            self.session_prefix(at.tag()).into(),
-            self.config.max_sessions_per_user.unwrap_or(0).into(),
-            user_id.into(),
-        ];
+        let args: Vec<Arg> = CreateArg::ALL
+            .iter()
+            .map(|arg| match arg {
+                CreateArg::Head => Arg::from(before_now.as_str()),
+                CreateArg::Tail => Arg::from(after_now.as_slice()),
+                CreateArg::LifetimeS => Arg::from(secs(lifetime)),
+                CreateArg::Id => Arg::from(at.id()),
+                // The token carries the user's tag.
+                CreateArg::Prefix => Arg::from(self.session_prefix(at.tag())),
+                CreateArg::Cap => Arg::from(self.config.max_sessions_per_user.unwrap_or(0)),
+                CreateArg::User => Arg::from(user_id),
+            })
+            .collect();
         let reply = self.creates.eval(self.keys_of(&at).into(), args).await?.into_array()?;
-        let time = |i: usize| reply.get(i).map(Value::as_int).transpose().map(|t| t.unwrap_or(0));
-        let (now, expires) = (time(0)?, time(1)?);
+        let time = |at: CreateReply| reply.get(at.at() - 1).map(Value::as_int).transpose().map(|t| t.unwrap_or(0));
+        let (now, expires) = (time(CreateReply::Now)?, time(CreateReply::Expires)?);
         let deadline = absolute.map(|a| now.saturating_add(i64::try_from(secs(a)).unwrap_or(i64::MAX)));
         let session = Session {
             id: at.id().to_owned(),
@@ -394,7 +391,10 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn update(&self, token: &str, data: &T) -> Result<bool> {
         let encoded = self.encode(data)?;
         let Some(at) = token::locate(token) else { return Ok(false) };
-        let updated = self.backend.eval(&UPDATE, &[self.session_key(&at)], vec![encoded.into()]).await?;
+        let args = UpdateArg::ALL.iter().map(|arg| match arg {
+            UpdateArg::Data => Arg::from(encoded.clone()),
+        });
+        let updated = self.backend.eval(&UPDATE, &[self.session_key(&at)], args.collect()).await?;
         Ok(updated.as_int()? == 1)
     }
 
@@ -404,12 +404,15 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn extend(&self, token: &str) -> Result<Option<SystemTime>> {
         self.config.check().map_err(Error::InvalidInput)?;
         let Some(at) = token::locate(token) else { return Ok(None) };
-        let args = vec![
-            at.id().into(),
-            self.config.extend_fraction.into(),
-            secs(self.config.idle).into(),
-            secs(self.config.remember_idle).into(),
-        ];
+        let args = ExtendArg::ALL
+            .iter()
+            .map(|arg| match arg {
+                ExtendArg::Id => Arg::from(at.id()),
+                ExtendArg::Fraction => Arg::from(self.config.extend_fraction),
+                ExtendArg::IdleS => Arg::from(secs(self.config.idle)),
+                ExtendArg::RememberIdleS => Arg::from(secs(self.config.remember_idle)),
+            })
+            .collect();
         let reply = self.backend.eval(&EXTEND, &self.keys_of(&at), args).await?;
         Ok(reply.as_opt_int()?.map(at_secs))
     }
@@ -463,15 +466,30 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         let new = old.sibling()?;
         let (old_at, new_at) = (old.locate(), new.locate());
         let [old_key, index] = self.keys_of(&old_at);
-        let keys = [old_key, self.session_key(&new_at), index];
-        let rotated = self.backend.eval(&ROTATE, &keys, vec![old_at.id().into(), new_at.id().into()]).await?;
+        let new_key = self.session_key(&new_at);
+        let keys: Vec<Key> = RotateKey::ALL
+            .iter()
+            .map(|key| match key {
+                RotateKey::Old => old_key.clone(),
+                RotateKey::New => new_key.clone(),
+                RotateKey::Index => index.clone(),
+            })
+            .collect();
+        let args = RotateArg::ALL
+            .iter()
+            .map(|arg| match arg {
+                RotateArg::OldId => Arg::from(old_at.id()),
+                RotateArg::NewId => Arg::from(new_at.id()),
+            })
+            .collect();
+        let rotated = self.backend.eval(&ROTATE, &keys, args).await?;
         Ok((rotated.as_int()? == 1).then_some(new))
     }
 
     /// Ends one session. Returns whether it was live.
     pub async fn invalidate(&self, token: &str) -> Result<bool> {
         let Some(at) = token::locate(token) else { return Ok(false) };
-        let ended = self.backend.eval(&INVALIDATE, &self.keys_of(&at), vec![at.id().into()]).await?.as_int()? == 1;
+        let ended = self.backend.eval(&INVALIDATE, &self.keys_of(&at), invalidate_args(&at)).await?.as_int()? == 1;
         self.counts.ended.add(u64::from(ended));
         Ok(ended)
     }
@@ -492,7 +510,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         if !owned {
             return Ok(false);
         }
-        let ended = self.backend.eval(&INVALIDATE, &keys, vec![at.id().into()]).await?.as_int()? == 1;
+        let ended = self.backend.eval(&INVALIDATE, &keys, invalidate_args(&at)).await?.as_int()? == 1;
         self.counts.ended.add(u64::from(ended));
         Ok(ended)
     }
@@ -502,7 +520,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn invalidate_all(&self, user_id: &str) -> Result<u64> {
         check_user_id(user_id)?;
         let tag = user_tag_text(user_id);
-        let args = vec![self.session_prefix(tag.as_bytes()).into(), user_id.into()];
+        let args = self.user_args(&tag, user_id);
         let ended = self.backend.eval(&INVALIDATE_ALL, &[self.index(tag.as_bytes())], args).await?.as_int()?;
         let legacy = match &self.legacy {
             Some(legacy) => legacy.end_all(self.backend.as_ref(), user_id).await?,
@@ -517,7 +535,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     pub async fn list(&self, user_id: &str) -> Result<Vec<Session<T>>> {
         check_user_id(user_id)?;
         let tag = user_tag_text(user_id);
-        let args = vec![self.session_prefix(tag.as_bytes()).into(), user_id.into()];
+        let args = self.user_args(&tag, user_id);
         let reply = self.backend.eval(&LIST, &[self.index(tag.as_bytes())], args).await?.into_array()?;
         let mut sessions = Vec::with_capacity(reply.len());
         for entry in reply {
@@ -580,4 +598,14 @@ impl Counts {
             corrupt: read("corrupt"),
         }
     }
+}
+
+/// The invalidate script's arguments for the session at `at`.
+fn invalidate_args(at: &Location) -> Vec<Arg> {
+    InvalidateArg::ALL
+        .iter()
+        .map(|arg| match arg {
+            InvalidateArg::Id => Arg::from(at.id()),
+        })
+        .collect()
 }

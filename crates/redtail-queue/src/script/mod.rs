@@ -25,69 +25,7 @@ pub(crate) mod schedule;
 pub(crate) mod step;
 pub(crate) mod update;
 
-/// Declares an enum whose variants stand for Lua constants: positions in `KEYS`, `ARGV` or a
-/// reply, strides, flags. Each variant names its Lua constant and its number.
-macro_rules! lua_numbers {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $value:literal => $lua:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub(crate) enum $name {
-            $($(#[$vdoc])* $variant = $value),+
-        }
-
-        impl $name {
-            /// Every variant, in order.
-            #[allow(dead_code, reason = "the prelude and the tests read every table; code reads some")]
-            pub(crate) const ALL: &[$name] = &[$($name::$variant),+];
-
-            /// The variant's number.
-            #[allow(dead_code, reason = "positions the Rust side builds in order are read by tests only")]
-            pub(crate) const fn at(self) -> usize {
-                self as usize
-            }
-
-            /// The Lua constant that stands for it, and its value.
-            pub(crate) fn lua(self) -> (&'static str, String) {
-                match self {
-                    $($name::$variant => ($lua, $value.to_string())),+
-                }
-            }
-        }
-    };
-}
-
-/// Declares an enum of operation codes: each variant names its Lua constant and the string the
-/// script receives.
-macro_rules! lua_codes {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $lua:literal = $code:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub(crate) enum $name {
-            $($(#[$vdoc])* $variant),+
-        }
-
-        impl $name {
-            /// Every variant, in order.
-            #[allow(dead_code, reason = "the prelude and the tests read every table; code reads some")]
-            pub(crate) const ALL: &[$name] = &[$($name::$variant),+];
-
-            /// The code the script receives.
-            pub(crate) const fn code(self) -> &'static str {
-                match self {
-                    $($name::$variant => $code),+
-                }
-            }
-
-            /// The Lua constant that stands for it, and its value (a quoted string).
-            pub(crate) fn lua(self) -> (&'static str, String) {
-                match self {
-                    $($name::$variant => ($lua, format!("'{}'", $code))),+
-                }
-            }
-        }
-    };
-}
-pub(crate) use {lua_codes, lua_numbers};
+pub(crate) use redtail_core::{lua_codes, lua_numbers};
 
 lua_numbers! {
     /// The keys every queue script is given, in `KEYS` order (from 1), with the part that follows
@@ -194,10 +132,8 @@ pub(crate) fn source(consts: &[(&'static str, String)], body: &str) -> String {
         .map(|(name, at)| (name, format!("KEYS[{at}]")))
         .chain(Common::ALL.iter().map(|c| c.lua()))
         .chain(StateCode::ALL.iter().map(|s| s.lua()));
-    let mut prelude = String::from("-- Generated from crates/redtail-queue/src/script/: the script's contract.\n");
-    for (name, value) in shared.chain(consts.iter().cloned()) {
-        prelude.push_str(&format!("local {name} = {value}\n"));
-    }
+    let prelude =
+        redtail_core::contract::prelude("crates/redtail-queue/src/script/", shared.chain(consts.iter().cloned()));
     format!("{prelude}{}{body}", include_str!("../../lua/lib.lua"))
 }
 
@@ -220,7 +156,6 @@ impl QueueScript {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
 
     /// Every queue script, with the source it runs.
     fn scripts() -> Vec<(&'static str, &'static str, String)> {
@@ -243,58 +178,23 @@ mod tests {
         .collect()
     }
 
-    /// Upper-case names with one of the contract's prefixes, as a Lua file uses them.
-    fn contract_names(lua: &str) -> BTreeSet<String> {
-        let prefixes = ["K_", "ARG_", "ACK_", "KIND_", "FLAG_", "REPLY_", "STATE_", "OP_", "SET_", "JOB_", "TAKEN_"];
-        let mut names = BTreeSet::new();
-        let bytes = lua.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            let starts_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
-            if starts_word && bytes[i].is_ascii_uppercase() {
-                let end = (i..bytes.len())
-                    .find(|&j| !(bytes[j].is_ascii_uppercase() || bytes[j].is_ascii_digit() || bytes[j] == b'_'))
-                    .unwrap_or(bytes.len());
-                let word = &lua[i..end];
-                let lower_follows = bytes.get(end).is_some_and(|b| b.is_ascii_lowercase());
-                if !lower_follows && prefixes.iter().any(|p| word.starts_with(p)) {
-                    names.insert(word.to_owned());
-                }
-                i = end;
-            } else {
-                i += 1;
-            }
-        }
-        names
-    }
-
-    /// Lines of Lua code, without comments.
-    fn code(lua: &str) -> impl Iterator<Item = &str> {
-        lua.lines().map(|line| line.split("--").next().unwrap_or(""))
-    }
+    /// The names the queue's contracts give their constants.
+    const PREFIXES: [&str; 11] =
+        ["K_", "ARG_", "ACK_", "KIND_", "FLAG_", "REPLY_", "STATE_", "OP_", "SET_", "JOB_", "TAKEN_"];
 
     #[test]
     fn every_name_a_script_uses_is_declared_by_its_contract() {
+        let lib = include_str!("../../lua/lib.lua");
         for (name, file, source) in scripts() {
-            let prelude_end = source.find(include_str!("../../lua/lib.lua")).unwrap_or(0);
-            let prelude = &source[..prelude_end];
-            let declared: BTreeSet<String> = code(prelude)
-                .filter_map(|line| line.strip_prefix("local "))
-                .filter_map(|rest| rest.split(' ').next())
-                .map(str::to_owned)
-                .collect();
-            let lib = include_str!("../../lua/lib.lua");
-            let lib_locals: BTreeSet<String> =
-                contract_names(&code(lib).filter(|l| l.starts_with("local ")).collect::<Vec<_>>().join("\n"));
-            for used in contract_names(&code(file).collect::<Vec<_>>().join("\n"))
-                .into_iter()
-                .chain(contract_names(&code(lib).collect::<Vec<_>>().join("\n")))
-            {
-                assert!(
-                    declared.contains(&used) || lib_locals.contains(&used),
-                    "{name}.lua uses {used}, which its contract (src/script/{name}.rs) does not declare"
-                );
-            }
+            let prelude = &source[..source.find(lib).unwrap_or(0)];
+            // lib.lua's own locals count as declared for the script after it.
+            let missing = redtail_core::contract::undeclared_names(&format!("{prelude}{lib}"), file, &PREFIXES);
+            assert!(
+                missing.is_empty(),
+                "{name}.lua uses {missing:?}, which its contract (src/script/{name}.rs) does not declare"
+            );
+            let missing = redtail_core::contract::undeclared_names(prelude, lib, &PREFIXES);
+            assert!(missing.is_empty(), "lib.lua uses {missing:?}, which the {name} script's prelude does not declare");
         }
     }
 
@@ -302,18 +202,11 @@ mod tests {
     fn no_lua_file_uses_a_literal_position() {
         let lib = ("lib", include_str!("../../lua/lib.lua"), String::new());
         for (name, file, _) in scripts().into_iter().chain([lib]) {
-            for line in code(file) {
-                for array in ["KEYS[", "ARGV["] {
-                    for (at, _) in line.match_indices(array) {
-                        let after = &line[at + array.len()..];
-                        assert!(
-                            !after.starts_with(|c: char| c.is_ascii_digit()),
-                            "{name}.lua indexes {array}..] by a literal: `{}`; name the position in its contract",
-                            line.trim()
-                        );
-                    }
-                }
-            }
+            let literal = redtail_core::contract::literal_positions(file);
+            assert!(
+                literal.is_empty(),
+                "{name}.lua indexes KEYS or ARGV by a literal: {literal:?}; name the position in its contract"
+            );
         }
     }
 
@@ -321,10 +214,8 @@ mod tests {
     fn no_script_touches_the_guard_key() {
         let lib = ("lib", include_str!("../../lua/lib.lua"), String::new());
         for (name, file, _) in scripts().into_iter().chain([lib]) {
-            assert!(
-                !code(file).any(|line| line.contains("K_GUARD")),
-                "{name}.lua uses K_GUARD, a key that must never exist"
-            );
+            let code = file.lines().map(|line| line.split("--").next().unwrap_or("")).collect::<String>();
+            assert!(!code.contains("K_GUARD"), "{name}.lua uses K_GUARD, a key that must never exist");
         }
     }
 
