@@ -387,7 +387,7 @@ async fn session(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Re
     let store = Arc::new(SessionStore::<UserSession>::new(
         Arc::clone(backend),
         SessionConfig::default().with_namespace(Namespace::new("b:s")?),
-    ));
+    )?);
     let tokens: Arc<Vec<std::sync::OnceLock<Token>>> = Arc::new((0..n).map(|_| std::sync::OnceLock::new()).collect());
     let (s, t) = (Arc::clone(&store), Arc::clone(&tokens));
     let created = drive(backend, n, concurrency, move |i| {
@@ -483,7 +483,7 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
     static ENDPOINTS: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| (0..20).map(|e| format!("ep{e}")).collect());
     let tags = |i: usize| ["api-response", ENDPOINTS[i % 20].as_str()];
-    let cache = Cache::new(Arc::clone(backend), CacheConfig::default().with_prefix("b:c")).await?;
+    let cache = Cache::new(Arc::clone(backend), CacheConfig::default().with_namespace(Namespace::new("b:c")?)).await?;
     let c = cache.clone();
     let set = drive(backend, n, concurrency, move |i| {
         let c = c.clone();
@@ -521,7 +521,9 @@ async fn cache(backend: &Arc<dyn Backend>, n: usize, concurrency: usize) -> Resu
     report("cache.get_hit_untyped", n, concurrency, get);
     let local = Cache::new(
         Arc::clone(backend),
-        CacheConfig::default().with_prefix("b:c").with_local_tier(LocalTier::new(n as u64, Duration::from_secs(300))),
+        CacheConfig::default()
+            .with_namespace(Namespace::new("b:c")?)
+            .with_local_tier(LocalTier::new(n as u64, Duration::from_secs(300))),
     )
     .await?;
     for i in 0..n {
@@ -556,7 +558,7 @@ async fn cache_tiers(
     let name = if mode == Invalidation::Tracking { "tracking" } else { "pubsub" };
     let mut tier = LocalTier::new(10_000, Duration::from_secs(30));
     tier.invalidation = mode;
-    let config = CacheConfig::default().with_prefix(format!("b:t:{name}")).with_local_tier(tier);
+    let config = CacheConfig::default().with_namespace(Namespace::new(format!("b:t:{name}"))?).with_local_tier(tier);
     let writer = Cache::new(Arc::clone(backend), config.clone()).await?;
     let reader = Cache::new(Arc::clone(backend), config).await?;
     let options = EntryOptions::ttl(Duration::from_secs(300)).tag("api-response");

@@ -74,7 +74,8 @@ async fn jobs_bullmq_wrote_move_to_redtail_and_each_runs_once() -> TestResult {
         made.waiting.iter().chain(&made.prioritized).chain(&made.delayed).chain(&made.retrying).collect();
     let before = snapshot(&ctx, &name, &all).await?;
 
-    let queue = Queue::<Download>::new(Arc::clone(&ctx.backend), QueueConfig::new("imported").prefix(ctx.ns.prefix()))?;
+    let queue =
+        Queue::<Download>::new(Arc::clone(&ctx.backend), QueueConfig::new("imported").namespace(ctx.ns.clone()))?;
     let dry = queue.import_bullmq("bull", &name, true).await?;
     assert_eq!((dry.jobs.len(), dry.added), (9, 0), "{dry:?}");
     assert_eq!(queue.counts().await?.waiting + queue.counts().await?.delayed, 0, "a dry run writes nothing");

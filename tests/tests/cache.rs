@@ -7,7 +7,7 @@ use std::{
 };
 
 use media_api::presets;
-use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier};
+use redtail_cache::{Cache, CacheConfig, EntryOptions, LocalTier, Namespace};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Key};
 use redtail_tests::{Ctx, Deployment, Env, Target, TestRedis, TestResult, for_each_backend, for_each_server};
@@ -17,7 +17,8 @@ async fn cache(backend: &Arc<dyn Backend>, prefix: &str, local: bool) -> Cache {
 }
 
 async fn tiered(backend: &Arc<dyn Backend>, prefix: &str, tier: Option<LocalTier>) -> Cache {
-    let mut config = CacheConfig::default().with_prefix(prefix);
+    let namespace = Namespace::new(prefix).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = CacheConfig::default().with_namespace(namespace);
     if let Some(tier) = tier {
         config = config.with_local_tier(tier);
     }
@@ -264,8 +265,8 @@ async fn durations_redis_cannot_keep_are_refused_naming_the_setting(target: Targ
     }
     assert_eq!(c.get::<u32>("k").await, None, "nothing was written");
     let configs = [
-        (CacheConfig::default().with_prefix(env.ns.prefix()).with_lock_ttl(max), "lock_ttl"),
-        (CacheConfig::default().with_prefix(env.ns.prefix()).with_local_tier(LocalTier::new(10, max)), "local tier"),
+        (CacheConfig::default().with_namespace(env.ns.clone()).with_lock_ttl(max), "lock_ttl"),
+        (CacheConfig::default().with_namespace(env.ns.clone()).with_local_tier(LocalTier::new(10, max)), "local tier"),
     ];
     for (config, setting) in configs {
         let error = Cache::new(Arc::clone(&env.backend), config).await.err().ok_or(setting)?;
@@ -340,7 +341,7 @@ mod servers {
         let prefix = format!("{}:eager", servers.namespace().prefix());
         let redis = Redis::connect(Config::from_url(servers.url())?).await?;
         let backend: Arc<dyn Backend> = redis.into();
-        let cache = Cache::new(backend, CacheConfig::default().with_prefix(prefix.clone())).await?;
+        let cache = Cache::new(backend, CacheConfig::default().with_namespace(Namespace::new(prefix.clone())?)).await?;
         cache.set("k", "old", &EntryOptions::ttl(Duration::from_secs(4))).await?;
         let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 2500;
         let children: Vec<_> = (0..4)

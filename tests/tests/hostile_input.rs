@@ -180,7 +180,7 @@ proptest! {
     /// Any text as a session token is refused without a round trip or read as no session.
     #[test]
     fn sessions_read_with_any_token_are_none_or_refused(token in hostile()) {
-        let store = SessionStore::<UserSession>::new(MemoryBackend::new(), SessionConfig::default());
+        let store = SessionStore::<UserSession>::new(MemoryBackend::new(), SessionConfig::default()).unwrap_or_else(|e| panic!("{e}"));
         let found = runtime().block_on(store.get(&token)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(found.is_none());
     }
@@ -228,7 +228,7 @@ proptest! {
                 Err(e) => return Err(fail(&e)),
             }
 
-            let store = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default());
+            let store = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default()).unwrap_or_else(|e| panic!("{e}"));
             match store.create(&text, UserSession::new(text.as_str(), "user"), NewSession::standard()).await {
                 Ok((token, _)) => {
                     let found = store.get(token.as_str()).await.map_err(|e| fail(&e))?;

@@ -97,9 +97,11 @@ fn samples(name: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_requests_by_tier_and_outcome() -> TestResult {
     seen();
-    let cache =
-        Cache::new(MemoryBackend::new(), CacheConfig::default().with_prefix("m").with_local_tier(LocalTier::default()))
-            .await?;
+    let cache = Cache::new(
+        MemoryBackend::new(),
+        CacheConfig::default().with_namespace(Namespace::new("m")?).with_local_tier(LocalTier::default()),
+    )
+    .await?;
     assert_eq!(cache.get::<u32>("k").await, None);
     cache.set("k", &1u32, &EntryOptions::default()).await?;
     assert_eq!(cache.get::<u32>("k").await, Some(1));
@@ -124,7 +126,7 @@ async fn cache_requests_by_tier_and_outcome() -> TestResult {
 async fn sessions_created_read_and_ended() -> TestResult {
     seen();
     let backend = MemoryBackend::new();
-    let store: SessionStore<u32> = SessionStore::new(backend.clone(), SessionConfig::default());
+    let store: SessionStore<u32> = SessionStore::new(backend.clone(), SessionConfig::default())?;
     let (token, _) = store.create("u1", 7, NewSession::default()).await?;
     assert!(store.get(token.as_str()).await?.is_some());
     assert!(store.get("not-a-token").await?.is_none());
@@ -302,7 +304,7 @@ async fn each_redis_command_has_a_span_with_the_database_conventions() -> TestRe
 
     // Concurrent session reads share batched MGETs: each batch's span follows from every
     // caller it served, and the MGET's span is inside the batch's.
-    let store: SessionStore<u32> = SessionStore::new(ctx.backend.clone(), SessionConfig::default());
+    let store: SessionStore<u32> = SessionStore::new(ctx.backend.clone(), SessionConfig::default())?;
     let (token, _) = store.create("u1", 1, NewSession::default()).await?;
     let reads = (0..50).map(|i| {
         let (store, token) = (&store, token.as_str());

@@ -64,7 +64,7 @@ fn counting_worker(queue: &Queue<u32>, concurrency: usize) -> Result<(Ledger, Wo
 async fn queue_calls_on_a_migrating_slot_fail_before_writing_and_lose_no_job() -> TestResult {
     let ctx = Ctx::owned(Deployment::Cluster, |c| c).await;
     let prefix = ctx.ns.prefix().to_owned();
-    let queue = Queue::<u32>::new(Arc::clone(&ctx.backend), QueueConfig::new("mq").prefix(prefix.as_str()))?;
+    let queue = Queue::<u32>::new(Arc::clone(&ctx.backend), QueueConfig::new("mq").namespace(ctx.ns.clone()))?;
     let ids = queue.add_bulk(&(0..20).collect::<Vec<u32>>()).await?;
     let base = format!("{prefix}:{{mq}}:");
     let migration = ctx.servers.begin_slot_migration(&format!("{base}w"))?;
@@ -112,7 +112,7 @@ async fn queue_calls_on_a_migrating_slot_fail_before_writing_and_lose_no_job() -
 async fn a_queue_script_is_refused_whole_even_when_every_key_it_declares_is_on_the_source() -> TestResult {
     let ctx = Ctx::owned(Deployment::Cluster, |c| c).await;
     let prefix = ctx.ns.prefix().to_owned();
-    let queue = Queue::<u32>::new(Arc::clone(&ctx.backend), QueueConfig::new("pq").prefix(prefix.as_str()))?;
+    let queue = Queue::<u32>::new(Arc::clone(&ctx.backend), QueueConfig::new("pq").namespace(ctx.ns.clone()))?;
     queue.pause().await?;
     queue.add(&0).await?;
     let soon = JobOptions::default().delay(Duration::from_millis(300));
@@ -259,17 +259,16 @@ async fn every_crate_keeps_its_account_while_its_slots_migrate_under_load() -> T
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 
     let ctx = Ctx::owned(Deployment::Cluster, |c| c).await;
-    let prefix = ctx.ns.prefix().to_owned();
     let outcomes = Arc::new(Outcomes::default());
     let stop = Arc::new(AtomicBool::new(false));
 
-    let queue = Queue::<u32>::new(Arc::clone(&ctx.backend), QueueConfig::new("mq").prefix(prefix.as_str()))?;
+    let queue = Queue::<u32>::new(Arc::clone(&ctx.backend), QueueConfig::new("mq").namespace(ctx.ns.clone()))?;
     let concurrency = 8;
     let (runs, worker) = counting_worker(&queue, concurrency)?;
     let store = Arc::new(SessionStore::<media_api::presets::UserSession>::new(
         Arc::clone(&ctx.backend),
         SessionConfig::default().with_namespace(ctx.ns.child("sess")),
-    ));
+    )?);
     let session = || media_api::presets::UserSession::new("mover", "user");
     let mut tokens = Vec::new();
     for _ in 0..10 {
@@ -284,8 +283,7 @@ async fn every_crate_keeps_its_account_while_its_slots_migrate_under_load() -> T
             .map(|a| Policy::named(format!("{a:?}"), limit, Duration::from_secs(600)).with_algorithm(a))
             .collect();
     let cache = Arc::new(
-        Cache::new(Arc::clone(&ctx.backend), CacheConfig::default().with_prefix(ctx.ns.child("cache").prefix()))
-            .await?,
+        Cache::new(Arc::clone(&ctx.backend), CacheConfig::default().with_namespace(ctx.ns.child("cache"))).await?,
     );
     let entry = EntryOptions::ttl(Duration::from_secs(600));
     cache.set("hot", &0u32, &entry).await?;

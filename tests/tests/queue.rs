@@ -10,7 +10,7 @@ use std::{
 };
 
 use media_api::presets;
-use redtail_core::{Cmd, Key};
+use redtail_core::{Cmd, Key, Namespace};
 use redtail_queue::{
     Backoff, Error, EventKind, JobId, JobOptions, JobState, Queue, QueueConfig, Retention, Scheduler, Start,
     WorkerOptions,
@@ -78,7 +78,7 @@ for_each_backend!(
 async fn a_thousand_concurrent_adds_of_one_dedup_id_make_one_job_in_each_mode(target: Target) -> TestResult {
     use redtail_queue::Dedup;
     let env = Env::new(target).await;
-    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("crowd").prefix(env.ns.prefix()))?;
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("crowd").namespace(env.ns.clone()))?;
     let hour = Duration::from_secs(3600);
     for (n, dedup) in
         [Dedup::simple("s", hour), Dedup::throttle("t", hour), Dedup::debounce("d", hour)].into_iter().enumerate()
@@ -113,7 +113,7 @@ async fn a_thousand_concurrent_adds_of_one_dedup_id_make_one_job_in_each_mode(ta
 async fn adds_are_deduplicated_simple_throttle_and_debounce(target: Target) -> TestResult {
     use redtail_queue::Dedup;
     let env = Env::new(target).await;
-    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("dedup").prefix(env.ns.prefix()))?;
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("dedup").namespace(env.ns.clone()))?;
     let with = |dedup: Dedup| JobOptions::default().dedup(dedup);
     let hour = Duration::from_secs(3600);
 
@@ -179,7 +179,7 @@ async fn adds_are_deduplicated_simple_throttle_and_debounce(target: Target) -> T
 /// new priority; finished, unknown and out-of-range answers are clear.
 async fn a_waiting_job_given_a_higher_priority_runs_first(target: Target) -> TestResult {
     let env = Env::new(target).await;
-    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("prio").prefix(env.ns.prefix()))?;
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("prio").namespace(env.ns.clone()))?;
     let ids: Vec<JobId> = queue.add_bulk(&(1..=5).map(download).collect::<Vec<_>>()).await?;
     let later = queue.add_with(&download(9), JobOptions::default().delay(Duration::from_secs(3600))).await?.id;
     assert!(queue.change_priority(ids[4].as_str(), 10).await?);
@@ -220,7 +220,7 @@ async fn a_handler_updates_its_jobs_data_for_the_next_attempt(target: Target) ->
     let env = Env::new(target).await;
     let queue = Queue::<Download>::new(
         Arc::clone(&env.backend),
-        QueueConfig::new("updates").prefix(env.ns.prefix()).defaults(
+        QueueConfig::new("updates").namespace(env.ns.clone()).defaults(
             JobOptions::default().attempts(2).backoff(Backoff::Fixed { delay: Duration::from_millis(10), jitter: 0.0 }),
         ),
     )?;
@@ -264,7 +264,7 @@ async fn a_producer_waits_until_its_job_has_finished(target: Target) -> TestResu
     let env = Env::new(target).await;
     let queue = Queue::<Download>::new(
         Arc::clone(&env.backend),
-        QueueConfig::new("waits").prefix(env.ns.prefix()).defaults(JobOptions::default().attempts(1)),
+        QueueConfig::new("waits").namespace(env.ns.clone()).defaults(JobOptions::default().attempts(1)),
     )?;
     let ok_id = queue.add(&download(1)).await?;
     let bad_id = queue.add(&download(2)).await?;
@@ -300,7 +300,7 @@ async fn a_discarded_job_is_dead_lettered_without_its_retries(target: Target) ->
     let env = Env::new(target).await;
     let queue = Queue::<Download>::new(
         Arc::clone(&env.backend),
-        QueueConfig::new("discard").prefix(env.ns.prefix()).defaults(
+        QueueConfig::new("discard").namespace(env.ns.clone()).defaults(
             JobOptions::default().attempts(3).backoff(Backoff::Fixed { delay: Duration::from_millis(10), jitter: 0.0 }),
         ),
     )?;
@@ -344,7 +344,7 @@ async fn a_job_put_off_by_its_handler_runs_again_later_without_spending_an_attem
     let env = Env::new(target).await;
     let queue = Queue::<Download>::new(
         Arc::clone(&env.backend),
-        QueueConfig::new("put-off").prefix(env.ns.prefix()).defaults(JobOptions::default().attempts(1)),
+        QueueConfig::new("put-off").namespace(env.ns.clone()).defaults(JobOptions::default().attempts(1)),
     )?;
     let id = queue.add(&download(1)).await?;
     let runs: Arc<Mutex<Vec<(u32, std::time::Instant)>>> = Arc::default();
@@ -394,7 +394,7 @@ async fn delayed_jobs_and_backoffs_are_promoted_to_run_now(target: Target) -> Te
     let defaults = JobOptions::default().attempts(2).backoff(Backoff::Fixed { delay: hour, jitter: 0.0 });
     let queue = Queue::<Download>::new(
         Arc::clone(&env.backend),
-        QueueConfig::new("promote").prefix(env.ns.prefix()).defaults(defaults.clone()),
+        QueueConfig::new("promote").namespace(env.ns.clone()).defaults(defaults.clone()),
     )?;
     let later = queue.add_with(&download(1), defaults.delay(hour)).await?.id;
     let failing = queue.add(&download(2)).await?;
@@ -452,7 +452,7 @@ fn recording(queue: &Queue<Download>, runs: &Runs) -> Result<redtail_queue::Work
 /// same upsert again changes nothing; the limit ends it; `remove_scheduler` forgets it.
 async fn a_scheduler_makes_one_job_per_tick_however_many_workers_run(target: Target) -> TestResult {
     let env = Env::new(target).await;
-    let config = keep_all(QueueConfig::new("scheduled").prefix(env.ns.prefix()));
+    let config = keep_all(QueueConfig::new("scheduled").namespace(env.ns.clone()));
     let handles: Vec<Queue<Download>> =
         (0..4).map(|_| Queue::new(Arc::clone(&env.backend), config.clone())).collect::<Result<_, _>>()?;
     let scan = || Scheduler::every("library-scan", Duration::from_millis(300)).map(|s| s.limit(6));
@@ -498,7 +498,7 @@ async fn a_scheduler_makes_one_job_per_tick_however_many_workers_run(target: Tar
 /// skipped). An upsert with new data replaces the pending job rather than adding one.
 async fn a_cron_scheduler_runs_a_missed_tick_once_and_an_upsert_replaces_its_pending_job(target: Target) -> TestResult {
     let env = Env::new(target).await;
-    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("cron").prefix(env.ns.prefix()))?;
+    let queue = Queue::<Download>::new(Arc::clone(&env.backend), QueueConfig::new("cron").namespace(env.ns.clone()))?;
     let yearly = || Scheduler::cron("report", "0 0 0 1 1 *", "Europe/Paris");
     queue.upsert_scheduler(yearly()?, &download(1)).await?;
     let replaced = queue.upsert_scheduler(yearly()?, &download(2)).await?;
@@ -540,11 +540,10 @@ async fn a_cron_scheduler_runs_a_missed_tick_once_and_an_upsert_replaces_its_pen
 /// events, metrics, and cleaning up.
 async fn the_three_original_queues_with_every_feature(target: Target) -> TestResult {
     let env = Env::new(target).await;
-    let prefix = env.ns.prefix().to_owned();
     let fast_retry = Backoff::Fixed { delay: Duration::from_millis(20), jitter: 0.5 };
     let make = |config: QueueConfig| {
         let defaults = config.defaults.clone().backoff(fast_retry);
-        Queue::<Download>::new(Arc::clone(&env.backend), keep_all(config.prefix(prefix.as_str()).defaults(defaults)))
+        Queue::<Download>::new(Arc::clone(&env.backend), keep_all(config.namespace(env.ns.clone()).defaults(defaults)))
     };
     let (downloads, requests, notifications) =
         (make(presets::youtube_downloads())?, make(presets::media_requests())?, make(presets::notifications())?);
@@ -622,7 +621,7 @@ async fn a_first_attempt_success_is_kept_as_a_record_that_reads_like_a_job(targe
     let defaults = JobOptions::default().attempts(2).keep_completed(keep);
     let queue = Queue::<Download>::new(
         Arc::clone(&env.backend),
-        QueueConfig::new("records").prefix(prefix.as_str()).defaults(defaults),
+        QueueConfig::new("records").namespace(env.ns.clone()).defaults(defaults),
     )?;
     let hash_exists = |id: &str| {
         let cmd = Cmd::new("EXISTS").key(&Key::from_raw(format!("{prefix}:{{records}}:j:{id}")));
@@ -695,7 +694,7 @@ async fn a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring(target: 
     let prefix = env.ns.prefix().to_owned();
     let queue = Queue::<Download>::new(
         Arc::clone(&env.backend),
-        QueueConfig::new("relog").prefix(prefix.as_str()).defaults(JobOptions::default().attempts(1)),
+        QueueConfig::new("relog").namespace(env.ns.clone()).defaults(JobOptions::default().attempts(1)),
     )?;
     let id = queue.add(&download(1)).await?;
     let worker = queue.worker(fast(), |job| async move {
@@ -726,8 +725,7 @@ async fn a_dead_job_retried_while_no_worker_runs_keeps_its_log_expiring(target: 
 /// work and leave keys that expire.
 async fn durations_redis_cannot_keep_are_refused_naming_the_setting(target: Target) -> TestResult {
     let env = Env::new(target).await;
-    let prefix = env.ns.prefix().to_owned();
-    let config = || QueueConfig::new("durations").prefix(prefix.as_str());
+    let config = || QueueConfig::new("durations").namespace(env.ns.clone());
     let queue = Queue::<Download>::new(Arc::clone(&env.backend), config())?;
     let max = Duration::MAX;
     let cases = [
@@ -771,7 +769,7 @@ async fn durations_redis_cannot_keep_are_refused_naming_the_setting(target: Targ
 /// that can take it, long before that worker would look on its own.
 async fn a_busy_worker_leaves_the_wake_up_to_an_idle_one(target: Target) -> TestResult {
     let env = Env::new(target).await;
-    let config = QueueConfig::new("wake").prefix(env.ns.prefix());
+    let config = QueueConfig::new("wake").namespace(env.ns.clone());
     let queue = Queue::<Download>::new(Arc::clone(&env.backend), config)?;
     let release = Arc::new(tokio::sync::Notify::new());
     // Both wait long between looks of their own, so only a wake-up starts the second job soon.
@@ -820,15 +818,22 @@ mod servers {
     where
         F: FnOnce(&TestRedis) -> redtail_testkit::Result<()>,
     {
-        run_on(&ctx.backend, ctx.ns.prefix(), jobs, max_repeated, || fault(&ctx.servers)).await
+        run_on(&ctx.backend, &ctx.ns, jobs, max_repeated, || fault(&ctx.servers)).await
     }
 
     /// [`run_through_fault`] on any backend, with any fault.
-    async fn run_on<F>(backend: &Arc<dyn Backend>, prefix: &str, jobs: u32, max_repeated: usize, fault: F) -> TestResult
+    async fn run_on<F>(
+        backend: &Arc<dyn Backend>,
+        ns: &Namespace,
+        jobs: u32,
+        max_repeated: usize,
+        fault: F,
+    ) -> TestResult
     where
         F: FnOnce() -> redtail_testkit::Result<()>,
     {
-        let queue = Queue::<Download>::new(Arc::clone(backend), keep_all(QueueConfig::new("faults").prefix(prefix)))?;
+        let queue =
+            Queue::<Download>::new(Arc::clone(backend), keep_all(QueueConfig::new("faults").namespace(ns.clone())))?;
         let items: Vec<Download> = (0..jobs).map(download).collect();
         queue.add_bulk(&items).await.map_err(|e| format!("adding the jobs: {e}"))?;
         let runs: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
@@ -884,7 +889,7 @@ mod servers {
     async fn queue_events_resume_where_they_left_off_after_connections_drop() -> TestResult {
         let ctx = Ctx::owned(Deployment::Standalone, |c| c).await;
         let queue =
-            Queue::<Download>::new(Arc::clone(&ctx.backend), QueueConfig::new("events").prefix(ctx.ns.prefix()))?;
+            Queue::<Download>::new(Arc::clone(&ctx.backend), QueueConfig::new("events").namespace(ctx.ns.clone()))?;
         let mut events = queue.events(Start::Now).await?;
         let ids = queue.add_bulk(&(0..400).map(download).collect::<Vec<_>>()).await?;
         let worker = queue.worker(fast().concurrency(4), |_job| async move {
@@ -932,7 +937,7 @@ mod servers {
         let backend: Arc<dyn Backend> =
             Redis::connect(config.with_command_timeout(Duration::from_secs(1))).await?.into();
         let prefix = servers.namespace().child("spike");
-        run_on(&backend, prefix.prefix(), 2_000, 100, || {
+        run_on(&backend, &prefix, 2_000, 100, || {
             proxy.set_latency(Duration::from_secs(2));
             std::thread::sleep(Duration::from_secs(3));
             proxy.set_latency(Duration::ZERO);
@@ -985,7 +990,7 @@ mod processes {
         let prefix = ctx.ns.prefix().to_owned();
         let queue = Queue::<Download>::new(
             Arc::clone(&ctx.backend),
-            keep_all(QueueConfig::new("crash").prefix(prefix.as_str())),
+            keep_all(QueueConfig::new("crash").namespace(ctx.ns.clone())),
         )?;
         queue.add_bulk(&(0..1000).map(download).collect::<Vec<_>>()).await?;
         let concurrency = 20;
@@ -1026,7 +1031,7 @@ mod processes {
         let prefix = ctx.ns.prefix().to_owned();
         let queue = Queue::<Download>::new(
             Arc::clone(&ctx.backend),
-            keep_all(QueueConfig::new("ticks").prefix(prefix.as_str())),
+            keep_all(QueueConfig::new("ticks").namespace(ctx.ns.clone())),
         )?;
         let spawn = || queue_worker(ctx.servers.url(), &prefix, "ticks", 2);
         let mut workers = (0..4).map(|_| spawn()).collect::<Result<Vec<_>, _>>()?;
@@ -1076,7 +1081,7 @@ mod processes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_handler_blocking_past_its_lease_has_its_completion_refused() -> TestResult {
         let ctx = Ctx::new(redtail_tests::Deployment::Standalone).await;
-        let config = QueueConfig::new("lease").prefix(ctx.ns.prefix());
+        let config = QueueConfig::new("lease").namespace(ctx.ns.clone());
         let queue = Queue::<Download>::new(Arc::clone(&ctx.backend), config.clone())?;
         let id = queue.add(&download(1)).await?;
         // The slow worker runs on a runtime of its own with one thread, which its handler blocks.
@@ -1118,7 +1123,7 @@ mod processes {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn graceful_shutdown_under_load_loses_nothing() -> TestResult {
         let ctx = Ctx::new(redtail_tests::Deployment::Standalone).await;
-        let config = keep_all(QueueConfig::new("graceful").prefix(ctx.ns.prefix()));
+        let config = keep_all(QueueConfig::new("graceful").namespace(ctx.ns.clone()));
         let queue = Queue::<Download>::new(Arc::clone(&ctx.backend), config)?;
         queue.add_bulk(&(0..2000).map(download).collect::<Vec<_>>()).await?;
         let handler = |job: redtail_queue::Job<Download>| async move {

@@ -51,7 +51,7 @@ async fn session_limit_and_cache_users_reach_only_their_own_keys() -> TestResult
     let servers = TestRedis::owned(Deployment::Standalone)?;
 
     let backend = service_user(&servers, "sessions-svc", "~rt:s:*", "resetchannels").await?;
-    let store = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default());
+    let store = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default())?;
     let (token, _) = store.create("alice", UserSession::new("alice", "user"), NewSession::standard()).await?;
     assert!(store.get(token.as_str()).await?.is_some());
     assert_eq!(store.list("alice").await?.len(), 1);

@@ -105,7 +105,7 @@ async fn a_session_from_login_to_logout_through_the_cookie(target: Target) -> Te
         .with_namespace(env.ns.child("s"))
         .with_idle_lifetimes(Duration::from_secs(10), Duration::from_secs(20))
         .with_extend_fraction(0.2);
-    let store = Arc::new(Store::new(Arc::clone(&counted) as Arc<dyn redtail_core::Backend>, config));
+    let store = Arc::new(Store::new(Arc::clone(&counted) as Arc<dyn redtail_core::Backend>, config)?);
     let app = app(&store, SessionCookie::host_only().with_same_site(SameSite::Strict))?;
     let trips = |f: usize| counted.calls() - f;
 
@@ -202,7 +202,7 @@ async fn a_session_from_login_to_logout_through_the_cookie(target: Target) -> Te
 async fn a_login_replaces_the_session_it_came_with(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let store =
-        Arc::new(Store::new(Arc::clone(&env.backend), SessionConfig::default().with_namespace(env.ns.child("s"))));
+        Arc::new(Store::new(Arc::clone(&env.backend), SessionConfig::default().with_namespace(env.ns.child("s")))?);
     let app = app(&store, SessionCookie::named("sid").with_secure(false).with_path("/"))?;
     let first = send(&app, "POST", "/login", None).await?.cookie().ok_or("no cookie")?;
     assert!(first.starts_with("sid="));
@@ -220,7 +220,9 @@ async fn a_login_replaces_the_session_it_came_with(target: Target) -> TestResult
 
 #[test]
 fn cookie_settings_a_browser_would_refuse_are_refused() {
-    let store = Arc::new(Store::new(redtail_tests::MemoryBackend::new(), SessionConfig::default()));
+    let store = Arc::new(
+        Store::new(redtail_tests::MemoryBackend::new(), SessionConfig::default()).unwrap_or_else(|e| panic!("{e}")),
+    );
     let refused = [
         SessionCookie::host_only().with_secure(false),
         SessionCookie::host_only().with_path("/app"),

@@ -66,7 +66,11 @@ async fn legacy_create(
 
 fn store(env: &Env) -> Arc<SessionStore<UserSession>> {
     let config = SessionConfig::default().with_namespace(env.ns.child("s"));
-    Arc::new(SessionStore::new(Arc::clone(&env.backend), config).with_legacy(Legacy::new(convert)))
+    Arc::new(
+        SessionStore::new(Arc::clone(&env.backend), config)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_legacy(Legacy::new(convert)),
+    )
 }
 
 /// A user id of this test only (legacy keys carry no namespace).
@@ -162,7 +166,7 @@ async fn log_out_everywhere_ends_legacy_and_redtail_sessions(target: Target) -> 
     let plain = SessionStore::<UserSession>::new(
         Arc::clone(&env.backend),
         SessionConfig::default().with_namespace(env.ns.child("p")),
-    );
+    )?;
     let kept = legacy_create(env.backend.as_ref(), &cy, "user", 600).await?;
     assert_eq!(plain.invalidate_all(&cy).await?, 0);
     assert!(plain.upgrade_legacy(&kept).await?.is_none());

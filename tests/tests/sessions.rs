@@ -17,7 +17,10 @@ for_each_backend!(
 );
 
 fn store(env: &Env) -> Arc<SessionStore<UserSession>> {
-    Arc::new(SessionStore::new(env.backend.clone(), SessionConfig::default().with_namespace(env.ns.child("sess"))))
+    Arc::new(
+        SessionStore::new(env.backend.clone(), SessionConfig::default().with_namespace(env.ns.child("sess")))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 /// `SessionStore::end`: an admin (or a "your devices" page) ends one session by user and id,
@@ -130,7 +133,7 @@ async fn invalidation_wins_over_concurrent_updates(target: Target) -> TestResult
 async fn a_cap_of_five_holds_exactly_under_concurrency_and_within_one_second(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let config = SessionConfig::default().with_namespace(env.ns.child("sess")).with_max_sessions_per_user(Some(5));
-    let store = Arc::new(SessionStore::<UserSession>::new(env.backend.clone(), config));
+    let store = Arc::new(SessionStore::<UserSession>::new(env.backend.clone(), config)?);
     let tasks: Vec<_> = (0..1_000)
         .map(|_| {
             let store = Arc::clone(&store);
@@ -205,7 +208,7 @@ async fn a_session_moved_mid_migration_stops_the_scripts_before_any_write() -> T
     let ctx = redtail_tests::Ctx::owned(redtail_tests::Deployment::Cluster, |c| c).await;
     let ns = ctx.ns.child("sess");
     let store =
-        SessionStore::<UserSession>::new(ctx.backend.clone(), SessionConfig::default().with_namespace(ns.clone()));
+        SessionStore::<UserSession>::new(ctx.backend.clone(), SessionConfig::default().with_namespace(ns.clone()))?;
     let mut tokens = Vec::new();
     for _ in 0..3 {
         tokens.push(store.create("mover", UserSession::new("mover", "user"), NewSession::standard()).await?.0);

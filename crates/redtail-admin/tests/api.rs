@@ -34,7 +34,7 @@ struct Fixture {
 fn fixture() -> Result<Fixture, Box<dyn std::error::Error>> {
     let backend: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
     let queue = Queue::<Value>::new(Arc::clone(&backend), QueueConfig::new("downloads"))?;
-    let sessions = Arc::new(SessionStore::<Value>::new(Arc::clone(&backend), SessionConfig::default()));
+    let sessions = Arc::new(SessionStore::<Value>::new(Arc::clone(&backend), SessionConfig::default())?);
     let limiter = RateLimiter::new(Arc::clone(&backend), Namespace::new("rl")?);
     let admin = Admin::new()
         .queue(queue.clone())

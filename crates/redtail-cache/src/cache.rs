@@ -111,13 +111,13 @@ impl<C: Codec> Cache<C> {
     pub async fn with_codec(backend: impl Into<Arc<dyn Backend>>, config: CacheConfig, codec: C) -> Result<Self> {
         config.check()?;
         let backend = backend.into();
-        let root = Namespace::new(config.prefix.clone())?;
+        let root = config.namespace.clone();
         let mut id = [0; 8];
         let mut seed = [0; 8];
         getrandom::fill(&mut id)
             .and_then(|()| getrandom::fill(&mut seed))
             .map_err(|e| Error::InvalidInput(format!("the OS random generator failed: {e}")))?;
-        let channel = format!("{}:inv", config.prefix);
+        let channel = format!("{}:inv", root.prefix());
         let (entries, tags) = (root.child("e"), root.child("t"));
         let (local, stop) = match config.local {
             Some(tier) => {
@@ -156,7 +156,7 @@ impl<C: Codec> Cache<C> {
                 writes,
                 backend,
                 codec,
-                counters: Counters::new(&config.prefix),
+                counters: Counters::new(root.prefix()),
                 config,
                 flights: Mutex::default(),
                 local,
@@ -1002,7 +1002,7 @@ type Versions = Vec<Option<TagVersion>>;
 impl<C: Codec> std::fmt::Debug for Cache<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
-            .field("prefix", &self.inner.config.prefix)
+            .field("namespace", &self.inner.config.namespace.prefix())
             .field("codec", &self.inner.codec)
             .field("local_tier", &self.inner.local.is_some())
             .finish_non_exhaustive()

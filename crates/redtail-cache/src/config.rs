@@ -4,6 +4,8 @@ use std::time::Duration;
 
 pub use redtail_core::Clock;
 
+use redtail_core::Namespace;
+
 use crate::{Error, Result};
 
 /// The longest TTL, stale window, lock wait or lock TTL accepted: ten years
@@ -24,8 +26,8 @@ pub(crate) const MAX_TAGS: usize = 32;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct CacheConfig {
-    /// Prefix of every key the cache writes. Default `rt:c`.
-    pub prefix: String,
+    /// Where every key the cache writes goes. Default `rt:c`.
+    pub namespace: Namespace,
     /// Values whose encoded form is larger are refused by `set`. Default 1 MiB.
     pub max_value_bytes: usize,
     /// How long a distributed load lock is held at most, should its holder die. Default 10 s.
@@ -39,7 +41,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            prefix: "rt:c".to_owned(),
+            namespace: Namespace::new("rt:c").unwrap_or_else(|_| unreachable!("a valid literal prefix")),
             max_value_bytes: 1 << 20,
             lock_ttl: Duration::from_secs(10),
             local: None,
@@ -69,10 +71,10 @@ impl CacheConfig {
         Ok(())
     }
 
-    /// Keys start with `prefix:`.
+    /// Keys go under `namespace` instead of `rt:c`.
     #[must_use]
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+    pub fn with_namespace(mut self, namespace: Namespace) -> Self {
+        self.namespace = namespace;
         self
     }
 

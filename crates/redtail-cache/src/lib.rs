@@ -16,5 +16,5 @@ pub use config::{CacheConfig, Clock, EntryOptions, Invalidation, LocalTier, MAX_
 pub use error::{Error, Result};
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
 /// `redtail-connection`.
-pub use redtail_core::{Backend, Codec, JsonCodec};
+pub use redtail_core::{Backend, Codec, JsonCodec, Namespace};
 pub use stats::CacheStats;

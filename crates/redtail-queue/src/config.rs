@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use redtail_core::Clock;
+use redtail_core::{Clock, Namespace};
 
 use crate::{Error, Result};
 
@@ -350,8 +350,8 @@ pub struct QueueConfig {
     /// The queue's name: 1 to 64 of `A-Z a-z 0-9 - _ .`. Every key of the queue carries it as
     /// its hash tag, so the whole queue lives in one cluster slot.
     pub name: String,
-    /// Key prefix, `rt:q` by default.
-    pub prefix: String,
+    /// Where the queue's keys go: `<namespace>:{<name>}:...`; `rt:q` by default.
+    pub namespace: Namespace,
     /// Options of jobs added without their own.
     pub defaults: JobOptions,
     /// Encoded job data larger than this is refused at `add` (512 KiB by default).
@@ -372,7 +372,7 @@ impl QueueConfig {
     pub fn new(name: impl Into<String>) -> Self {
         QueueConfig {
             name: name.into(),
-            prefix: "rt:q".to_owned(),
+            namespace: Namespace::new("rt:q").unwrap_or_else(|_| unreachable!("a valid literal prefix")),
             defaults: JobOptions::default(),
             max_payload_bytes: 512 * 1024,
             events_cap: 10_000,
@@ -388,9 +388,9 @@ impl QueueConfig {
         self
     }
 
-    /// Sets [`QueueConfig::prefix`].
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+    /// Sets [`QueueConfig::namespace`].
+    pub fn namespace(mut self, namespace: Namespace) -> Self {
+        self.namespace = namespace;
         self
     }
 
@@ -426,9 +426,6 @@ impl QueueConfig {
                 "queue name {:?} must be 1 to 64 of A-Z a-z 0-9 - _ .",
                 self.name
             )));
-        }
-        if self.prefix.is_empty() || self.prefix.contains(['{', '}']) {
-            return Err(Error::InvalidInput(format!("key prefix {:?} must be non-empty, without braces", self.prefix)));
         }
         if let Some(limit) = self.rate_limit {
             if limit.max == 0 || limit.period.as_millis() == 0 {

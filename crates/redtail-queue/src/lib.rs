@@ -21,7 +21,7 @@ pub use job::{Job, JobInfo, JobState};
 pub use queue::Queue;
 /// What this crate's API takes from `redtail-core`, so that a service needs only this crate and
 /// `redtail-connection`.
-pub use redtail_core::{Backend, Clock};
+pub use redtail_core::{Backend, Clock, Namespace};
 pub use scheduler::{Definition, Repeat, Scheduler, SchedulerInfo};
 pub use types::{Added, Counts, Finished, JobId, Metrics, Minute};
 pub use worker::{WorkerHandle, WorkerOptions, WorkerStats};

@@ -2,7 +2,7 @@
 
 use std::{fmt, marker::PhantomData, sync::Arc, time::Duration};
 
-use redtail_core::{Arg, Backend, Cmd, Cursor, Key, Namespace, Script, Tagged, Value, metrics};
+use redtail_core::{Arg, Backend, Cmd, Cursor, Key, Script, Tagged, Value, metrics};
 use serde::Serialize;
 
 use crate::{
@@ -88,9 +88,9 @@ impl<T: Serialize> Queue<T> {
     pub fn new(backend: impl Into<Arc<dyn Backend>>, config: QueueConfig) -> Result<Self> {
         let backend = backend.into();
         config.validate()?;
-        let tagged = Namespace::new(config.prefix.as_str())?.tagged(&config.name);
+        let tagged = config.namespace.tagged(&config.name);
         let keys = QueueKey::ALL.iter().map(|key| tagged.key([key.suffix()])).collect();
-        let prefix = format!("{}:{{{}}}:", config.prefix, config.name);
+        let prefix = format!("{}:{{{}}}:", config.namespace.prefix(), config.name);
         let defaults = Stored::of(&config.defaults);
         let adds = ["added", "deduplicated"].map(|outcome| {
             let labels = [("queue", config.name.clone()), ("outcome", outcome.to_owned())];

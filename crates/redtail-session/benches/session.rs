@@ -37,7 +37,8 @@ fn session(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("session");
     for (name, backend) in [("memory", memory), ("redis", redis)] {
-        let store = SessionStore::<UserSession>::new(backend, SessionConfig::default());
+        let store = SessionStore::<UserSession>::new(backend, SessionConfig::default())
+            .unwrap_or_else(|e| panic!("the default settings are valid: {e}"));
         let (token, _) = runtime
             .block_on(store.create("u1", UserSession::new("u1", "user"), NewSession::standard()))
             .expect("creates");

@@ -194,7 +194,7 @@ impl SessionCookie {
 /// use redtail_session::{SessionConfig, SessionCookie, SessionLayer, SessionStore};
 /// use redtail_testkit::MemoryBackend;
 ///
-/// let store: SessionStore<String> = SessionStore::new(MemoryBackend::new(), SessionConfig::default());
+/// let store: SessionStore<String> = SessionStore::new(MemoryBackend::new(), SessionConfig::default())?;
 /// let layer = SessionLayer::new(Arc::new(store), SessionCookie::host_only())?;
 /// # Ok::<(), redtail_session::Error>(())
 /// ```

@@ -121,17 +121,19 @@ impl<T, C: Codec> std::fmt::Debug for SessionStore<T, C> {
 }
 
 impl<T: Serialize + DeserializeOwned> SessionStore<T> {
-    /// A store with JSON-encoded data.
-    pub fn new(backend: impl Into<Arc<dyn Backend>>, config: SessionConfig) -> Self {
+    /// A store with JSON-encoded data. A lifetime out of range (1 s to ten years) is
+    /// [`Error::InvalidInput`], naming it, and nothing is built.
+    pub fn new(backend: impl Into<Arc<dyn Backend>>, config: SessionConfig) -> Result<Self> {
         Self::with_codec(backend, config, JsonCodec)
     }
 }
 
 impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
-    /// A store with data encoded by `codec`.
-    pub fn with_codec(backend: impl Into<Arc<dyn Backend>>, config: SessionConfig, codec: C) -> Self {
+    /// A store with data encoded by `codec`; its settings are checked as by [`SessionStore::new`].
+    pub fn with_codec(backend: impl Into<Arc<dyn Backend>>, config: SessionConfig, codec: C) -> Result<Self> {
+        config.check().map_err(Error::InvalidInput)?;
         let backend = backend.into();
-        SessionStore {
+        Ok(SessionStore {
             reads: BatchedGet::new(Arc::clone(&backend)),
             creates: BatchedScript::new(Arc::clone(&backend), &CREATE),
             backend,
@@ -141,7 +143,7 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
             logged_corrupt: Mutex::default(),
             legacy: None,
             _data: PhantomData,
-        }
+        })
     }
 
     /// Also accepts the Node service's session tokens, each once: see
@@ -273,7 +275,6 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
         absolute: Option<Duration>,
     ) -> Result<(Token, Session<T>)> {
         check_user_id(user_id)?;
-        self.config.check().map_err(Error::InvalidInput)?;
         let encoded = self.encode(&data)?;
         let token = Token::generate(user_id)?;
         let at = token.locate();
@@ -402,7 +403,6 @@ impl<T: Serialize + DeserializeOwned, C: Codec> SessionStore<T, C> {
     /// it would move by more than the configured fraction of its idle lifetime. Returns the expiry
     /// now in force, or `None` when the session has ended.
     pub async fn extend(&self, token: &str) -> Result<Option<SystemTime>> {
-        self.config.check().map_err(Error::InvalidInput)?;
         let Some(at) = token::locate(token) else { return Ok(None) };
         let args = ExtendArg::ALL
             .iter()

@@ -77,7 +77,9 @@ async fn run(config: Config) -> Result<(), String> {
         shutdown_signal().await;
     } else {
         let state = AppState {
-            sessions: Arc::new(SessionStore::new(Arc::clone(&backend), SessionConfig::default())),
+            sessions: Arc::new(
+                SessionStore::new(Arc::clone(&backend), SessionConfig::default()).map_err(|e| e.to_string())?,
+            ),
             limiter: RateLimiter::new(Arc::clone(&backend), Namespace::new("rt:rl").map_err(|e| e.to_string())?),
             cache: Cache::new(Arc::clone(&backend), CacheConfig::default()).await.map_err(|e| e.to_string())?,
             queues,

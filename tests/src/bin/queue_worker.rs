@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use redtail_connection::{Config, Redis};
-use redtail_core::{Backend, Cmd, Key};
+use redtail_core::{Backend, Cmd, Key, Namespace};
 use redtail_queue::{JobOptions, Queue, QueueConfig, Retention, WorkerOptions};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -16,7 +16,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         return Err("usage: queue_worker <redis-url> <prefix> <queue> <concurrency> <lease-ms>".into());
     };
     let backend: Arc<dyn Backend> = Arc::new(Redis::connect(Config::from_url(url)?).await?);
-    let queue = Queue::<serde_json::Value>::new(Arc::clone(&backend), crash_queue(prefix, name))?;
+    let queue =
+        Queue::<serde_json::Value>::new(Arc::clone(&backend), crash_queue(Namespace::new(prefix.as_str())?, name))?;
     let runs = Key::from_raw(format!("{prefix}:runs"));
     let options =
         WorkerOptions::default().concurrency(concurrency.parse()?).lease(Duration::from_millis(lease.parse()?));
@@ -35,7 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 /// The queue of the crash tests: every completed job is kept, so the record can be checked.
-fn crash_queue(prefix: &str, name: &str) -> QueueConfig {
+fn crash_queue(namespace: Namespace, name: &str) -> QueueConfig {
     let keep = Retention::new(Duration::from_secs(3600), 1_000_000);
-    QueueConfig::new(name).prefix(prefix).defaults(JobOptions::default().keep_completed(keep))
+    QueueConfig::new(name).namespace(namespace).defaults(JobOptions::default().keep_completed(keep))
 }

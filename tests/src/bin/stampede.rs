@@ -14,7 +14,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use redtail_cache::{Cache, CacheConfig, EntryOptions};
+use redtail_cache::{Cache, CacheConfig, EntryOptions, Namespace};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Key};
 
@@ -28,7 +28,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         return eager(url, prefix, key, calls.parse()?, start_at.parse()?).await;
     }
     let backend: Arc<dyn Backend> = Arc::new(Redis::connect(Config::from_url(url)?).await?);
-    let cache = Cache::new(Arc::clone(&backend), CacheConfig::default().with_prefix(prefix.clone())).await?;
+    let cache =
+        Cache::new(Arc::clone(&backend), CacheConfig::default().with_namespace(Namespace::new(prefix.clone())?))
+            .await?;
     let lock_wait = (lock == "yes").then_some(Duration::from_secs(5));
     let options = EntryOptions::ttl(Duration::from_secs(60)).lock_wait(lock_wait);
     let runs = Arc::new(AtomicU32::new(0));
@@ -73,7 +75,8 @@ async fn eager(
     start_at: u64,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let backend: Arc<dyn Backend> = Arc::new(Redis::connect(Config::from_url(url)?).await?);
-    let cache = Cache::new(Arc::clone(&backend), CacheConfig::default().with_prefix(prefix)).await?;
+    let cache =
+        Cache::new(Arc::clone(&backend), CacheConfig::default().with_namespace(Namespace::new(prefix)?)).await?;
     let options = EntryOptions::ttl(Duration::from_secs(4)).eager_refresh(0.5);
     let runs = Arc::new(AtomicU32::new(0));
     tokio::time::sleep(

@@ -137,7 +137,8 @@ pub(crate) async fn jobs_and_sessions(
     );
 
     // Sessions: every one created and not logged out is still there (Redis kept its data).
-    let store = SessionStore::<UserSession>::new(Arc::clone(backend), SessionConfig::default());
+    let store =
+        SessionStore::<UserSession>::new(Arc::clone(backend), SessionConfig::default()).map_err(|e| e.to_string())?;
     let mut lost = Vec::new();
     for (user, token) in &report.sessions {
         match store.get(token).await {
@@ -234,7 +235,8 @@ pub(crate) async fn clean_up(backend: &Arc<dyn Backend>, users: &[String]) -> Re
     for queue in queues(backend)? {
         queue.obliterate(true).await.map_err(|e| format!("obliterate: {e}"))?;
     }
-    let store = SessionStore::<UserSession>::new(Arc::clone(backend), SessionConfig::default());
+    let store =
+        SessionStore::<UserSession>::new(Arc::clone(backend), SessionConfig::default()).map_err(|e| e.to_string())?;
     for user in users.iter().map(String::as_str).chain(["admin", "abuser", "probe"]) {
         store.invalidate_all(user).await.map_err(|e| format!("invalidate_all({user}): {e}"))?;
     }
