@@ -115,8 +115,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = limiter.peek("u", &[MEDIA_REQUEST], 1).await;
         }
         let Ok(sessions) = SessionStore::<UserSession>::new(Arc::clone(&backend), SessionConfig::default()) else {
-        panic!("the default session settings are valid");
-    };
+            panic!("the default session settings are valid");
+        };
         if let Ok((token, _)) = sessions.create("u", UserSession::new("u", "user"), NewSession::standard()).await {
             let _ = sessions.get(token.as_str()).await;
             let _ = sessions.extend(token.as_str()).await;
