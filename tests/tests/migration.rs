@@ -397,6 +397,10 @@ async fn every_crate_keeps_its_account_while_its_slots_migrate_under_load() -> T
         println!("{what}: {ok} ok, {failed} failed ({unsure} of them perhaps applied) {errors:?}");
     }
     settled?;
+    // A reply given to the wrong caller (as fred's own `ASK` handling did) shows as a reply of
+    // the wrong shape somewhere.
+    let mixed: Vec<&String> = report.values().flat_map(|o| &o.3).filter(|e| e.contains("unexpected reply")).collect();
+    assert!(mixed.is_empty(), "replies went to the wrong callers: {mixed:?}");
     let runs = runs.lock().map_err(|_| "poisoned")?.clone();
     let twice = runs.values().filter(|&&n| n > 1).count();
     // A job whose add failed ran only if that add's failure left it unknown whether it applied.

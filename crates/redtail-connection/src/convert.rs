@@ -122,6 +122,12 @@ fn is_server_reply(e: &FredError) -> bool {
     server_kinds && code.len() >= 2 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
+/// Whether fred handed back a `MOVED` or `ASK` redirection (it follows none: `max_redirections`
+/// is 0); the command did not run.
+pub(crate) fn is_redirection(e: &FredError) -> bool {
+    *e.kind() == ErrorKind::Routing && e.details().starts_with("Too many redirections")
+}
+
 /// A core error from fred's; `timeout` is the limit that applied, for the message.
 pub(crate) fn error(e: FredError, timeout: Duration) -> Error {
     if is_server_reply(&e) {

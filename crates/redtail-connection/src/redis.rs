@@ -376,14 +376,17 @@ impl Redis {
     /// [`Redis::send`] on one chosen client of the pool.
     async fn send_on(&self, client: &Client, cmd: Cmd, options: &Options) -> Result<Value> {
         let (command, args) = convert::command(cmd, false);
-        // fred's command futures are about 7 KB (`futures_around_fred_stay_small` below).
-        // Boxed once here, they are not copied again as this future and the trait's boxed future
-        // are built around them. Replies come as raw frames, converted once to core values.
-        let reply = if *options == Options::default() {
-            // The common case skips fred's per-call options wrapper.
-            Box::pin(client.custom_raw(command, args)).await
+        // Replies come as raw frames (`raw`), converted once to core values.
+        // A redirection comes back as an error (see `builder`): the command did not run, so on
+        // a cluster it is sent once more, which after a `MOVED` reaches the new owner (fred
+        // updated its slot table before handing the redirection back). A second `ASK` fails it.
+        let reply = if self.is_cluster() {
+            match raw(client, options, command.clone(), args.clone()).await {
+                Err(e) if convert::is_redirection(&e) => raw(client, options, command, args).await,
+                other => other,
+            }
         } else {
-            Box::pin(client.with_options(options).custom_raw(command, args)).await
+            raw(client, options, command, args).await
         };
         match reply.map(convert::frame) {
             Ok(Value::Error(e)) => Err(Error::Server(e)),
@@ -503,6 +506,23 @@ impl Drop for InFlight<'_> {
         if left == 0 {
             self.0.idle.notify_waiters();
         }
+    }
+}
+
+/// fred's future for one command on `client`, boxed: fred's command futures are about 7 KB
+/// (`futures_around_fred_stay_small` below), and boxed once here they are not copied again as
+/// the futures around them are built.
+fn raw<'a>(
+    client: &'a Client,
+    options: &'a Options,
+    command: fred::types::CustomCommand,
+    args: Vec<FredValue>,
+) -> futures_util::future::BoxFuture<'a, std::result::Result<fred::prelude::Resp3Frame, fred::error::Error>> {
+    if *options == Options::default() {
+        // The common case skips fred's per-call options wrapper.
+        Box::pin(client.custom_raw(command, args))
+    } else {
+        Box::pin(async move { client.with_options(options).custom_raw(command, args).await })
     }
 }
 
@@ -796,6 +816,14 @@ fn builder(config: &Config) -> Builder {
         connection_timeout: config.connect_timeout.min(Duration::from_secs(5)),
         internal_command_timeout: config.command_timeout,
         max_command_attempts: config.max_command_attempts,
+        // Redirections are handed back rather than followed (`Redis::send_on` sends a redirected
+        // command once more). fred 10.1 follows an `ASK` by writing `ASKING` and taking the next
+        // reply on that connection as its answer: with other requests in flight there, that
+        // reply was one of theirs, and every later reply on the connection went to the wrong
+        // caller (a `SCRIPT LOAD` answered `OK`, tests/tests/migration.rs). On `MOVED` fred
+        // updates its slot table before handing it back (and every client then updates its own,
+        // see `share_cluster_changes`). docs/compatibility.md, "A slot that migrates".
+        max_redirections: 0,
         // A primary demoted in a failover answers READONLY: reconnect to find the new one.
         reconnect_errors: vec![
             ReconnectError::ReadOnly,
@@ -848,10 +876,10 @@ fn supervise(client: Client, backoff: crate::Backoff, mut stopping: tokio::sync:
 }
 
 /// On a cluster, every client learns a new slot table as soon as one of them does. Each fred
-/// client keeps its own table and updates it on its own `MOVED`; but a script call, written at
-/// most once, fails rather than follow a `MOVED` (docs/compatibility.md), so without this each
-/// client held for scripts failed its first script call after a failover or a reshard, one by
-/// one as load reached them, long after the cluster had settled.
+/// client keeps its own table and updates it on its own `MOVED`, which costs that request a
+/// second send (`Redis::send_on`); without this, each client held for scripts met its own
+/// `MOVED` after a failover or a reshard, one by one as load reached them (before redirections
+/// were sent again, each such script call failed: docs/compatibility.md).
 fn share_cluster_changes(clients: Vec<Client>) {
     let clients = Arc::new(clients);
     // One round of updates at a time: the updates themselves change the others' tables.
