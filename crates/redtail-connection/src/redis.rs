@@ -849,22 +849,23 @@ fn reconnect_policy(backoff: crate::Backoff) -> ReconnectPolicy {
 }
 
 /// Runs `client`'s connection task, and starts it again whenever it ends before the backend
-/// stops (`stopping` set, or dropped with the backend). fred 10.1 ends that task for good when
-/// an `ASK` redirection comes back for a command with no write attempt left, as every script
-/// call and transaction is (written at most once; and fred reads `max_redirections: Some(0)` as
-/// "the client's default", so a call cannot refuse redirections). Every later request on the
-/// client then waited out its timeout, forever: found by `tests/tests/migration.rs`, where a
-/// slot that migrates under load answers `ASK`.
+/// stops (`stopping` set, or dropped with the backend). fred 10.1 ends that task for good on an
+/// error its router cannot hand to a caller, and every later request on the client then waits
+/// out its timeout, forever. Found by `tests/tests/migration.rs`: an `ASK` for a command with no
+/// write attempt left (a script call, written at most once) did it, before redirections were
+/// handed back (see `builder`); this keeps a client alive whatever else does it.
 fn supervise(client: Client, backoff: crate::Backoff, mut stopping: tokio::sync::watch::Receiver<bool>) {
     tokio::spawn(async move {
         loop {
             let ended = client.connect().await;
+            // `Redis::shutdown` sets `stopping` before it quits the clients.
             if *stopping.borrow_and_update() || stopping.has_changed().is_err() {
                 break;
             }
+            // Any other end, even a clean one (fred ends the task without an error on an
+            // internal cancellation too), leaves the client without a router: start it again.
             let error = match ended {
-                // Ended by `quit`.
-                Ok(Ok(())) => break,
+                Ok(Ok(())) => "ended without an error".to_owned(),
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => e.to_string(),
             };

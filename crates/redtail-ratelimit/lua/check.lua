@@ -97,6 +97,7 @@ local function fixed_alone(KEYS, ARGV)
 end
 
 return batch(function(KEYS, ARGV)
+  -- One policy with one key (its state, no block duration): the keys end at K_POLICIES.
   if #KEYS == K_POLICIES then
     if ARGV[ARG_CLIENT_NOW + POLICY_ALGORITHM] == ALGO_GCRA and ARGV[ARG_CLIENT_NOW] == '' then return gcra_alone(KEYS, ARGV) end
     if ARGV[ARG_CLIENT_NOW + POLICY_ALGORITHM] == ALGO_FIXED_WINDOW then return fixed_alone(KEYS, ARGV) end
