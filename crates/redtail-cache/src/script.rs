@@ -28,7 +28,7 @@ lua_numbers! {
 
 /// `lua/release.lua`: releases a load lock if the caller still holds it.
 pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    let consts = ReleaseKey::ALL.iter().map(|k| k.lua()).chain(ReleaseArg::ALL.iter().map(|a| a.lua()));
+    let consts = ReleaseKey::consts().chain(ReleaseArg::consts());
     Script::new("cache_release", source(consts, include_str!("../lua/release.lua")))
 });
 
@@ -45,7 +45,7 @@ lua_numbers! {
 
 /// `lua/write.lua`: writes a batch of entries in one call.
 pub(crate) static WRITE: LazyLock<Script> = LazyLock::new(|| {
-    let consts = WriteArg::ALL.iter().map(|a| a.lua()).chain([("ENTRY_FIELDS", WriteArg::ALL.len().to_string())]);
+    let consts = WriteArg::consts().chain([("ENTRY_FIELDS", WriteArg::ALL.len().to_string())]);
     Script::new("cache_write", source(consts, include_str!("../lua/write.lua"))).across_slots()
 });
 

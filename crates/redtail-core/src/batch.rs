@@ -452,7 +452,7 @@ crate::lua_numbers! {
 
 /// The constants of `lua/batch.lua`'s prelude.
 pub(crate) fn batch_consts() -> impl Iterator<Item = (&'static str, String)> {
-    BatchArg::ALL.iter().map(|arg| arg.lua())
+    BatchArg::consts()
 }
 
 /// The keys and arguments of one script call for `calls`, in the layout `lua/batch.lua` reads.

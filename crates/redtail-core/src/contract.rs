@@ -22,7 +22,7 @@
 ///     }
 /// }
 /// assert_eq!(Keys::Session.at(), 1);
-/// assert_eq!(redtail_core::contract::prelude("example", Keys::ALL.iter().map(|k| k.lua())), "-- Generated from example: the script's contract.\nlocal K_SESSION = 1\n");
+/// assert_eq!(redtail_core::contract::prelude("example", Keys::consts()), "-- Generated from example: the script's contract.\nlocal K_SESSION = 1\n");
 /// ```
 #[macro_export]
 macro_rules! lua_numbers {
@@ -49,6 +49,11 @@ macro_rules! lua_numbers {
                 match self {
                     $($name::$variant => ($lua, $value.to_string())),+
                 }
+            }
+
+            /// Every variant's constant, for [`prelude`](redtail_core::contract::prelude).
+            pub(crate) fn consts() -> impl Iterator<Item = (&'static str, String)> {
+                Self::ALL.iter().map(|v| v.lua())
             }
         }
     };
@@ -82,6 +87,11 @@ macro_rules! lua_codes {
                 match self {
                     $($name::$variant => ($lua, format!("'{}'", $code))),+
                 }
+            }
+
+            /// Every variant's constant, for [`prelude`](redtail_core::contract::prelude).
+            pub(crate) fn consts() -> impl Iterator<Item = (&'static str, String)> {
+                Self::ALL.iter().map(|v| v.lua())
             }
         }
     };

@@ -95,18 +95,18 @@ lua_numbers! {
 
 /// The constants every rate-limit script gets.
 fn consts() -> impl Iterator<Item = (&'static str, String)> {
-    AlgorithmCode::ALL.iter().map(|c| c.lua())
+    AlgorithmCode::consts()
 }
 
 /// `lua/check.lua`: checks and charges several policies of one subject, for many callers.
 pub(crate) static CHECK: LazyLock<Script> = LazyLock::new(|| {
     let consts = consts()
-        .chain(CheckKey::ALL.iter().map(|k| k.lua()))
-        .chain(CheckArg::ALL.iter().map(|a| a.lua()))
-        .chain(PolicyField::ALL.iter().map(|f| f.lua()))
+        .chain(CheckKey::consts())
+        .chain(CheckArg::consts())
+        .chain(PolicyField::consts())
         .chain([("POLICY_FIELDS", PolicyField::ALL.len().to_string())])
-        .chain(CheckReply::ALL.iter().map(|r| r.lua()))
-        .chain(DecisionField::ALL.iter().map(|f| f.lua()))
+        .chain(CheckReply::consts())
+        .chain(DecisionField::consts())
         .chain([("DECISION_FIELDS", DecisionField::ALL.len().to_string())]);
     Script::batched("ratelimit_check", source(consts, include_str!("../lua/check.lua")))
 });
@@ -137,7 +137,7 @@ lua_numbers! {
 
 /// `lua/adjust.lua`: charges (penalize) or gives back (refund) units of one policy.
 pub(crate) static ADJUST: LazyLock<Script> = LazyLock::new(|| {
-    let consts = consts().chain(AdjustKey::ALL.iter().map(|k| k.lua())).chain(AdjustArg::ALL.iter().map(|a| a.lua()));
+    let consts = consts().chain(AdjustKey::consts()).chain(AdjustArg::consts());
     Script::new("ratelimit_adjust", source(consts, include_str!("../lua/adjust.lua")))
 });
 

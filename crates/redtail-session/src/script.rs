@@ -7,17 +7,9 @@ use std::sync::LazyLock;
 use redtail_core::{Script, contract, lua_numbers};
 
 /// A script's source: the prelude of `consts`, `lua/header.lua`, then `body`.
-fn source(consts: &[&[(&'static str, String)]], body: &str) -> String {
-    let prelude =
-        contract::prelude("crates/redtail-session/src/script.rs", consts.iter().flat_map(|c| c.iter().cloned()));
+fn source(consts: impl IntoIterator<Item = (&'static str, String)>, body: &str) -> String {
+    let prelude = contract::prelude("crates/redtail-session/src/script.rs", consts);
     format!("{prelude}{}{body}", include_str!("../lua/header.lua"))
-}
-
-/// The `lua()` of every variant of a contract enum.
-macro_rules! consts {
-    ($name:ident) => {
-        &$name::ALL.iter().map(|v| v.lua()).collect::<Vec<_>>()[..]
-    };
 }
 
 lua_numbers! {
@@ -64,8 +56,10 @@ lua_numbers! {
 
 /// `lua/create.lua`: creates sessions, several callers' in one call.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    let body =
-        source(&[consts!(SessionKey), consts!(CreateArg), consts!(CreateReply)], include_str!("../lua/create.lua"));
+    let body = source(
+        SessionKey::consts().chain(CreateArg::consts()).chain(CreateReply::consts()),
+        include_str!("../lua/create.lua"),
+    );
     Script::batched("session_create", body)
 });
 
@@ -87,7 +81,10 @@ lua_numbers! {
 
 /// `lua/update.lua`: replaces a live session's data.
 pub(crate) static UPDATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("session_update", source(&[consts!(UpdateKey), consts!(UpdateArg)], include_str!("../lua/update.lua")))
+    Script::new(
+        "session_update",
+        source(UpdateKey::consts().chain(UpdateArg::consts()), include_str!("../lua/update.lua")),
+    )
 });
 
 lua_numbers! {
@@ -106,7 +103,10 @@ lua_numbers! {
 
 /// `lua/extend.lua`: slides a session's expiry.
 pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("session_extend", source(&[consts!(SessionKey), consts!(ExtendArg)], include_str!("../lua/extend.lua")))
+    Script::new(
+        "session_extend",
+        source(SessionKey::consts().chain(ExtendArg::consts()), include_str!("../lua/extend.lua")),
+    )
 });
 
 lua_numbers! {
@@ -133,7 +133,10 @@ lua_numbers! {
 
 /// `lua/rotate.lua`: moves a session to a new id.
 pub(crate) static ROTATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("session_rotate", source(&[consts!(RotateKey), consts!(RotateArg)], include_str!("../lua/rotate.lua")))
+    Script::new(
+        "session_rotate",
+        source(RotateKey::consts().chain(RotateArg::consts()), include_str!("../lua/rotate.lua")),
+    )
 });
 
 lua_numbers! {
@@ -146,7 +149,7 @@ lua_numbers! {
 
 /// `lua/invalidate.lua`: ends one session.
 pub(crate) static INVALIDATE: LazyLock<Script> = LazyLock::new(|| {
-    let body = source(&[consts!(SessionKey), consts!(InvalidateArg)], include_str!("../lua/invalidate.lua"));
+    let body = source(SessionKey::consts().chain(InvalidateArg::consts()), include_str!("../lua/invalidate.lua"));
     Script::new("session_invalidate", body)
 });
 
@@ -170,13 +173,13 @@ lua_numbers! {
 
 /// `lua/invalidate_all.lua`: ends every session of a user.
 pub(crate) static INVALIDATE_ALL: LazyLock<Script> = LazyLock::new(|| {
-    let body = source(&[consts!(UserKey), consts!(UserArg)], include_str!("../lua/invalidate_all.lua"));
+    let body = source(UserKey::consts().chain(UserArg::consts()), include_str!("../lua/invalidate_all.lua"));
     Script::new("session_invalidate_all", body)
 });
 
 /// `lua/list.lua`: a user's live sessions.
 pub(crate) static LIST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new("session_list", source(&[consts!(UserKey), consts!(UserArg)], include_str!("../lua/list.lua")))
+    Script::new("session_list", source(UserKey::consts().chain(UserArg::consts()), include_str!("../lua/list.lua")))
 });
 
 #[cfg(test)]

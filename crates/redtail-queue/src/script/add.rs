@@ -7,8 +7,8 @@ use crate::{Added, Error, JobId, Result};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
     let mut consts = vec![AddArg::Count.lua(), ("JOB_FIELDS", JobField::ALL.len().to_string())];
-    consts.extend(JobField::ALL.iter().map(|f| f.lua()));
-    consts.extend(DedupCode::ALL.iter().map(|c| c.lua()));
+    consts.extend(JobField::consts());
+    consts.extend(DedupCode::consts());
     Script::new("queue_add", source(&consts, include_str!("../../lua/add.lua")))
 });
 

@@ -6,8 +6,8 @@ use super::{QueueScript, lua_codes, lua_numbers, source};
 use crate::Finished;
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
-    let mut consts: Vec<_> = CleanArg::ALL.iter().map(|a| a.lua()).collect();
-    consts.extend(SetCode::ALL.iter().map(|c| c.lua()));
+    let mut consts: Vec<_> = CleanArg::consts().collect();
+    consts.extend(SetCode::consts());
     Script::new("queue_clean", source(&consts, include_str!("../../lua/clean.lua")))
 });
 

@@ -6,7 +6,7 @@ use super::{QueueScript, lua_codes, lua_numbers, source};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
     let mut consts = vec![ControlArg::Op.lua()];
-    consts.extend(ControlOp::ALL.iter().map(|o| o.lua()));
+    consts.extend(ControlOp::consts());
     Script::new("queue_control", source(&consts, include_str!("../../lua/control.lua")))
 });
 

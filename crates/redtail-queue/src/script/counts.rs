@@ -9,8 +9,8 @@ use crate::{Counts, Error, Metrics, Minute, Result};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
     let mut consts = vec![CountsArg::Minutes.lua()];
-    consts.extend(CountsReply::ALL.iter().map(|r| r.lua()));
-    consts.extend(MinuteField::ALL.iter().map(|f| f.lua()));
+    consts.extend(CountsReply::consts());
+    consts.extend(MinuteField::consts());
     consts.push(("MINUTE_FIELDS", MinuteField::ALL.len().to_string()));
     Script::new("queue_counts", source(&consts, include_str!("../../lua/counts.lua")))
 });

@@ -6,8 +6,8 @@ use redtail_core::Script;
 use super::{QueueScript, lua_codes, lua_numbers, source};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
-    let mut consts: Vec<_> = JobArg::ALL.iter().map(|a| a.lua()).collect();
-    consts.extend(JobOp::ALL.iter().map(|o| o.lua()));
+    let mut consts: Vec<_> = JobArg::consts().collect();
+    consts.extend(JobOp::consts());
     Script::new("queue_job", source(&consts, include_str!("../../lua/job.lua")))
 });
 

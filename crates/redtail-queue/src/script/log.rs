@@ -5,7 +5,7 @@ use redtail_core::Script;
 use super::{QueueScript, lua_numbers, source};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
-    let consts: Vec<_> = LogArg::ALL.iter().map(|a| a.lua()).collect();
+    let consts: Vec<_> = LogArg::consts().collect();
     Script::new("queue_log", source(&consts, include_str!("../../lua/log.lua")))
 });
 

@@ -130,8 +130,8 @@ pub(crate) fn source(consts: &[(&'static str, String)], body: &str) -> String {
         .iter()
         .map(|k| k.lua())
         .map(|(name, at)| (name, format!("KEYS[{at}]")))
-        .chain(Common::ALL.iter().map(|c| c.lua()))
-        .chain(StateCode::ALL.iter().map(|s| s.lua()));
+        .chain(Common::consts())
+        .chain(StateCode::consts());
     let prelude =
         redtail_core::contract::prelude("crates/redtail-queue/src/script/", shared.chain(consts.iter().cloned()));
     format!("{prelude}{}{body}", include_str!("../../lua/lib.lua"))

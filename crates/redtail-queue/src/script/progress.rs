@@ -5,7 +5,7 @@ use redtail_core::Script;
 use super::{QueueScript, lua_numbers, source};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
-    let consts: Vec<_> = ProgressArg::ALL.iter().map(|a| a.lua()).collect();
+    let consts: Vec<_> = ProgressArg::consts().collect();
     Script::new("queue_progress", source(&consts, include_str!("../../lua/progress.lua")))
 });
 

@@ -5,8 +5,8 @@ use redtail_core::Script;
 use super::{QueueScript, lua_codes, lua_numbers, source};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
-    let mut consts: Vec<_> = ScheduleArg::ALL.iter().map(|a| a.lua()).collect();
-    consts.extend(ScheduleOp::ALL.iter().map(|o| o.lua()));
+    let mut consts: Vec<_> = ScheduleArg::consts().collect();
+    consts.extend(ScheduleOp::consts());
     Script::new("queue_schedule", source(&consts, include_str!("../../lua/schedule.lua")))
 });
 

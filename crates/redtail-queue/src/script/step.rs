@@ -9,12 +9,12 @@ use super::{FIRST_OWN_ARG, QueueScript, lua_codes, lua_numbers, source};
 use crate::{Error, Result, Retention, queue::millis};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
-    let mut consts: Vec<(&'static str, String)> = StepArg::ALL.iter().map(|a| a.lua()).collect();
-    consts.extend(AckField::ALL.iter().map(|f| f.lua()));
+    let mut consts: Vec<(&'static str, String)> = StepArg::consts().collect();
+    consts.extend(AckField::consts());
     consts.push(("ACK_FIELDS", AckField::ALL.len().to_string()));
-    consts.extend(AckKind::ALL.iter().map(|k| k.lua()));
-    consts.extend(StepReply::ALL.iter().map(|r| r.lua()));
-    consts.extend(TakenField::ALL.iter().map(|f| f.lua()));
+    consts.extend(AckKind::consts());
+    consts.extend(StepReply::consts());
+    consts.extend(TakenField::consts());
     consts.push(("TAKEN_FIELDS", TakenField::ALL.len().to_string()));
     Script::new("queue_step", source(&consts, include_str!("../../lua/step.lua")))
 });
