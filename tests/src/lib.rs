@@ -40,7 +40,8 @@ impl Env {
                 Env { backend: Arc::clone(&ctx.backend), ns: ctx.ns.clone(), _servers: Some(ctx) }
             }
             Target::Memory => Env {
-                backend: MemoryBackend::new().into(),
+                // Every script run here is audited for keys it did not declare.
+                backend: MemoryBackend::new().auditing_script_keys().into(),
                 ns: Namespace::new("mem").unwrap_or_else(|e| panic!("{e}")),
                 _servers: None,
             },

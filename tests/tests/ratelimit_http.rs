@@ -23,7 +23,7 @@ for_each_backend!(
 async fn the_101st_request_in_a_minute_is_refused_and_health_never_is(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let limiter = RateLimiter::new(env.backend.clone(), env.ns.child("rl"));
-    let layer = RateLimitLayer::new(limiter, vec![presets::API], HeaderKey(HeaderName::from_static("x-user-id")))
+    let layer = RateLimitLayer::new(limiter, vec![presets::API], HeaderKey(HeaderName::from_static("x-user-id")))?
         .skip(|uri| uri.path() == "/api/health")
         .with_legacy_headers(true)
         .with_refusal(presets::rate_limit_refusal);
@@ -74,7 +74,7 @@ async fn failed_responses_can_go_uncounted_and_cached_refusals_keep_their_header
     let env = Env::new(target).await;
     let limiter = RateLimiter::new(env.backend.clone(), env.ns.child("rl"));
     let policy = Policy::named(String::from("login"), 5, Duration::from_secs(60));
-    let layer = RateLimitLayer::new(limiter.clone(), vec![policy], HeaderKey(HeaderName::from_static("x-user-id")))
+    let layer = RateLimitLayer::new(limiter.clone(), vec![policy], HeaderKey(HeaderName::from_static("x-user-id")))?
         .skip_failed(true);
     let app = Router::new()
         .route("/fail", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "no") }))

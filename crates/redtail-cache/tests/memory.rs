@@ -13,7 +13,7 @@ use redtail_core::{Backend, Cmd, Key};
 use redtail_testkit::MemoryBackend;
 
 async fn setup(config: CacheConfig) -> (MemoryBackend, Cache) {
-    let redis = MemoryBackend::with_clock(redtail_testkit::Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(redtail_testkit::Clock::manual(SystemTime::now())).auditing_script_keys();
     // One virtual clock for the backend's TTLs and the cache's freshness.
     let config = config.with_clock(redis.clock().clone().into());
     let cache = Cache::new(redis.clone(), config).await.unwrap_or_else(|e| panic!("{e}"));
@@ -251,7 +251,7 @@ async fn pattern_invalidation_removes_only_matching_keys() -> Result<()> {
 
 #[tokio::test]
 async fn local_tiers_follow_other_instances_and_are_cleared_on_a_gap() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let config = CacheConfig::default().with_local_tier(LocalTier::new(1000, secs(30)));
     let a = Cache::new(redis.clone(), config.clone()).await?;
     let b = Cache::new(redis.clone(), config).await?;
@@ -466,7 +466,7 @@ async fn a_local_tier_by_bytes_keeps_what_fits_and_idle_entries_leave() -> Resul
     assert_eq!(cache.stats().local_hits, before, "idle past its time: read from Redis");
     // A zero time to idle is refused, naming the setting.
     let zero = CacheConfig::default().with_local_tier(LocalTier::new(10, secs(1)).with_time_to_idle(Duration::ZERO));
-    let refused = Cache::new(MemoryBackend::new(), zero).await;
+    let refused = Cache::new(MemoryBackend::new().auditing_script_keys(), zero).await;
     assert!(matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("time to idle")), "{:?}", refused.err());
     Ok(())
 }

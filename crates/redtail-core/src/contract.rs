@@ -97,6 +97,14 @@ macro_rules! lua_codes {
     };
 }
 
+/// The last part of a slot's guard key (`<prefix>:{<tag>}:migrating`): a key that never
+/// exists, declared by a script that reaches keys it cannot declare (built from a prefix and an
+/// id it reads), all in the guard's slot. While that slot migrates between cluster nodes, Redis
+/// refuses a call of several keys whole (`TRYAGAIN`) when one of them is missing, so the script
+/// never runs on a half-moved slot and never fails after its first writes. The in-memory
+/// backend's key audit (`redtail_testkit::MemoryBackend::auditing_script_keys`) knows it.
+pub const SLOT_GUARD: &str = "migrating";
+
 /// A Lua prelude declaring `consts` (`local NAME = value` a line), headed by a comment naming
 /// `origin`, the Rust module the contract lives in.
 pub fn prelude<'a>(origin: &str, consts: impl IntoIterator<Item = (&'a str, String)>) -> String {

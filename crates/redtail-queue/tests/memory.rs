@@ -49,7 +49,7 @@ where
 
 #[tokio::test]
 async fn a_job_runs_once_with_progress_logs_result_and_events() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let queue = queue(&redis, QueueConfig::new("youtube-downloads"));
     let mut events = queue.events(Start::Beginning).await?;
     let id = queue.add(&download(1)).await?;
@@ -86,7 +86,7 @@ async fn a_job_runs_once_with_progress_logs_result_and_events() -> Result<()> {
 
 #[tokio::test]
 async fn retries_follow_the_backoff_schedule_on_the_server_clock() -> Result<()> {
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
     let clock = redis.clock().clone();
     let defaults = JobOptions::default().attempts(4).backoff(Backoff::Exponential {
         base: Duration::from_secs(2),
@@ -132,7 +132,7 @@ async fn retries_follow_the_backoff_schedule_on_the_server_clock() -> Result<()>
 
 #[tokio::test]
 async fn the_dead_letter_set_holds_exactly_the_jobs_that_failed_every_attempt() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let defaults =
         JobOptions::default().attempts(2).backoff(Backoff::Fixed { delay: Duration::from_millis(1), jitter: 0.0 });
     let queue = queue(&redis, QueueConfig::new("dead").defaults(defaults));
@@ -167,7 +167,7 @@ async fn the_dead_letter_set_holds_exactly_the_jobs_that_failed_every_attempt() 
 
 #[tokio::test]
 async fn poison_data_panics_and_timeouts_fail_attempts_and_the_worker_keeps_going() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let queue = queue(&redis, QueueConfig::new("bad").defaults(JobOptions::default().attempts(1)));
     // Same queue, but data of another shape: it cannot decode as a Download.
     let raw: Queue<serde_json::Value> = Queue::new(redis.clone(), QueueConfig::new("bad"))?;
@@ -200,7 +200,7 @@ async fn poison_data_panics_and_timeouts_fail_attempts_and_the_worker_keeps_goin
 
 #[tokio::test]
 async fn bad_input_is_refused_before_anything_is_added() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let queue = queue(&redis, QueueConfig::new("input").max_payload_bytes(100));
     let huge = Download { url: "x".repeat(200), user: 1 };
     assert!(matches!(queue.add(&huge).await, Err(Error::TooLarge { max: 100, .. })));
@@ -234,7 +234,7 @@ async fn bad_input_is_refused_before_anything_is_added() -> Result<()> {
 
 #[tokio::test]
 async fn priorities_run_first_and_delayed_jobs_wait_for_their_time() -> Result<()> {
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
     let queue = queue(&redis, QueueConfig::new("order"));
     let plain_a = queue.add(&download(1)).await?;
     let plain_b = queue.add(&download(2)).await?;
@@ -266,7 +266,7 @@ async fn priorities_run_first_and_delayed_jobs_wait_for_their_time() -> Result<(
 
 #[tokio::test]
 async fn pause_stops_delivery_and_resume_restarts_it() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let queue = queue(&redis, QueueConfig::new("pause"));
     let worker = queue.worker(fast(), |_job| async move { Ok::<_, Error>(()) })?;
     queue.pause().await?;
@@ -288,7 +288,7 @@ async fn pause_stops_delivery_and_resume_restarts_it() -> Result<()> {
 
 #[tokio::test]
 async fn shutdown_hands_unfinished_jobs_back_without_spending_an_attempt() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let queue = queue(&redis, QueueConfig::new("shutdown"));
     queue.add_bulk(&(0..6).map(download).collect::<Vec<_>>()).await?;
     // Even jobs finish quickly, odd ones would take a minute.
@@ -315,7 +315,7 @@ async fn shutdown_hands_unfinished_jobs_back_without_spending_an_attempt() -> Re
 
 #[tokio::test]
 async fn a_lost_lease_refuses_the_late_completion_and_the_job_runs_again() -> Result<()> {
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
     let queue = queue(&redis, QueueConfig::new("lease"));
     let id = queue.add(&download(1)).await?;
     let (release, released) = tokio::sync::watch::channel(false);
@@ -350,7 +350,7 @@ async fn a_lost_lease_refuses_the_late_completion_and_the_job_runs_again() -> Re
 
 #[tokio::test]
 async fn drain_clean_and_obliterate_remove_what_they_say() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let keep = Retention::new(Duration::from_secs(3600), 1000);
     let queue = queue(&redis, QueueConfig::new("admin").defaults(JobOptions::default().keep_completed(keep)));
     queue.add_bulk(&(0..5).map(download).collect::<Vec<_>>()).await?;
@@ -372,7 +372,7 @@ async fn drain_clean_and_obliterate_remove_what_they_say() -> Result<()> {
 
 #[tokio::test]
 async fn retention_bounds_completed_jobs_by_count_and_age() -> Result<()> {
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
     let config = QueueConfig::new("retention")
         .defaults(JobOptions::default().keep_completed(Retention::new(Duration::from_secs(60), 10)));
     let queue = queue(&redis, config);
@@ -393,7 +393,7 @@ async fn retention_bounds_completed_jobs_by_count_and_age() -> Result<()> {
 /// virtual one), although the records' hash outlives it by up to a minute.
 #[tokio::test]
 async fn an_expired_record_reads_as_gone_on_the_queues_clock() -> Result<()> {
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
     let config = QueueConfig::new("aged")
         .defaults(JobOptions::default().keep_completed(Retention::new(Duration::from_secs(60), 10)))
         .clock(redis.clock().clone().into());
@@ -410,7 +410,7 @@ async fn an_expired_record_reads_as_gone_on_the_queues_clock() -> Result<()> {
 
 #[tokio::test]
 async fn a_rate_limited_queue_starts_at_most_max_jobs_per_window() -> Result<()> {
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
     let queue = queue(&redis, QueueConfig::new("limited").rate_limit(5, Duration::from_secs(10)));
     queue.add_bulk(&(0..12).map(download).collect::<Vec<_>>()).await?;
     let worker = queue.worker(fast().concurrency(20), |_job| async move { Ok::<_, Error>(()) })?;
@@ -480,7 +480,7 @@ impl Backend for LosesOneReply {
 
 #[tokio::test]
 async fn jobs_taken_by_a_call_whose_reply_was_lost_run_without_waiting_for_the_lease() -> Result<()> {
-    let backend = LosesOneReply { inner: MemoryBackend::new(), lose_next: Arc::default() };
+    let backend = LosesOneReply { inner: MemoryBackend::new().auditing_script_keys(), lose_next: Arc::default() };
     let queue = Queue::<Download>::new(Arc::new(backend.clone()) as Arc<dyn Backend>, QueueConfig::new("lost-reply"))?;
     queue.add_bulk(&(0..10).map(download).collect::<Vec<_>>()).await?;
     backend.lose_next.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -495,7 +495,7 @@ async fn jobs_taken_by_a_call_whose_reply_was_lost_run_without_waiting_for_the_l
 
 #[tokio::test]
 async fn a_completion_whose_reply_was_lost_is_recognised_when_resent() -> Result<()> {
-    let backend = LosesOneReply { inner: MemoryBackend::new(), lose_next: Arc::default() };
+    let backend = LosesOneReply { inner: MemoryBackend::new().auditing_script_keys(), lose_next: Arc::default() };
     let queue = Queue::<Download>::new(Arc::new(backend.clone()) as Arc<dyn Backend>, QueueConfig::new("lost-ack"))?;
     let ids = queue.add_bulk(&(0..10).map(download).collect::<Vec<_>>()).await?;
     let runs = Arc::new(Mutex::new(Vec::new()));
@@ -554,7 +554,8 @@ fn utc_ms(text: &str) -> u64 {
 async fn schedulers_on_the_virtual_clock_through_both_daylight_saving_changes() -> Result<()> {
     use redtail_queue::Scheduler;
     let start = utc_ms("2026-10-24T23:50:00Z");
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_millis(start)));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_millis(start)))
+        .auditing_script_keys();
     let clock = redis.clock().clone();
     let config = QueueConfig::new("tz").clock(clock.clone().into());
     let queue = queue(&redis, config);

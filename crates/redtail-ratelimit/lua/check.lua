@@ -12,6 +12,12 @@
 -- Numbers go to redis.call as strings where they can (Lua formats a number argument with
 -- printf("%.17g")).
 
+-- The first policy's arguments, for the lean one-policy paths: summed once per call, not per
+-- read.
+local FIRST_ALGORITHM, FIRST_LIMIT = ARG_CLIENT_NOW + POLICY_ALGORITHM, ARG_CLIENT_NOW + POLICY_LIMIT
+local FIRST_PERIOD_MS, FIRST_BURST = ARG_CLIENT_NOW + POLICY_PERIOD_MS, ARG_CLIENT_NOW + POLICY_BURST
+local FIRST_ELAPSED_MS = ARG_CLIENT_NOW + POLICY_ELAPSED_MS
+
 -- The server's time, read once for the whole call.
 local server_now = nil
 
@@ -69,8 +75,8 @@ local function gcra_alone(KEYS, ARGV)
   local blocked = subject_block(KEYS, state)
   local cost = tonumber(ARGV[ARG_COST])
   local allowed, remaining, retry, reset, new_tat =
-    gcra(clock(ARGV, {}), state[K_POLICIES], cost, tonumber(ARGV[ARG_CLIENT_NOW + POLICY_LIMIT]),
-      tonumber(ARGV[ARG_CLIENT_NOW + POLICY_PERIOD_MS]), tonumber(ARGV[ARG_CLIENT_NOW + POLICY_BURST]))
+    gcra(clock(ARGV, {}), state[K_POLICIES], cost, tonumber(ARGV[FIRST_LIMIT]),
+      tonumber(ARGV[FIRST_PERIOD_MS]), tonumber(ARGV[FIRST_BURST]))
   if allowed and blocked == 0 and ARGV[ARG_CHARGE] == '1' then
     redis.call('SET', KEYS[K_POLICIES], string.format('%.3f', new_tat), 'PX', string.format('%d', math.max(1, reset)))
   end
@@ -84,13 +90,13 @@ end
 local function fixed_alone(KEYS, ARGV)
   local state = redis.call('MGET', KEYS[K_BLOCK], KEYS[K_POLICIES])
   local blocked = subject_block(KEYS, state)
-  local cost, limit = tonumber(ARGV[ARG_COST]), tonumber(ARGV[ARG_CLIENT_NOW + POLICY_LIMIT])
+  local cost, limit = tonumber(ARGV[ARG_COST]), tonumber(ARGV[FIRST_LIMIT])
   local used = tonumber(state[K_POLICIES] or '0')
-  local reset = tonumber(ARGV[ARG_CLIENT_NOW + POLICY_PERIOD_MS]) - tonumber(ARGV[ARG_CLIENT_NOW + POLICY_ELAPSED_MS])
+  local reset = tonumber(ARGV[FIRST_PERIOD_MS]) - tonumber(ARGV[FIRST_ELAPSED_MS])
   local allowed = used + cost <= limit
   if allowed and blocked == 0 and ARGV[ARG_CHARGE] == '1' then
     redis.call('INCRBY', KEYS[K_POLICIES], ARGV[ARG_COST])
-    if not state[K_POLICIES] then redis.call('PEXPIRE', KEYS[K_POLICIES], ARGV[ARG_CLIENT_NOW + POLICY_PERIOD_MS]) end
+    if not state[K_POLICIES] then redis.call('PEXPIRE', KEYS[K_POLICIES], ARGV[FIRST_PERIOD_MS]) end
   end
   -- The reply in CheckReply then DecisionField order.
   return {blocked, allowed and 1 or 0, math.max(0, limit - used - (allowed and cost or 0)), allowed and 0 or reset, reset}
@@ -99,8 +105,8 @@ end
 return batch(function(KEYS, ARGV)
   -- One policy with one key (its state, no block duration): the keys end at K_POLICIES.
   if #KEYS == K_POLICIES then
-    if ARGV[ARG_CLIENT_NOW + POLICY_ALGORITHM] == ALGO_GCRA and ARGV[ARG_CLIENT_NOW] == '' then return gcra_alone(KEYS, ARGV) end
-    if ARGV[ARG_CLIENT_NOW + POLICY_ALGORITHM] == ALGO_FIXED_WINDOW then return fixed_alone(KEYS, ARGV) end
+    if ARGV[FIRST_ALGORITHM] == ALGO_GCRA and ARGV[ARG_CLIENT_NOW] == '' then return gcra_alone(KEYS, ARGV) end
+    if ARGV[FIRST_ALGORITHM] == ALGO_FIXED_WINDOW then return fixed_alone(KEYS, ARGV) end
   end
   local cost = tonumber(ARGV[ARG_COST])
   local n = (#ARGV - ARG_CLIENT_NOW) / POLICY_FIELDS

@@ -59,18 +59,22 @@ impl<K> std::fmt::Debug for RateLimitLayer<K> {
 }
 
 impl<K: KeyExtractor> RateLimitLayer<K> {
-    /// A layer checking `policies` for the subject `key` finds.
-    pub fn new(limiter: RateLimiter, policies: impl Into<Arc<[Policy]>>, key: K) -> Self {
-        RateLimitLayer {
+    /// A layer checking `policies` for the subject `key` finds. The policies are checked here,
+    /// once: an empty list or a policy [`RateLimiter::check`] would refuse is
+    /// [`Error::InvalidInput`](crate::Error) naming the policy and the setting.
+    pub fn new(limiter: RateLimiter, policies: impl Into<Arc<[Policy]>>, key: K) -> crate::Result<Self> {
+        let policies = policies.into();
+        crate::limiter::validate(&policies, 1)?;
+        Ok(RateLimitLayer {
             limiter,
-            policies: policies.into(),
+            policies,
             key,
             skip: None,
             legacy_headers: false,
             refuse: None,
             skip_successful: false,
             skip_failed: false,
-        }
+        })
     }
 
     /// Builds the response to a refused request (status, headers and body); `RateLimit`,
@@ -159,13 +163,13 @@ where
         let subject = if skipped { None } else { layer.key.extract(&request) };
         Box::pin(async move {
             let Some(subject) = subject else { return inner.call(request).await };
-            match layer.limiter.check(&subject, &layer.policies).await {
+            match layer.limiter.decide(&subject, &layer.policies, 1).await {
                 Ok(Decision::Allowed { policies, degraded, .. }) => {
                     let mut response = inner.call(request).await?;
                     let failed = response.status().as_u16() >= 400;
                     if !degraded && (if failed { layer.skip_failed } else { layer.skip_successful }) {
                         for policy in layer.policies.iter() {
-                            if let Err(e) = layer.limiter.refund(&subject, policy, 1).await {
+                            if let Err(e) = layer.limiter.give_back(&subject, policy, 1).await {
                                 tracing::warn!(error = %e, policy = %policy.name, "refunding an uncounted response failed");
                             }
                         }

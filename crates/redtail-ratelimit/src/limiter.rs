@@ -362,6 +362,12 @@ impl RateLimiter {
     /// A cost no policy could ever admit is [`Error::CannotFit`], distinct from being limited.
     pub async fn check_cost(&self, subject: &str, policies: &[Policy], cost: u64) -> Result<Decision> {
         validate(policies, cost)?;
+        self.decide(subject, policies, cost).await
+    }
+
+    /// [`RateLimiter::check_cost`] for policies and a cost checked already (a layer's, checked
+    /// once when it was built).
+    pub(crate) async fn decide(&self, subject: &str, policies: &[Policy], cost: u64) -> Result<Decision> {
         let (shadow, enforced): (Vec<Policy>, Vec<Policy>) =
             policies.iter().cloned().partition(|p| p.shadow || self.shadow);
         let names = enforced.iter().map(|p| &*p.name).collect::<Vec<_>>().join(",");
@@ -675,6 +681,12 @@ impl RateLimiter {
     /// at once; more is [`Error::CannotFit`]. This process forgets the subject's remembered
     /// refusals, so its next check asks Redis.
     pub async fn refund(&self, subject: &str, policy: &Policy, cost: u64) -> Result<()> {
+        validate_adjustment(policy, cost)?;
+        self.give_back(subject, policy, cost).await
+    }
+
+    /// [`RateLimiter::refund`] for a policy and a cost checked already.
+    pub(crate) async fn give_back(&self, subject: &str, policy: &Policy, cost: u64) -> Result<()> {
         self.adjust(subject, policy, cost, "-").await?;
         self.forget_refusals(subject);
         Ok(())
@@ -684,16 +696,15 @@ impl RateLimiter {
     /// At most the policy's capacity at once; more is [`Error::CannotFit`] (use
     /// [`RateLimiter::block`] to shut a subject out for longer).
     pub async fn penalize(&self, subject: &str, policy: &Policy, cost: u64) -> Result<()> {
+        validate_adjustment(policy, cost)?;
         self.adjust(subject, policy, cost, "").await
     }
 
-    /// One `lua/adjust.lua` call: `sign` is `-` to refund, empty to charge.
+    /// One `lua/adjust.lua` call (none for a cost of 0): `sign` is `-` to refund, empty to charge.
     async fn adjust(&self, subject: &str, policy: &Policy, cost: u64, sign: &str) -> Result<()> {
         if cost == 0 {
-            // Nothing to adjust; the policy is still checked, so a bad one never passes silently.
-            return policy.validate().map_err(Error::InvalidInput);
+            return Ok(());
         }
-        validate(std::slice::from_ref(policy), cost)?;
         let now = self.window_now(std::slice::from_ref(policy)).await?;
         let key = Self::key(&self.subject(subject)?, policy, now);
         let args = AdjustArg::ALL
@@ -798,8 +809,17 @@ fn sliding_window(limit: u64, period: u64, elapsed: u64, prev: u64, used: u64, c
     (allowed, narrow(remaining), narrow(retry), narrow(reset))
 }
 
+/// Checks a refund's or a penalty's policy and cost before anything is sent: a cost of 0
+/// adjusts nothing, but the policy is still checked, so a bad one never passes silently.
+fn validate_adjustment(policy: &Policy, cost: u64) -> Result<()> {
+    if cost == 0 {
+        return policy.validate().map_err(Error::InvalidInput);
+    }
+    validate(std::slice::from_ref(policy), cost)
+}
+
 /// Checks the policies and the cost before anything is sent.
-fn validate(policies: &[Policy], cost: u64) -> Result<()> {
+pub(crate) fn validate(policies: &[Policy], cost: u64) -> Result<()> {
     if policies.is_empty() {
         return Err(Error::InvalidInput("at least one policy is needed".to_owned()));
     }

@@ -68,10 +68,11 @@ pub enum OnFailure {
 
 /// A rate limit: at most `limit` units of cost per `period`, `burst` of them at once (GCRA).
 ///
-/// A policy is checked before any call that uses it sends anything: a limit and a burst of 1 to
-/// [`Policy::MAX_LIMIT`] (a sliding log: up to [`Policy::MAX_LOG_LIMIT`]), a period of 1 ms to
-/// [`Policy::MAX_PERIOD`]; otherwise the call fails with [`Error::InvalidInput`](crate::Error)
-/// naming the policy and the setting.
+/// A policy is a value, checked where it is given: by `RateLimitLayer::new`
+/// once, when the layer is built, and by a direct call before it sends anything: a limit and a
+/// burst of 1 to [`Policy::MAX_LIMIT`] (a sliding log: up to [`Policy::MAX_LOG_LIMIT`]), a period
+/// of 1 ms to [`Policy::MAX_PERIOD`]; otherwise the layer or the call fails with
+/// [`Error::InvalidInput`](crate::Error) naming the policy and the setting.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Policy {

@@ -19,7 +19,8 @@ fn setup() -> (MemoryBackend, RateLimiter) {
     // On an hour's edge, so that the tests know where windows start.
     let hours = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 3_600);
     let redis =
-        MemoryBackend::with_clock(Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs((hours + 1) * 3_600)));
+        MemoryBackend::with_clock(Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_secs((hours + 1) * 3_600)))
+            .auditing_script_keys();
     // The refusal cache runs on real time; these tests move a virtual clock instead, which the
     // limiter reads too (counters name their windows by the limiter's clock).
     let limiter = RateLimiter::new(redis.clone(), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")))
@@ -205,7 +206,7 @@ async fn every_key_has_a_ttl() -> Result<()> {
 
 #[tokio::test]
 async fn long_refusals_are_answered_without_a_round_trip() -> Result<()> {
-    let redis = MemoryBackend::new();
+    let redis = MemoryBackend::new().auditing_script_keys();
     let limiter = RateLimiter::new(redis.clone(), Namespace::new("rl")?);
     let policy = Policy::new("slow", 1, Duration::from_secs(3_600));
     assert!(limiter.check("u", std::slice::from_ref(&policy)).await?.is_allowed());
@@ -241,7 +242,8 @@ async fn shadow_policies_count_but_never_refuse() -> Result<()> {
 #[tokio::test]
 async fn a_gcra_burst_within_one_millisecond_is_admitted_whole() -> Result<()> {
     let redis =
-        MemoryBackend::with_clock(Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_585_219_168)));
+        MemoryBackend::with_clock(Clock::manual(SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_585_219_168)))
+            .auditing_script_keys();
     let limiter = RateLimiter::new(redis.clone(), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")))
         .with_refusal_cache(false);
     for (limit, period_ms) in [(3, 500), (7, 1_000), (100, 60_000), (3, 499)] {
@@ -264,4 +266,21 @@ async fn a_gcra_burst_within_one_millisecond_is_admitted_whole() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A layer's policies are checked once, when it is built: a bad one is refused there, naming it.
+#[test]
+fn a_layer_refuses_bad_policies_when_built() {
+    let limiter = RateLimiter::new(MemoryBackend::new(), Namespace::new("rl").unwrap_or_else(|e| panic!("{e}")));
+    let key = redtail_ratelimit::SubjectKey;
+    let forever = Policy::new("forever", 5, Duration::MAX);
+    let refused = redtail_ratelimit::RateLimitLayer::new(limiter.clone(), [forever], key);
+    assert!(
+        matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("forever") && m.contains("period")),
+        "{refused:?}"
+    );
+    let none: [Policy; 0] = [];
+    let refused = redtail_ratelimit::RateLimitLayer::new(limiter.clone(), none, key);
+    assert!(matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("at least one policy")), "{refused:?}");
+    assert!(redtail_ratelimit::RateLimitLayer::new(limiter, [API, MEDIA_REQUEST], key).is_ok());
 }

@@ -51,15 +51,13 @@ lua_numbers! {
         Expires = 2 => "REPLY_EXPIRES",
         /// How many of the user's older sessions the cap ended.
         Evicted = 3 => "REPLY_EVICTED",
+        // `lua/create.lua` replies with a constructor in this order (tested).
     }
 }
 
 /// `lua/create.lua`: creates sessions, several callers' in one call.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
-    let body = source(
-        SessionKey::consts().chain(CreateArg::consts()).chain(CreateReply::consts()),
-        include_str!("../lua/create.lua"),
-    );
+    let body = source(SessionKey::consts().chain(CreateArg::consts()), include_str!("../lua/create.lua"));
     Script::batched("session_create", body)
 });
 
@@ -201,5 +199,13 @@ mod tests {
                 redtail_core::contract::check_script(name, file, script.source(), header, &["K_", "ARG_", "REPLY_"]);
             assert_eq!(checked, Ok(()));
         }
+    }
+
+    /// `lua/create.lua` builds its reply with a table constructor, in this order.
+    #[test]
+    fn the_create_reply_is_built_in_contract_order() {
+        let order: Vec<usize> = super::CreateReply::ALL.iter().map(|f| f.at()).collect();
+        assert_eq!(order, [1, 2, 3]);
+        assert!(include_str!("../lua/create.lua").contains("return {now, expires, evicted}"));
     }
 }

@@ -23,7 +23,7 @@ impl UserSession {
 }
 
 fn setup(config: SessionConfig) -> (MemoryBackend, SessionStore<UserSession>) {
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
     let store =
         SessionStore::new(redis.clone(), config).unwrap_or_else(|e| panic!("the default settings are valid: {e}"));
     (redis, store)
@@ -209,7 +209,7 @@ async fn lifetimes_out_of_range_are_refused_naming_the_lifetime() -> Result<()> 
         (SessionConfig::default().with_absolute_lifetimes(None, Some(forever)), "remember-me absolute lifetime"),
     ];
     for (config, name) in configs {
-        let Err(error) = SessionStore::<UserSession>::new(MemoryBackend::new(), config) else {
+        let Err(error) = SessionStore::<UserSession>::new(MemoryBackend::new().auditing_script_keys(), config) else {
             panic!("a config with a bad {name} was accepted");
         };
         assert!(matches!(&error, Error::InvalidInput(m) if m.contains(name)), "{name}: {error}");
@@ -247,7 +247,7 @@ async fn every_key_has_a_ttl() -> Result<()> {
 
 #[tokio::test]
 async fn revoked_jwts_are_remembered_until_they_expire() -> Result<()> {
-    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now()));
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
     let denylist = JwtDenylist::new(redis.clone(), Namespace::new("rt:jwt")?);
     let exp = SystemTime::now() + Duration::from_secs(HOUR);
     assert!(denylist.revoke("jti-1", exp).await?);

@@ -48,14 +48,18 @@ pub(crate) fn router(state: AppState) -> Result<Router, String> {
     // Every /api route is under the API limit except health; the two routes with their own
     // limit check it together with the API limit.
     let api = RateLimitLayer::new(limiter.clone(), [presets::API], SubjectKey)
+        .map_err(|e| e.to_string())?
         .skip(|uri| {
             matches!(uri.path(), "/api/health" | "/api/youtube/download" | "/api/media/request")
                 || !uri.path().starts_with("/api/")
         })
         .with_refusal(presets::rate_limit_refusal);
-    let downloads =
-        RateLimitLayer::new(limiter.clone(), DOWNLOAD, SubjectKey).with_refusal(presets::rate_limit_refusal);
-    let requests = RateLimitLayer::new(limiter, MEDIA_REQUEST, SubjectKey).with_refusal(presets::rate_limit_refusal);
+    let downloads = RateLimitLayer::new(limiter.clone(), DOWNLOAD, SubjectKey)
+        .map_err(|e| e.to_string())?
+        .with_refusal(presets::rate_limit_refusal);
+    let requests = RateLimitLayer::new(limiter, MEDIA_REQUEST, SubjectKey)
+        .map_err(|e| e.to_string())?
+        .with_refusal(presets::rate_limit_refusal);
     Ok(Router::new()
         .route("/api/health", get(health))
         .route("/api/auth/login", post(auth::login))

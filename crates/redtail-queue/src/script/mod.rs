@@ -61,10 +61,11 @@ lua_numbers! {
         Schedulers = 14 => "K_SCHED",
         /// Hash of the schedulers' progress: id -> `<next tick ms, 0 once ended> <runs> <last job id, or ->`.
         Ticks = 15 => "K_TICKS",
-        /// A key that never exists, declared so that a call on a slot that is migrating between
-        /// cluster nodes is refused whole (`TRYAGAIN`) before it runs: the job, log and minute
-        /// keys the scripts build from the prefix are not declared, and a script that reached
-        /// one already moved would fail after its first writes (see ARCHITECTURE.md).
+        /// The slot's guard ([`SLOT_GUARD`](redtail_core::contract::SLOT_GUARD)), a key that never
+        /// exists, declared so that a call on a slot that is migrating between cluster nodes is
+        /// refused whole (`TRYAGAIN`) before it runs: the job, log and minute keys the scripts
+        /// build from the prefix are not declared, and a script that reached one already moved
+        /// would fail after its first writes (see ARCHITECTURE.md).
         Guard = 16 => "K_GUARD",
     }
 }
@@ -88,7 +89,7 @@ impl QueueKey {
             QueueKey::Records => "cr",
             QueueKey::Schedulers => "sc",
             QueueKey::Ticks => "sn",
-            QueueKey::Guard => "migrating",
+            QueueKey::Guard => redtail_core::contract::SLOT_GUARD,
         }
     }
 }

@@ -2,11 +2,11 @@
 //! `redis` and `cjson` libraries and Redis's reply conversion rules.
 
 use mlua::{Lua, LuaOptions, MultiValue, StdLib, Table, Value as LuaValue, Variadic};
-use redtail_core::Bytes;
+use redtail_core::{Bytes, Key, contract::SLOT_GUARD};
 
 use super::{
     commands,
-    store::{CmdResult, Reply, Store},
+    store::{Audit, CmdResult, Reply, Store},
 };
 
 /// The Lua interpreter shared by every script run on one backend.
@@ -38,7 +38,8 @@ impl Scripting {
     }
 
     /// Runs `source` with `KEYS` and `ARGV`, atomically with respect to the store (the caller
-    /// holds it for the whole run).
+    /// holds it for the whole run); with `audit`, checks the keys it touched (see
+    /// [`MemoryBackend::auditing_script_keys`](super::MemoryBackend::auditing_script_keys)).
     pub(crate) fn run(
         &mut self,
         store: &mut Store,
@@ -46,7 +47,36 @@ impl Scripting {
         source: &str,
         keys: &[Bytes],
         args: &[Bytes],
+        audit: bool,
     ) -> CmdResult {
+        if !audit {
+            return self.execute(store, sha, source, keys, args);
+        }
+        // Keys in the slot of a declared guard that is missing are safe to reach (see
+        // `SLOT_GUARD`): Redis refuses the call whole while that slot migrates.
+        let is_guard = |k: &Bytes| k.rsplit(|b| *b == b':').next() == Some(SLOT_GUARD.as_bytes());
+        let guarded: Vec<u16> = if keys.len() > 1 {
+            keys.iter().filter(|k| is_guard(k) && !store.exists(k)).map(|k| Key::from_raw(k.clone()).slot()).collect()
+        } else {
+            Vec::new()
+        };
+        store.audit = Some(Audit::default());
+        let reply = self.execute(store, sha, source, keys, args);
+        let touched = store.audit.take().map(|a| a.touched).unwrap_or_default();
+        let unsafe_key = touched.into_iter().find(|(key, before_any_write)| {
+            !before_any_write && !keys.contains(key) && !guarded.contains(&Key::from_raw(key.clone()).slot())
+        });
+        match unsafe_key {
+            Some((key, _)) => Err(format!(
+                "ERR script {sha} touched {:?}, a key it did not declare in KEYS, after its first write: on a \
+                 cluster while that key's slot migrates it would fail there with part of its work done",
+                String::from_utf8_lossy(&key)
+            )),
+            None => reply,
+        }
+    }
+
+    fn execute(&mut self, store: &mut Store, sha: &str, source: &str, keys: &[Bytes], args: &[Bytes]) -> CmdResult {
         let function = match self.functions.get(sha) {
             Some(function) => function.clone(),
             None => {

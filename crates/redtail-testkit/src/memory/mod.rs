@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -66,6 +66,8 @@ struct Shared {
     /// Key tracking subscriptions ([`Backend::track`]): id, prefixes, feed.
     trackers: Mutex<Vec<(u64, Vec<String>, Feed)>>,
     next_id: AtomicU64,
+    /// See [`MemoryBackend::auditing_script_keys`].
+    audit_script_keys: AtomicBool,
 }
 
 /// Senders of each channel's subscriptions, by subscription id.
@@ -104,8 +106,22 @@ impl MemoryBackend {
                 subscribers: Mutex::default(),
                 trackers: Mutex::default(),
                 next_id: AtomicU64::new(0),
+                audit_script_keys: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// A backend that fails every script call touching a key it did not declare in `KEYS` where
+    /// Redis Cluster, while that key's slot migrates, could fail it half done: after the
+    /// script's first write. Reaching an undeclared key is accepted before the first write (a
+    /// script that fails there has changed nothing) and in the slot of a declared
+    /// [guard](redtail_core::contract::SLOT_GUARD) missing when the call began (Redis refuses
+    /// a call of several keys whole while its slot migrates and one of them is missing). The
+    /// error names the script and the key. For tests of scripts meant to run on a cluster.
+    #[must_use]
+    pub fn auditing_script_keys(self) -> MemoryBackend {
+        self.shared.audit_script_keys.store(true, Ordering::Relaxed);
+        self
     }
 
     /// The clock keys expire by; advance it to make time pass.
@@ -314,7 +330,8 @@ impl Backend for MemoryBackend {
             *scripting = Some(Scripting::new().map_err(server)?);
         }
         let Some(scripting) = scripting.as_mut() else { return Err(server("ERR Lua is not available".to_owned())) };
-        let reply = scripting.run(store, script.sha(), script.source(), &keys, &args);
+        let audit = self.shared.audit_script_keys.load(Ordering::Relaxed);
+        let reply = scripting.run(store, script.sha(), script.source(), &keys, &args, audit);
         self.changed(store);
         drop(state);
         top_level(reply.unwrap_or_else(Reply::Error))
@@ -493,6 +510,48 @@ mod tests {
         let global = Script::new("global", "x = 1");
         let refused = redis.eval(&global, &[], vec![]).await;
         assert!(matches!(&refused, Err(e) if e.to_string().contains("create global variable 'x'")), "{refused:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_key_audit_refuses_undeclared_keys_reached_after_a_write() -> Result<()> {
+        let redis = MemoryBackend::new().auditing_script_keys();
+        let raw = |k: &str| Key::from_raw(k.as_bytes().to_vec());
+        redis.call(Cmd::new("SET").key(&raw("{a}:other")).arg("1")).await?;
+        let refused = |reply: &Result<Value>, key: &str| matches!(reply, Err(e) if e.to_string().contains(&format!("touched \"{key}\"")));
+        // Written, then an undeclared key read: half done on a migrating slot.
+        let late = Script::new("late", "redis.call('SET', KEYS[1], 1) return redis.call('GET', ARGV[1])");
+        let reply = redis.eval(&late, &[raw("{a}:declared")], vec!["{a}:other".into()]).await;
+        assert!(refused(&reply, "{a}:other"), "{reply:?}");
+        // An undeclared key written as the first write, then written again: its first touch
+        // comes before any write, so a failure there would have changed nothing.
+        let first = Script::new("first", "redis.call('DEL', ARGV[1]) return redis.call('SET', KEYS[1], 1)");
+        assert!(redis.eval(&first, &[raw("{a}:declared")], vec!["{a}:other".into()]).await?.is_ok());
+        // Read before the first write, then written: accepted.
+        let read_first = Script::new(
+            "read_first",
+            "local v = redis.call('GET', ARGV[1]) redis.call('SET', KEYS[1], 1) return redis.call('SET', ARGV[1], 2)",
+        );
+        assert!(redis.eval(&read_first, &[raw("{a}:declared")], vec!["{a}:other".into()]).await?.is_ok());
+        // After a write, in the slot of a declared guard that is missing: accepted; the same with
+        // the guard present: refused.
+        let guarded = Script::new("guarded", "redis.call('SET', KEYS[1], 1) return redis.call('SET', ARGV[1], 2)");
+        let keys = [raw("{a}:declared"), raw("{a}:migrating")];
+        assert!(redis.eval(&guarded, &keys, vec!["{a}:late".into()]).await?.is_ok());
+        redis.call(Cmd::new("SET").key(&raw("{a}:migrating")).arg("1")).await?;
+        let reply = redis.eval(&guarded, &keys, vec!["{a}:later".into()]).await;
+        assert!(refused(&reply, "{a}:later"), "{reply:?}");
+        // Any other declared key that is missing is not a guard: it may exist in another state
+        // of the same code.
+        let reads_it = Script::new(
+            "reads_it",
+            "redis.call('EXISTS', KEYS[2]) redis.call('SET', KEYS[1], 1) return redis.call('SET', ARGV[1], 2)",
+        );
+        let keys = [raw("{a}:declared"), raw("{a}:maybe")];
+        let reply = redis.eval(&reads_it, &keys, vec!["{a}:last".into()]).await;
+        assert!(refused(&reply, "{a}:last"), "{reply:?}");
+        // Without the audit the same call is served.
+        assert!(MemoryBackend::new().eval(&late, &[raw("{a}:declared")], vec!["{a}:other".into()]).await.is_ok());
         Ok(())
     }
 

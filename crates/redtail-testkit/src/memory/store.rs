@@ -154,6 +154,16 @@ pub(crate) struct Store {
     /// With key tracking on: the keys changed (written, deleted or expired) since the backend
     /// last took them, and whether everything was flushed.
     pub(crate) changes: Option<Changes>,
+    /// While a script runs with the key audit on: the keys it has touched.
+    pub(crate) audit: Option<Audit>,
+}
+
+/// The keys a script has touched, for [`MemoryBackend::auditing_script_keys`](super::MemoryBackend::auditing_script_keys).
+#[derive(Debug, Default)]
+pub(crate) struct Audit {
+    /// Each key touched, once, and whether it was first touched before the script's first write.
+    pub(crate) touched: Vec<(Bytes, bool)>,
+    wrote: bool,
 }
 
 /// What changed since the tracking subscriptions were last told.
@@ -166,20 +176,37 @@ pub(crate) struct Changes {
 impl Store {
     /// Drops `key` if it has expired; returns whether it exists afterwards.
     fn expire_if_due(&mut self, key: &[u8]) -> bool {
+        self.note(key, false);
         let due = match self.keys.get(key) {
             None => return false,
             Some(entry) => entry.expires_at.is_some_and(|at| at <= self.now),
         };
         if due {
             self.keys.remove(key);
-            self.touch(key);
+            self.changed(key);
         }
         !due
     }
 
-    /// Records that `key` changed, for key tracking. Every write path calls it; a call for a
-    /// key that did not change in the end only costs a tracker a needless invalidation.
+    /// Records that the running script touched `key`, with the audit on.
+    fn note(&mut self, key: &[u8], write: bool) {
+        if let Some(audit) = &mut self.audit {
+            if !audit.touched.iter().any(|(k, _)| k.as_ref() == key) {
+                audit.touched.push((Bytes::copy_from_slice(key), !audit.wrote));
+            }
+            audit.wrote |= write;
+        }
+    }
+
+    /// Records that `key` was written. Every write path calls it; a call for a key that did not
+    /// change in the end only costs a tracker a needless invalidation.
     pub(crate) fn touch(&mut self, key: &[u8]) {
+        self.note(key, true);
+        self.changed(key);
+    }
+
+    /// Records that `key` changed (written, deleted or expired), for key tracking.
+    fn changed(&mut self, key: &[u8]) {
         if let Some(changes) = &mut self.changes {
             changes.keys.push(Bytes::copy_from_slice(key));
         }
