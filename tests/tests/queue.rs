@@ -857,10 +857,16 @@ mod servers {
         .await?;
         // The fault blocks this thread; the workers run on the other.
         tokio::task::block_in_place(fault)?;
-        until("every job completes", Duration::from_secs(120), || async {
+        let finished = until("every job completes", Duration::from_secs(120), || async {
             Ok(queue.counts().await.map(|c| c.completed).unwrap_or(0) == u64::from(jobs))
         })
-        .await?;
+        .await;
+        if let Err(e) = finished {
+            // What the queue and the workers say, so that a run that stalls can be explained.
+            let counts = queue.counts().await;
+            let stats: Vec<_> = workers.iter().map(|w| w.stats()).collect();
+            return Err(format!("{e}; counts {counts:?}; worker stats {stats:?}").into());
+        }
         let mut stats = Vec::new();
         for worker in workers {
             stats.push(worker.shutdown().await);
