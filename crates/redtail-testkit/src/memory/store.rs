@@ -163,6 +163,7 @@ pub(crate) struct Store {
 pub(crate) struct Audit {
     /// Each key touched, once, and whether it was first touched before the script's first write.
     pub(crate) touched: Vec<(Bytes, bool)>,
+    seen: std::collections::HashSet<Bytes>,
     wrote: bool,
 }
 
@@ -191,8 +192,10 @@ impl Store {
     /// Records that the running script touched `key`, with the audit on.
     fn note(&mut self, key: &[u8], write: bool) {
         if let Some(audit) = &mut self.audit {
-            if !audit.touched.iter().any(|(k, _)| k.as_ref() == key) {
-                audit.touched.push((Bytes::copy_from_slice(key), !audit.wrote));
+            if !audit.seen.contains(key) {
+                let key = Bytes::copy_from_slice(key);
+                audit.seen.insert(key.clone());
+                audit.touched.push((key, !audit.wrote));
             }
             audit.wrote |= write;
         }
