@@ -25,13 +25,17 @@ impl JwtDenylist {
     }
 
     /// Revokes the token `jti` until `expires_at` (its `exp` claim). Returns `false` when the token
-    /// has already expired, so there is nothing to remember.
+    /// has already expired, so there is nothing to remember. An expiry more than ten years away
+    /// ([`redtail_core::MAX_TTL`]) is [`Error::InvalidInput`]: remembering it would keep the key
+    /// for good, and forgetting it sooner would let the token back in.
     pub async fn revoke(&self, jti: &str, expires_at: SystemTime) -> Result<bool> {
         check_jti(jti)?;
         let Ok(until) = expires_at.duration_since(UNIX_EPOCH) else { return Ok(false) };
-        if expires_at <= SystemTime::now() {
+        let Ok(left) = expires_at.duration_since(SystemTime::now()) else { return Ok(false) };
+        if left.is_zero() {
             return Ok(false);
         }
+        redtail_core::check_ttl("a revoked JWT's time left until its expiry", left).map_err(Error::InvalidInput)?;
         let until = u64::try_from(until.as_millis()).unwrap_or(u64::MAX);
         let key = self.namespace.key([jti]);
         self.backend.call(Cmd::new("SET").key(&key).arg("1").arg("PXAT").arg(until)).await?;

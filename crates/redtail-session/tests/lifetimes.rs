@@ -257,6 +257,17 @@ async fn revoked_jwts_are_remembered_until_they_expire() -> Result<()> {
     advance(&redis, HOUR + 1);
     assert!(!denylist.is_revoked("jti-1").await?, "the entry expires with the token");
     assert!(matches!(denylist.is_revoked("").await, Err(Error::InvalidInput(_))));
+    // A token expiring in more than ten years is refused, naming why, and nothing is written.
+    let far = SystemTime::now() + Duration::from_secs(11 * 365 * 24 * HOUR);
+    let refused = denylist.revoke("far", far).await;
+    assert!(
+        matches!(&refused, Err(Error::InvalidInput(m)) if m.contains("JWT") && m.contains("10 years")),
+        "{refused:?}"
+    );
+    assert!(!denylist.is_revoked("far").await?);
+    let nine_years = SystemTime::now() + Duration::from_secs(9 * 365 * 24 * HOUR);
+    assert!(denylist.revoke("nine", nine_years).await?);
+    assert!(denylist.is_revoked("nine").await?);
     Ok(())
 }
 
