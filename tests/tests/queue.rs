@@ -740,6 +740,12 @@ async fn durations_redis_cannot_keep_are_refused_naming_the_setting(target: Targ
         let error = queue.add_with(&download(1), options).await.err().ok_or(setting)?;
         assert!(matches!(error, Error::InvalidInput(_)) && error.to_string().contains(setting), "{setting}: {error}");
     }
+    // A scheduler starting further away than the longest delay.
+    let far = std::time::SystemTime::now() + Duration::from_secs(11 * 365 * 24 * 3600);
+    let scheduler = redtail_queue::Scheduler::every("far", Duration::from_secs(60))?.starting_at(far);
+    let error = queue.upsert_scheduler(scheduler, &download(1)).await.err().ok_or("scheduler start")?;
+    assert!(matches!(error, Error::InvalidInput(_)) && error.to_string().contains("start"), "{error}");
+    assert!(queue.schedulers().await?.is_empty(), "no scheduler was kept");
     assert_eq!(queue.counts().await?, Default::default(), "nothing was added");
     let error = Queue::<Download>::new(Arc::clone(&env.backend), config().rate_limit(5, max)).err().ok_or("rate")?;
     assert!(error.to_string().contains("rate-limit period"), "{error}");

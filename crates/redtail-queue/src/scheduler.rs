@@ -347,7 +347,17 @@ impl<T: Serialize> Queue<T> {
             return Err(Error::TooLarge { size: bytes.len(), max: inner.config.max_payload_bytes });
         }
         let definition = scheduler.definition(&data, &options);
-        let first = Tick::first(&scheduler.id, &definition, inner.config.clock.now_ms())?;
+        let now = inner.config.clock.now_ms();
+        let first = Tick::first(&scheduler.id, &definition, now)?;
+        // As for a delayed job: a first run further away than the longest delay is refused.
+        if let Some(tick) = &first
+            && Duration::from_millis(tick.at.saturating_sub(now)) > crate::MAX_DURATION
+        {
+            return Err(Error::InvalidInput(format!(
+                "scheduler {}: its first run (its start) must be at most 10 years away",
+                scheduler.id
+            )));
+        }
         let stored = Stored { tick: first.clone(), ..Stored::of(&options) };
         let definition = serde_json::to_string(&definition).map_err(Error::Encode)?;
         let stored = serde_json::to_string(&stored).map_err(Error::Encode)?;
