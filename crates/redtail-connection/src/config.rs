@@ -167,46 +167,49 @@ impl Config {
         Ok(self)
     }
 
-    /// Number of multiplexed connections commands are spread over (per cluster node). Default 2.
+    /// Number of multiplexed connections commands are spread over (per cluster node), 1 to 64.
+    /// Default 2.
     #[must_use]
     pub fn with_pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size.clamp(1, 64);
+        self.pool_size = size;
         self
     }
 
-    /// Number of connections reserved for blocking commands. Default 2.
+    /// Number of connections reserved for blocking commands, 1 to 64. Default 2.
     #[must_use]
     pub fn with_blocking_connections(mut self, n: usize) -> Self {
-        self.blocking_connections = n.clamp(1, 64);
+        self.blocking_connections = n;
         self
     }
 
-    /// How long a command may wait for its reply. Default 5 s.
+    /// How long a command may wait for its reply, 1 ms to a day. Default 5 s.
     #[must_use]
     pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
         self
     }
 
-    /// How long [`Redis::connect`](crate::Redis::connect) waits for the first connection. Default 10 s.
+    /// How long [`Redis::connect`](crate::Redis::connect) waits for the first connection, 1 ms to
+    /// a day. Default 10 s.
     #[must_use]
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// How long [`Redis::health`](crate::Redis::health) waits before reporting down. Default 1 s.
+    /// How long [`Redis::health`](crate::Redis::health) waits before reporting down, 1 ms to a
+    /// day. Default 1 s.
     #[must_use]
     pub fn with_health_timeout(mut self, timeout: Duration) -> Self {
         self.health_timeout = timeout;
         self
     }
 
-    /// How many times a command is written in all when connections drop under it. Default 3.
-    /// Scripts are always written once.
+    /// How many times a command is written in all when connections drop under it, 1 to 100.
+    /// Default 3. Scripts are always written once.
     #[must_use]
     pub fn with_max_command_attempts(mut self, attempts: u32) -> Self {
-        self.max_command_attempts = attempts.max(1);
+        self.max_command_attempts = attempts;
         self
     }
 
@@ -226,12 +229,10 @@ impl Config {
     /// shared connections. Set `min-replicas-to-write` on the server too: a primary without its
     /// replica then refuses writes at once, instead of each one waiting out `timeout`.
     ///
-    /// `replicas` is raised to at least 1; `timeout` is held between 1 ms and 1 min (`WAIT 0`
-    /// would block forever).
+    /// `replicas` is at least 1 and `timeout` 1 ms to 1 min (`WAIT 0` would block forever).
     #[must_use]
     pub fn with_replica_acks(mut self, replicas: u32, timeout: Duration) -> Self {
-        let timeout = timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
-        self.replica_acks = Some(ReplicaAcks { replicas: replicas.max(1), timeout });
+        self.replica_acks = Some(ReplicaAcks { replicas, timeout });
         self
     }
 
@@ -240,7 +241,8 @@ impl Config {
         self.replica_acks
     }
 
-    /// The reconnect backoff. Default `min(attempt * 50 ms, 2 s)`.
+    /// The reconnect backoff (its step up to a day, its max 1 ms to a day). Default
+    /// `min(attempt * 50 ms, 2 s)`.
     #[must_use]
     pub fn with_reconnect(mut self, backoff: Backoff) -> Self {
         self.reconnect = backoff;
@@ -270,6 +272,32 @@ impl Config {
     /// Whether this is a cluster configuration.
     pub fn is_cluster(&self) -> bool {
         matches!(self.fred.server, ServerConfig::Clustered { .. })
+    }
+
+    /// Checks every setting, once, when a client is built ([`Redis::new`](crate::Redis::new)):
+    /// [`Error::Config`] names the one out of range.
+    pub(crate) fn check(&self) -> Result<()> {
+        let within = |setting: &str, value: u128, low: u128, high: u128, unit: &str| {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(Error::Config(format!("{setting} must be {low} to {high}{unit}, got {value}{unit}")))
+            }
+        };
+        const DAY_MS: u128 = 24 * 3600 * 1000;
+        within("the pool size", self.pool_size as u128, 1, 64, "")?;
+        within("the blocking connections", self.blocking_connections as u128, 1, 64, "")?;
+        within("the command timeout", self.command_timeout.as_millis(), 1, DAY_MS, " ms")?;
+        within("the connect timeout", self.connect_timeout.as_millis(), 1, DAY_MS, " ms")?;
+        within("the health timeout", self.health_timeout.as_millis(), 1, DAY_MS, " ms")?;
+        within("the command attempts", u128::from(self.max_command_attempts), 1, 100, "")?;
+        within("the reconnect backoff's step", self.reconnect.step.as_millis(), 0, DAY_MS, " ms")?;
+        within("the reconnect backoff's max", self.reconnect.max.as_millis(), 1, DAY_MS, " ms")?;
+        if let Some(acks) = self.replica_acks {
+            within("the replica acknowledgements' replicas", u128::from(acks.replicas), 1, 1_000, "")?;
+            within("the replica acknowledgements' timeout", acks.timeout.as_millis(), 1, 60_000, " ms")?;
+        }
+        Ok(())
     }
 
     /// The command timeout.
@@ -317,6 +345,41 @@ fn target_of(shown: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Settings out of range are refused when a client is built, naming the setting: never
+    /// clamped in silence, never a panic (an `Instant` plus `Duration::MAX`) later.
+    #[test]
+    fn settings_out_of_range_are_refused_naming_them() -> Result<()> {
+        let base = Config::from_url("redis://127.0.0.1:6379")?;
+        assert_eq!(base.check().ok(), Some(()));
+        let max = Duration::MAX;
+        let cases = [
+            (base.clone().with_pool_size(0), "pool size"),
+            (base.clone().with_pool_size(65), "pool size"),
+            (base.clone().with_blocking_connections(0), "blocking connections"),
+            (base.clone().with_command_timeout(Duration::ZERO), "command timeout"),
+            (base.clone().with_command_timeout(max), "command timeout"),
+            (base.clone().with_connect_timeout(max), "connect timeout"),
+            (base.clone().with_health_timeout(Duration::ZERO), "health timeout"),
+            (base.clone().with_max_command_attempts(0), "command attempts"),
+            (base.clone().with_replica_acks(0, Duration::from_secs(1)), "replicas"),
+            (base.clone().with_replica_acks(1, Duration::ZERO), "acknowledgements' timeout"),
+            (base.clone().with_replica_acks(1, max), "acknowledgements' timeout"),
+            (base.clone().with_reconnect(Backoff { step: max, max }), "backoff's step"),
+            (base.clone().with_reconnect(Backoff { step: Duration::ZERO, max: Duration::ZERO }), "backoff's max"),
+        ];
+        for (config, setting) in cases {
+            let checked = config.check();
+            assert!(matches!(&checked, Err(Error::Config(m)) if m.contains(setting)), "{setting}: {checked:?}");
+        }
+        let edges = base
+            .with_pool_size(64)
+            .with_command_timeout(Duration::from_millis(1))
+            .with_connect_timeout(Duration::from_secs(24 * 3600))
+            .with_replica_acks(1, Duration::from_secs(60));
+        assert_eq!(edges.check().ok(), Some(()));
+        Ok(())
+    }
 
     fn config_error(url: &str) -> String {
         match Config::from_url(url) {

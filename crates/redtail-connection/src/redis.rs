@@ -206,8 +206,10 @@ impl Redis {
     }
 
     /// Builds the client and connects in the background; commands wait for the connection.
-    /// Must be called within a Tokio runtime.
+    /// Must be called within a Tokio runtime. A setting out of range (see [`Config`]'s methods)
+    /// is [`Error::Config`](crate::Error::Config), naming it.
     pub fn new(config: Config) -> crate::Result<Redis> {
+        config.check()?;
         let builder = builder(&config);
         let to_config_error = |e: fred::error::Error| crate::Error::Config(format!("cannot build redis client: {e}"));
         let pool = builder.build_pool(config.pool_size).map_err(to_config_error)?;
