@@ -523,8 +523,8 @@ mod tests {
         let late = Script::new("late", "redis.call('SET', KEYS[1], 1) return redis.call('GET', ARGV[1])");
         let reply = redis.eval(&late, &[raw("{a}:declared")], vec!["{a}:other".into()]).await;
         assert!(refused(&reply, "{a}:other"), "{reply:?}");
-        // An undeclared key written as the first write, then written again: its first touch
-        // comes before any write, so a failure there would have changed nothing.
+        // An undeclared key written by the script's first write: a failure there would have
+        // changed nothing.
         let first = Script::new("first", "redis.call('DEL', ARGV[1]) return redis.call('SET', KEYS[1], 1)");
         assert!(redis.eval(&first, &[raw("{a}:declared")], vec!["{a}:other".into()]).await?.is_ok());
         // Read before the first write, then written: accepted.
