@@ -778,10 +778,20 @@ impl Backend for Redis {
 /// through a broadcast channel of 32 by default, which a burst of writes overflows, and each
 /// overflow is a gap that empties the cache's local tiers (`redtail-bench cache-tiers`, 10 %
 /// writes: 0.51 of reads hit a pub/sub tier with 32, 0.94 with 1,024, as a tracked one does).
+/// 1,024 can still overflow when the receiving task waits for a core through a burst: one CI
+/// run saw a tier emptied by a burst of 2,000 writes on a cluster under the full suite (the
+/// cause is not established: an overflow, or a listener's reconnect; this removes the first).
+/// The channel's slots are allocated up front, a few hundred bytes each.
+const LISTENER_BUFFER: usize = 8_192;
+
+/// Messages a pub/sub subscription holds before its reader takes them (allocated as they come).
+const SUBSCRIPTION_BUFFER: usize = 16_384;
+
+/// `builder` for a client that receives messages, with a channel of [`LISTENER_BUFFER`].
 fn listener(builder: &Builder) -> Builder {
     let mut listener = builder.clone();
     listener.set_performance_config(PerformanceConfig {
-        broadcast_channel_capacity: 1024,
+        broadcast_channel_capacity: LISTENER_BUFFER,
         ..builder.get_performance_config().clone()
     });
     listener
@@ -1020,7 +1030,7 @@ impl PubSub {
         let owned: Vec<String> = channels.iter().map(|c| (*c).to_owned()).collect();
         let guard =
             Unsubscribe { id, channels: owned.clone(), routes: Arc::clone(&self.routes), client: self.client.clone() };
-        let (feed, subscription) = Subscription::channel(1024, guard);
+        let (feed, subscription) = Subscription::channel(SUBSCRIPTION_BUFFER, guard);
         {
             let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
             for channel in &owned {
