@@ -350,13 +350,9 @@ impl<T: Serialize> Queue<T> {
         let now = inner.config.clock.now_ms();
         let first = Tick::first(&scheduler.id, &definition, now)?;
         // As for a delayed job: a first run further away than the longest delay is refused.
-        if let Some(tick) = &first
-            && Duration::from_millis(tick.at.saturating_sub(now)) > crate::MAX_DURATION
-        {
-            return Err(Error::InvalidInput(format!(
-                "scheduler {}: its first run (its start) must be at most 10 years away",
-                scheduler.id
-            )));
+        if let Some(tick) = &first {
+            let setting = format!("scheduler {}'s first run (its start)", scheduler.id);
+            crate::config::at_most_max(&setting, Duration::from_millis(tick.at.saturating_sub(now)))?;
         }
         let stored = Stored { tick: first.clone(), ..Stored::of(&options) };
         let definition = serde_json::to_string(&definition).map_err(Error::Encode)?;

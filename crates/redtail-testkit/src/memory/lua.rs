@@ -62,12 +62,11 @@ impl Scripting {
         };
         store.audit = Some(Audit::default());
         let reply = self.execute(store, sha, source, keys, args);
-        let touched = store.audit.take().map(|a| a.touched).unwrap_or_default();
-        let unsafe_key = touched.into_iter().find(|(key, before_any_write)| {
-            !before_any_write && !keys.contains(key) && !guarded.contains(&Key::from_raw(key.clone()).slot())
-        });
+        let late = store.audit.take().map(|a| a.late).unwrap_or_default();
+        let unsafe_key =
+            late.into_iter().find(|key| !keys.contains(key) && !guarded.contains(&Key::from_raw(key.clone()).slot()));
         match unsafe_key {
-            Some((key, _)) => Err(format!(
+            Some(key) => Err(format!(
                 "ERR script {sha} touched {:?}, a key it did not declare in KEYS, after its first write: on a \
                  cluster while that key's slot migrates it would fail there with part of its work done",
                 String::from_utf8_lossy(&key)

@@ -161,8 +161,8 @@ pub(crate) struct Store {
 /// The keys a script has touched, for [`MemoryBackend::auditing_script_keys`](super::MemoryBackend::auditing_script_keys).
 #[derive(Debug, Default)]
 pub(crate) struct Audit {
-    /// Each key touched, once, and whether it was first touched before the script's first write.
-    pub(crate) touched: Vec<(Bytes, bool)>,
+    /// The keys first touched after the script's first write, in order.
+    pub(crate) late: Vec<Bytes>,
     seen: std::collections::HashSet<Bytes>,
     wrote: bool,
 }
@@ -194,8 +194,10 @@ impl Store {
         if let Some(audit) = &mut self.audit {
             if !audit.seen.contains(key) {
                 let key = Bytes::copy_from_slice(key);
-                audit.seen.insert(key.clone());
-                audit.touched.push((key, !audit.wrote));
+                if audit.wrote {
+                    audit.late.push(key.clone());
+                }
+                audit.seen.insert(key);
             }
             audit.wrote |= write;
         }
