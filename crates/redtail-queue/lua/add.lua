@@ -1,6 +1,7 @@
 -- Adds jobs (src/script/add.rs names the arguments): ARG_COUNT jobs, JOB_FIELDS values each:
 -- custom id ('' for a new number), data, delay ms, priority, max attempts, options ('' for the
--- queue's), deduplication id ('' for none), mode (DEDUP_*) and ttl ms, attempts already made.
+-- queue's), deduplication id ('' for none), mode (DEDUP_*) and ttl ms, attempts already made,
+-- group ('' for none).
 -- Returns id, 1 (added) or 0 (a job with that custom id exists, or the add was deduplicated
 -- against job id) per job. Custom ids of digits come only from an import (src/import.rs; adds
 -- refuse them): one moves the id counter past it, so that no generated id ever takes it.
@@ -47,9 +48,10 @@ for i = 0, n - 1 do
     end
     local delay, priority = tonumber(ARGV[b + JOB_DELAY_MS]), tonumber(ARGV[b + JOB_PRIORITY])
     local m = ARGV[b + JOB_ATTEMPTS] .. ' ' .. NOW_S .. ' ' .. ARGV[b + JOB_PRIORITY] .. ' ' .. ARGV[b + JOB_OPTIONS]
-    if write_job(id, ARGV[b + JOB_DATA], m, NOW + delay) then
+    local group = ARGV[b + JOB_GROUP]
+    if write_job(id, ARGV[b + JOB_DATA], m, NOW + delay, group) then
       ready = true
-      if priority > 0 then enqueue(id, priority) else plain[#plain + 1] = id end
+      if priority > 0 or group ~= '' then enqueue(id, priority, false, group) else plain[#plain + 1] = id end
     end
     if ARGV[b + JOB_ATTEMPTS_MADE] ~= '0' then redis.call('HSET', key, 'a', ARGV[b + JOB_ATTEMPTS_MADE]) end
     -- (Ids of 16 digits and more are never generated, and would not fit the counter exactly.)

@@ -10,8 +10,14 @@ local function consider(id)
 end
 consider(redis.call('LINDEX', K_WAIT, 0))
 consider(redis.call('ZRANGE', K_PRIO, 0, 0)[1])
+local first_group = redis.call('ZRANGE', K_GRING, 0, 0)[1]
+if first_group then consider(redis.call('LINDEX', group_key(first_group), 0)) end
+-- Grouped jobs (one value per group with jobs waiting or running: a read for operators).
+local grouped_waiting, grouped_active = 0, 0
+for _, n in ipairs(redis.call('HVALS', K_GWAIT)) do grouped_waiting = grouped_waiting + tonumber(n) end
+for _, n in ipairs(redis.call('HVALS', K_GACTIVE)) do grouped_active = grouped_active + tonumber(n) end
 local out = {}
-out[REPLY_WAITING] = redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO)
+out[REPLY_WAITING] = redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO) + grouped_waiting
 out[REPLY_DELAYED] = redis.call('ZCARD', K_DELAY)
 out[REPLY_ACTIVE] = redis.call('HLEN', K_RUN)
 out[REPLY_COMPLETED] = redis.call('LLEN', K_DONE)
@@ -19,6 +25,11 @@ out[REPLY_DEAD] = redis.call('ZCARD', K_DEAD)
 out[REPLY_PAUSED] = redis.call('EXISTS', K_PAUSED)
 out[REPLY_OLDEST] = oldest
 out[REPLY_NOW] = NOW
+out[REPLY_GROUPS_WAITING] = redis.call('HLEN', K_GWAIT)
+out[REPLY_GROUPS_RUNNING] = redis.call('HLEN', K_GACTIVE)
+out[REPLY_GROUPS_PAUSED] = redis.call('SCARD', K_GPAUSED)
+out[REPLY_GROUPED_WAITING] = grouped_waiting
+out[REPLY_GROUPED_ACTIVE] = grouped_active
 local minute = math.floor(NOW / 60000)
 for i = 0, tonumber(ARGV[ARG_MINUTES]) - 1 do
   local m = redis.call('HMGET', PREFIX .. 'm:' .. (minute - i), 'c', 'f', 'dd')

@@ -1,5 +1,6 @@
--- Removes up to 1000 jobs that have not started: waiting and prioritized, and delayed when
--- ARG_DELAYED is '1' (src/script/drain.rs). Returns how many were removed; call again until 0.
+-- Removes up to 1000 jobs that have not started: waiting, prioritized and grouped, and delayed
+-- when ARG_DELAYED is '1' (src/script/drain.rs). Returns how many were removed; call again
+-- until 0.
 local removed = {}
 local function take(ids)
   for _, id in ipairs(ids) do
@@ -9,12 +10,29 @@ local function take(ids)
 end
 local plain = redis.call('LPOP', K_WAIT, 1000)
 if plain then take(plain) end
+local groups = redis.call('HKEYS', K_GWAIT)
+for _, group in ipairs(groups) do
+  if #removed >= 1000 then break end
+  local ids = redis.call('LPOP', group_key(group), 1000 - #removed)
+  if ids then take(ids) end
+  if redis.call('EXISTS', group_key(group)) == 0 then
+    redis.call('HDEL', K_GWAIT, group)
+    redis.call('ZREM', K_GRING, group)
+  else
+    redis.call('HINCRBY', K_GWAIT, group, -#(ids or {}))
+  end
+end
 if #removed < 1000 then
   local prio = redis.call('ZRANGE', K_PRIO, 0, 999 - #removed)
   if #prio > 0 then take(prio); redis.call('ZREM', K_PRIO, unpack(prio)) end
 end
 if ARGV[ARG_DELAYED] == '1' and #removed < 1000 then
   local delayed = redis.call('ZRANGE', K_DELAY, 0, 999 - #removed)
+  for _, id in ipairs(delayed) do
+    -- One holding its group's place gives it back.
+    local job = redis.call('HMGET', job_key(id), 'g', 'gh')
+    if job[2] == '1' then leave(job[1]) end
+  end
   if #delayed > 0 then take(delayed); redis.call('ZREM', K_DELAY, unpack(delayed)) end
 end
 emit('removed', table.concat(removed, ' '))

@@ -8,7 +8,8 @@
 -- for promote), -1 refused: the job is running.
 local op, id = ARGV[ARG_OP], ARGV[ARG_ID]
 local key = job_key(id)
-local job = redis.call('HMGET', key, 's', 'm', 'a')
+local job = redis.call('HMGET', key, 's', 'm', 'a', 'g', 'gh')
+local group, holding = job[4] or '', job[5] == '1'
 if not job[1] then
   -- Completed and kept as a record (see keep_record)?
   if op ~= OP_DELETE or not record_of(id) then return 0 end
@@ -29,9 +30,8 @@ if op == OP_PRIORITY then
 end
 if op == OP_PROMOTE then
   if job[1] ~= STATE_DELAYED or redis.call('ZREM', K_DELAY, id) == 0 then return 0 end
-  redis.call('HSET', key, 's', STATE_WAITING)
   local _, _, priority = meta(job[2])
-  enqueue(id, priority)
+  due_now(id, key, priority, group, holding)
   wake()
   emit('waiting', id)
   return 1
@@ -46,19 +46,25 @@ if op == OP_RETRY then
   redis.call('PERSIST', key)
   -- Its log, if any, lives a week from now, as an unfinished job's log does (see log.lua).
   redis.call('PEXPIRE', log_key(id), 604800000)
-  enqueue(id, priority)
+  enqueue(id, priority, false, group)
   wake()
   emit('waiting', id)
   return 1
 end
 if redis.call('HEXISTS', K_RUN, id) == 1 then return -1 end
-if job[1] == STATE_WAITING then
+if job[1] == STATE_WAITING and group ~= '' then
+  if redis.call('LREM', group_key(group), 1, id) > 0 and redis.call('HINCRBY', K_GWAIT, group, -1) <= 0 then
+    redis.call('HDEL', K_GWAIT, group)
+    redis.call('ZREM', K_GRING, group)
+  end
+elseif job[1] == STATE_WAITING then
   redis.call('LREM', K_WAIT, 1, id)
   redis.call('ZREM', K_PRIO, id)
 elseif job[1] == STATE_COMPLETED then
   redis.call('LREM', K_DONE, 1, id)
 else
   redis.call('ZREM', job[1] == STATE_DELAYED and K_DELAY or K_DEAD, id)
+  if holding then leave(group) end
 end
 redis.call('DEL', key, log_key(id))
 emit('removed', id)

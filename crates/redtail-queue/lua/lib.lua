@@ -9,7 +9,8 @@
 -- or nothing for the queue's; one field, so that taking a job reads three), a attempts finished
 -- or given up (absent: none), s state (STATE_*; a running job's says waiting), l token of the
 -- last attempt's lane, st its start ms, f finished ms, p progress, r result, e<attempt> error of
--- that attempt.
+-- that attempt, g its group (absent: none), gh '1' while it waits out a backoff holding its
+-- group's place (see hold in step.lua).
 local PREFIX = ARGV[ARG_PREFIX]
 local EVENTS_CAP = tonumber(ARGV[ARG_EVENTS_CAP])
 local clock = redis.call('TIME')
@@ -29,10 +30,6 @@ local function meta(m)
   return string.match(m or '', '^(%d+) (%d+) (%d+) (.*)$')
 end
 
-local function priority_of(key)
-  local _, _, priority = meta(redis.call('HGET', key, 'm'))
-  return priority
-end
 
 -- The token, attempts before and start of a running job, from its entry in the running hash.
 local function running(entry)
@@ -57,9 +54,51 @@ local function wake(unpaused)
   end
 end
 
--- Puts a job back in line: the prioritized set when it has a priority, else the waiting list
--- (at the front when `front`, for jobs handed back unfinished).
-local function enqueue(id, priority, front)
+-- Groups (see docs/keys.md): a grouped job waits in its group's list `g:<group>`, first in
+-- first out; K_GWAIT counts each group's waiting jobs and K_GACTIVE its running ones (and those
+-- holding its place through a backoff). The ring K_GRING holds the groups that may start a job,
+-- each once, scored by a sequence so that a group put back goes behind every other; K_GPAUSED
+-- holds paused groups and K_GTIMED those waiting out their rate limit, by when. Whether a group
+-- is under its concurrency is checked when the ring gives it (step.lua), so a group may be in
+-- the ring and full: it then leaves the ring until one of its jobs finishes.
+local function group_key(group) return PREFIX .. 'g:' .. group end
+
+local ring_tail = nil
+-- Puts `group` at the ring's tail; it must not be in the ring.
+local function ring_push(group)
+  if not ring_tail then ring_tail = tonumber(redis.call('ZRANGE', K_GRING, -1, -1, 'WITHSCORES')[2]) or 0 end
+  ring_tail = ring_tail + 1
+  redis.call('ZADD', K_GRING, ring_tail, group)
+end
+
+-- Puts `group` in the ring unless it is there, paused or waiting out its rate limit. Returns
+-- true when it was put there.
+local function offer(group)
+  if redis.call('ZSCORE', K_GRING, group) or redis.call('SISMEMBER', K_GPAUSED, group) == 1
+    or redis.call('ZSCORE', K_GTIMED, group) then
+    return false
+  end
+  ring_push(group)
+  return true
+end
+
+-- One job of `group` no longer runs or holds its place: the group may start another, and a
+-- worker is woken when it could not before (it had left the ring at its concurrency).
+local function leave(group)
+  if redis.call('HINCRBY', K_GACTIVE, group, -1) <= 0 then redis.call('HDEL', K_GACTIVE, group) end
+  if redis.call('HEXISTS', K_GWAIT, group) == 1 and offer(group) then wake() end
+end
+
+-- Puts a job back in line: its group's list when it has a group (priorities do not apply
+-- there), else the prioritized set when it has a priority, else the waiting list (at the
+-- front when `front`, for jobs handed back unfinished).
+local function enqueue(id, priority, front, group)
+  if group and group ~= '' then
+    redis.call(front and 'LPUSH' or 'RPUSH', group_key(group), id)
+    redis.call('HINCRBY', K_GWAIT, group, 1)
+    offer(group)
+    return
+  end
   local p = tonumber(priority) or 0
   if p > 0 then
     local seq = redis.call('INCR', K_ID) % SEQ_SPAN
@@ -71,11 +110,36 @@ local function enqueue(id, priority, front)
   end
 end
 
--- Writes a new job's hash, its `m` field `m`, due at `due` ms: in the delayed set when that is
--- later than now. Returns true when it is ready now (the caller puts it in line).
-local function write_job(id, data, m, due)
+-- Where a job goes back in line: its priority and its group ('' for none).
+local function placement(key)
+  local job = redis.call('HMGET', key, 'm', 'g')
+  local _, _, priority = meta(job[1])
+  return priority, job[2] or ''
+end
+
+-- A delayed job (`holding`: one holding its group's place through a backoff) joins the line
+-- now; a holding one goes first in its group, where it was.
+local function due_now(id, key, priority, group, holding)
+  if holding then
+    redis.call('HSET', key, 's', STATE_WAITING)
+    redis.call('HDEL', key, 'gh')
+  else
+    redis.call('HSET', key, 's', STATE_WAITING)
+  end
+  enqueue(id, priority, holding, group)
+  if holding then leave(group) end
+end
+
+-- Writes a new job's hash, its `m` field `m`, its group `group` ('' for none), due at `due`
+-- ms: in the delayed set when that is later than now. Returns true when it is ready now (the
+-- caller puts it in line).
+local function write_job(id, data, m, due, group)
   local later = due > NOW
-  redis.call('HSET', job_key(id), 'd', data, 'm', m, 's', later and STATE_DELAYED or STATE_WAITING)
+  if group and group ~= '' then
+    redis.call('HSET', job_key(id), 'd', data, 'm', m, 's', later and STATE_DELAYED or STATE_WAITING, 'g', group)
+  else
+    redis.call('HSET', job_key(id), 'd', data, 'm', m, 's', later and STATE_DELAYED or STATE_WAITING)
+  end
   if later then redis.call('ZADD', K_DELAY, due, id) end
   return not later
 end

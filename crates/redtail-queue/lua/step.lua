@@ -5,6 +5,11 @@ local token, lease, want = ARGV[ARG_TOKEN], tonumber(ARGV[ARG_LEASE_MS]), tonumb
 local rate_max, rate_window = tonumber(ARGV[ARG_RATE_MAX]), tonumber(ARGV[ARG_RATE_WINDOW_MS])
 local stalled_count = ARGV[ARG_STALLED_KEEP_COUNT]
 local n_acks = tonumber(ARGV[ARG_ACKS])
+-- Groups: jobs each may run at once, its rate limit (0: none), and whether a job waiting out a
+-- backoff holds its group's place (counts as running in it, and runs first in it again).
+local group_concurrency = tonumber(ARGV[ARG_GROUP_CONCURRENCY])
+local group_rate_max, group_rate_window = tonumber(ARGV[ARG_GROUP_RATE_MAX]), ARGV[ARG_GROUP_RATE_WINDOW_MS]
+local hold = ARGV[ARG_GROUP_HOLD] == '1'
 
 -- A lease lost once (it expired and its jobs were taken back) is never held again: its
 -- lane must start over with a new token. While it is held, none of its running jobs can
@@ -54,6 +59,7 @@ for i = 0, n_acks - 1 do
   local payload, delay = ARGV[b + ACK_PAYLOAD], ARGV[b + ACK_DELAY_MS]
   local keep, keep_count = ARGV[b + ACK_KEEP_MS], ARGV[b + ACK_KEEP_COUNT]
   local has_log, resend = ARGV[b + ACK_LOGGED] == '1', ARGV[b + ACK_RESEND] == '1'
+  local group = ARGV[b + ACK_GROUP]
   local key = job_key(id)
   local apply = held
   if held and resend then
@@ -88,15 +94,20 @@ for i = 0, n_acks - 1 do
       end
       done_ids[#done_ids + 1] = id
       completed = completed + 1
+      if group ~= '' then leave(group) end
     elseif kind == KIND_FAILED then
       failed = failed + 1
       emit('failed', id, payload)
       if delay ~= '0' then
         redis.call('HSET', key, 's', STATE_DELAYED, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
         redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
+        if group ~= '' then
+          if hold then redis.call('HSET', key, 'gh', '1') else leave(group) end
+        end
       else
         redis.call('HSET', key, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
-        enqueue(id, priority_of(key))
+        enqueue(id, (placement(key)), hold, group)
+        if group ~= '' then leave(group) end
         wake()
       end
       emit('retrying', id, delay)
@@ -104,6 +115,7 @@ for i = 0, n_acks - 1 do
       failed = failed + 1
       redis.call('HSET', key, 's', STATE_DEAD, 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'e' .. attempt, payload)
       retire(K_DEAD, key, id, keep, keep_count, has_log)
+      if group ~= '' then leave(group) end
       emit('failed', id, payload)
       emit('dead', id)
     elseif kind == KIND_DELAYED then
@@ -111,10 +123,14 @@ for i = 0, n_acks - 1 do
       -- again as the same attempt). A resent acknowledgement of it reads as refused: harmless.
       redis.call('HSET', key, 's', STATE_DELAYED, 'a', tonumber(attempt) - 1, 'l', token, 'st', started)
       redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
+      if group ~= '' then
+        if hold then redis.call('HSET', key, 'gh', '1') else leave(group) end
+      end
       emit('retrying', id, delay)
     elseif kind == KIND_RELEASED then
       -- Handed back unstarted: the attempt does not count.
-      enqueue(id, priority_of(key), true)
+      enqueue(id, (placement(key)), true, group)
+      if group ~= '' then leave(group) end
       wake()
     end
   end
@@ -137,7 +153,11 @@ if held and n_held >= 0 then
   end
   if #orphans > 0 then
     redis.call('HDEL', K_RUN, unpack(orphans))
-    for _, id in ipairs(orphans) do enqueue(id, priority_of(job_key(id)), true) end
+    for _, id in ipairs(orphans) do
+      local priority, group = placement(job_key(id))
+      enqueue(id, priority, true, group)
+      if group ~= '' then leave(group) end
+    end
     wake()
   end
 end
@@ -152,11 +172,10 @@ if next_due and next_due <= NOW then
   redis.call('ZREM', K_DELAY, unpack(due))
   for _, id in ipairs(due) do
     local key = job_key(id)
-    local job = redis.call('HMGET', key, 's', 'm')
+    local job = redis.call('HMGET', key, 's', 'm', 'g', 'gh')
     if job[1] then
-      redis.call('HSET', key, 's', STATE_WAITING)
       local _, _, priority = meta(job[2])
-      enqueue(id, priority)
+      due_now(id, key, priority, job[3] or '', job[4] == '1')
     end
   end
   emit('waiting', table.concat(due, ' '))
@@ -179,7 +198,9 @@ if #expired > 0 then
     if gone[tok] then
       redis.call('HDEL', K_RUN, id)
       local key = job_key(id)
-      local max, _, priority = meta(redis.call('HGET', key, 'm'))
+      local job = redis.call('HMGET', key, 'm', 'g')
+      local max, _, priority = meta(job[1])
+      local group = job[2] or ''
       local attempt = string.format('%d', before + 1)
       local reason = 'lease expired: the worker stopped or lost Redis during attempt ' .. attempt
       emit('stalled', id)
@@ -189,8 +210,9 @@ if #expired > 0 then
         emit('dead', id)
       else
         redis.call('HSET', key, 'a', attempt, 'e' .. attempt, reason)
-        enqueue(id, priority, true)
+        enqueue(id, priority, true, group)
       end
+      if group ~= '' then leave(group) end
     end
   end
   flush_retired()
@@ -209,20 +231,81 @@ if want > 0 and rate_max > 0 then
   end
 end
 
-local jobs, ids = {}, {}
+local jobs, ids, grouped = {}, {}, {}
+
+-- Takes up to `quota` grouped jobs, round-robin: each lap pops groups from the ring's head and
+-- takes one job of each that is under its concurrency and rate limit, then puts those with
+-- more to run back at the tail, so a lap visits a group once. A group at its concurrency
+-- leaves the ring (a finishing job offers it again); one at its rate limit waits in K_GTIMED.
+local function take_grouped(quota)
+  local got = 0
+  while got < quota do
+    local popped = redis.call('ZPOPMIN', K_GRING, quota - got)
+    if #popped == 0 then return end
+    local back = {}
+    for i = 1, #popped, 2 do
+      local group = popped[i]
+      local active = tonumber(redis.call('HGET', K_GACTIVE, group) or '0')
+      local rate_key = group_rate_max > 0 and PREFIX .. 'gl:' .. group
+      local room = active < group_concurrency
+      if room and rate_key and tonumber(redis.call('GET', rate_key) or '0') >= group_rate_max then
+        redis.call('ZADD', K_GTIMED, NOW + math.max(redis.call('PTTL', rate_key), 1), group)
+        room = false
+      end
+      local id = room and redis.call('LPOP', group_key(group))
+      if id then
+        ids[#ids + 1] = id
+        grouped[id] = group
+        got = got + 1
+        redis.call('HINCRBY', K_GACTIVE, group, 1)
+        local left = redis.call('HINCRBY', K_GWAIT, group, -1)
+        if left <= 0 then redis.call('HDEL', K_GWAIT, group) end
+        local used = 0
+        if rate_key then
+          used = redis.call('INCR', rate_key)
+          if used == 1 then redis.call('PEXPIRE', rate_key, group_rate_window) end
+        end
+        if left > 0 then
+          if rate_key and used >= group_rate_max then
+            redis.call('ZADD', K_GTIMED, NOW + math.max(redis.call('PTTL', rate_key), 1), group)
+          elseif active + 1 < group_concurrency then
+            back[#back + 1] = group
+          end
+        end
+      end
+    end
+    if #back == 0 then return end
+    for _, group in ipairs(back) do ring_push(group) end
+  end
+end
+
 if want > 0 then
   local popped = redis.call('ZPOPMIN', K_PRIO, want)
   for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
+  -- Groups past their rate limit's window are offered again.
+  local timed = redis.call('ZRANGEBYSCORE', K_GTIMED, '-inf', NOW_S, 'LIMIT', 0, 100)
+  if #timed > 0 then
+    redis.call('ZREM', K_GTIMED, unpack(timed))
+    for _, group in ipairs(timed) do
+      if redis.call('HEXISTS', K_GWAIT, group) == 1 then offer(group) end
+    end
+  end
+  -- Grouped and plain jobs share what is left half and half, either taking what the other
+  -- leaves, so neither starves the other.
+  local with_groups = #ids < want and redis.call('EXISTS', K_GRING) == 1
+  if with_groups then take_grouped(math.ceil((want - #ids) / 2)) end
   if #ids < want then
     local plain = redis.call('LPOP', K_WAIT, want - #ids)
     if plain then for _, id in ipairs(plain) do ids[#ids + 1] = id end end
   end
+  if with_groups and #ids < want then take_grouped(want - #ids) end
 end
 local taken, entries = {}, {}
 local stamp = ' ' .. NOW_S
 for _, id in ipairs(ids) do
-  local job = redis.call('HMGET', job_key(id), 'd', 'a', 'm')
+  local job = redis.call('HMGET', job_key(id), 'd', 'a', 'm', 'g')
   -- A job deleted while waiting leaves only its id behind.
+  if not job[1] and grouped[id] then leave(grouped[id]) end
   if job[1] then
     local before = job[2] or '0'
     taken[#taken + 1] = id
@@ -233,6 +316,7 @@ for _, id in ipairs(ids) do
     jobs[at + TAKEN_DATA] = job[1]
     jobs[at + TAKEN_ATTEMPT] = tonumber(before) + 1
     jobs[at + TAKEN_META] = job[3] or ''
+    jobs[at + TAKEN_GROUP] = job[4] or ''
   end
 end
 if #taken > 0 then
@@ -242,7 +326,16 @@ if #taken > 0 then
     if redis.call('INCRBY', K_RATE, #taken) == #taken then redis.call('PEXPIRE', K_RATE, rate_window) end
   end
   -- More work left: wake another worker.
-  if paused == 0 and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0) then wake(true) end
+  if paused == 0 and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0
+    or redis.call('EXISTS', K_GRING) == 1) then
+    wake(true)
+  end
+elseif want > 0 then
+  -- Nothing to take now: when a group's rate limit ends first, look again then.
+  local reopens = tonumber(redis.call('ZRANGE', K_GTIMED, 0, 0, 'WITHSCORES')[2])
+  if reopens and (limited_until == 0 or reopens - NOW < limited_until) then
+    limited_until = math.max(reopens - NOW, 1)
+  end
 end
 
 local reply = {}

@@ -126,6 +126,10 @@ pub struct JobOptions {
     pub keep_failed: Retention,
     /// Deduplication by an id of the caller's: see [`Dedup`].
     pub dedup: Option<Dedup>,
+    /// A group (a user's id, say): the queue's workers take grouped jobs round-robin across
+    /// groups, each group's in the order added, within [`QueueConfig::groups`]' limits per group.
+    /// 1 to 128 bytes without whitespace or control characters; a grouped job takes no priority.
+    pub group: Option<String>,
 }
 
 /// Deduplication of adds (BullMQ's `deduplication`): jobs added with the same id within `ttl`
@@ -186,6 +190,7 @@ impl Default for JobOptions {
             keep_completed: Retention::new(Duration::from_secs(3600), 1000),
             keep_failed: Retention::new(Duration::from_secs(7 * 24 * 3600), 100_000),
             dedup: None,
+            group: None,
         }
     }
 }
@@ -236,6 +241,11 @@ impl JobOptions {
         self.dedup = Some(dedup);
         self
     }
+    /// Sets [`JobOptions::group`].
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
 
     pub(crate) fn validate(&self) -> Result<()> {
         if self.attempts == 0 {
@@ -248,16 +258,17 @@ impl JobOptions {
                 crate::MAX_PRIORITY
             )));
         }
-        if let Some(dedup) = &self.dedup {
-            if dedup.id.is_empty()
-                || dedup.id.len() > 128
-                || dedup.id.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+        if let Some(group) = &self.group {
+            validate_name("a group", group)?;
+            if self.priority > 0 {
                 return Err(Error::InvalidInput(format!(
-                    "a deduplication id must be 1 to 128 bytes without whitespace or control characters, got {:?}",
-                    dedup.id
+                    "a grouped job runs in its group's order and takes no priority, got priority {} for group {group:?}",
+                    self.priority
                 )));
             }
+        }
+        if let Some(dedup) = &self.dedup {
+            validate_name("a deduplication id", &dedup.id)?;
             if dedup.ttl < Duration::from_millis(1) || dedup.ttl > redtail_core::MAX_TTL {
                 return Err(Error::InvalidInput(format!(
                     "the deduplication ttl must be 1 ms to 10 years, got {:?}",
@@ -314,6 +325,16 @@ impl Stored {
     }
 }
 
+/// Checks a group or deduplication id: 1 to 128 bytes, no whitespace or control characters.
+pub(crate) fn validate_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 128 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::InvalidInput(format!(
+            "{what} must be 1 to 128 bytes without whitespace or control characters, got {name:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks a custom job id.
 pub(crate) fn validate_id(id: &str) -> Result<()> {
     if id.bytes().all(|b| b.is_ascii_digit()) && !id.is_empty() {
@@ -343,6 +364,47 @@ pub struct RateLimit {
     pub period: Duration,
 }
 
+/// Limits on each group of a queue's jobs ([`JobOptions::group`]), the same for every group.
+/// Workers pass them on each round trip, so every worker of a queue must be given the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Groups {
+    /// Jobs of one group running at once, across all workers (at least 1).
+    pub concurrency: u32,
+    /// Jobs of one group started per window, across all workers.
+    pub rate_limit: Option<RateLimit>,
+    /// Whether a job waiting out a retry's backoff holds its group's place: it counts against
+    /// the group's concurrency and runs first in the group when due, so the group's jobs keep
+    /// their order (on by default). Off, it frees its place at once and goes behind the group's
+    /// waiting jobs when due.
+    pub hold_on_retry: bool,
+}
+
+impl Default for Groups {
+    /// One job at a time per group, no rate limit, retries hold their group's place.
+    fn default() -> Self {
+        Groups { concurrency: 1, rate_limit: None, hold_on_retry: true }
+    }
+}
+
+impl Groups {
+    /// Sets [`Groups::concurrency`].
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = n;
+        self
+    }
+    /// Sets [`Groups::rate_limit`]: `max` starts per `period` in each group.
+    pub fn rate_limit(mut self, max: u32, period: Duration) -> Self {
+        self.rate_limit = Some(RateLimit { max, period });
+        self
+    }
+    /// Sets [`Groups::hold_on_retry`].
+    pub fn hold_on_retry(mut self, hold: bool) -> Self {
+        self.hold_on_retry = hold;
+        self
+    }
+}
+
 /// A queue's configuration.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -362,6 +424,8 @@ pub struct QueueConfig {
     pub max_log_lines: u32,
     /// A limit on jobs started, across all workers.
     pub rate_limit: Option<RateLimit>,
+    /// Limits on each group of grouped jobs ([`JobOptions::group`]).
+    pub groups: Groups,
     /// This process's clock, which hides completed records past their retention when they are
     /// read (every time in scripts is the server's). Default: the system clock.
     pub clock: Clock,
@@ -378,6 +442,7 @@ impl QueueConfig {
             events_cap: 10_000,
             max_log_lines: 100,
             rate_limit: None,
+            groups: Groups::default(),
             clock: Clock::system(),
         }
     }
@@ -397,6 +462,12 @@ impl QueueConfig {
     /// Sets [`QueueConfig::rate_limit`].
     pub fn rate_limit(mut self, max: u32, period: Duration) -> Self {
         self.rate_limit = Some(RateLimit { max, period });
+        self
+    }
+
+    /// Sets [`QueueConfig::groups`].
+    pub fn groups(mut self, groups: Groups) -> Self {
+        self.groups = groups;
         self
     }
 
@@ -427,13 +498,18 @@ impl QueueConfig {
                 self.name
             )));
         }
-        if let Some(limit) = self.rate_limit {
+        let limits = [("queue", self.rate_limit), ("group", self.groups.rate_limit)];
+        for (which, limit) in limits {
+            let Some(limit) = limit else { continue };
             if limit.max == 0 || limit.period.as_millis() == 0 {
-                return Err(Error::InvalidInput(
-                    "a queue rate limit needs max > 0 and a period of 1 ms or more".to_owned(),
-                ));
+                return Err(Error::InvalidInput(format!(
+                    "a {which} rate limit needs max > 0 and a period of 1 ms or more"
+                )));
             }
-            at_most_max("the queue's rate-limit period", limit.period)?;
+            at_most_max(&format!("the {which}'s rate-limit period"), limit.period)?;
+        }
+        if self.groups.concurrency == 0 {
+            return Err(Error::InvalidInput("a group's concurrency must be at least 1".to_owned()));
         }
         if self.max_log_lines == 0 {
             return Err(Error::InvalidInput("max_log_lines must be at least 1".to_owned()));

@@ -65,6 +65,9 @@ pub struct JobInfo {
     pub result: Option<serde_json::Value>,
     /// The error of each failed attempt: `(attempt, message)`, in order.
     pub errors: Vec<(u32, String)>,
+    /// Its group ([`JobOptions::group`](crate::JobOptions::group)); `None` too once it has
+    /// completed on its first attempt without log or progress, when only a record of it is kept.
+    pub group: Option<String>,
 }
 
 /// A job handed to a worker's handler.
@@ -79,6 +82,8 @@ pub struct Job<T> {
     pub max_attempts: u32,
     /// When it was added, in ms since the Unix epoch (Redis's clock).
     pub created_ms: u64,
+    /// Its group ([`JobOptions::group`](crate::JobOptions::group)), if any.
+    pub group: Option<String>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) token: Arc<str>,
     pub(crate) inner: Arc<Inner>,

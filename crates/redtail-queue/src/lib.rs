@@ -13,7 +13,7 @@ mod script;
 mod types;
 mod worker;
 
-pub use config::{Backoff, Dedup, DedupMode, JobOptions, MAX_DURATION, QueueConfig, RateLimit, Retention};
+pub use config::{Backoff, Dedup, DedupMode, Groups, JobOptions, MAX_DURATION, QueueConfig, RateLimit, Retention};
 pub use error::{Error, Result};
 pub use events::{EventKind, QueueEvent, QueueEvents, Start};
 pub use import::{BullmqImport, BullmqJob, BullmqState};
@@ -23,7 +23,7 @@ pub use queue::Queue;
 /// `redtail-connection`.
 pub use redtail_core::{Backend, Clock, Namespace};
 pub use scheduler::{Definition, Repeat, Scheduler, SchedulerInfo};
-pub use types::{Added, Counts, Finished, JobId, Metrics, Minute};
+pub use types::{Added, Counts, Finished, GroupInfo, GroupTotals, JobId, Metrics, Minute};
 pub use worker::{WorkerHandle, WorkerOptions, WorkerStats};
 
 /// The highest job priority.

@@ -6,7 +6,7 @@ use redtail_core::{Arg, Backend, Cmd, Cursor, Key, Script, Tagged, Value, metric
 use serde::Serialize;
 
 use crate::{
-    Added, Counts, Error, Finished, JobId, JobInfo, JobOptions, JobState, Metrics, QueueConfig, Result,
+    Added, Counts, Error, Finished, GroupInfo, JobId, JobInfo, JobOptions, JobState, Metrics, QueueConfig, Result,
     config::Stored,
     events::{QueueEvents, Start},
     record::{self, Record, RunningEntry},
@@ -14,7 +14,7 @@ use crate::{
         Common, QueueKey,
         add::{self, EncodedJob},
         clean::{self, CleanArg, SetCode},
-        control::{self, ControlOp},
+        control::{self, ControlArg, ControlOp},
         counts, drain,
         job::{self, JobArg, JobOp},
     },
@@ -166,6 +166,7 @@ impl<T: Serialize> Queue<T> {
             Arg::from(options.dedup.as_ref().map_or("", |d| add::DedupCode::of(d.mode).code())),
             Arg::from(options.dedup.as_ref().map_or(0, |d| millis(d.ttl))),
             Arg::from(made),
+            Arg::from(options.group.as_deref().unwrap_or("")),
         ])
     }
 
@@ -317,14 +318,94 @@ impl<T> Queue<T> {
     /// Stops delivery: workers finish what they hold and take nothing new until [`Queue::resume`].
     /// Adding jobs still works.
     pub async fn pause(&self) -> Result<()> {
-        control::SCRIPT.run(&self.inner, [Arg::from(ControlOp::Pause.code())]).await?;
-        Ok(())
+        self.control(ControlOp::Pause, "").await
     }
 
     /// Restarts delivery after [`Queue::pause`].
     pub async fn resume(&self) -> Result<()> {
-        control::SCRIPT.run(&self.inner, [Arg::from(ControlOp::Resume.code())]).await?;
+        self.control(ControlOp::Resume, "").await
+    }
+
+    /// Stops starting jobs of `group` ([`JobOptions::group`](crate::JobOptions::group)) until
+    /// [`Queue::resume_group`]; its running jobs finish, and adding to it still works.
+    pub async fn pause_group(&self, group: &str) -> Result<()> {
+        crate::config::validate_name("a group", group)?;
+        self.control(ControlOp::PauseGroup, group).await
+    }
+
+    /// Starts jobs of `group` again after [`Queue::pause_group`].
+    pub async fn resume_group(&self, group: &str) -> Result<()> {
+        crate::config::validate_name("a group", group)?;
+        self.control(ControlOp::ResumeGroup, group).await
+    }
+
+    async fn control(&self, op: ControlOp, group: &str) -> Result<()> {
+        let args = ControlArg::ALL.iter().map(|arg| match arg {
+            ControlArg::Op => Arg::from(op.code()),
+            ControlArg::Group => Arg::from(group),
+        });
+        control::SCRIPT.run(&self.inner, args).await?;
         Ok(())
+    }
+
+    /// One group's jobs waiting and running, and whether it is paused (all zero and `false` for
+    /// a group the queue has never seen).
+    pub async fn group(&self, group: &str) -> Result<GroupInfo> {
+        crate::config::validate_name("a group", group)?;
+        let inner = &self.inner;
+        let cmds = vec![
+            Cmd::new("HGET").key(inner.key(QueueKey::GroupWaiting)).arg(group),
+            Cmd::new("HGET").key(inner.key(QueueKey::GroupActive)).arg(group),
+            Cmd::new("SISMEMBER").key(inner.key(QueueKey::GroupPaused)).arg(group),
+        ];
+        let replies = inner.backend.transaction(cmds).await?;
+        let [waiting, active, paused] = <[Value; 3]>::try_from(replies)
+            .map_err(|r| Error::Reply(format!("{} replies to a group's three reads", r.len())))?;
+        let count = |v: Value| -> Result<u64> {
+            match v {
+                Value::Nil => Ok(0),
+                v => Ok(u64::try_from(v.as_int()?).unwrap_or(0)),
+            }
+        };
+        Ok(GroupInfo {
+            name: group.to_owned(),
+            waiting: count(waiting)?,
+            active: count(active)?,
+            paused: paused.as_int()? == 1,
+        })
+    }
+
+    /// Groups with jobs waiting or running, or paused, by name, at most `limit` of them after
+    /// `after` (`None`: from the first); call again with the last name for the next page. Each
+    /// call reads every group's counts (a read for operators, not for a hot path).
+    pub async fn groups(&self, after: Option<&str>, limit: usize) -> Result<Vec<GroupInfo>> {
+        let inner = &self.inner;
+        let cmds = vec![
+            Cmd::new("HGETALL").key(inner.key(QueueKey::GroupWaiting)),
+            Cmd::new("HGETALL").key(inner.key(QueueKey::GroupActive)),
+            Cmd::new("SMEMBERS").key(inner.key(QueueKey::GroupPaused)),
+        ];
+        let replies = inner.backend.transaction(cmds).await?;
+        let [waiting, active, paused] = <[Value; 3]>::try_from(replies)
+            .map_err(|r| Error::Reply(format!("{} replies to the groups' three reads", r.len())))?;
+        let mut groups = std::collections::BTreeMap::<String, GroupInfo>::new();
+        fn entry(groups: &mut std::collections::BTreeMap<String, GroupInfo>, name: String) -> &mut GroupInfo {
+            groups.entry(name.clone()).or_insert(GroupInfo { name, waiting: 0, active: 0, paused: false })
+        }
+        for (hash, active) in [(waiting, false), (active, true)] {
+            for pair in hash.into_array()?.chunks(2) {
+                let [name, n] = pair else { return Err(Error::Reply("a group hash of odd length".to_owned())) };
+                let n =
+                    n.clone().into_string()?.parse::<u64>().map_err(|e| Error::Reply(format!("a group count: {e}")))?;
+                let info = entry(&mut groups, name.clone().into_string()?);
+                if active { info.active = n } else { info.waiting = n }
+            }
+        }
+        for name in paused.into_array()? {
+            entry(&mut groups, name.into_string()?).paused = true;
+        }
+        let start = after.map_or(std::ops::Bound::Unbounded, |a| std::ops::Bound::Excluded(a.to_owned()));
+        Ok(groups.range((start, std::ops::Bound::Unbounded)).take(limit).map(|(_, info)| info.clone()).collect())
     }
 
     /// Removes every job that has not started (and the delayed ones too when `delayed`),

@@ -148,6 +148,7 @@ impl<'a> Record<'a> {
             progress: None,
             result: Some(json(&String::from_utf8_lossy(record.result))),
             errors: Vec::new(),
+            group: None,
         }))
     }
 }
@@ -203,6 +204,7 @@ pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
         progress: None,
         result: None,
         errors: Vec::new(),
+        group: None,
     };
     for (field, value) in pairs {
         let field = field.into_string()?;
@@ -211,6 +213,7 @@ pub(crate) fn job_info(id: &str, fields: Value) -> Result<Option<JobInfo>> {
         match field.as_str() {
             "s" => job.state = state(&text).ok_or_else(|| Error::Reply(format!("job state {text:?}")))?,
             "d" => job.data = json(&text),
+            "g" => job.group = Some(text),
             "a" => job.attempts_started = number().and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
             "m" => {
                 let meta = Meta::parse(&text).ok_or_else(|| Error::Reply(format!("job {id}: fixed facts {text:?}")))?;

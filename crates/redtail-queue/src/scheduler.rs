@@ -334,9 +334,9 @@ impl<T: Serialize> Queue<T> {
     pub async fn upsert_scheduler(&self, scheduler: Scheduler, data: &T) -> Result<SchedulerInfo> {
         let inner = &self.inner;
         let options = scheduler.options.clone().unwrap_or_else(|| inner.config.defaults.clone());
-        if options.id.is_some() || options.dedup.is_some() || !options.delay.is_zero() {
+        if options.id.is_some() || options.dedup.is_some() || !options.delay.is_zero() || options.group.is_some() {
             return Err(Error::InvalidInput(
-                "a scheduler's job options take no delay, custom id or deduplication: the scheduler sets them"
+                "a scheduler's job options take no delay, custom id, deduplication or group: the scheduler sets them"
                     .to_owned(),
             ));
         }

@@ -76,6 +76,37 @@ pub struct Metrics {
     pub oldest_waiting: Option<Duration>,
     /// The last minutes, newest (the current, partial one) first.
     pub minutes: Vec<Minute>,
+    /// Totals over the queue's groups.
+    pub groups: GroupTotals,
+}
+
+/// Totals over a queue's groups ([`JobOptions::group`](crate::JobOptions::group)), for
+/// metrics: no group is named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GroupTotals {
+    /// Groups with jobs waiting.
+    pub waiting: u64,
+    /// Groups with jobs running (or holding their place through a backoff).
+    pub running: u64,
+    /// Groups paused.
+    pub paused: u64,
+    /// Grouped jobs waiting (counted in [`Counts::waiting`] too).
+    pub jobs_waiting: u64,
+    /// Grouped jobs running, or holding their group's place through a backoff.
+    pub jobs_active: u64,
+}
+
+/// One group's state ([`Queue::group`](crate::Queue::group)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupInfo {
+    /// The group.
+    pub name: String,
+    /// Its jobs waiting.
+    pub waiting: u64,
+    /// Its jobs running, or holding its place through a backoff.
+    pub active: u64,
+    /// Whether it is paused.
+    pub paused: bool,
 }
 
 /// Which finished jobs [`Queue::clean`](crate::Queue::clean) removes.

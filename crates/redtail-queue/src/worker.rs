@@ -244,6 +244,8 @@ struct Running {
     attempt: u32,
     started: u64,
     keep_failed: Retention,
+    /// The job's group (empty: none).
+    group: Arc<str>,
     abort: AbortHandle,
 }
 
@@ -548,6 +550,7 @@ where
             lease: self.options.lease,
             want,
             rate: config.rate_limit.map(|r| (r.max, r.period)),
+            groups: &config.groups,
             stalled: config.defaults.keep_failed,
             new_lease: !self.registered,
             acks: &self.acks,
@@ -590,7 +593,7 @@ where
 
     /// Runs one taken job in its own task.
     fn start(&mut self, taken: Taken, started: u64, tx: &mpsc::UnboundedSender<Ack>) -> Result<()> {
-        let Taken { id, data, attempt, meta } = taken;
+        let Taken { id, data, attempt, meta, group } = taken;
         let meta = Meta::parse(&meta)
             .ok_or_else(|| crate::Error::Reply(format!("job {id}: unreadable fixed facts {meta:?}")))?;
         let stored = self.options_of(&id, &meta);
@@ -615,6 +618,7 @@ where
             logged: false,
             resend: false,
             tick: String::new(),
+            group: Arc::clone(&group),
         };
         let decoded: T = match serde_json::from_slice(&data) {
             Ok(data) => data,
@@ -638,6 +642,7 @@ where
             attempt,
             max_attempts,
             created_ms: meta.created_ms,
+            group: (!group.is_empty()).then(|| group.to_string()),
             timeout,
             token: Arc::clone(&self.token),
             inner: Arc::clone(&self.inner),
@@ -701,7 +706,7 @@ where
             let _ = tx.send(ack);
         };
         let abort = tokio::spawn(task).abort_handle();
-        self.running.insert(id, Running { attempt, started, keep_failed, abort });
+        self.running.insert(id, Running { attempt, started, keep_failed, group, abort });
         Ok(())
     }
 
@@ -751,6 +756,7 @@ where
                 logged: false,
                 resend: false,
                 tick: String::new(),
+                group: running.group,
             });
         }
     }

@@ -43,6 +43,8 @@ lua_numbers! {
         DedupTtlMs = 8 => "JOB_DEDUP_TTL_MS",
         /// Attempts already made elsewhere (`0` but for jobs imported from BullMQ).
         AttemptsMade = 9 => "JOB_ATTEMPTS_MADE",
+        /// Its group, or empty for none.
+        Group = 10 => "JOB_GROUP",
     }
 }
 

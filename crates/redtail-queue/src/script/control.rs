@@ -1,20 +1,22 @@
-//! `lua/control.lua`: pauses and resumes delivery.
+//! `lua/control.lua`: pauses and resumes delivery, or one group's.
 
 use redtail_core::Script;
 
 use super::{QueueScript, lua_codes, lua_numbers, source};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
-    let mut consts = vec![ControlArg::Op.lua()];
+    let mut consts: Vec<_> = ControlArg::consts().collect();
     consts.extend(ControlOp::consts());
     Script::new("queue_control", source(&consts, include_str!("../../lua/control.lua")))
 });
 
 lua_numbers! {
-    /// The control script's argument.
+    /// The control script's arguments.
     ControlArg {
         /// A [`ControlOp`].
         Op = 3 => "ARG_OP",
+        /// The group, for [`ControlOp::PauseGroup`] and [`ControlOp::ResumeGroup`] (else empty).
+        Group = 4 => "ARG_GROUP",
     }
 }
 
@@ -25,5 +27,9 @@ lua_codes! {
         Pause => "OP_PAUSE" = "pause",
         /// Restart it.
         Resume => "OP_RESUME" = "resume",
+        /// Stop starting one group's jobs.
+        PauseGroup => "OP_PAUSE_GROUP" = "pause-group",
+        /// Start them again.
+        ResumeGroup => "OP_RESUME_GROUP" = "resume-group",
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use redtail_core::{Script, Value};
 
 use super::{QueueScript, lua_numbers, source};
-use crate::{Counts, Error, Metrics, Minute, Result};
+use crate::{Counts, Error, GroupTotals, Metrics, Minute, Result};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
     let mut consts = vec![CountsArg::Minutes.lua()];
@@ -26,7 +26,7 @@ lua_numbers! {
 lua_numbers! {
     /// Positions in the reply; each minute's [`MinuteField`]s follow, newest first.
     CountsReply {
-        /// Waiting and prioritized jobs.
+        /// Waiting, prioritized and grouped jobs.
         Waiting = 1 => "REPLY_WAITING",
         /// Delayed jobs.
         Delayed = 2 => "REPLY_DELAYED",
@@ -42,6 +42,16 @@ lua_numbers! {
         Oldest = 7 => "REPLY_OLDEST",
         /// The server's time in ms.
         Now = 8 => "REPLY_NOW",
+        /// Groups with jobs waiting.
+        GroupsWaiting = 9 => "REPLY_GROUPS_WAITING",
+        /// Groups with jobs running.
+        GroupsRunning = 10 => "REPLY_GROUPS_RUNNING",
+        /// Groups paused.
+        GroupsPaused = 11 => "REPLY_GROUPS_PAUSED",
+        /// Grouped jobs waiting (counted in `REPLY_WAITING` too).
+        GroupedWaiting = 12 => "REPLY_GROUPED_WAITING",
+        /// Grouped jobs running or holding their group's place through a backoff.
+        GroupedActive = 13 => "REPLY_GROUPED_ACTIVE",
     }
 }
 
@@ -94,5 +104,12 @@ pub(crate) fn decode(reply: Value) -> Result<Metrics> {
         paused: at(CountsReply::Paused)? == 1,
         oldest_waiting: u64::try_from(oldest).ok().map(|t| Duration::from_millis(now.saturating_sub(t))),
         minutes,
+        groups: GroupTotals {
+            waiting: count(CountsReply::GroupsWaiting)?,
+            running: count(CountsReply::GroupsRunning)?,
+            paused: count(CountsReply::GroupsPaused)?,
+            jobs_waiting: count(CountsReply::GroupedWaiting)?,
+            jobs_active: count(CountsReply::GroupedActive)?,
+        },
     })
 }

@@ -67,6 +67,16 @@ lua_numbers! {
         /// build from the prefix are not declared, and a script that reached one already moved
         /// would fail after its first writes (see ARCHITECTURE.md).
         Guard = 16 => "K_GUARD",
+        /// Sorted set, the ring of groups that may start a job: group -> its turn.
+        GroupRing = 17 => "K_GRING",
+        /// Hash: group -> jobs waiting in it.
+        GroupWaiting = 18 => "K_GWAIT",
+        /// Hash: group -> jobs running in it (and holding its place through a backoff).
+        GroupActive = 19 => "K_GACTIVE",
+        /// Set of paused groups.
+        GroupPaused = 20 => "K_GPAUSED",
+        /// Sorted set: a group at its rate limit -> when its window ends.
+        GroupTimed = 21 => "K_GTIMED",
     }
 }
 
@@ -90,6 +100,11 @@ impl QueueKey {
             QueueKey::Schedulers => "sc",
             QueueKey::Ticks => "sn",
             QueueKey::Guard => redtail_core::contract::SLOT_GUARD,
+            QueueKey::GroupRing => "gr",
+            QueueKey::GroupWaiting => "gw",
+            QueueKey::GroupActive => "ga",
+            QueueKey::GroupPaused => "gp",
+            QueueKey::GroupTimed => "gt",
         }
     }
 }

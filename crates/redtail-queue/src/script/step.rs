@@ -1,12 +1,12 @@
 //! `lua/step.lua`: a worker lane's round trip. It acknowledges finished jobs, takes due delayed
 //! jobs and expired leases' jobs back, and takes new jobs under the lane's lease.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use redtail_core::{Arg, Bytes, Script, Value};
 
 use super::{FIRST_OWN_ARG, QueueScript, lua_codes, lua_numbers, source};
-use crate::{Error, Result, Retention, queue::millis};
+use crate::{Error, Groups, Result, Retention, queue::millis};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
     let mut consts: Vec<(&'static str, String)> = StepArg::consts().collect();
@@ -38,9 +38,17 @@ lua_numbers! {
         StalledKeepCount = 9 => "ARG_STALLED_KEEP_COUNT",
         /// `1` when the token is new and its lease is to be created.
         NewLease = 10 => "ARG_NEW_LEASE",
+        /// Jobs of one group that may run at once.
+        GroupConcurrency = 11 => "ARG_GROUP_CONCURRENCY",
+        /// Jobs of one group that may start per window (0: no limit).
+        GroupRateMax = 12 => "ARG_GROUP_RATE_MAX",
+        /// That window, in ms.
+        GroupRateWindowMs = 13 => "ARG_GROUP_RATE_WINDOW_MS",
+        /// `1` when a grouped job waiting out a backoff holds its group's place.
+        GroupHold = 14 => "ARG_GROUP_HOLD",
         /// The number of acknowledgements; their fields follow (see [`AckField`]), then the
         /// number of jobs the lane still runs and their ids, or -1 (no reconciling).
-        Acks = 11 => "ARG_ACKS",
+        Acks = 15 => "ARG_ACKS",
     }
 }
 
@@ -69,6 +77,8 @@ lua_numbers! {
         Resend = 9 => "ACK_RESEND",
         /// For a scheduler's job, its next tick (see [`crate::scheduler::Tick::advance`]), else empty.
         Tick = 10 => "ACK_TICK",
+        /// The job's group, or empty.
+        Group = 11 => "ACK_GROUP",
     }
 }
 
@@ -122,6 +132,8 @@ lua_numbers! {
         Attempt = 3 => "TAKEN_ATTEMPT",
         /// Its `m` field (see `record::Meta`).
         Meta = 4 => "TAKEN_META",
+        /// Its group, or empty.
+        Group = 5 => "TAKEN_GROUP",
     }
 }
 
@@ -143,6 +155,8 @@ pub(crate) struct Ack {
     pub(crate) resend: bool,
     /// For a scheduler's job: its next tick, for the step to make once (empty otherwise).
     pub(crate) tick: String,
+    /// The job's group (empty: none).
+    pub(crate) group: Arc<str>,
 }
 
 impl Ack {
@@ -161,6 +175,7 @@ impl Ack {
             (AckField::Logged, flag(self.logged)),
             (AckField::Resend, flag(self.resend)),
             (AckField::Tick, Arg::from(self.tick.as_str())),
+            (AckField::Group, Arg::from(&*self.group)),
         ];
         for (field, value) in fields {
             debug_assert_eq!(args.len() - first, field.at(), "{field:?} out of place");
@@ -177,6 +192,8 @@ pub(crate) struct StepCall<'a> {
     pub(crate) want: usize,
     /// The queue's rate limit: jobs per window, and the window.
     pub(crate) rate: Option<(u32, Duration)>,
+    /// The queue's limits on each group.
+    pub(crate) groups: &'a Groups,
     pub(crate) stalled: Retention,
     pub(crate) new_lease: bool,
     pub(crate) acks: &'a [Ack],
@@ -189,6 +206,7 @@ impl StepCall<'_> {
     /// The script's own arguments, in their positions.
     pub(crate) fn args(&self) -> Vec<Arg> {
         let (rate_max, rate_window) = self.rate.map_or((0, 0), |(max, window)| (max, millis(window)));
+        let (group_max, group_window) = self.groups.rate_limit.map_or((0, 0), |r| (r.max, millis(r.period)));
         let mut args = Vec::with_capacity(StepArg::ALL.len() + self.acks.len() * AckField::ALL.len() + 1);
         let fixed = [
             (StepArg::Token, Arg::from(self.token)),
@@ -199,6 +217,10 @@ impl StepCall<'_> {
             (StepArg::StalledKeepMs, Arg::from(millis(self.stalled.age))),
             (StepArg::StalledKeepCount, Arg::from(self.stalled.count)),
             (StepArg::NewLease, Arg::from(if self.new_lease { "1" } else { "0" })),
+            (StepArg::GroupConcurrency, Arg::from(self.groups.concurrency)),
+            (StepArg::GroupRateMax, Arg::from(group_max)),
+            (StepArg::GroupRateWindowMs, Arg::from(group_window)),
+            (StepArg::GroupHold, Arg::from(if self.groups.hold_on_retry { "1" } else { "0" })),
             (StepArg::Acks, Arg::from(self.acks.len())),
         ];
         for (arg, value) in fixed {
@@ -227,6 +249,8 @@ pub(crate) struct Taken {
     pub(crate) attempt: u32,
     /// Its `m` field (see `record::Meta`).
     pub(crate) meta: String,
+    /// Its group (empty: none).
+    pub(crate) group: Arc<str>,
 }
 
 /// What a step answered.
@@ -274,11 +298,18 @@ impl Stepped {
         }
         let mut taken = Vec::with_capacity(jobs.len() / TakenField::ALL.len());
         let mut fields = jobs.into_iter();
-        while let (Some(id), Some(data), Some(attempt), Some(meta)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
+        while let (Some(id), Some(data), Some(attempt), Some(meta), Some(group)) =
+            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
         {
             let attempt = u32::try_from(attempt.as_int()?).map_err(|_| Error::Reply("a job's attempt".to_owned()))?;
-            taken.push(Taken { id: id.into_string()?, data: data.into_bytes()?, attempt, meta: meta.into_string()? });
+            let group = Arc::from(group.into_string()?);
+            taken.push(Taken {
+                id: id.into_string()?,
+                data: data.into_bytes()?,
+                attempt,
+                meta: meta.into_string()?,
+                group,
+            });
         }
         let ms = |value: i64| u64::try_from(value).ok().map(Duration::from_millis);
         let next_due = ms(next(StepReply::NextDue)?.as_int()?);
@@ -307,6 +338,7 @@ mod tests {
             logged: true,
             resend: false,
             tick: String::new(),
+            group: Arc::from(""),
         };
         let acks = [ack(AckKind::Failed, "7"), ack(AckKind::Kept, "8")];
         let call = StepCall {
@@ -314,6 +346,7 @@ mod tests {
             lease: Duration::from_secs(30),
             want: 4,
             rate: Some((10, Duration::from_secs(1))),
+            groups: &Groups::default().rate_limit(5, Duration::from_secs(2)),
             stalled: Retention::new(Duration::from_secs(3_600), 100),
             new_lease: true,
             acks: &acks,
@@ -329,6 +362,8 @@ mod tests {
         assert_eq!((at(StepArg::RateMax.at()), at(StepArg::RateWindowMs.at())), ("10", "1000"));
         assert_eq!((at(StepArg::StalledKeepMs.at()), at(StepArg::StalledKeepCount.at())), ("3600000", "100"));
         assert_eq!((at(StepArg::NewLease.at()), at(StepArg::Acks.at())), ("1", "2"));
+        assert_eq!((at(StepArg::GroupConcurrency.at()), at(StepArg::GroupHold.at())), ("1", "1"));
+        assert_eq!((at(StepArg::GroupRateMax.at()), at(StepArg::GroupRateWindowMs.at())), ("5", "2000"));
         let second = StepArg::Acks.at() + 1 + AckField::ALL.len();
         assert_eq!(at(second + AckField::Kind.at()), "k");
         assert_eq!(at(second + AckField::Id.at()), "8");
@@ -345,7 +380,7 @@ mod tests {
         let bulk = |s: &str| Value::Bytes(Bytes::copy_from_slice(s.as_bytes()));
         let reply = Value::Array(vec![
             Value::Array(vec![int(1), int(0)]),
-            Value::Array(vec![bulk("5"), bulk("{}"), int(1), bulk("3 1000 0 ")]),
+            Value::Array(vec![bulk("5"), bulk("{}"), int(1), bulk("3 1000 0 "), bulk("u1")]),
             int(-1),
             int(0),
             int(250),
@@ -355,6 +390,7 @@ mod tests {
         let stepped = Stepped::decode(reply).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(stepped.applied, vec![true, false]);
         assert_eq!((stepped.taken.len(), stepped.taken[0].id.as_str(), stepped.taken[0].attempt), (1, "5", 1));
+        assert_eq!(&*stepped.taken[0].group, "u1");
         assert_eq!(
             (stepped.next_due, stepped.paused, stepped.limited),
             (None, false, Some(Duration::from_millis(250)))
