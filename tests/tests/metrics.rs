@@ -172,6 +172,22 @@ async fn queue_adds_attempts_and_timings() -> TestResult {
     Ok(())
 }
 
+/// Group totals are gauges set when the queue's metrics are read, labelled by state only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_group_totals_without_group_names() -> TestResult {
+    seen();
+    let queue = Queue::<u32>::new(MemoryBackend::new(), QueueConfig::new("grouped"))?;
+    let options = |group: &str| redtail_queue::JobOptions::default().group(group);
+    queue.add_bulk_with(vec![(&1, options("user-1")), (&2, options("user-1")), (&3, options("user-2"))]).await?;
+    queue.pause_group("user-2").await?;
+    queue.metrics(1).await?;
+    assert_eq!(gauge("redtail_queue_groups{queue=grouped,state=waiting}"), Some(2.0));
+    assert_eq!(gauge("redtail_queue_groups{queue=grouped,state=paused}"), Some(1.0));
+    assert_eq!(gauge("redtail_queue_grouped_jobs{queue=grouped,state=waiting}"), Some(3.0));
+    assert_eq!(gauge("redtail_queue_grouped_jobs{queue=grouped,state=active}"), Some(0.0));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_commands_by_operation_and_outcome() -> TestResult {
     seen();

@@ -993,6 +993,54 @@ mod processes {
             .spawn()
     }
 
+    /// 8 workers in 4 processes run 1,000 jobs of 40 groups, one at a time per group (the
+    /// default): a ledger in Redis of every grouped job's start and end across the processes
+    /// finds no two jobs of a group running at once, while jobs of different groups did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_groups_concurrency_of_one_holds_across_eight_workers_in_four_processes() -> TestResult {
+        let ctx = Ctx::new(redtail_tests::Deployment::Standalone).await;
+        let prefix = ctx.ns.prefix().to_owned();
+        let queue = Queue::<Download>::new(
+            Arc::clone(&ctx.backend),
+            keep_all(QueueConfig::new("ledger").namespace(ctx.ns.clone())),
+        )?;
+        let items: Vec<(Download, JobOptions)> = (0..1000)
+            .map(|i| (download(i), queue.config().defaults.clone().group(format!("user-{}", i % 40))))
+            .collect();
+        queue.add_bulk_with(items.iter().map(|(data, options)| (data, options.clone())).collect()).await?;
+        let spawn = || {
+            Command::new(env!("CARGO_BIN_EXE_queue_worker"))
+                .args([ctx.servers.url(), prefix.as_str(), "ledger", "8", "5000", "2"])
+                .stdout(Stdio::null())
+                .spawn()
+        };
+        let mut workers = (0..4).map(|_| spawn()).collect::<Result<Vec<_>, _>>()?;
+        let finished = until("every grouped job completes", Duration::from_secs(120), || async {
+            Ok(queue.counts().await?.completed == 1000)
+        })
+        .await;
+        for worker in &mut workers {
+            worker.kill()?;
+            worker.wait()?;
+        }
+        finished?;
+        let read = |suffix: &str| {
+            let key = Key::from_raw(format!("{prefix}:{suffix}"));
+            let backend = Arc::clone(&ctx.backend);
+            async move { backend.call(Cmd::new("GET").key(&key)).await }
+        };
+        let overlaps = read("overlaps").await?;
+        assert!(overlaps.is_nil(), "jobs of one group overlapped {overlaps:?} times");
+        let peak_key = Key::from_raw(format!("{prefix}:peak"));
+        let peak = ctx.backend.call(Cmd::new("ZSCORE").key(&peak_key).arg("jobs")).await?.into_string()?;
+        let peak: u32 = peak.parse()?;
+        assert!(peak > 1, "jobs of different groups ran at once: at most {peak}");
+        println!(
+            "1,000 jobs in 40 groups, 8 workers in 4 processes: no overlap within a group, up to {peak} jobs at once"
+        );
+        Ok(())
+    }
+
     /// A worker process killed with SIGKILL in the middle of 1,000 jobs: a second worker
     /// finishes everything once the dead one's leases run out, and only jobs that were in
     /// flight at the kill run twice.

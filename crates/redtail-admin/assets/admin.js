@@ -57,8 +57,11 @@ function queueCard(queue) {
   for (const state of ['waiting', 'active', 'delayed', 'completed', 'dead']) {
     numbers.append(el('span', { 'data-count': state }, el('b', {}, counts[state]), state));
   }
+  const groups = queue.metrics.groups;
   const extra = el('p', { class: 'note' }, el('span', { 'data-deduplicated': queue.deduplicated_last_hour },
-    `${queue.deduplicated_last_hour} adds deduplicated in the last hour`));
+    `${queue.deduplicated_last_hour} adds deduplicated in the last hour`),
+    groups.waiting + groups.running + groups.paused ? el('span', { 'data-groups': groups.waiting },
+      ` · groups: ${groups.waiting} with jobs waiting, ${groups.running} running, ${groups.paused} paused`) : '');
   const schedulers = el('table', { class: 'schedulers' });
   for (const s of queue.schedulers) {
     const r = s.definition.repeat;
@@ -117,6 +120,25 @@ async function listJobs() {
   $('job-list').replaceChildren(...jobs.map((job) => jobRow(queue, job)));
 }
 
+// A queue's groups with jobs (the first 100 by name), or the one typed, each pausable.
+async function listGroups() {
+  const queue = $('job-queue').value;
+  if (!queue) return;
+  const name = $('group-name').value.trim();
+  const groups = name
+    ? [(await api('GET', `/queues/${enc(queue)}/groups/${enc(name)}`)).group]
+    : (await api('GET', `/queues/${enc(queue)}/groups?count=100`)).groups;
+  $('group-list').replaceChildren(...groups.map((g) => el('tr', { 'data-group': g.name },
+    el('td', {}, g.name), el('td', {}, g.waiting), el('td', {}, g.active), el('td', {}, g.paused ? 'paused' : ''),
+    el('td', {}, el('button', {
+      'data-action': g.paused ? 'resume-group' : 'pause-group', 'data-id': g.name,
+      onclick: () => attempt(async () => {
+        await api('POST', `/queues/${enc(queue)}/groups/${enc(g.name)}/${g.paused ? 'resume' : 'pause'}`);
+        await listGroups();
+      }),
+    }, g.paused ? 'Resume' : 'Pause')))));
+}
+
 async function showLimits() {
   const subject = $('limit-subject').value.trim();
   if (!subject) return;
@@ -159,6 +181,7 @@ function submit(id, action) {
 }
 
 submit('job-filter', listJobs);
+submit('group-form', listGroups);
 submit('limit-form', showLimits);
 submit('session-form', showSessions);
 $('job-state').addEventListener('change', () => attempt(listJobs));

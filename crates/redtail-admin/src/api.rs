@@ -64,6 +64,9 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(admin: Arc<Admin>) -> Rou
         .route("/api/queues/{queue}/jobs/{id}", get(job).delete(delete_job))
         .route("/api/queues/{queue}/jobs/{id}/{action}", post(act))
         .route("/api/queues/{queue}/{action}", post(pause))
+        .route("/api/queues/{queue}/groups", get(groups))
+        .route("/api/queues/{queue}/groups/{group}", get(group))
+        .route("/api/queues/{queue}/groups/{group}/{action}", post(pause_group))
         .route("/api/limits/{subject}", get(limits))
         .route("/api/sessions/{user}", get(sessions))
         .route("/api/sessions/{user}/{id}", delete(end_session))
@@ -183,6 +186,43 @@ async fn pause(State(admin): Shared, Path((name, action)): Path<(String, String)
         other => return Err(Error::NotFound(format!("action {other:?}"))),
     };
     queue(&admin, &name)?.pause(paused).await?;
+    Ok(Json(json!({"ok": true, "paused": paused})))
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupsQuery {
+    /// The last group of the previous page.
+    after: Option<String>,
+    count: Option<u64>,
+}
+
+/// A queue's groups with jobs waiting or running, or paused, by name, a page at a time.
+async fn groups(
+    State(admin): Shared,
+    Path(name): Path<String>,
+    Query(query): Query<GroupsQuery>,
+) -> Result<Json<Value>> {
+    let count = query.count.unwrap_or(50).min(PAGE_MAX) as usize;
+    let groups = queue(&admin, &name)?.groups(query.after.as_deref(), count).await?;
+    Ok(Json(json!({"groups": groups})))
+}
+
+/// One group, whether or not it has jobs.
+async fn group(State(admin): Shared, Path((name, group)): Path<(String, String)>) -> Result<Json<Value>> {
+    Ok(Json(json!({"group": queue(&admin, &name)?.group(&group).await?})))
+}
+
+/// Pause or resume one group of a queue.
+async fn pause_group(
+    State(admin): Shared,
+    Path((name, group, action)): Path<(String, String, String)>,
+) -> Result<Json<Value>> {
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => return Err(Error::NotFound(format!("action {other:?}"))),
+    };
+    queue(&admin, &name)?.pause_group(&group, paused).await?;
     Ok(Json(json!({"ok": true, "paused": paused})))
 }
 

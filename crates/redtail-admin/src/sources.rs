@@ -4,7 +4,7 @@
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
-use redtail_queue::{JobInfo, JobState, Metrics, Queue, SchedulerInfo};
+use redtail_queue::{GroupInfo, JobInfo, JobState, Metrics, Queue, SchedulerInfo};
 use redtail_session::{Codec, SessionStore};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -19,6 +19,9 @@ pub(crate) trait QueueSource: Send + Sync {
     async fn logs(&self, id: &str) -> redtail_queue::Result<Vec<String>>;
     async fn act(&self, action: JobAction, id: &str) -> redtail_queue::Result<bool>;
     async fn pause(&self, paused: bool) -> redtail_queue::Result<()>;
+    async fn groups(&self, after: Option<&str>, count: usize) -> redtail_queue::Result<Vec<GroupInfo>>;
+    async fn group(&self, group: &str) -> redtail_queue::Result<GroupInfo>;
+    async fn pause_group(&self, group: &str, paused: bool) -> redtail_queue::Result<()>;
 }
 
 /// What an operator can do to one job.
@@ -58,6 +61,15 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> QueueSource for Qu
     }
     async fn pause(&self, paused: bool) -> redtail_queue::Result<()> {
         if paused { Queue::pause(self).await } else { self.resume().await }
+    }
+    async fn groups(&self, after: Option<&str>, count: usize) -> redtail_queue::Result<Vec<GroupInfo>> {
+        Queue::groups(self, after, count).await
+    }
+    async fn group(&self, group: &str) -> redtail_queue::Result<GroupInfo> {
+        Queue::group(self, group).await
+    }
+    async fn pause_group(&self, group: &str, paused: bool) -> redtail_queue::Result<()> {
+        if paused { Queue::pause_group(self, group).await } else { self.resume_group(group).await }
     }
 }
 

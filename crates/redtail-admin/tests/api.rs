@@ -176,6 +176,30 @@ async fn every_action_of_the_page_works_through_the_api() -> TestResult {
         assert_eq!(queue.metrics(0).await?.paused, paused);
     }
 
+    for user in ["bob", "alice", "alice"] {
+        queue.add_with(&json!({"url": "x"}), JobOptions::default().group(user)).await?;
+    }
+    let listed = json_of(send(&app, "GET", &path("/groups?count=1"), &[]).await?).await?;
+    assert_eq!(listed["groups"], json!([{"name": "alice", "waiting": 2, "active": 0, "paused": false}]));
+    let next = json_of(send(&app, "GET", &path("/groups?after=alice"), &[]).await?).await?;
+    assert_eq!(next["groups"][0]["name"], "bob");
+    assert_eq!(send(&app, "POST", &path("/groups/bob/pause"), &[]).await?.status(), StatusCode::OK);
+    let bob = json_of(send(&app, "GET", &path("/groups/bob"), &[]).await?).await?;
+    assert_eq!(bob["group"], json!({"name": "bob", "waiting": 1, "active": 0, "paused": true}));
+    let unseen = json_of(send(&app, "GET", &path("/groups/carol"), &[]).await?).await?;
+    assert_eq!(unseen["group"]["waiting"], 0, "a group without jobs reads as empty");
+    let overview = json_of(send(&app, "GET", "/ops/api/overview", &[]).await?).await?;
+    let totals = &overview["queues"][0]["metrics"]["groups"];
+    assert_eq!((totals["waiting"].as_u64(), totals["paused"].as_u64()), (Some(2), Some(1)), "{totals}");
+    assert_eq!(send(&app, "POST", &path("/groups/bob/resume"), &[]).await?.status(), StatusCode::OK);
+    assert!(!queue.group("bob").await?.paused);
+    assert_eq!(send(&app, "POST", &path("/groups/bob/sleep"), &[]).await?.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        send(&app, "POST", &path("/groups/two%20words/pause"), &[]).await?.status(),
+        StatusCode::BAD_REQUEST,
+        "a group name the queue refuses"
+    );
+
     let (token, session) = sessions.create("alice", json!({}), NewSession::standard()).await?;
     let listed = json_of(send(&app, "GET", "/ops/api/sessions/alice", &[]).await?).await?;
     assert_eq!(listed["sessions"][0]["id"], session.id.as_str());

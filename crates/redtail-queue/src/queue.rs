@@ -312,7 +312,21 @@ impl<T> Queue<T> {
     }
 
     async fn read_metrics(&self, minutes: u32) -> Result<Metrics> {
-        counts::decode(counts::SCRIPT.run(&self.inner, [Arg::from(minutes)]).await?)
+        let read = counts::decode(counts::SCRIPT.run(&self.inner, [Arg::from(minutes)]).await?)?;
+        // Group totals as gauges, set on each read (the admin polls it); no group is a label.
+        let groups = read.groups;
+        let series = [
+            ("redtail_queue_groups", "waiting", groups.waiting),
+            ("redtail_queue_groups", "running", groups.running),
+            ("redtail_queue_groups", "paused", groups.paused),
+            ("redtail_queue_grouped_jobs", "waiting", groups.jobs_waiting),
+            ("redtail_queue_grouped_jobs", "active", groups.jobs_active),
+        ];
+        for (name, state, value) in series {
+            let labels = || vec![("queue", self.inner.config.name.clone()), ("state", state.to_owned())];
+            metrics::gauge(name, labels, value as f64);
+        }
+        Ok(read)
     }
 
     /// Stops delivery: workers finish what they hold and take nothing new until [`Queue::resume`].

@@ -112,12 +112,16 @@ fn admin(caller: Option<Extension<Caller>>) -> Result<Caller, ApiError> {
 }
 
 /// `GET /metrics`: every redtail crate's metrics (docs/metrics.md) in Prometheus's text format,
-/// for a scraper.
-async fn metrics() -> Response {
-    match media_api::prometheus() {
-        Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
-        None => ApiError::not_found("route").into_response(),
+/// for a scraper. The queues' group gauges are read from Redis first (one script call each).
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = media_api::prometheus() else {
+        return ApiError::not_found("route").into_response();
+    };
+    let (downloads, requests) = tokio::join!(state.queues.downloads.metrics(0), state.queues.requests.metrics(0));
+    if let Err(e) = downloads.and(requests) {
+        tracing::warn!(error = %e, "metrics: the queues' group gauges could not be read; they keep their last values");
     }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response()
 }
 
 /// `GET /api/health`: Redis health as JSON, 200 when up and 503 when down.
@@ -173,7 +177,7 @@ async fn download(
     }
     let data = Download { url: url.to_owned(), user_id: caller.user().to_owned(), fail: flag.fail };
     let id = job_id("dl")?;
-    let options = state.queues.downloads.config().defaults.clone().id(id.as_str());
+    let options = state.queues.downloads.config().defaults.clone().id(id.as_str()).group(caller.user());
     state.queues.downloads.add_with(&data, options).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"success": true, "jobId": id}))).into_response())
 }

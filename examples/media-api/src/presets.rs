@@ -3,15 +3,16 @@
 use std::time::Duration;
 
 use redtail_cache::{Cache, Codec, EntryOptions, canonical_key};
-use redtail_queue::{JobOptions, QueueConfig, Retention};
+use redtail_queue::{Groups, JobOptions, QueueConfig, Retention};
 use redtail_ratelimit::{Algorithm, OnFailure, Policy, Refused};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::Value as Json;
 
 /// The `youtube-downloads` queue: 3 attempts, exponential backoff from 2 s, completed jobs kept an
-/// hour (the last 100), failed jobs kept 24 hours.
+/// hour (the last 100), failed jobs kept 24 hours. Each user's downloads are a group, two at a
+/// time: one user queuing hundreds does not hold back everyone else's.
 pub fn youtube_downloads() -> QueueConfig {
-    queue("youtube-downloads", 3)
+    queue("youtube-downloads", 3).groups(Groups::default().concurrency(2))
 }
 
 /// The `media-requests` queue: as [`youtube_downloads`], 5 attempts.

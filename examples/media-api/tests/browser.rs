@@ -246,6 +246,28 @@ async fn an_operator_uses_every_part_of_the_mounted_admin() -> TestResult {
     click(&mut page, "button[data-action=\"resume\"][data-queue=\"media-requests\"]").await?;
     until_completed(&service, &alice, &request, Duration::from_secs(20)).await?;
 
+    // Downloads are grouped by user: alice's group is listed, paused and resumed from the page.
+    submit(&mut page, "group-name", "alice").await?;
+    page.wait_for(
+        "alice's downloads show as a group",
+        "!!document.querySelector('#group-list tr[data-group=\"alice\"]')",
+        Duration::from_secs(10),
+    )
+    .await?;
+    click(&mut page, "button[data-action=\"pause-group\"][data-id=\"alice\"]").await?;
+    page.wait_for(
+        "alice's group shows paused",
+        "!!document.querySelector('button[data-action=\"resume-group\"][data-id=\"alice\"]')",
+        Duration::from_secs(10),
+    )
+    .await?;
+    let held = queue_download(&service, &alice, "/api/youtube/download", "https://example.invalid/v/held").await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = service.get(&format!("/api/jobs/{held}")).cookie(&alice).send().await?.json();
+    assert_eq!(waiting["job"]["state"], json!("waiting"), "a paused group runs nothing");
+    click(&mut page, "button[data-action=\"resume-group\"][data-id=\"alice\"]").await?;
+    until_completed(&service, &alice, &held, Duration::from_secs(20)).await?;
+
     // A subject's rate-limit usage, and a user's session ended from the page.
     submit(&mut page, "limit-subject", "alice").await?;
     page.wait_for(
