@@ -2,9 +2,10 @@
 //! Prints one JSON object a line. Run through `cargo xtask bench`, which builds it in release
 //! mode and gives it a server of its own.
 //!
-//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-soak] [queue-depth] [scheduler] [cache-tiers] [--n N] [--c C] [--jobs J] [--qc C] [--depth D] [--pool CONNECTIONS]`
+//! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-grouped] [queue-soak] [queue-depth] [scheduler] [cache-tiers] [--n N] [--c C] [--jobs J] [--qc C] [--depth D] [--pool CONNECTIONS]`
 //!
-//! `queue-depth` measures the curve (0, 10,000, 100,000 and 1,000,000 waiting); `--depth D`
+//! `queue-grouped` is the `queue` workload with its jobs spread round-robin over 1,000 groups
+//! (`--groups G`), one job at a time per group. `queue-depth` measures the curve (0, 10,000, 100,000 and 1,000,000 waiting); `--depth D`
 //! measures one depth of it.
 
 use std::{
@@ -19,7 +20,7 @@ use media_api::presets::UserSession;
 use redtail_cache::{Cache, CacheConfig, EntryOptions, Invalidation, LocalTier};
 use redtail_connection::{Config, Redis};
 use redtail_core::{Backend, Cmd, Cursor, Key, Namespace};
-use redtail_queue::{Backoff, JobOptions, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions};
+use redtail_queue::{Backoff, Groups, JobOptions, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions};
 use redtail_session::{NewSession, SessionConfig, SessionStore, Token};
 use serde_json::json;
 
@@ -68,7 +69,10 @@ async fn main() -> Result<(), Error> {
         cache(&backend, n, concurrency).await?;
     }
     if wants("queue") {
-        queue(&backend, number("--jobs", 20_000), number("--qc", 50)).await?;
+        queue(&backend, number("--jobs", 20_000), number("--qc", 50), 0).await?;
+    }
+    if args.iter().any(|a| a == "queue-grouped") {
+        queue(&backend, number("--jobs", 20_000), number("--qc", 50), number("--groups", 1_000)).await?;
     }
     // Not part of a plain run: a million jobs take a minute.
     if args.iter().any(|a| a == "queue-soak") {
@@ -651,19 +655,26 @@ async fn until_completed(worker: &WorkerHandle, jobs: usize, what: &str) -> Resu
 
 /// The `queue` workload: `jobs` added in batches of 1,000, then one worker with `concurrency`
 /// runs a no-op handler on all of them; BullMQ's options (3 attempts, exponential backoff from
-/// 2 s, the last 100 completed kept for an hour, failed kept a day).
-async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> Result<(), Error> {
+/// 2 s, the last 100 completed kept for an hour, failed kept a day). With `groups` above 0
+/// (`queue.grouped`), job `i` is in group `i % groups`, each group running one job at a time.
+async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize, groups: usize) -> Result<(), Error> {
     let name = format!("bench-{}", std::process::id());
     let defaults = JobOptions::default()
         .attempts(3)
         .backoff(Backoff::exponential(Duration::from_secs(2)))
         .keep_completed(Retention::new(Duration::from_secs(3600), 100))
         .keep_failed(Retention::new(Duration::from_secs(86_400), 100_000));
-    let queue =
-        Queue::<serde_json::Value>::new(Arc::clone(backend), QueueConfig::new(name.as_str()).defaults(defaults))?;
+    let config = QueueConfig::new(name.as_str()).defaults(defaults.clone()).groups(Groups::default().concurrency(1));
+    let queue = Queue::<serde_json::Value>::new(Arc::clone(backend), config)?;
     let items: Vec<serde_json::Value> = (0..jobs).map(job_data).collect();
     let started = Instant::now();
-    let ids = queue.add_bulk(&items).await?;
+    let ids = if groups == 0 {
+        queue.add_bulk(&items).await?
+    } else {
+        let grouped =
+            items.iter().enumerate().map(|(i, item)| (item, defaults.clone().group(format!("g{}", i % groups))));
+        queue.add_bulk_with(grouped.collect()).await?.into_iter().map(|added| added.id).collect()
+    };
     let added = started.elapsed();
 
     // Bytes per waiting job: its hash, plus its share of the waiting list.
@@ -690,12 +701,15 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize) -> R
     let per_sec = |d: Duration| (jobs as f64 / d.as_secs_f64()).round();
     println!(
         "{}",
-        json!({"bench": "queue", "impl": "redtail", "jobs": jobs, "add_per_sec": per_sec(added),
+        json!({"bench": if groups == 0 { "queue" } else { "queue.grouped" }, "impl": "redtail", "jobs": jobs,
+               "groups": groups, "add_per_sec": per_sec(added),
                "process_per_sec": per_sec(processed), "worker_concurrency": concurrency, "redis_errors": stats.redis_errors,
                "process_server_us_per_job": server.map(|usec| per_op(usec.commands, jobs)),
                "process_server_cpu_us_per_job": server.map(|usec| per_op(usec.cpu, jobs))})
     );
-    println!("{}", json!({"bench": "memory.job", "impl": "redtail", "bytes": per_job, "sampled": job_bytes.len()}));
+    if groups == 0 {
+        println!("{}", json!({"bench": "memory.job", "impl": "redtail", "bytes": per_job, "sampled": job_bytes.len()}));
+    }
     queue.obliterate(true).await?;
     Ok(())
 }

@@ -1,11 +1,16 @@
 -- Adds jobs (src/script/add.rs names the arguments): ARG_COUNT jobs, JOB_FIELDS values each:
 -- custom id ('' for a new number), data, delay ms, priority, max attempts, options ('' for the
--- queue's), deduplication id ('' for none), mode (DEDUP_*) and ttl ms, attempts already made,
--- group ('' for none).
+-- queue's), deduplication id ('' for none), mode (DEDUP_*) and ttl ms, attempts already made;
+-- then the grouped jobs' groups, "<job number from 0> <group> ..." ('' when none).
 -- Returns id, 1 (added) or 0 (a job with that custom id exists, or the add was deduplicated
 -- against job id) per job. Custom ids of digits come only from an import (src/import.rs; adds
 -- refuse them): one moves the id counter past it, so that no generated id ever takes it.
 local n = tonumber(ARGV[ARG_COUNT])
+local groups = {}
+local listed = ARGV[ARG_COUNT + 1 + n * JOB_FIELDS]
+if listed ~= '' then
+  for i, group in string.gmatch(listed, '(%d+) (%S+)') do groups[tonumber(i)] = group end
+end
 local last = redis.call('INCRBY', K_ID, n)
 local out, plain, added = {}, {}, {}
 local deduplicated, past = 0, last
@@ -48,7 +53,7 @@ for i = 0, n - 1 do
     end
     local delay, priority = tonumber(ARGV[b + JOB_DELAY_MS]), tonumber(ARGV[b + JOB_PRIORITY])
     local m = ARGV[b + JOB_ATTEMPTS] .. ' ' .. NOW_S .. ' ' .. ARGV[b + JOB_PRIORITY] .. ' ' .. ARGV[b + JOB_OPTIONS]
-    local group = ARGV[b + JOB_GROUP]
+    local group = groups[i] or ''
     if write_job(id, ARGV[b + JOB_DATA], m, NOW + delay, group) then
       ready = true
       if priority > 0 or group ~= '' then enqueue(id, priority, false, group) else plain[#plain + 1] = id end

@@ -16,8 +16,7 @@ for _, group in ipairs(groups) do
   local ids = redis.call('LPOP', group_key(group), 1000 - #removed)
   if ids then take(ids) end
   if redis.call('EXISTS', group_key(group)) == 0 then
-    redis.call('HDEL', K_GWAIT, group)
-    redis.call('ZREM', K_GRING, group)
+    forget_group(group)
   else
     redis.call('HINCRBY', K_GWAIT, group, -#(ids or {}))
   end
@@ -35,5 +34,6 @@ if ARGV[ARG_DELAYED] == '1' and #removed < 1000 then
   end
   if #delayed > 0 then take(delayed); redis.call('ZREM', K_DELAY, unpack(delayed)) end
 end
+if rejoined then wake() end
 emit('removed', table.concat(removed, ' '))
 return #removed

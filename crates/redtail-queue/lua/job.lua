@@ -53,9 +53,8 @@ if op == OP_RETRY then
 end
 if redis.call('HEXISTS', K_RUN, id) == 1 then return -1 end
 if job[1] == STATE_WAITING and group ~= '' then
-  if redis.call('LREM', group_key(group), 1, id) > 0 and redis.call('HINCRBY', K_GWAIT, group, -1) <= 0 then
-    redis.call('HDEL', K_GWAIT, group)
-    redis.call('ZREM', K_GRING, group)
+  if redis.call('LREM', group_key(group), 1, id) > 0 and redis.call('HINCRBY', K_GWAIT, group, '-1') <= 0 then
+    forget_group(group)
   end
 elseif job[1] == STATE_WAITING then
   redis.call('LREM', K_WAIT, 1, id)
@@ -65,6 +64,7 @@ elseif job[1] == STATE_COMPLETED then
 else
   redis.call('ZREM', job[1] == STATE_DELAYED and K_DELAY or K_DEAD, id)
   if holding then leave(group) end
+  if rejoined then wake() end
 end
 redis.call('DEL', key, log_key(id))
 emit('removed', id)

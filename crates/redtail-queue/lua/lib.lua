@@ -63,30 +63,55 @@ end
 -- the ring and full: it then leaves the ring until one of its jobs finishes.
 local function group_key(group) return PREFIX .. 'g:' .. group end
 
-local ring_tail = nil
--- Puts `group` at the ring's tail; it must not be in the ring.
-local function ring_push(group)
+-- The ring's last turn, and whether any group is paused or rate-limited: each read once per
+-- call, and only by a call that meets a group (a script that times a group out says so).
+local ring_tail, any_paused, any_timed = nil, nil, nil
+
+-- Puts `group` at the ring's tail: only if it is not in the ring when `nx`. Returns true when
+-- it was put there.
+local function ring_push(group, nx)
   if not ring_tail then ring_tail = tonumber(redis.call('ZRANGE', K_GRING, -1, -1, 'WITHSCORES')[2]) or 0 end
   ring_tail = ring_tail + 1
-  redis.call('ZADD', K_GRING, ring_tail, group)
+  local turn = string.format('%d', ring_tail)
+  if nx then return redis.call('ZADD', K_GRING, 'NX', turn, group) == 1 end
+  redis.call('ZADD', K_GRING, turn, group)
+  return true
 end
 
 -- Puts `group` in the ring unless it is there, paused or waiting out its rate limit. Returns
 -- true when it was put there.
 local function offer(group)
-  if redis.call('ZSCORE', K_GRING, group) or redis.call('SISMEMBER', K_GPAUSED, group) == 1
-    or redis.call('ZSCORE', K_GTIMED, group) then
+  if any_paused == nil then any_paused = redis.call('EXISTS', K_GPAUSED) == 1 end
+  if any_timed == nil then any_timed = redis.call('EXISTS', K_GTIMED) == 1 end
+  if (any_paused and redis.call('SISMEMBER', K_GPAUSED, group) == 1)
+    or (any_timed and redis.call('ZSCORE', K_GTIMED, group)) then
     return false
   end
-  ring_push(group)
-  return true
+  return ring_push(group, true)
 end
 
--- One job of `group` no longer runs or holds its place: the group may start another, and a
--- worker is woken when it could not before (it had left the ring at its concurrency).
+-- Set when a group came back to the ring: the script then wakes a worker before it ends (the
+-- step only when it took no job itself, since then it wakes one anyway while work is left).
+local rejoined = false
+
+-- One job of `group` no longer runs or holds its place: the group may start another. A group
+-- with jobs waiting keeps its count at 0 (its next job counts there again, one write less); the
+-- scripts that empty a group's list remove a 0 left behind (forget_group).
 local function leave(group)
-  if redis.call('HINCRBY', K_GACTIVE, group, -1) <= 0 then redis.call('HDEL', K_GACTIVE, group) end
-  if redis.call('HEXISTS', K_GWAIT, group) == 1 and offer(group) then wake() end
+  local active = redis.call('HINCRBY', K_GACTIVE, group, '-1')
+  if redis.call('HEXISTS', K_GWAIT, group) == 1 then
+    if offer(group) then rejoined = true end
+  elseif active <= 0 then
+    redis.call('HDEL', K_GACTIVE, group)
+  end
+end
+
+-- `group` has no job waiting any more: it leaves the ring and the waiting counts, and its
+-- running count when that is 0.
+local function forget_group(group)
+  redis.call('HDEL', K_GWAIT, group)
+  redis.call('ZREM', K_GRING, group)
+  if redis.call('HGET', K_GACTIVE, group) == '0' then redis.call('HDEL', K_GACTIVE, group) end
 end
 
 -- Puts a job back in line: its group's list when it has a group (priorities do not apply
@@ -95,7 +120,7 @@ end
 local function enqueue(id, priority, front, group)
   if group and group ~= '' then
     redis.call(front and 'LPUSH' or 'RPUSH', group_key(group), id)
-    redis.call('HINCRBY', K_GWAIT, group, 1)
+    redis.call('HINCRBY', K_GWAIT, group, '1')
     offer(group)
     return
   end

@@ -10,6 +10,12 @@ local n_acks = tonumber(ARGV[ARG_ACKS])
 local group_concurrency = tonumber(ARGV[ARG_GROUP_CONCURRENCY])
 local group_rate_max, group_rate_window = tonumber(ARGV[ARG_GROUP_RATE_MAX]), ARGV[ARG_GROUP_RATE_WINDOW_MS]
 local hold = ARGV[ARG_GROUP_HOLD] == '1'
+-- The groups of the grouped jobs acknowledged, by acknowledgement (from 0), listed apart so
+-- that ungrouped ones carry nothing: "<ack> <group> <ack> <group>...", or empty.
+local ack_groups = {}
+if ARGV[ARG_ACK_GROUPS] ~= '' then
+  for i, group in string.gmatch(ARGV[ARG_ACK_GROUPS], '(%d+) (%S+)') do ack_groups[tonumber(i)] = group end
+end
 
 -- A lease lost once (it expired and its jobs were taken back) is never held again: its
 -- lane must start over with a new token. While it is held, none of its running jobs can
@@ -59,7 +65,7 @@ for i = 0, n_acks - 1 do
   local payload, delay = ARGV[b + ACK_PAYLOAD], ARGV[b + ACK_DELAY_MS]
   local keep, keep_count = ARGV[b + ACK_KEEP_MS], ARGV[b + ACK_KEEP_COUNT]
   local has_log, resend = ARGV[b + ACK_LOGGED] == '1', ARGV[b + ACK_RESEND] == '1'
-  local group = ARGV[b + ACK_GROUP]
+  local group = ack_groups[i] or ''
   local key = job_key(id)
   local apply = held
   if held and resend then
@@ -231,12 +237,17 @@ if want > 0 and rate_max > 0 then
   end
 end
 
-local jobs, ids, grouped = {}, {}, {}
+local jobs, ids, grouped, taken_groups = {}, {}, {}, {}
 
 -- Takes up to `quota` grouped jobs, round-robin: each lap pops groups from the ring's head and
 -- takes one job of each that is under its concurrency and rate limit, then puts those with
 -- more to run back at the tail, so a lap visits a group once. A group at its concurrency
 -- leaves the ring (a finishing job offers it again); one at its rate limit waits in K_GTIMED.
+local function time_out(group, rate_key)
+  redis.call('ZADD', K_GTIMED, NOW + math.max(redis.call('PTTL', rate_key), 1), group)
+  any_timed = true
+end
+
 local function take_grouped(quota)
   local got = 0
   while got < quota do
@@ -245,31 +256,34 @@ local function take_grouped(quota)
     local back = {}
     for i = 1, #popped, 2 do
       local group = popped[i]
-      local active = tonumber(redis.call('HGET', K_GACTIVE, group) or '0')
       local rate_key = group_rate_max > 0 and PREFIX .. 'gl:' .. group
-      local room = active < group_concurrency
-      if room and rate_key and tonumber(redis.call('GET', rate_key) or '0') >= group_rate_max then
-        redis.call('ZADD', K_GTIMED, NOW + math.max(redis.call('PTTL', rate_key), 1), group)
-        room = false
-      end
-      local id = room and redis.call('LPOP', group_key(group))
-      if id then
-        ids[#ids + 1] = id
-        grouped[id] = group
-        got = got + 1
-        redis.call('HINCRBY', K_GACTIVE, group, 1)
-        local left = redis.call('HINCRBY', K_GWAIT, group, -1)
-        if left <= 0 then redis.call('HDEL', K_GWAIT, group) end
-        local used = 0
-        if rate_key then
-          used = redis.call('INCR', rate_key)
-          if used == 1 then redis.call('PEXPIRE', rate_key, group_rate_window) end
-        end
-        if left > 0 then
-          if rate_key and used >= group_rate_max then
-            redis.call('ZADD', K_GTIMED, NOW + math.max(redis.call('PTTL', rate_key), 1), group)
-          elseif active + 1 < group_concurrency then
-            back[#back + 1] = group
+      if rate_key and tonumber(redis.call('GET', rate_key) or '0') >= group_rate_max then
+        time_out(group, rate_key)
+      else
+        -- Counted first, and taken back when over the concurrency (the group then stays out of
+        -- the ring until one of its jobs ends) or when the group has nothing left.
+        local active = redis.call('HINCRBY', K_GACTIVE, group, '1')
+        local id = active <= group_concurrency and redis.call('LPOP', group_key(group))
+        if not id then
+          if redis.call('HINCRBY', K_GACTIVE, group, '-1') <= 0 then redis.call('HDEL', K_GACTIVE, group) end
+        else
+          ids[#ids + 1] = id
+          grouped[id] = group
+          got = got + 1
+          local left = redis.call('HINCRBY', K_GWAIT, group, '-1')
+          -- (Its running count is at least 1 now, and the ring gave it up.)
+          if left <= 0 then redis.call('HDEL', K_GWAIT, group) end
+          local used = 0
+          if rate_key then
+            used = redis.call('INCR', rate_key)
+            if used == 1 then redis.call('PEXPIRE', rate_key, group_rate_window) end
+          end
+          if left > 0 then
+            if rate_key and used >= group_rate_max then
+              time_out(group, rate_key)
+            elseif active < group_concurrency then
+              back[#back + 1] = group
+            end
           end
         end
       end
@@ -282,17 +296,21 @@ end
 if want > 0 then
   local popped = redis.call('ZPOPMIN', K_PRIO, want)
   for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
-  -- Groups past their rate limit's window are offered again.
-  local timed = redis.call('ZRANGEBYSCORE', K_GTIMED, '-inf', NOW_S, 'LIMIT', 0, 100)
-  if #timed > 0 then
-    redis.call('ZREM', K_GTIMED, unpack(timed))
-    for _, group in ipairs(timed) do
-      if redis.call('HEXISTS', K_GWAIT, group) == 1 then offer(group) end
+  -- (One call is all a queue without groups pays.)
+  local with_groups = #ids < want and redis.call('EXISTS', K_GRING, K_GTIMED) > 0
+  if with_groups then
+    -- Groups past their rate limit's window are offered again.
+    local timed = redis.call('ZRANGEBYSCORE', K_GTIMED, '-inf', NOW_S, 'LIMIT', 0, 100)
+    if #timed > 0 then
+      redis.call('ZREM', K_GTIMED, unpack(timed))
+      for _, group in ipairs(timed) do
+        if redis.call('HEXISTS', K_GWAIT, group) == 1 then offer(group) end
+      end
     end
+    with_groups = redis.call('EXISTS', K_GRING) == 1
   end
   -- Grouped and plain jobs share what is left half and half, either taking what the other
   -- leaves, so neither starves the other.
-  local with_groups = #ids < want and redis.call('EXISTS', K_GRING) == 1
   if with_groups then take_grouped(math.ceil((want - #ids) / 2)) end
   if #ids < want then
     local plain = redis.call('LPOP', K_WAIT, want - #ids)
@@ -316,7 +334,10 @@ for _, id in ipairs(ids) do
     jobs[at + TAKEN_DATA] = job[1]
     jobs[at + TAKEN_ATTEMPT] = tonumber(before) + 1
     jobs[at + TAKEN_META] = job[3] or ''
-    jobs[at + TAKEN_GROUP] = job[4] or ''
+    if job[4] then
+      taken_groups[#taken_groups + 1] = #taken
+      taken_groups[#taken_groups + 1] = job[4]
+    end
   end
 end
 if #taken > 0 then
@@ -330,7 +351,11 @@ if #taken > 0 then
     or redis.call('EXISTS', K_GRING) == 1) then
     wake(true)
   end
-elseif want > 0 then
+elseif rejoined then
+  -- A group this call freed can start a job, and this call took none.
+  wake()
+end
+if #taken == 0 and want > 0 then
   -- Nothing to take now: when a group's rate limit ends first, look again then.
   local reopens = tonumber(redis.call('ZRANGE', K_GTIMED, 0, 0, 'WITHSCORES')[2])
   if reopens and (limited_until == 0 or reopens - NOW < limited_until) then
@@ -346,4 +371,5 @@ reply[REPLY_PAUSED] = paused
 reply[REPLY_LIMITED] = limited_until
 reply[REPLY_NOW] = NOW
 reply[REPLY_HELD] = held and 1 or 0
+reply[REPLY_GROUPS] = taken_groups
 return reply

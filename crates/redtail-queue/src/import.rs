@@ -200,7 +200,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let mut encoded = self.encode_made(&data, &add, attempts_made)?;
         // BullMQ's ids are numbers, which adds refuse as custom ids: the add script moves the
         // queue's id counter past them.
-        encoded[JobField::Id.at()] = Arg::from(id.as_str());
+        encoded.fields[JobField::Id.at()] = Arg::from(id.as_str());
         Ok((job, Some(encoded)))
     }
 

@@ -155,7 +155,7 @@ impl<T: Serialize> Queue<T> {
             Some(stored) => serde_json::to_string(&stored).map_err(Error::Encode)?,
             None => String::new(),
         };
-        Ok([
+        let fields = [
             Arg::from(options.id.as_deref().unwrap_or("")),
             Arg::from(data),
             Arg::from(millis(options.delay)),
@@ -166,8 +166,8 @@ impl<T: Serialize> Queue<T> {
             Arg::from(options.dedup.as_ref().map_or("", |d| add::DedupCode::of(d.mode).code())),
             Arg::from(options.dedup.as_ref().map_or(0, |d| millis(d.ttl))),
             Arg::from(made),
-            Arg::from(options.group.as_deref().unwrap_or("")),
-        ])
+        ];
+        Ok(EncodedJob { fields, group: options.group.clone() })
     }
 
     pub(crate) async fn add_batch(&self, jobs: &[EncodedJob]) -> Result<Vec<Added>> {

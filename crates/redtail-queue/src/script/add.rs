@@ -13,7 +13,9 @@ pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
 });
 
 lua_numbers! {
-    /// The add script's own argument; the jobs' fields follow it.
+    /// The add script's own argument; the jobs' fields follow it, then the groups of the grouped
+    /// ones, listed apart so that ungrouped jobs carry nothing: `<job number, from 0> <group>`
+    /// pairs separated by spaces, or empty.
     AddArg {
         /// How many jobs follow, [`JobField`]s each.
         Count = 3 => "ARG_COUNT",
@@ -43,8 +45,6 @@ lua_numbers! {
         DedupTtlMs = 8 => "JOB_DEDUP_TTL_MS",
         /// Attempts already made elsewhere (`0` but for jobs imported from BullMQ).
         AttemptsMade = 9 => "JOB_ATTEMPTS_MADE",
-        /// Its group, or empty for none.
-        Group = 10 => "JOB_GROUP",
     }
 }
 
@@ -71,14 +71,28 @@ impl DedupCode {
     }
 }
 
-/// One job's fields, in [`JobField`] order.
-pub(crate) type EncodedJob = [Arg; JobField::ALL.len()];
+/// One job: its fields in [`JobField`] order, and its group.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedJob {
+    pub(crate) fields: [Arg; JobField::ALL.len()],
+    pub(crate) group: Option<String>,
+}
 
 /// The script's arguments for `jobs`.
 pub(crate) fn args(jobs: &[EncodedJob]) -> Vec<Arg> {
-    let mut args = Vec::with_capacity(1 + jobs.len() * JobField::ALL.len());
+    let mut args = Vec::with_capacity(2 + jobs.len() * JobField::ALL.len());
     args.push(Arg::from(jobs.len()));
-    args.extend(jobs.iter().flatten().cloned());
+    args.extend(jobs.iter().flat_map(|job| job.fields.iter().cloned()));
+    let mut groups = String::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Some(group) = &job.group {
+            if !groups.is_empty() {
+                groups.push(' ');
+            }
+            groups.push_str(&format!("{i} {group}"));
+        }
+    }
+    args.push(Arg::from(groups));
     args
 }
 

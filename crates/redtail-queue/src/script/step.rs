@@ -46,9 +46,12 @@ lua_numbers! {
         GroupRateWindowMs = 13 => "ARG_GROUP_RATE_WINDOW_MS",
         /// `1` when a grouped job waiting out a backoff holds its group's place.
         GroupHold = 14 => "ARG_GROUP_HOLD",
+        /// The groups of the grouped jobs acknowledged: `<ack number, from 0> <group>` pairs
+        /// separated by spaces, or empty (ungrouped acknowledgements carry nothing).
+        AckGroups = 15 => "ARG_ACK_GROUPS",
         /// The number of acknowledgements; their fields follow (see [`AckField`]), then the
         /// number of jobs the lane still runs and their ids, or -1 (no reconciling).
-        Acks = 15 => "ARG_ACKS",
+        Acks = 16 => "ARG_ACKS",
     }
 }
 
@@ -77,8 +80,6 @@ lua_numbers! {
         Resend = 9 => "ACK_RESEND",
         /// For a scheduler's job, its next tick (see [`crate::scheduler::Tick::advance`]), else empty.
         Tick = 10 => "ACK_TICK",
-        /// The job's group, or empty.
-        Group = 11 => "ACK_GROUP",
     }
 }
 
@@ -118,6 +119,9 @@ lua_numbers! {
         Now = 6 => "REPLY_NOW",
         /// 1 when the lease is held (0: lost; the lane takes a new token).
         Held = 7 => "REPLY_HELD",
+        /// The groups of the grouped jobs taken: `<job number, from 1>, <group>` pairs (ungrouped
+        /// jobs carry nothing).
+        Groups = 8 => "REPLY_GROUPS",
     }
 }
 
@@ -132,8 +136,6 @@ lua_numbers! {
         Attempt = 3 => "TAKEN_ATTEMPT",
         /// Its `m` field (see `record::Meta`).
         Meta = 4 => "TAKEN_META",
-        /// Its group, or empty.
-        Group = 5 => "TAKEN_GROUP",
     }
 }
 
@@ -175,7 +177,6 @@ impl Ack {
             (AckField::Logged, flag(self.logged)),
             (AckField::Resend, flag(self.resend)),
             (AckField::Tick, Arg::from(self.tick.as_str())),
-            (AckField::Group, Arg::from(&*self.group)),
         ];
         for (field, value) in fields {
             debug_assert_eq!(args.len() - first, field.at(), "{field:?} out of place");
@@ -221,6 +222,7 @@ impl StepCall<'_> {
             (StepArg::GroupRateMax, Arg::from(group_max)),
             (StepArg::GroupRateWindowMs, Arg::from(group_window)),
             (StepArg::GroupHold, Arg::from(if self.groups.hold_on_retry { "1" } else { "0" })),
+            (StepArg::AckGroups, Arg::from(self.ack_groups())),
             (StepArg::Acks, Arg::from(self.acks.len())),
         ];
         for (arg, value) in fixed {
@@ -238,6 +240,20 @@ impl StepCall<'_> {
             None => args.push(Arg::from("-1")),
         }
         args
+    }
+}
+
+impl StepCall<'_> {
+    /// [`StepArg::AckGroups`]: the grouped acknowledgements' numbers and groups.
+    fn ack_groups(&self) -> String {
+        let mut out = String::new();
+        for (i, ack) in self.acks.iter().enumerate().filter(|(_, ack)| !ack.group.is_empty()) {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&format!("{i} {}", ack.group));
+        }
+        out
     }
 }
 
@@ -298,18 +314,13 @@ impl Stepped {
         }
         let mut taken = Vec::with_capacity(jobs.len() / TakenField::ALL.len());
         let mut fields = jobs.into_iter();
-        while let (Some(id), Some(data), Some(attempt), Some(meta), Some(group)) =
-            (fields.next(), fields.next(), fields.next(), fields.next(), fields.next())
+        let ungrouped: Arc<str> = Arc::from("");
+        while let (Some(id), Some(data), Some(attempt), Some(meta)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
         {
             let attempt = u32::try_from(attempt.as_int()?).map_err(|_| Error::Reply("a job's attempt".to_owned()))?;
-            let group = Arc::from(group.into_string()?);
-            taken.push(Taken {
-                id: id.into_string()?,
-                data: data.into_bytes()?,
-                attempt,
-                meta: meta.into_string()?,
-                group,
-            });
+            let (id, data, meta) = (id.into_string()?, data.into_bytes()?, meta.into_string()?);
+            taken.push(Taken { id, data, attempt, meta, group: Arc::clone(&ungrouped) });
         }
         let ms = |value: i64| u64::try_from(value).ok().map(Duration::from_millis);
         let next_due = ms(next(StepReply::NextDue)?.as_int()?);
@@ -317,6 +328,13 @@ impl Stepped {
         let limited = ms(next(StepReply::Limited)?.as_int()?).filter(|d| !d.is_zero());
         let now_ms = u64::try_from(next(StepReply::Now)?.as_int()?).unwrap_or(0);
         let held = next(StepReply::Held)?.as_int()? == 1;
+        let groups = next(StepReply::Groups)?.into_array()?;
+        for pair in groups.chunks(2) {
+            let [at, group] = pair else { return Err(Error::Reply("an odd list of taken jobs' groups".to_owned())) };
+            let job = usize::try_from(at.as_int()?).ok().and_then(|at| taken.get_mut(at.wrapping_sub(1)));
+            let job = job.ok_or_else(|| Error::Reply(format!("a group for taken job {at:?}, which is not there")))?;
+            job.group = Arc::from(group.clone().into_string()?);
+        }
         Ok(Stepped { applied, taken, next_due, paused, limited, now_ms, held })
     }
 }
@@ -340,7 +358,7 @@ mod tests {
             tick: String::new(),
             group: Arc::from(""),
         };
-        let acks = [ack(AckKind::Failed, "7"), ack(AckKind::Kept, "8")];
+        let acks = [ack(AckKind::Failed, "7"), Ack { group: Arc::from("u1"), ..ack(AckKind::Kept, "8") }];
         let call = StepCall {
             token: "w-1:0",
             lease: Duration::from_secs(30),
@@ -364,6 +382,7 @@ mod tests {
         assert_eq!((at(StepArg::NewLease.at()), at(StepArg::Acks.at())), ("1", "2"));
         assert_eq!((at(StepArg::GroupConcurrency.at()), at(StepArg::GroupHold.at())), ("1", "1"));
         assert_eq!((at(StepArg::GroupRateMax.at()), at(StepArg::GroupRateWindowMs.at())), ("5", "2000"));
+        assert_eq!(at(StepArg::AckGroups.at()), "1 u1", "only the grouped acknowledgement, by its number");
         let second = StepArg::Acks.at() + 1 + AckField::ALL.len();
         assert_eq!(at(second + AckField::Kind.at()), "k");
         assert_eq!(at(second + AckField::Id.at()), "8");
@@ -380,17 +399,27 @@ mod tests {
         let bulk = |s: &str| Value::Bytes(Bytes::copy_from_slice(s.as_bytes()));
         let reply = Value::Array(vec![
             Value::Array(vec![int(1), int(0)]),
-            Value::Array(vec![bulk("5"), bulk("{}"), int(1), bulk("3 1000 0 "), bulk("u1")]),
+            Value::Array(vec![
+                bulk("5"),
+                bulk("{}"),
+                int(1),
+                bulk("3 1000 0 "),
+                bulk("6"),
+                bulk("{}"),
+                int(1),
+                bulk("3 1000 0 "),
+            ]),
             int(-1),
             int(0),
             int(250),
             int(1_700_000_000_000),
             int(1),
+            Value::Array(vec![int(2), bulk("u1")]),
         ]);
         let stepped = Stepped::decode(reply).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(stepped.applied, vec![true, false]);
-        assert_eq!((stepped.taken.len(), stepped.taken[0].id.as_str(), stepped.taken[0].attempt), (1, "5", 1));
-        assert_eq!(&*stepped.taken[0].group, "u1");
+        assert_eq!((stepped.taken.len(), stepped.taken[0].id.as_str(), stepped.taken[0].attempt), (2, "5", 1));
+        assert_eq!((&*stepped.taken[0].group, &*stepped.taken[1].group), ("", "u1"));
         assert_eq!(
             (stepped.next_due, stepped.paused, stepped.limited),
             (None, false, Some(Duration::from_millis(250)))
