@@ -8,7 +8,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use redtail_queue::{Backoff, Error, Groups, JobOptions, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions};
+use redtail_queue::{
+    Backoff, Error, Groups, JobOptions, JobState, Queue, QueueConfig, Retention, WorkerHandle, WorkerOptions,
+};
 use redtail_tests::{Env, Target, TestResult, for_each_backend};
 use serde::{Deserialize, Serialize};
 
@@ -104,8 +106,88 @@ for_each_backend!(
     a_retrying_job_holds_its_groups_place_unless_told_not_to,
     a_paused_group_waits_while_the_others_run,
     grouped_jobs_are_listed_deleted_and_drained,
-    bad_groups_and_group_settings_are_refused_naming_them
+    bad_groups_and_group_settings_are_refused_naming_them,
+    a_grouped_job_handed_back_at_shutdown_runs_first_in_its_group,
+    a_grouped_job_whose_worker_lost_redis_runs_again_and_frees_its_group
 );
+
+/// A worker whose handler never finishes job 0 (it holds its group), and notes what started.
+fn hanging(queue: &Queue<Item>, options: WorkerOptions, started: &Arc<Mutex<Vec<u32>>>) -> Result<WorkerHandle, Error> {
+    let started = Arc::clone(started);
+    queue.worker(options, move |job| {
+        let started = Arc::clone(&started);
+        async move {
+            started.lock().map_err(|_| "poisoned")?.push(job.data.seq);
+            if job.data.seq == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, &str>(())
+        }
+    })
+}
+
+async fn until_started(started: &Arc<Mutex<Vec<u32>>>, seq: u32) -> TestResult {
+    let start = Instant::now();
+    while !started.lock().map_err(|_| "poisoned")?.contains(&seq) {
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(format!("job {seq} did not start").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// A grouped job still running at shutdown is handed back to the front of its group, which is
+/// free again: the next worker runs the group's jobs in their order.
+async fn a_grouped_job_handed_back_at_shutdown_runs_first_in_its_group(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let queue = queue(&env, "handback", Groups::default())?;
+    let items: Vec<Item> = (0..3).map(|seq| Item { seq }).collect();
+    queue.add_bulk_with(items.iter().map(|item| (item, in_group("g"))).collect()).await?;
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let options = WorkerOptions::default().concurrency(4).shutdown_deadline(Duration::ZERO);
+    let first = hanging(&queue, options, &started)?;
+    until_started(&started, 0).await?;
+    let stats = first.shutdown().await;
+    assert_eq!(stats.released, 1, "{stats:?}");
+    let g = queue.group("g").await?;
+    assert_eq!((g.waiting, g.active), (3, 0), "handed back and free: {g:?}");
+    let ledger = Shared::default();
+    let second = recording(&queue, 4, &ledger, Duration::ZERO, &[])?;
+    until_completed(&queue, 3, Duration::from_secs(30)).await?;
+    second.shutdown().await;
+    let order: Vec<u32> = ledger.lock().map_err(|_| "poisoned")?.started["g"].iter().map(|(seq, _, _)| *seq).collect();
+    assert_eq!(order, [0, 1, 2]);
+    Ok(())
+}
+
+/// A worker that loses Redis while it runs a grouped job cannot renew its lease: once the lease
+/// has run out another worker runs the job again, first in its group, and the group's other
+/// jobs follow (the group is not left counted as busy).
+async fn a_grouped_job_whose_worker_lost_redis_runs_again_and_frees_its_group(target: Target) -> TestResult {
+    let env = Env::new(target).await;
+    let queue = queue(&env, "lostlease", Groups::default())?;
+    let items: Vec<Item> = (0..3).map(|seq| Item { seq }).collect();
+    queue.add_bulk_with(items.iter().map(|item| (item, in_group("g"))).collect()).await?;
+    let cut = redtail_tests::Counted::new(Arc::clone(&env.backend));
+    let config = queue.config().clone();
+    let cut_off = Queue::<Item>::new(Arc::clone(&cut) as Arc<dyn redtail_core::Backend>, config)?;
+    let started = Arc::new(Mutex::new(Vec::new()));
+    let lease = Duration::from_millis(300);
+    let doomed = hanging(&cut_off, WorkerOptions::default().concurrency(4).lease(lease), &started)?;
+    until_started(&started, 0).await?;
+    cut.set_down(true);
+    let ledger = Shared::default();
+    let survivor = recording(&queue, 4, &ledger, Duration::ZERO, &[])?;
+    until_completed(&queue, 3, Duration::from_secs(30)).await?;
+    survivor.shutdown().await;
+    drop(doomed);
+    let order: Vec<u32> = ledger.lock().map_err(|_| "poisoned")?.started["g"].iter().map(|(seq, _, _)| *seq).collect();
+    assert_eq!(order, [0, 1, 2], "the lost job ran again first, then the others");
+    let g = queue.group("g").await?;
+    assert_eq!((g.waiting, g.active), (0, 0), "{g:?}");
+    Ok(())
+}
 
 /// Five groups of 20 jobs added interleaved, and 20 ungrouped: each group's jobs run one at a
 /// time (the default concurrency) in the order added, while the ungrouped ones run beside them.
@@ -274,6 +356,9 @@ async fn grouped_jobs_are_listed_deleted_and_drained(target: Target) -> TestResu
     let delayed = queue.add_with(&items[0], in_group("a").delay(Duration::from_secs(600))).await?;
     let info = queue.get(ids[0].as_str()).await?.ok_or("the first job is gone")?;
     assert_eq!(info.group.as_deref(), Some("a"));
+    let listed: Vec<_> = queue.list_group("a", 1, 10).await?.into_iter().map(|job| job.id).collect();
+    assert_eq!(listed, ids[1..4], "a group's waiting jobs in order, from the offset");
+    assert!(queue.list(JobState::Waiting, 0, 100).await?.is_empty(), "waiting lists the ungrouped jobs");
     let first_page = queue.groups(None, 2).await?;
     let names: Vec<&str> = first_page.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
@@ -315,6 +400,12 @@ async fn bad_groups_and_group_settings_are_refused_naming_them(target: Target) -
         Err(Error::InvalidInput(message)) => assert!(message.contains("priority"), "{message}"),
         other => return Err(format!("a grouped job with a priority was not refused: {other:?}").into()),
     }
+    let grouped = queue.add_with(&item, in_group("g")).await?.id;
+    match queue.change_priority(grouped.as_str(), 5).await {
+        Err(Error::InvalidInput(message)) => assert!(message.contains("grouped"), "{message}"),
+        other => return Err(format!("a grouped job's priority change was not refused: {other:?}").into()),
+    }
+    assert!(queue.delete(grouped.as_str()).await?);
     for (groups, setting) in [
         (Groups::default().concurrency(0), "concurrency"),
         (Groups::default().rate_limit(0, Duration::from_secs(1)), "rate limit"),

@@ -5,7 +5,7 @@
 -- or OP_PROMOTE (a delayed job, or one waiting out a retry's backoff, joins the line now);
 -- ARG_ID: the job's id.
 -- Returns 1 done, 0 no such job (or not dead, for retry; finished, for priority; not delayed,
--- for promote), -1 refused: the job is running.
+-- for promote), -1 refused: the job is running, -2 refused: a grouped job takes no priority.
 local op, id = ARGV[ARG_OP], ARGV[ARG_ID]
 local key = job_key(id)
 local job = redis.call('HMGET', key, 's', 'm', 'a', 'g', 'gh')
@@ -20,6 +20,7 @@ if not job[1] then
 end
 if op == OP_PRIORITY then
   if job[1] == STATE_COMPLETED or job[1] == STATE_DEAD then return 0 end
+  if group ~= '' then return -2 end
   local max, created, _, options = meta(job[2])
   local p = ARGV[ARG_PRIORITY]
   redis.call('HSET', key, 'm', (max or '1') .. ' ' .. (created or '0') .. ' ' .. p .. ' ' .. (options or ''))

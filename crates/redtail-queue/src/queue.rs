@@ -211,8 +211,23 @@ impl<T> Queue<T> {
         lines.into_array()?.into_iter().map(|l| Ok(l.into_string()?)).collect()
     }
 
+    /// Up to `count` of `group`'s waiting jobs ([`JobOptions::group`](crate::JobOptions::group)),
+    /// skipping `offset`, in the order they will start.
+    pub async fn list_group(&self, group: &str, offset: u64, count: u64) -> Result<Vec<JobInfo>> {
+        crate::config::validate_name("a group", group)?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let last = offset.saturating_add(count - 1);
+        let key = Key::from_raw(format!("{}g:{group}", self.inner.prefix));
+        let ids = self.inner.backend.call(Cmd::new("LRANGE").key(&key).arg(offset).arg(last)).await?;
+        let ids = ids.into_array()?.into_iter().map(|id| Ok(id.into_string()?)).collect::<Result<Vec<_>>>()?;
+        self.infos(JobState::Waiting, &ids, &std::collections::HashMap::new()).await
+    }
+
     /// Up to `count` jobs in `state`, skipping `offset`: waiting and delayed in the order they
-    /// will run, active by lease deadline, completed and dead newest first.
+    /// will run, active by lease deadline, completed and dead newest first. Waiting lists the
+    /// jobs without a group; [`Queue::list_group`] lists a group's.
     pub async fn list(&self, state: JobState, offset: u64, count: u64) -> Result<Vec<JobInfo>> {
         let inner = &self.inner;
         if count == 0 {
@@ -265,6 +280,17 @@ impl<T> Queue<T> {
             }
             JobState::Dead => zrange(inner, QueueKey::Dead, offset, last, true).await?,
         };
+        self.infos(state, &ids, &running).await
+    }
+
+    /// The jobs `ids` that are (still) in `state`, with their running entries.
+    async fn infos(
+        &self,
+        state: JobState,
+        ids: &[String],
+        running: &std::collections::HashMap<String, String>,
+    ) -> Result<Vec<JobInfo>> {
+        let inner = &self.inner;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -502,7 +528,8 @@ impl<T> Queue<T> {
     /// Gives a job that has not finished another priority (BullMQ's `changePriority`; 0 for
     /// none, higher runs first): a waiting job moves to its new place in line, a delayed or
     /// running one keeps it for when it waits. Returns `false` when there is no such job or it
-    /// has finished.
+    /// has finished. A grouped job runs in its group's order and takes no priority:
+    /// [`Error::InvalidInput`].
     pub async fn change_priority(&self, id: &str, priority: u32) -> Result<bool> {
         if priority > crate::MAX_PRIORITY {
             return Err(Error::InvalidInput(format!(
@@ -510,7 +537,12 @@ impl<T> Queue<T> {
                 crate::MAX_PRIORITY
             )));
         }
-        Ok(self.job_op(JobOp::Priority, id, &priority.to_string()).await? == 1)
+        match self.job_op(JobOp::Priority, id, &priority.to_string()).await? {
+            -2 => Err(Error::InvalidInput(format!(
+                "job {id} is grouped: it runs in its group's order and takes no priority"
+            ))),
+            n => Ok(n == 1),
+        }
     }
 
     /// One `lua/job.lua` call without a priority.
