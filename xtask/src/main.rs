@@ -37,8 +37,9 @@ cargo xtask <command>
                            ../shared/baseline/run.sh and ../shared/peers/run.sh on the same server
                            and draws docs/benchmarks.svg; --cluster runs them again on a local
                            3-primary cluster; --pairs N (with --compare) then runs the queue
-                           workload and BullMQ's N more times, alternating, and prints the median
-                           ratio (the phases of one run can differ in machine speed)
+                           workload, its grouped variant and BullMQ's N more times, alternating,
+                           and prints the median ratios (the phases of one run can differ in
+                           machine speed)
   soak [--long] [--valkey] [--mode standalone|cluster|sentinel] [--secs N]
                            the demo service and its worker under load while faults are injected
                            (Redis killed, paused, failed over, out of memory; connections dropped;
@@ -558,8 +559,10 @@ fn bench(args: &[String]) -> Result {
     Ok(())
 }
 
-/// The queue workload and BullMQ's (from the baseline's install, which `baseline/run.sh` made)
-/// `pairs` times, alternating, on the server at `url`; prints each pair's ratio and the median.
+/// The queue workload, its grouped variant (`queue-grouped`: over 1,000 groups, one job at a
+/// time per group) and BullMQ's ungrouped one (from the baseline's install, which
+/// `baseline/run.sh` made) `pairs` times, alternating, on the server at `url`; prints each
+/// pair's ratios and the medians.
 fn queue_pairs(bar: &indicatif::ProgressBar, binary: &Path, url: &str, pairs: usize) -> Result<Vec<String>> {
     let (host, port) = host_port(url)?;
     let node = env::var("REDTAIL_BASELINE_DIR")
@@ -568,37 +571,51 @@ fn queue_pairs(bar: &indicatif::ProgressBar, binary: &Path, url: &str, pairs: us
     if !node.join("node_modules/bullmq").exists() {
         return Err(format!("--pairs needs BullMQ installed in {} by ../shared/baseline/run.sh", node.display()));
     }
-    let per_sec = |lines: &[String]| {
+    let per_sec = |lines: &[String], bench: &str| {
         lines
             .iter()
-            .find(|l| field(l, "bench").as_deref() == Some("queue"))
+            .find(|l| field(l, "bench").as_deref() == Some(bench))
             .and_then(|l| field(l, "process_per_sec"))
             .and_then(|v| v.parse::<f64>().ok())
     };
-    let (mut lines, mut ratios) = (Vec::new(), Vec::new());
+    let (mut lines, mut ratios, mut grouped_ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=pairs {
         bar.set_message(format!("queue pair {round}/{pairs}"));
         let ours = capture(bar, Command::new(binary).arg("queue").env("REDIS_URL", url))?;
+        let grouped = capture(bar, Command::new(binary).arg("queue-grouped").env("REDIS_URL", url))?;
         let theirs =
             capture(bar, Command::new("node").arg("queue.mjs").args([&host, &port, "20000", "50"]).current_dir(&node))?;
-        let (Some(a), Some(b)) = (per_sec(&ours), per_sec(&theirs)) else {
+        let (Some(a), Some(g), Some(b)) =
+            (per_sec(&ours, "queue"), per_sec(&grouped, "queue.grouped"), per_sec(&theirs, "queue"))
+        else {
             return Err("a queue run printed no process_per_sec".to_owned());
         };
         ratios.push(a / b);
-        for (who, value) in [("redtail", a), ("node-bullmq", b)] {
+        grouped_ratios.push(g / b);
+        for (bench, who, value) in
+            [("queue.paired", "redtail", a), ("queue.grouped.paired", "redtail", g), ("queue.paired", "node-bullmq", b)]
+        {
             lines.push(format!(
-                "{{\"bench\":\"queue.paired\",\"impl\":\"{who}\",\"round\":{round},\"process_per_sec\":{value}}}"
+                "{{\"bench\":\"{bench}\",\"impl\":\"{who}\",\"round\":{round},\"process_per_sec\":{value}}}"
             ));
         }
     }
-    let mut sorted = ratios.clone();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted[sorted.len() / 2];
-    let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
+    let median = |ratios: &[f64]| {
+        let mut sorted = ratios.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let each = |ratios: &[f64]| ratios.iter().map(|r| format!("{r:.2}x")).collect::<Vec<_>>().join(" ");
     bar.suspend(|| {
         println!(
-            "\nqueue process_per_sec, redtail / node-bullmq, {pairs} alternating pairs: {} (median {median:.2}x)",
-            each.join(" ")
+            "\nqueue process_per_sec, redtail / node-bullmq, {pairs} alternating pairs: {} (median {:.2}x)",
+            each(&ratios),
+            median(&ratios)
+        );
+        println!(
+            "queue process_per_sec, redtail grouped (1,000 groups, one at a time each) / node-bullmq ungrouped: {} (median {:.2}x)",
+            each(&grouped_ratios),
+            median(&grouped_ratios)
         );
     });
     for line in &lines {

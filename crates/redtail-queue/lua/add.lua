@@ -6,10 +6,10 @@
 -- against job id) per job. Custom ids of digits come only from an import (src/import.rs; adds
 -- refuse them): one moves the id counter past it, so that no generated id ever takes it.
 local n = tonumber(ARGV[ARG_COUNT])
-local groups = {}
+local job_groups = {}
 local listed = ARGV[ARG_COUNT + 1 + n * JOB_FIELDS]
 if listed ~= '' then
-  for i, group in string.gmatch(listed, '(%d+) (%S+)') do groups[tonumber(i)] = group end
+  for i, group in string.gmatch(listed, '(%d+) (%S+)') do job_groups[tonumber(i)] = group end
 end
 local last = redis.call('INCRBY', K_ID, n)
 local out, plain, added = {}, {}, {}
@@ -53,7 +53,7 @@ for i = 0, n - 1 do
     end
     local delay, priority = tonumber(ARGV[b + JOB_DELAY_MS]), tonumber(ARGV[b + JOB_PRIORITY])
     local m = ARGV[b + JOB_ATTEMPTS] .. ' ' .. NOW_S .. ' ' .. ARGV[b + JOB_PRIORITY] .. ' ' .. ARGV[b + JOB_OPTIONS]
-    local group = groups[i] or ''
+    local group = job_groups[i] or ''
     if write_job(id, ARGV[b + JOB_DATA], m, NOW + delay, group) then
       ready = true
       if priority > 0 or group ~= '' then enqueue(id, priority, false, group) else plain[#plain + 1] = id end

@@ -17,7 +17,7 @@ elseif op == OP_PAUSE_GROUP then
 else
   local group = ARGV[ARG_GROUP]
   if redis.call('SREM', K_GPAUSED, group) == 1 and redis.call('HEXISTS', K_GWAIT, group) == 1 then
-    offer(group)
+    groups().offer(group)
     wake()
   end
 end

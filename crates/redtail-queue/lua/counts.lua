@@ -11,7 +11,7 @@ end
 consider(redis.call('LINDEX', K_WAIT, 0))
 consider(redis.call('ZRANGE', K_PRIO, 0, 0)[1])
 local first_group = redis.call('ZRANGE', K_GRING, 0, 0)[1]
-if first_group then consider(redis.call('LINDEX', group_key(first_group), 0)) end
+if first_group then consider(redis.call('LINDEX', groups().key(first_group), 0)) end
 -- Grouped jobs (one value per group with jobs waiting or running: a read for operators).
 local grouped_waiting, grouped_active = 0, 0
 for _, n in ipairs(redis.call('HVALS', K_GWAIT)) do grouped_waiting = grouped_waiting + tonumber(n) end

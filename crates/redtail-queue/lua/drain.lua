@@ -10,13 +10,13 @@ local function take(ids)
 end
 local plain = redis.call('LPOP', K_WAIT, 1000)
 if plain then take(plain) end
-local groups = redis.call('HKEYS', K_GWAIT)
-for _, group in ipairs(groups) do
+local waiting_groups = redis.call('HKEYS', K_GWAIT)
+for _, group in ipairs(waiting_groups) do
   if #removed >= 1000 then break end
-  local ids = redis.call('LPOP', group_key(group), 1000 - #removed)
+  local ids = redis.call('LPOP', groups().key(group), 1000 - #removed)
   if ids then take(ids) end
-  if redis.call('EXISTS', group_key(group)) == 0 then
-    forget_group(group)
+  if redis.call('EXISTS', groups().key(group)) == 0 then
+    groups().forget(group)
   else
     redis.call('HINCRBY', K_GWAIT, group, -#(ids or {}))
   end
@@ -30,7 +30,7 @@ if ARGV[ARG_DELAYED] == '1' and #removed < 1000 then
   for _, id in ipairs(delayed) do
     -- One holding its group's place gives it back.
     local job = redis.call('HMGET', job_key(id), 'g', 'gh')
-    if job[2] == '1' then leave(job[1]) end
+    if job[2] == '1' then groups().leave(job[1]) end
   end
   if #delayed > 0 then take(delayed); redis.call('ZREM', K_DELAY, unpack(delayed)) end
 end

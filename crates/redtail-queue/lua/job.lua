@@ -54,8 +54,8 @@ if op == OP_RETRY then
 end
 if redis.call('HEXISTS', K_RUN, id) == 1 then return -1 end
 if job[1] == STATE_WAITING and group ~= '' then
-  if redis.call('LREM', group_key(group), 1, id) > 0 and redis.call('HINCRBY', K_GWAIT, group, '-1') <= 0 then
-    forget_group(group)
+  if redis.call('LREM', groups().key(group), 1, id) > 0 and redis.call('HINCRBY', K_GWAIT, group, '-1') <= 0 then
+    groups().forget(group)
   end
 elseif job[1] == STATE_WAITING then
   redis.call('LREM', K_WAIT, 1, id)
@@ -64,7 +64,7 @@ elseif job[1] == STATE_COMPLETED then
   redis.call('LREM', K_DONE, 1, id)
 else
   redis.call('ZREM', job[1] == STATE_DELAYED and K_DELAY or K_DEAD, id)
-  if holding then leave(group) end
+  if holding then groups().leave(group) end
   if rejoined then wake() end
 end
 redis.call('DEL', key, log_key(id))

@@ -61,57 +61,73 @@ end
 -- holds paused groups and K_GTIMED those waiting out their rate limit, by when. Whether a group
 -- is under its concurrency is checked when the ring gives it (step.lua), so a group may be in
 -- the ring and full: it then leaves the ring until one of its jobs finishes.
-local function group_key(group) return PREFIX .. 'g:' .. group end
-
--- The ring's last turn, and whether any group is paused or rate-limited: each read once per
--- call, and only by a call that meets a group (a script that times a group out says so).
-local ring_tail, any_paused, any_timed = nil, nil, nil
-
--- Puts `group` at the ring's tail: only if it is not in the ring when `nx`. Returns true when
--- it was put there.
-local function ring_push(group, nx)
-  if not ring_tail then ring_tail = tonumber(redis.call('ZRANGE', K_GRING, -1, -1, 'WITHSCORES')[2]) or 0 end
-  ring_tail = ring_tail + 1
-  local turn = string.format('%d', ring_tail)
-  if nx then return redis.call('ZADD', K_GRING, 'NX', turn, group) == 1 end
-  redis.call('ZADD', K_GRING, turn, group)
-  return true
-end
-
--- Puts `group` in the ring unless it is there, paused or waiting out its rate limit. Returns
--- true when it was put there.
-local function offer(group)
-  if any_paused == nil then any_paused = redis.call('EXISTS', K_GPAUSED) == 1 end
-  if any_timed == nil then any_timed = redis.call('EXISTS', K_GTIMED) == 1 end
-  if (any_paused and redis.call('SISMEMBER', K_GPAUSED, group) == 1)
-    or (any_timed and redis.call('ZSCORE', K_GTIMED, group)) then
-    return false
-  end
-  return ring_push(group, true)
-end
-
+-- The helpers below are made by the first call to groups() in a script, not by every script:
+-- a closure costs each call that makes it (Lua walks the open upvalues for each it captures),
+-- and a queue without groups should pay nothing for them.
 -- Set when a group came back to the ring: the script then wakes a worker before it ends (the
 -- step only when it took no job itself, since then it wakes one anyway while work is left).
 local rejoined = false
+local group_helpers = nil
+local function groups()
+  if group_helpers then return group_helpers end
+  local g = {}
+  -- The ring's last turn, and whether any group is paused or rate-limited: each read once per
+  -- call, when first needed (time_out says when this call rate-limits one).
+  local ring_tail, any_paused, any_timed = nil, nil, nil
 
--- One job of `group` no longer runs or holds its place: the group may start another. A group
--- with jobs waiting keeps its count at 0 (its next job counts there again, one write less); the
--- scripts that empty a group's list remove a 0 left behind (forget_group).
-local function leave(group)
-  local active = redis.call('HINCRBY', K_GACTIVE, group, '-1')
-  if redis.call('HEXISTS', K_GWAIT, group) == 1 then
-    if offer(group) then rejoined = true end
-  elseif active <= 0 then
-    redis.call('HDEL', K_GACTIVE, group)
+  function g.key(group) return PREFIX .. 'g:' .. group end
+
+  -- Puts `group` at the ring's tail: only if it is not in the ring when `nx`. Returns true
+  -- when it was put there.
+  function g.push(group, nx)
+    if not ring_tail then ring_tail = tonumber(redis.call('ZRANGE', K_GRING, -1, -1, 'WITHSCORES')[2]) or 0 end
+    ring_tail = ring_tail + 1
+    local turn = string.format('%d', ring_tail)
+    if nx then return redis.call('ZADD', K_GRING, 'NX', turn, group) == 1 end
+    redis.call('ZADD', K_GRING, turn, group)
+    return true
   end
-end
 
--- `group` has no job waiting any more: it leaves the ring and the waiting counts, and its
--- running count when that is 0.
-local function forget_group(group)
-  redis.call('HDEL', K_GWAIT, group)
-  redis.call('ZREM', K_GRING, group)
-  if redis.call('HGET', K_GACTIVE, group) == '0' then redis.call('HDEL', K_GACTIVE, group) end
+  -- Puts `group` in the ring unless it is there, paused or waiting out its rate limit.
+  -- Returns true when it was put there.
+  function g.offer(group)
+    if any_paused == nil then any_paused = redis.call('EXISTS', K_GPAUSED) == 1 end
+    if any_timed == nil then any_timed = redis.call('EXISTS', K_GTIMED) == 1 end
+    if (any_paused and redis.call('SISMEMBER', K_GPAUSED, group) == 1)
+      or (any_timed and redis.call('ZSCORE', K_GTIMED, group)) then
+      return false
+    end
+    return g.push(group, true)
+  end
+
+  -- `group` reached its rate limit (counted at `rate_key`): out of the ring until its window ends.
+  function g.time_out(group, rate_key)
+    redis.call('ZADD', K_GTIMED, NOW + math.max(redis.call('PTTL', rate_key), 1), group)
+    any_timed = true
+  end
+
+  -- One job of `group` no longer runs or holds its place: the group may start another. A
+  -- group with jobs waiting keeps its count at 0 (its next job counts there again, one write
+  -- less); the scripts that empty a group's list remove a 0 left behind (g.forget).
+  function g.leave(group)
+    local active = redis.call('HINCRBY', K_GACTIVE, group, '-1')
+    if redis.call('HEXISTS', K_GWAIT, group) == 1 then
+      if g.offer(group) then rejoined = true end
+    elseif active <= 0 then
+      redis.call('HDEL', K_GACTIVE, group)
+    end
+  end
+
+  -- `group` has no job waiting any more: it leaves the ring and the waiting counts, and its
+  -- running count when that is 0.
+  function g.forget(group)
+    redis.call('HDEL', K_GWAIT, group)
+    redis.call('ZREM', K_GRING, group)
+    if redis.call('HGET', K_GACTIVE, group) == '0' then redis.call('HDEL', K_GACTIVE, group) end
+  end
+
+  group_helpers = g
+  return g
 end
 
 -- Puts a job back in line: its group's list when it has a group (priorities do not apply
@@ -119,9 +135,10 @@ end
 -- front when `front`, for jobs handed back unfinished).
 local function enqueue(id, priority, front, group)
   if group and group ~= '' then
-    redis.call(front and 'LPUSH' or 'RPUSH', group_key(group), id)
+    local g = groups()
+    redis.call(front and 'LPUSH' or 'RPUSH', g.key(group), id)
     redis.call('HINCRBY', K_GWAIT, group, '1')
-    offer(group)
+    g.offer(group)
     return
   end
   local p = tonumber(priority) or 0
@@ -152,7 +169,7 @@ local function due_now(id, key, priority, group, holding)
     redis.call('HSET', key, 's', STATE_WAITING)
   end
   enqueue(id, priority, holding, group)
-  if holding then leave(group) end
+  if holding then groups().leave(group) end
 end
 
 -- Writes a new job's hash, its `m` field `m`, its group `group` ('' for none), due at `due`

@@ -100,7 +100,7 @@ for i = 0, n_acks - 1 do
       end
       done_ids[#done_ids + 1] = id
       completed = completed + 1
-      if group ~= '' then leave(group) end
+      if group ~= '' then groups().leave(group) end
     elseif kind == KIND_FAILED then
       failed = failed + 1
       emit('failed', id, payload)
@@ -108,12 +108,12 @@ for i = 0, n_acks - 1 do
         redis.call('HSET', key, 's', STATE_DELAYED, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
         redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
         if group ~= '' then
-          if hold then redis.call('HSET', key, 'gh', '1') else leave(group) end
+          if hold then redis.call('HSET', key, 'gh', '1') else groups().leave(group) end
         end
       else
         redis.call('HSET', key, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
         enqueue(id, (placement(key)), hold, group)
-        if group ~= '' then leave(group) end
+        if group ~= '' then groups().leave(group) end
         wake()
       end
       emit('retrying', id, delay)
@@ -121,7 +121,7 @@ for i = 0, n_acks - 1 do
       failed = failed + 1
       redis.call('HSET', key, 's', STATE_DEAD, 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'e' .. attempt, payload)
       retire(K_DEAD, key, id, keep, keep_count, has_log)
-      if group ~= '' then leave(group) end
+      if group ~= '' then groups().leave(group) end
       emit('failed', id, payload)
       emit('dead', id)
     elseif kind == KIND_DELAYED then
@@ -130,13 +130,13 @@ for i = 0, n_acks - 1 do
       redis.call('HSET', key, 's', STATE_DELAYED, 'a', tonumber(attempt) - 1, 'l', token, 'st', started)
       redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
       if group ~= '' then
-        if hold then redis.call('HSET', key, 'gh', '1') else leave(group) end
+        if hold then redis.call('HSET', key, 'gh', '1') else groups().leave(group) end
       end
       emit('retrying', id, delay)
     elseif kind == KIND_RELEASED then
       -- Handed back unstarted: the attempt does not count.
       enqueue(id, (placement(key)), true, group)
-      if group ~= '' then leave(group) end
+      if group ~= '' then groups().leave(group) end
       wake()
     end
   end
@@ -162,7 +162,7 @@ if held and n_held >= 0 then
     for _, id in ipairs(orphans) do
       local priority, group = placement(job_key(id))
       enqueue(id, priority, true, group)
-      if group ~= '' then leave(group) end
+      if group ~= '' then groups().leave(group) end
     end
     wake()
   end
@@ -218,7 +218,7 @@ if #expired > 0 then
         redis.call('HSET', key, 'a', attempt, 'e' .. attempt, reason)
         enqueue(id, priority, true, group)
       end
-      if group ~= '' then leave(group) end
+      if group ~= '' then groups().leave(group) end
     end
   end
   flush_retired()
@@ -239,60 +239,6 @@ end
 
 local jobs, ids, grouped, taken_groups = {}, {}, {}, {}
 
--- Takes up to `quota` grouped jobs, round-robin: each lap pops groups from the ring's head and
--- takes one job of each that is under its concurrency and rate limit, then puts those with
--- more to run back at the tail, so a lap visits a group once. A group at its concurrency
--- leaves the ring (a finishing job offers it again); one at its rate limit waits in K_GTIMED.
-local function time_out(group, rate_key)
-  redis.call('ZADD', K_GTIMED, NOW + math.max(redis.call('PTTL', rate_key), 1), group)
-  any_timed = true
-end
-
-local function take_grouped(quota)
-  local got = 0
-  while got < quota do
-    local popped = redis.call('ZPOPMIN', K_GRING, quota - got)
-    if #popped == 0 then return end
-    local back = {}
-    for i = 1, #popped, 2 do
-      local group = popped[i]
-      local rate_key = group_rate_max > 0 and PREFIX .. 'gl:' .. group
-      if rate_key and tonumber(redis.call('GET', rate_key) or '0') >= group_rate_max then
-        time_out(group, rate_key)
-      else
-        -- Counted first, and taken back when over the concurrency (the group then stays out of
-        -- the ring until one of its jobs ends) or when the group has nothing left.
-        local active = redis.call('HINCRBY', K_GACTIVE, group, '1')
-        local id = active <= group_concurrency and redis.call('LPOP', group_key(group))
-        if not id then
-          if redis.call('HINCRBY', K_GACTIVE, group, '-1') <= 0 then redis.call('HDEL', K_GACTIVE, group) end
-        else
-          ids[#ids + 1] = id
-          grouped[id] = group
-          got = got + 1
-          local left = redis.call('HINCRBY', K_GWAIT, group, '-1')
-          -- (Its running count is at least 1 now, and the ring gave it up.)
-          if left <= 0 then redis.call('HDEL', K_GWAIT, group) end
-          local used = 0
-          if rate_key then
-            used = redis.call('INCR', rate_key)
-            if used == 1 then redis.call('PEXPIRE', rate_key, group_rate_window) end
-          end
-          if left > 0 then
-            if rate_key and used >= group_rate_max then
-              time_out(group, rate_key)
-            elseif active < group_concurrency then
-              back[#back + 1] = group
-            end
-          end
-        end
-      end
-    end
-    if #back == 0 then return end
-    for _, group in ipairs(back) do ring_push(group) end
-  end
-end
-
 if want > 0 then
   local popped = redis.call('ZPOPMIN', K_PRIO, want)
   for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
@@ -304,10 +250,61 @@ if want > 0 then
     if #timed > 0 then
       redis.call('ZREM', K_GTIMED, unpack(timed))
       for _, group in ipairs(timed) do
-        if redis.call('HEXISTS', K_GWAIT, group) == 1 then offer(group) end
+        if redis.call('HEXISTS', K_GWAIT, group) == 1 then groups().offer(group) end
       end
     end
     with_groups = redis.call('EXISTS', K_GRING) == 1
+  end
+  local take_grouped = nil
+  if with_groups then
+    -- Takes up to `quota` grouped jobs, round-robin: each lap pops groups from the ring's head and
+    -- takes one job of each that is under its concurrency and rate limit, then puts those with
+    -- more to run back at the tail, so a lap visits a group once. A group at its concurrency
+    -- leaves the ring (a finishing job offers it again); one at its rate limit waits in K_GTIMED.
+    take_grouped = function(quota)
+      local g, got = groups(), 0
+      while got < quota do
+        local popped = redis.call('ZPOPMIN', K_GRING, quota - got)
+        if #popped == 0 then return end
+        local back = {}
+        for i = 1, #popped, 2 do
+          local group = popped[i]
+          local rate_key = group_rate_max > 0 and PREFIX .. 'gl:' .. group
+          if rate_key and tonumber(redis.call('GET', rate_key) or '0') >= group_rate_max then
+            g.time_out(group, rate_key)
+          else
+            -- Counted first, and taken back when over the concurrency (the group then stays out of
+            -- the ring until one of its jobs ends) or when the group has nothing left.
+            local active = redis.call('HINCRBY', K_GACTIVE, group, '1')
+            local id = active <= group_concurrency and redis.call('LPOP', g.key(group))
+            if not id then
+              if redis.call('HINCRBY', K_GACTIVE, group, '-1') <= 0 then redis.call('HDEL', K_GACTIVE, group) end
+            else
+              ids[#ids + 1] = id
+              grouped[id] = group
+              got = got + 1
+              local left = redis.call('HINCRBY', K_GWAIT, group, '-1')
+              -- (Its running count is at least 1 now, and the ring gave it up.)
+              if left <= 0 then redis.call('HDEL', K_GWAIT, group) end
+              local used = 0
+              if rate_key then
+                used = redis.call('INCR', rate_key)
+                if used == 1 then redis.call('PEXPIRE', rate_key, group_rate_window) end
+              end
+              if left > 0 then
+                if rate_key and used >= group_rate_max then
+                  g.time_out(group, rate_key)
+                elseif active < group_concurrency then
+                  back[#back + 1] = group
+                end
+              end
+            end
+          end
+        end
+        if #back == 0 then return end
+        for _, group in ipairs(back) do g.push(group) end
+      end
+    end
   end
   -- Grouped and plain jobs share what is left half and half, either taking what the other
   -- leaves, so neither starves the other.
@@ -323,7 +320,7 @@ local stamp = ' ' .. NOW_S
 for _, id in ipairs(ids) do
   local job = redis.call('HMGET', job_key(id), 'd', 'a', 'm', 'g')
   -- A job deleted while waiting leaves only its id behind.
-  if not job[1] and grouped[id] then leave(grouped[id]) end
+  if not job[1] and grouped[id] then groups().leave(grouped[id]) end
   if job[1] then
     local before = job[2] or '0'
     taken[#taken + 1] = id
