@@ -10,6 +10,8 @@ local function consider(id)
 end
 consider(redis.call('LINDEX', K_WAIT, 0))
 consider(redis.call('ZRANGE', K_PRIO, 0, 0)[1])
+-- Of grouped jobs, the head of the group whose turn is next (the ring's order, not the
+-- creation times of every group's head: an estimate that reads one group).
 local first_group = redis.call('ZRANGE', K_GRING, 0, 0)[1]
 if first_group then consider(redis.call('LINDEX', groups().key(first_group), 0)) end
 -- Grouped jobs (one value per group with jobs waiting or running: a read for operators).

@@ -72,7 +72,8 @@ pub struct Metrics {
     pub counts: Counts,
     /// Whether delivery is paused.
     pub paused: bool,
-    /// How long the oldest waiting job has waited.
+    /// How long the oldest waiting job has waited: of the prioritized, the plain and the first
+    /// job of the group whose turn is next (other groups' first jobs are not read).
     pub oldest_waiting: Option<Duration>,
     /// The last minutes, newest (the current, partial one) first.
     pub minutes: Vec<Minute>,
