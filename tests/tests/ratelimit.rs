@@ -378,12 +378,17 @@ async fn admitted_of(limiter: &RateLimiter, policy: &Policy, checks: usize) -> R
 mod processes {
     use super::*;
 
-    /// 1,000 checks against a limit of 100 from 4 client processes at once admit exactly 100,
-    /// by GCRA (a script) and by both counters (plain commands, without a script).
+    /// 1,000 checks against a limit of 100 a minute from 4 client processes at once admit
+    /// exactly 100, by GCRA (a script) and by both counters (plain commands, without a script).
+    /// The counters' windows are whole minutes of the clock, so a burst that crossed one would
+    /// rightly admit up to twice the limit: each burst starts at least 10 s before a minute ends.
     async fn four_processes(kind: Deployment) -> TestResult {
         let ctx = Ctx::new(kind).await;
         for algorithm in ["gcra", "fixed_window", "sliding_window"] {
-            let start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 1500;
+            let mut start_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() + 1500;
+            if start_at % 60_000 > 50_000 {
+                start_at = start_at - start_at % 60_000 + 60_500;
+            }
             // All four run at once: spawned first, then waited for.
             let children = (0..4)
                 .map(|_| {
