@@ -987,8 +987,20 @@ mod processes {
     /// A `queue_worker` process on the queue `name` under `prefix` (a lease of 1 s), which runs
     /// jobs until killed and counts each run in `<prefix>:runs`.
     fn queue_worker(url: &str, prefix: &str, name: &str, concurrency: usize) -> std::io::Result<std::process::Child> {
+        queue_workers(url, prefix, name, concurrency, 1000, 1)
+    }
+
+    /// A `queue_worker` process running `workers` workers with a lease of `lease_ms`.
+    fn queue_workers(
+        url: &str,
+        prefix: &str,
+        name: &str,
+        concurrency: usize,
+        lease_ms: u64,
+        workers: usize,
+    ) -> std::io::Result<std::process::Child> {
         Command::new(env!("CARGO_BIN_EXE_queue_worker"))
-            .args([url, prefix, name, &concurrency.to_string(), "1000"])
+            .args([url, prefix, name, &concurrency.to_string(), &lease_ms.to_string(), &workers.to_string()])
             .stdout(Stdio::null())
             .spawn()
     }
@@ -1008,12 +1020,7 @@ mod processes {
             .map(|i| (download(i), queue.config().defaults.clone().group(format!("user-{}", i % 40))))
             .collect();
         queue.add_bulk_with(items.iter().map(|(data, options)| (data, options.clone())).collect()).await?;
-        let spawn = || {
-            Command::new(env!("CARGO_BIN_EXE_queue_worker"))
-                .args([ctx.servers.url(), prefix.as_str(), "ledger", "8", "5000", "2"])
-                .stdout(Stdio::null())
-                .spawn()
-        };
+        let spawn = || queue_workers(ctx.servers.url(), &prefix, "ledger", 8, 5000, 2);
         let mut workers = (0..4).map(|_| spawn()).collect::<Result<Vec<_>, _>>()?;
         let finished = until("every grouped job completes", Duration::from_secs(120), || async {
             Ok(queue.counts().await?.completed == 1000)

@@ -178,13 +178,18 @@ async fn delete_job(State(admin): Shared, Path((name, id)): Path<(String, String
     Ok(Json(json!({"ok": true})))
 }
 
+/// Whether `action` pauses (`pause`) or resumes (`resume`).
+fn pausing(action: &str) -> Result<bool> {
+    match action {
+        "pause" => Ok(true),
+        "resume" => Ok(false),
+        other => Err(Error::NotFound(format!("action {other:?}"))),
+    }
+}
+
 /// Pause or resume a queue's delivery.
 async fn pause(State(admin): Shared, Path((name, action)): Path<(String, String)>) -> Result<Json<Value>> {
-    let paused = match action.as_str() {
-        "pause" => true,
-        "resume" => false,
-        other => return Err(Error::NotFound(format!("action {other:?}"))),
-    };
+    let paused = pausing(&action)?;
     queue(&admin, &name)?.pause(paused).await?;
     Ok(Json(json!({"ok": true, "paused": paused})))
 }
@@ -217,11 +222,7 @@ async fn pause_group(
     State(admin): Shared,
     Path((name, group, action)): Path<(String, String, String)>,
 ) -> Result<Json<Value>> {
-    let paused = match action.as_str() {
-        "pause" => true,
-        "resume" => false,
-        other => return Err(Error::NotFound(format!("action {other:?}"))),
-    };
+    let paused = pausing(&action)?;
     queue(&admin, &name)?.pause_group(&group, paused).await?;
     Ok(Json(json!({"ok": true, "paused": paused})))
 }

@@ -6,11 +6,7 @@
 -- against job id) per job. Custom ids of digits come only from an import (src/import.rs; adds
 -- refuse them): one moves the id counter past it, so that no generated id ever takes it.
 local n = tonumber(ARGV[ARG_COUNT])
-local job_groups = {}
-local listed = ARGV[ARG_COUNT + 1 + n * JOB_FIELDS]
-if listed ~= '' then
-  for i, group in string.gmatch(listed, '(%d+) (%S+)') do job_groups[tonumber(i)] = group end
-end
+local job_groups = groups_apart(ARGV[ARG_COUNT + 1 + n * JOB_FIELDS])
 local last = redis.call('INCRBY', K_ID, n)
 local out, plain, added = {}, {}, {}
 local deduplicated, past = 0, last

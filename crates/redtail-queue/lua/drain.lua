@@ -13,9 +13,10 @@ if plain then take(plain) end
 local waiting_groups = redis.call('HKEYS', K_GWAIT)
 for _, group in ipairs(waiting_groups) do
   if #removed >= 1000 then break end
-  local ids = redis.call('LPOP', groups().key(group), 1000 - #removed)
+  local list = groups().key(group)
+  local ids = redis.call('LPOP', list, 1000 - #removed)
   if ids then take(ids) end
-  if redis.call('EXISTS', groups().key(group)) == 0 then
+  if redis.call('EXISTS', list) == 0 then
     groups().forget(group)
   else
     redis.call('HINCRBY', K_GWAIT, group, -#(ids or {}))

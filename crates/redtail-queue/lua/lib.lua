@@ -67,6 +67,17 @@ end
 -- Set when a group came back to the ring: the script then wakes a worker before it ends (the
 -- step only when it took no job itself, since then it wakes one anyway while work is left).
 local rejoined = false
+
+-- The groups an argument lists apart from its items' fields (src/script/mod.rs, groups_apart):
+-- item number (from 0) -> group.
+local function groups_apart(listed)
+  local out = {}
+  if listed ~= '' then
+    for i, group in string.gmatch(listed, '(%d+) (%S+)') do out[tonumber(i)] = group end
+  end
+  return out
+end
+
 local group_helpers = nil
 local function groups()
   if group_helpers then return group_helpers end

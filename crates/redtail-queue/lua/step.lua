@@ -12,10 +12,7 @@ local group_rate_max, group_rate_window = tonumber(ARGV[ARG_GROUP_RATE_MAX]), AR
 local hold = ARGV[ARG_GROUP_HOLD] == '1'
 -- The groups of the grouped jobs acknowledged, by acknowledgement (from 0), listed apart so
 -- that ungrouped ones carry nothing: "<ack> <group> <ack> <group>...", or empty.
-local ack_groups = {}
-if ARGV[ARG_ACK_GROUPS] ~= '' then
-  for i, group in string.gmatch(ARGV[ARG_ACK_GROUPS], '(%d+) (%S+)') do ack_groups[tonumber(i)] = group end
-end
+local ack_groups = groups_apart(ARGV[ARG_ACK_GROUPS])
 
 -- A lease lost once (it expired and its jobs were taken back) is never held again: its
 -- lane must start over with a new token. While it is held, none of its running jobs can

@@ -81,6 +81,11 @@ impl Inner {
     fn log_key(&self, id: &str) -> Key {
         Key::from_raw(format!("{}lg:{id}", self.prefix))
     }
+
+    /// A group's list of waiting jobs (`groups().key` in `lua/lib.lua`).
+    fn group_key(&self, group: &str) -> Key {
+        Key::from_raw(format!("{}g:{group}", self.prefix))
+    }
 }
 
 impl<T: Serialize> Queue<T> {
@@ -219,7 +224,7 @@ impl<T> Queue<T> {
             return Ok(Vec::new());
         }
         let last = offset.saturating_add(count - 1);
-        let key = Key::from_raw(format!("{}g:{group}", self.inner.prefix));
+        let key = self.inner.group_key(group);
         let ids = self.inner.backend.call(Cmd::new("LRANGE").key(&key).arg(offset).arg(last)).await?;
         let ids = ids.into_array()?.into_iter().map(|id| Ok(id.into_string()?)).collect::<Result<Vec<_>>>()?;
         self.infos(JobState::Waiting, &ids, &std::collections::HashMap::new()).await

@@ -2,7 +2,7 @@
 
 use redtail_core::{Arg, Script, Value};
 
-use super::{QueueScript, lua_codes, lua_numbers, source};
+use super::{QueueScript, groups_apart, lua_codes, lua_numbers, source};
 use crate::{Added, Error, JobId, Result};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
@@ -83,16 +83,7 @@ pub(crate) fn args(jobs: &[EncodedJob]) -> Vec<Arg> {
     let mut args = Vec::with_capacity(2 + jobs.len() * JobField::ALL.len());
     args.push(Arg::from(jobs.len()));
     args.extend(jobs.iter().flat_map(|job| job.fields.iter().cloned()));
-    let mut groups = String::new();
-    for (i, job) in jobs.iter().enumerate() {
-        if let Some(group) = &job.group {
-            if !groups.is_empty() {
-                groups.push(' ');
-            }
-            groups.push_str(&format!("{i} {group}"));
-        }
-    }
-    args.push(Arg::from(groups));
+    args.push(Arg::from(groups_apart(jobs.iter().map(|job| job.group.as_deref()))));
     args
 }
 

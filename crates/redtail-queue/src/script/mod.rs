@@ -122,6 +122,25 @@ lua_numbers! {
 /// The position of a script's first own argument.
 pub(crate) const FIRST_OWN_ARG: usize = 3;
 
+/// The groups of the grouped ones among some items (jobs to add, acknowledgements), given to a
+/// script in one argument apart from the items' own fields, so that ungrouped items carry
+/// nothing: `<item number, from 0> <group>` pairs separated by spaces, empty when no item has a
+/// group. `groups_apart` in `lua/lib.lua` reads it.
+pub(crate) fn groups_apart<'a>(groups: impl IntoIterator<Item = Option<&'a str>>) -> String {
+    let mut out = String::new();
+    for (i, group) in groups.into_iter().enumerate() {
+        if let Some(group) = group {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&i.to_string());
+            out.push(' ');
+            out.push_str(group);
+        }
+    }
+    out
+}
+
 lua_codes! {
     /// A job's state, as its hash's `s` field holds it.
     StateCode {

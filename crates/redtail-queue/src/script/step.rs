@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use redtail_core::{Arg, Bytes, Script, Value};
 
-use super::{FIRST_OWN_ARG, QueueScript, lua_codes, lua_numbers, source};
+use super::{FIRST_OWN_ARG, QueueScript, groups_apart, lua_codes, lua_numbers, source};
 use crate::{Error, Groups, Result, Retention, queue::millis};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
@@ -222,7 +222,10 @@ impl StepCall<'_> {
             (StepArg::GroupRateMax, Arg::from(group_max)),
             (StepArg::GroupRateWindowMs, Arg::from(group_window)),
             (StepArg::GroupHold, Arg::from(if self.groups.hold_on_retry { "1" } else { "0" })),
-            (StepArg::AckGroups, Arg::from(self.ack_groups())),
+            (
+                StepArg::AckGroups,
+                Arg::from(groups_apart(self.acks.iter().map(|ack| Some(&*ack.group).filter(|g| !g.is_empty())))),
+            ),
             (StepArg::Acks, Arg::from(self.acks.len())),
         ];
         for (arg, value) in fixed {
@@ -240,20 +243,6 @@ impl StepCall<'_> {
             None => args.push(Arg::from("-1")),
         }
         args
-    }
-}
-
-impl StepCall<'_> {
-    /// [`StepArg::AckGroups`]: the grouped acknowledgements' numbers and groups.
-    fn ack_groups(&self) -> String {
-        let mut out = String::new();
-        for (i, ack) in self.acks.iter().enumerate().filter(|(_, ack)| !ack.group.is_empty()) {
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            out.push_str(&format!("{i} {}", ack.group));
-        }
-        out
     }
 }
 
