@@ -29,6 +29,7 @@ out[REPLY_DELAYED] = redis.call('ZCARD', K_DELAY)
 out[REPLY_ACTIVE] = redis.call('HLEN', K_RUN)
 out[REPLY_COMPLETED] = redis.call('LLEN', K_DONE)
 out[REPLY_DEAD] = redis.call('ZCARD', K_DEAD)
+out[REPLY_WAITING_CHILDREN] = redis.call('ZCARD', K_WC)
 out[REPLY_PAUSED] = redis.call('EXISTS', K_PAUSED)
 out[REPLY_OLDEST] = oldest
 out[REPLY_NOW] = NOW

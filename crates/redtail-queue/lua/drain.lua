@@ -1,10 +1,15 @@
 -- Removes up to 1000 jobs that have not started: waiting, prioritized and grouped, and delayed
--- when ARG_DELAYED is '1' (src/script/drain.rs). Returns how many were removed; call again
+-- when ARG_DELAYED is '1' (src/script/drain.rs); a flow's child among them is removed from its
+-- parent's dependencies. Returns how many were removed; call again
 -- until 0.
 local removed = {}
 local function take(ids)
   for _, id in ipairs(ids) do
     removed[#removed + 1] = id
+    -- A flow's child: its parent runs without it. (A parent is delayed only until its deadline.)
+    local job = redis.call('HMGET', job_key(id), 'm', 's')
+    flows().notify(job[1], id, OUTCOME_REMOVED)
+    if job[2] == STATE_WAITING_CHILDREN then redis.call('ZREM', K_WC, id) end
     redis.call('DEL', job_key(id), log_key(id))
   end
 end

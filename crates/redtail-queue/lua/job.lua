@@ -53,7 +53,12 @@ if op == OP_RETRY then
   return 1
 end
 if redis.call('HEXISTS', K_RUN, id) == 1 then return -1 end
-if job[1] == STATE_WAITING and group ~= '' then
+-- A flow's child deleted before it finished: its parent runs without it.
+if job[1] ~= STATE_COMPLETED and job[1] ~= STATE_DEAD then flows().notify(job[2], id, OUTCOME_REMOVED) end
+if job[1] == STATE_WAITING_CHILDREN then
+  redis.call('ZREM', K_WC, id)
+  redis.call('ZREM', K_DELAY, id)
+elseif job[1] == STATE_WAITING and group ~= '' then
   if redis.call('LREM', groups().key(group), 1, id) > 0 and redis.call('HINCRBY', K_GWAIT, group, '-1') <= 0 then
     groups().forget(group)
   end

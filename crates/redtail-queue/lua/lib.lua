@@ -68,9 +68,9 @@ end
 -- step only when it took no job itself, since then it wakes one anyway while work is left).
 local rejoined = false
 
--- The groups an argument lists apart from its items' fields (src/script/mod.rs, groups_apart):
+-- The groups an argument lists apart from its items' fields (src/script/mod.rs, listed_apart):
 -- item number (from 0) -> group.
-local function groups_apart(listed)
+local function listed_apart(listed)
   local out = {}
   if listed ~= '' then
     for i, group in string.gmatch(listed, '(%d+) (%S+)') do out[tonumber(i)] = group end
@@ -326,5 +326,58 @@ local function count_minute(field, n)
   local key = MINUTE_KEY
   -- A new field (always so in a new hash) gives the hash its expiry.
   if redis.call('HINCRBY', key, field, n) == n then redis.call('PEXPIRE', key, 3660000) end
+end
+
+-- Flows (see src/flow.rs and docs/keys.md). A child's options name its parent, "<queue>:<id>"
+-- (field fp). A parent waits in K_WC in state STATE_WAITING_CHILDREN, its hash holding, per
+-- child, a field "k:<queue>:<id>": "p <policy>" while pending, then "c <result>" (completed),
+-- "f <error>" (failed, failing the parent) or "i <error>" (failed, ignored); a dependency
+-- removed leaves. Its field n counts the pending, and fk is "<keep ms> <keep count> <events
+-- cap>" of its queue, for the script of another queue that fails it (settle.lua). A child's
+-- outcome goes to its parent as a notice in the outbox of the child's queue (its slot), written
+-- by the script that finishes the child, and relayed by that queue's workers to settle.lua in
+-- the parent's slot, which applies it once. Made lazily, as groups() is.
+local flow_helpers = nil
+local function flows()
+  if flow_helpers then return flow_helpers end
+  local f = {}
+
+  -- The parent named by a job's options (the end of its m field), or nil.
+  function f.parent(options)
+    if not options or not string.find(options, '"fp"', 1, true) then return nil end
+    local ok, decoded = pcall(cjson.decode, options)
+    if ok and type(decoded) == 'table' and type(decoded.fp) == 'string' then return decoded.fp end
+    return nil
+  end
+
+  -- Tells `parent` what became of its child `id` of this queue: an OUTCOME_* code and `payload`,
+  -- the result or the error.
+  function f.tell(parent, id, outcome, payload)
+    redis.call('RPUSH', K_OUTBOX, parent .. ' ' .. id .. ' ' .. outcome .. '\n' .. (payload or ''))
+  end
+
+  -- f.tell, for a job whose m field is `m` (nothing when it has no parent).
+  function f.notify(m, id, outcome, payload)
+    local _, _, _, options = meta(m)
+    local parent = f.parent(options)
+    if parent then f.tell(parent, id, outcome, payload) end
+  end
+
+  -- Parent `id` (hash `key`), waiting for its children, fails for good with `reason`: dead, kept
+  -- as its fk field says, and its own parent is told. The caller flushes the retired jobs.
+  function f.fail(id, key, reason)
+    local job = redis.call('HMGET', key, 'm', 'fk')
+    local keep_ms, keep_count = string.match(job[2] or '', '^(%d+) (%d+)')
+    redis.call('ZREM', K_WC, id)
+    redis.call('ZREM', K_DELAY, id)
+    redis.call('HSET', key, 's', STATE_DEAD, 'f', NOW_S, 'e1', reason)
+    retire(K_DEAD, key, id, keep_ms or '0', keep_count or '0', true)
+    emit('failed', id, reason)
+    emit('dead', id)
+    f.notify(job[1], id, OUTCOME_FAILED, reason)
+  end
+
+  flow_helpers = f
+  return f
 end
 

@@ -12,7 +12,9 @@ local group_rate_max, group_rate_window = tonumber(ARGV[ARG_GROUP_RATE_MAX]), AR
 local hold = ARGV[ARG_GROUP_HOLD] == '1'
 -- The groups of the grouped jobs acknowledged, by acknowledgement (from 0), listed apart so
 -- that ungrouped ones carry nothing: "<ack> <group> <ack> <group>...", or empty.
-local ack_groups = groups_apart(ARGV[ARG_ACK_GROUPS])
+local ack_groups = listed_apart(ARGV[ARG_ACK_GROUPS])
+-- The parents of the acknowledged jobs that are a flow's children, listed the same way.
+local ack_parents = listed_apart(ARGV[ARG_ACK_PARENTS])
 
 -- A lease lost once (it expired and its jobs were taken back) is never held again: its
 -- lane must start over with a new token. While it is held, none of its running jobs can
@@ -98,6 +100,7 @@ for i = 0, n_acks - 1 do
       done_ids[#done_ids + 1] = id
       completed = completed + 1
       if group ~= '' then groups().leave(group) end
+      if ack_parents[i] then flows().tell(ack_parents[i], id, OUTCOME_COMPLETED, payload) end
     elseif kind == KIND_FAILED then
       failed = failed + 1
       emit('failed', id, payload)
@@ -121,6 +124,7 @@ for i = 0, n_acks - 1 do
       if group ~= '' then groups().leave(group) end
       emit('failed', id, payload)
       emit('dead', id)
+      if ack_parents[i] then flows().tell(ack_parents[i], id, OUTCOME_FAILED, payload) end
     elseif kind == KIND_DELAYED then
       -- Put off by its handler: due again after the delay, the attempt not spent (it runs
       -- again as the same attempt). A resent acknowledgement of it reads as refused: harmless.
@@ -173,15 +177,22 @@ local next_due = tonumber(redis.call('ZRANGE', K_DELAY, 0, 0, 'WITHSCORES')[2])
 if next_due and next_due <= NOW then
   local due = redis.call('ZRANGEBYSCORE', K_DELAY, '-inf', NOW_S, 'LIMIT', 0, 1000)
   redis.call('ZREM', K_DELAY, unpack(due))
+  local failed_parents, joined = false, {}
   for _, id in ipairs(due) do
     local key = job_key(id)
     local job = redis.call('HMGET', key, 's', 'm', 'g', 'gh')
-    if job[1] then
+    if job[1] == STATE_WAITING_CHILDREN then
+      -- A flow's parent due here was not confirmed fully added by its deadline (src/flow.rs).
+      flows().fail(id, key, 'the flow was not fully added: its producer stopped before adding every child')
+      failed_parents = true
+    elseif job[1] then
       local _, _, priority = meta(job[2])
       due_now(id, key, priority, job[3] or '', job[4] == '1')
+      joined[#joined + 1] = id
     end
   end
-  emit('waiting', table.concat(due, ' '))
+  if failed_parents then flush_retired() end
+  emit('waiting', table.concat(joined, ' '))
   next_due = tonumber(redis.call('ZRANGE', K_DELAY, 0, 0, 'WITHSCORES')[2])
 end
 
@@ -211,6 +222,7 @@ if #expired > 0 then
         redis.call('HSET', key, 's', STATE_DEAD, 'a', attempt, 'f', NOW_S, 'e' .. attempt, reason)
         retire(K_DEAD, key, id, ARGV[ARG_STALLED_KEEP_MS], stalled_count, true)
         emit('dead', id)
+        if string.find(job[1] or '', '"fp"', 1, true) then flows().notify(job[1], id, OUTCOME_FAILED, reason) end
       else
         redis.call('HSET', key, 'a', attempt, 'e' .. attempt, reason)
         enqueue(id, priority, true, group)

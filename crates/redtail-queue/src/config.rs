@@ -311,6 +311,21 @@ pub(crate) struct Stored {
     /// The tick a scheduler's job stands for.
     #[serde(rename = "sc", default, skip_serializing_if = "Option::is_none")]
     pub tick: Option<crate::scheduler::Tick>,
+    /// A flow's child: its parent, `<queue>:<id>` (see `flow.rs`).
+    #[serde(rename = "fp", default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// A flow's parent: it waited for children, whose outcomes its hash keeps.
+    #[serde(rename = "fc", default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_children: bool,
+}
+
+impl Stored {
+    /// Whether the job is part of a flow: its hash is then kept when it completes (no record,
+    /// see `record::Record`), since a parent's holds its children's outcomes and a child's
+    /// result goes to its parent.
+    pub(crate) fn in_flow(&self) -> bool {
+        self.parent.is_some() || self.has_children
+    }
 }
 
 impl Stored {
@@ -321,6 +336,8 @@ impl Stored {
             keep_completed: options.keep_completed,
             keep_failed: options.keep_failed,
             tick: None,
+            parent: None,
+            has_children: false,
         }
     }
 }

@@ -15,6 +15,9 @@ pub enum Error {
     /// Job data could not be encoded as JSON.
     #[error("cannot encode job data: {0}")]
     Encode(#[source] serde_json::Error),
+    /// A stored value (a flow child's result) is not of the type asked for.
+    #[error("cannot decode a stored value: {0}")]
+    Decode(#[source] serde_json::Error),
     /// Encoded job data is larger than the queue accepts.
     #[error("job data is {size} bytes, more than this queue's limit of {max}")]
     TooLarge {

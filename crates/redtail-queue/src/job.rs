@@ -36,6 +36,9 @@ pub enum JobState {
     Completed,
     /// Failed every attempt; its errors are kept in the dead-letter set.
     Dead,
+    /// A flow's parent waiting for its children ([`FlowJob`](crate::FlowJob)).
+    #[serde(rename = "waiting_children")]
+    WaitingChildren,
 }
 
 /// What the queue holds about a job, as [`Queue::get`](crate::Queue::get) reads it.

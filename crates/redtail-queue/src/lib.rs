@@ -4,6 +4,7 @@
 mod config;
 mod error;
 mod events;
+mod flow;
 mod import;
 mod job;
 mod queue;
@@ -16,6 +17,7 @@ mod worker;
 pub use config::{Backoff, Dedup, DedupMode, Groups, JobOptions, MAX_DURATION, QueueConfig, RateLimit, Retention};
 pub use error::{Error, Result};
 pub use events::{EventKind, QueueEvent, QueueEvents, Start};
+pub use flow::{Child, ChildFailure, ChildOutcome, FlowJob, FlowNode, FlowTree, MAX_FLOW_DEPTH, MAX_FLOW_JOBS};
 pub use import::{BullmqImport, BullmqJob, BullmqState};
 pub use job::{Job, JobInfo, JobState};
 pub use queue::Queue;

@@ -28,7 +28,7 @@ const ADD_BATCH: usize = 1000;
 /// Cloning is cheap; clones share the backend and configuration.
 pub struct Queue<T> {
     pub(crate) inner: Arc<Inner>,
-    _data: PhantomData<fn() -> T>,
+    pub(crate) _data: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for Queue<T> {
@@ -56,9 +56,83 @@ pub(crate) struct Inner {
     pub(crate) defaults: Stored,
     /// Adds by outcome: added, deduplicated (`redtail_queue_adds_total`).
     adds: [metrics::Counter; 2],
+    /// Other queues of the same namespace this one's flow notices go to (see `flow.rs`).
+    siblings: std::sync::Mutex<std::collections::HashMap<String, Arc<Inner>>>,
 }
 
 impl Inner {
+    /// A queue's shared parts, as `config` describes it.
+    fn new(backend: Arc<dyn Backend>, config: QueueConfig) -> Result<Inner> {
+        config.validate()?;
+        let tagged = config.namespace.tagged(&config.name);
+        let keys = QueueKey::ALL.iter().map(|key| tagged.key([key.suffix()])).collect();
+        let prefix = format!("{}:{{{}}}:", config.namespace.prefix(), config.name);
+        let defaults = Stored::of(&config.defaults);
+        let adds = ["added", "deduplicated"].map(|outcome| {
+            let labels = [("queue", config.name.clone()), ("outcome", outcome.to_owned())];
+            metrics::Counter::new("redtail_queue_adds_total", &labels)
+        });
+        let siblings = std::sync::Mutex::default();
+        Ok(Inner { backend, config, keys, tagged, prefix, defaults, adds, siblings })
+    }
+
+    /// Queue `name` of this queue's namespace, on this queue's backend, with its default
+    /// configuration: what a flow notice needs of its parent's queue.
+    pub(crate) fn sibling(self: &Arc<Self>, name: &str) -> Result<Arc<Inner>> {
+        if name == self.config.name {
+            return Ok(Arc::clone(self));
+        }
+        let mut siblings = self.siblings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(sibling) = siblings.get(name) {
+            return Ok(Arc::clone(sibling));
+        }
+        let config = QueueConfig::new(name).namespace(self.config.namespace.clone());
+        let sibling = Arc::new(Inner::new(Arc::clone(&self.backend), config)?);
+        siblings.insert(name.to_owned(), Arc::clone(&sibling));
+        Ok(sibling)
+    }
+
+    /// One `lua/add.lua` call: `jobs`, and a flow's JSON (see `flow.rs`).
+    pub(crate) async fn add(&self, jobs: &[EncodedJob], flow: Option<String>) -> Result<Vec<Added>> {
+        let added = add::decode(add::SCRIPT.run(self, add::args(jobs, flow)).await?)?;
+        let created = added.iter().filter(|a| a.created).count();
+        self.adds[0].add(created as u64);
+        self.adds[1].add(added.len().saturating_sub(created) as u64);
+        Ok(added)
+    }
+
+    /// One job's fields for `lua/add.lua`, in the order of [`add::JobField`], from its data as
+    /// JSON; `stored` replaces the options kept with it.
+    pub(crate) fn encode(
+        &self,
+        data: Vec<u8>,
+        options: &JobOptions,
+        made: u32,
+        stored: Option<Stored>,
+    ) -> Result<EncodedJob> {
+        options.validate()?;
+        if data.len() > self.config.max_payload_bytes {
+            return Err(Error::TooLarge { size: data.len(), max: self.config.max_payload_bytes });
+        }
+        let stored = match stored.or_else(|| options.stored(&self.config.defaults)) {
+            Some(stored) => serde_json::to_string(&stored).map_err(Error::Encode)?,
+            None => String::new(),
+        };
+        let fields = [
+            Arg::from(options.id.as_deref().unwrap_or("")),
+            Arg::from(data),
+            Arg::from(millis(options.delay)),
+            Arg::from(options.priority),
+            Arg::from(options.attempts),
+            Arg::from(stored),
+            Arg::from(options.dedup.as_ref().map_or("", |d| d.id.as_str())),
+            Arg::from(options.dedup.as_ref().map_or("", |d| add::DedupCode::of(d.mode).code())),
+            Arg::from(options.dedup.as_ref().map_or(0, |d| millis(d.ttl))),
+            Arg::from(made),
+        ];
+        Ok(EncodedJob { fields, group: options.group.clone() })
+    }
+
     /// Runs a queue script with the common arguments (see [`Common`]) first.
     pub(crate) async fn run(&self, script: &Script, args: impl IntoIterator<Item = Arg>) -> Result<Value> {
         let common = Common::ALL.iter().map(|arg| match arg {
@@ -91,18 +165,7 @@ impl Inner {
 impl<T: Serialize> Queue<T> {
     /// A queue as `config` describes it; nothing is sent to Redis until it is used.
     pub fn new(backend: impl Into<Arc<dyn Backend>>, config: QueueConfig) -> Result<Self> {
-        let backend = backend.into();
-        config.validate()?;
-        let tagged = config.namespace.tagged(&config.name);
-        let keys = QueueKey::ALL.iter().map(|key| tagged.key([key.suffix()])).collect();
-        let prefix = format!("{}:{{{}}}:", config.namespace.prefix(), config.name);
-        let defaults = Stored::of(&config.defaults);
-        let adds = ["added", "deduplicated"].map(|outcome| {
-            let labels = [("queue", config.name.clone()), ("outcome", outcome.to_owned())];
-            metrics::Counter::new("redtail_queue_adds_total", &labels)
-        });
-        let inner = Inner { backend, config, keys, tagged, prefix, defaults, adds };
-        Ok(Queue { inner: Arc::new(inner), _data: PhantomData })
+        Ok(Queue { inner: Arc::new(Inner::new(backend.into(), config)?), _data: PhantomData })
     }
 
     /// The queue's configuration.
@@ -150,37 +213,13 @@ impl<T: Serialize> Queue<T> {
 
     /// [`Queue::encode`] for a job that has made `made` attempts elsewhere (an import).
     pub(crate) fn encode_made(&self, data: &T, options: &JobOptions, made: u32) -> Result<EncodedJob> {
-        let config = &self.inner.config;
         options.validate()?;
         let data = serde_json::to_vec(data).map_err(Error::Encode)?;
-        if data.len() > config.max_payload_bytes {
-            return Err(Error::TooLarge { size: data.len(), max: config.max_payload_bytes });
-        }
-        let stored = match options.stored(&config.defaults) {
-            Some(stored) => serde_json::to_string(&stored).map_err(Error::Encode)?,
-            None => String::new(),
-        };
-        let fields = [
-            Arg::from(options.id.as_deref().unwrap_or("")),
-            Arg::from(data),
-            Arg::from(millis(options.delay)),
-            Arg::from(options.priority),
-            Arg::from(options.attempts),
-            Arg::from(stored),
-            Arg::from(options.dedup.as_ref().map_or("", |d| d.id.as_str())),
-            Arg::from(options.dedup.as_ref().map_or("", |d| add::DedupCode::of(d.mode).code())),
-            Arg::from(options.dedup.as_ref().map_or(0, |d| millis(d.ttl))),
-            Arg::from(made),
-        ];
-        Ok(EncodedJob { fields, group: options.group.clone() })
+        self.inner.encode(data, options, made, None)
     }
 
     pub(crate) async fn add_batch(&self, jobs: &[EncodedJob]) -> Result<Vec<Added>> {
-        let added = add::decode(add::SCRIPT.run(&self.inner, add::args(jobs)).await?)?;
-        let created = added.iter().filter(|a| a.created).count();
-        self.inner.adds[0].add(created as u64);
-        self.inner.adds[1].add((added.len() - created) as u64);
-        Ok(added)
+        self.inner.add(jobs, None).await
     }
 }
 
@@ -256,6 +295,7 @@ impl<T> Queue<T> {
                 ids
             }
             JobState::Delayed => zrange(inner, QueueKey::Delay, offset, last, false).await?,
+            JobState::WaitingChildren => zrange(inner, QueueKey::WaitingChildren, offset, last, false).await?,
             JobState::Active => {
                 let entries = inner.backend.call(Cmd::new("HGETALL").key(inner.key(QueueKey::Run))).await?;
                 for (id, entry) in record::pairs(entries)? {

@@ -242,6 +242,7 @@ fn state(code: &str) -> Option<JobState> {
         StateCode::Delayed => JobState::Delayed,
         StateCode::Completed => JobState::Completed,
         StateCode::Dead => JobState::Dead,
+        StateCode::WaitingChildren => JobState::WaitingChildren,
     })
 }
 

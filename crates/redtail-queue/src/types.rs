@@ -50,6 +50,8 @@ pub struct Counts {
     pub completed: u64,
     /// Dead-lettered: failed every attempt, still retained.
     pub dead: u64,
+    /// Flow parents waiting for their children ([`FlowJob`](crate::FlowJob)).
+    pub waiting_children: u64,
 }
 
 /// Jobs finished in one minute.

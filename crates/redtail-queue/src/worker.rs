@@ -217,6 +217,7 @@ pub struct WorkerHandle {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     counters: Arc<Counters>,
+    inner: Arc<Inner>,
 }
 
 impl WorkerHandle {
@@ -235,6 +236,10 @@ impl WorkerHandle {
                 tracing::error!(error = %e, "queue worker task failed");
             }
         }
+        // The last acknowledgements' flow notices (another worker relays them if this fails).
+        if let Err(e) = crate::flow::relay(&self.inner).await {
+            tracing::warn!(error = %e, queue = %self.inner.config.name, "queue worker: flow notices left to relay");
+        }
         self.counters.snapshot()
     }
 }
@@ -246,6 +251,8 @@ struct Running {
     keep_failed: Retention,
     /// The job's group (empty: none).
     group: Arc<str>,
+    /// A flow's child: its parent.
+    parent: Option<Arc<str>>,
     abort: AbortHandle,
 }
 
@@ -280,6 +287,8 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
         let (wake, wake_rx) = watch::channel(0u64);
         let idle = Arc::new(Idle::default());
         spawn_waker(&self.inner, wake, Arc::clone(&idle), options.idle_poll);
+        let relay = Arc::new(Notify::new());
+        spawn_relay(Arc::clone(&self.inner), Arc::clone(&relay), stop_rx.clone());
         let handler = Arc::new(handler);
         let tasks = (0..lanes)
             .map(|lane| {
@@ -298,6 +307,7 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
                     reconcile: false,
                     wake: wake_rx.clone(),
                     idle: Arc::clone(&idle),
+                    relay: Arc::clone(&relay),
                     running: HashMap::new(),
                     acks: Vec::new(),
                     data: PhantomData,
@@ -305,7 +315,7 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
                 tokio::spawn(runner.run(stop_rx.clone()))
             })
             .collect();
-        Ok(WorkerHandle { stop, tasks, counters })
+        Ok(WorkerHandle { stop, tasks, counters, inner: Arc::clone(&self.inner) })
     }
 }
 
@@ -344,6 +354,27 @@ fn spawn_waker(inner: &Inner, wake: watch::Sender<u64>, idle: Arc<Idle>, poll: D
     });
 }
 
+/// How often a worker relays its queue's flow notices when no acknowledgement of its own asked
+/// for it: notices another worker left (it died between its acknowledgement and its relay).
+const RELAY_EVERY: Duration = Duration::from_secs(1);
+
+/// Relays the queue's flow notices (see `flow.rs`): at start, when a lane acknowledged a flow's
+/// child, and every [`RELAY_EVERY`], until the worker stops.
+fn spawn_relay(inner: Arc<Inner>, relay: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = crate::flow::relay(&inner).await {
+                tracing::debug!(error = %e, queue = %inner.config.name, "queue worker: flow relay failed; retrying");
+            }
+            tokio::select! {
+                () = relay.notified() => {}
+                () = tokio::time::sleep(RELAY_EVERY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
 /// How many of a worker's lanes wait for work; the waker listens for wake-ups only then.
 #[derive(Default)]
 struct Idle {
@@ -367,6 +398,8 @@ struct Runner<T, F> {
     reconcile: bool,
     wake: watch::Receiver<u64>,
     idle: Arc<Idle>,
+    /// Told when an acknowledgement of a flow's child left a notice to relay.
+    relay: Arc<Notify>,
     running: HashMap<String, Running>,
     acks: Vec<Ack>,
     data: PhantomData<fn() -> T>,
@@ -556,7 +589,11 @@ where
             acks: &self.acks,
             reconcile: self.reconcile.then(|| self.running.keys().map(String::as_str).collect()),
         };
+        let told = self.acks.iter().any(|ack| ack.parent.is_some());
         let stepped = Stepped::decode(step::SCRIPT.run(&inner, call.args()).await?)?;
+        if told {
+            self.relay.notify_one();
+        }
         self.reconcile = false;
         let Stepped { applied, taken, next_due, paused, limited, now_ms, held } = stepped;
         if !held {
@@ -598,6 +635,7 @@ where
             .ok_or_else(|| crate::Error::Reply(format!("job {id}: unreadable fixed facts {meta:?}")))?;
         let stored = self.options_of(&id, &meta);
         let max_attempts = meta.max_attempts;
+        let parent: Option<Arc<str>> = stored.parent.as_deref().map(Arc::from);
         // A scheduler's job: its acknowledgement carries the next tick, computed when it is
         // sent (the server's time then is the take's plus what has passed since).
         let taken_at = Instant::now();
@@ -619,6 +657,7 @@ where
             resend: false,
             tick: String::new(),
             group: Arc::clone(&group),
+            parent: parent.clone(),
         };
         let decoded: T = match serde_json::from_slice(&data) {
             Ok(data) => data,
@@ -659,7 +698,9 @@ where
         );
         // A first attempt's success leaves the job hash for a record (see `record::Record`),
         // which holds all there is to know about it unless it has a log or progress.
-        let record = (attempt == 1).then(|| {
+        // (Not a flow's job: a parent's hash holds its children's outcomes, and a child's result
+        // goes to its parent.)
+        let record = (attempt == 1 && !stored.in_flow()).then(|| {
             let (token, created_ms, priority) = (Arc::clone(&self.token), meta.created_ms, meta.priority);
             move |result: &[u8]| {
                 let record = Record {
@@ -706,7 +747,7 @@ where
             let _ = tx.send(ack);
         };
         let abort = tokio::spawn(task).abort_handle();
-        self.running.insert(id, Running { attempt, started, keep_failed, group, abort });
+        self.running.insert(id, Running { attempt, started, keep_failed, group, parent, abort });
         Ok(())
     }
 
@@ -757,6 +798,7 @@ where
                 resend: false,
                 tick: String::new(),
                 group: running.group,
+                parent: running.parent,
             });
         }
     }

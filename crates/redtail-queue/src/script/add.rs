@@ -2,7 +2,7 @@
 
 use redtail_core::{Arg, Script, Value};
 
-use super::{QueueScript, groups_apart, lua_codes, lua_numbers, source};
+use super::{QueueScript, listed_apart, lua_codes, lua_numbers, source};
 use crate::{Added, Error, JobId, Result};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
@@ -78,12 +78,13 @@ pub(crate) struct EncodedJob {
     pub(crate) group: Option<String>,
 }
 
-/// The script's arguments for `jobs`.
-pub(crate) fn args(jobs: &[EncodedJob]) -> Vec<Arg> {
-    let mut args = Vec::with_capacity(2 + jobs.len() * JobField::ALL.len());
+/// The script's arguments for `jobs`, and for a flow's, its JSON (see `lua/add.lua` and `flow.rs`).
+pub(crate) fn args(jobs: &[EncodedJob], flow: Option<String>) -> Vec<Arg> {
+    let mut args = Vec::with_capacity(3 + jobs.len() * JobField::ALL.len());
     args.push(Arg::from(jobs.len()));
     args.extend(jobs.iter().flat_map(|job| job.fields.iter().cloned()));
-    args.push(Arg::from(groups_apart(jobs.iter().map(|job| job.group.as_deref()))));
+    args.push(Arg::from(listed_apart(jobs.iter().map(|job| job.group.as_deref()))));
+    args.push(Arg::from(flow.unwrap_or_default()));
     args
 }
 

@@ -52,6 +52,8 @@ lua_numbers! {
         GroupedWaiting = 12 => "REPLY_GROUPED_WAITING",
         /// Grouped jobs running or holding their group's place through a backoff.
         GroupedActive = 13 => "REPLY_GROUPED_ACTIVE",
+        /// Flow parents waiting for their children.
+        WaitingChildren = 14 => "REPLY_WAITING_CHILDREN",
     }
 }
 
@@ -83,6 +85,7 @@ pub(crate) fn decode(reply: Value) -> Result<Metrics> {
         active: count(CountsReply::Active)?,
         completed: count(CountsReply::Completed)?,
         dead: count(CountsReply::Dead)?,
+        waiting_children: count(CountsReply::WaitingChildren)?,
     };
     let (oldest, now) = (at(CountsReply::Oldest)?, count(CountsReply::Now)?);
     let minute_start = now / 60_000 * 60_000;

@@ -22,6 +22,7 @@ pub(crate) mod log;
 pub(crate) mod progress;
 pub(crate) mod renew;
 pub(crate) mod schedule;
+pub(crate) mod settle;
 pub(crate) mod step;
 pub(crate) mod update;
 
@@ -77,6 +78,11 @@ lua_numbers! {
         GroupPaused = 20 => "K_GPAUSED",
         /// Sorted set: a group at its rate limit -> when its window ends.
         GroupTimed = 21 => "K_GTIMED",
+        /// Sorted set of parents waiting for their children (flows): id -> when added.
+        WaitingChildren = 22 => "K_WC",
+        /// List of flow notices for parents, each a child's outcome to relay to its parent's
+        /// queue (see `flow.rs`).
+        Outbox = 23 => "K_OUTBOX",
     }
 }
 
@@ -105,6 +111,8 @@ impl QueueKey {
             QueueKey::GroupActive => "ga",
             QueueKey::GroupPaused => "gp",
             QueueKey::GroupTimed => "gt",
+            QueueKey::WaitingChildren => "wc",
+            QueueKey::Outbox => "ob",
         }
     }
 }
@@ -122,20 +130,21 @@ lua_numbers! {
 /// The position of a script's first own argument.
 pub(crate) const FIRST_OWN_ARG: usize = 3;
 
-/// The groups of the grouped ones among some items (jobs to add, acknowledgements), given to a
-/// script in one argument apart from the items' own fields, so that ungrouped items carry
-/// nothing: `<item number, from 0> <group>` pairs separated by spaces, empty when no item has a
-/// group. `groups_apart` in `lua/lib.lua` reads it.
-pub(crate) fn groups_apart<'a>(groups: impl IntoIterator<Item = Option<&'a str>>) -> String {
+/// A value for some of the items (jobs to add, acknowledgements): the groups of grouped ones,
+/// the parents of a flow's children; given to a script in one argument apart from the items' own
+/// fields, so that the other items carry nothing: `<item number, from 0> <value>` pairs
+/// separated by spaces (values hold no space), empty when no item has one. `listed_apart` in
+/// `lua/lib.lua` reads it.
+pub(crate) fn listed_apart<'a>(values: impl IntoIterator<Item = Option<&'a str>>) -> String {
     let mut out = String::new();
-    for (i, group) in groups.into_iter().enumerate() {
-        if let Some(group) = group {
+    for (i, value) in values.into_iter().enumerate() {
+        if let Some(value) = value {
             if !out.is_empty() {
                 out.push(' ');
             }
             out.push_str(&i.to_string());
             out.push(' ');
-            out.push_str(group);
+            out.push_str(value);
         }
     }
     out
@@ -152,6 +161,20 @@ lua_codes! {
         Completed => "STATE_COMPLETED" = "c",
         /// Dead-lettered.
         Dead => "STATE_DEAD" = "x",
+        /// A flow's parent waiting for its children.
+        WaitingChildren => "STATE_WAITING_CHILDREN" = "h",
+    }
+}
+
+lua_codes! {
+    /// What became of a flow's child, as a notice tells its parent (see `flows()` in `lua/lib.lua`).
+    OutcomeCode {
+        /// Completed; the notice carries its result.
+        Completed => "OUTCOME_COMPLETED" = "c",
+        /// Failed for good; the notice carries its error.
+        Failed => "OUTCOME_FAILED" = "f",
+        /// Deleted before it finished.
+        Removed => "OUTCOME_REMOVED" = "r",
     }
 }
 
@@ -166,7 +189,8 @@ pub(crate) fn source(consts: &[(&'static str, String)], body: &str) -> String {
         .map(|k| k.lua())
         .map(|(name, at)| (name, format!("KEYS[{at}]")))
         .chain(Common::consts())
-        .chain(StateCode::consts());
+        .chain(StateCode::consts())
+        .chain(OutcomeCode::consts());
     let prelude =
         redtail_core::contract::prelude("crates/redtail-queue/src/script/", shared.chain(consts.iter().cloned()));
     format!("{prelude}{}{body}", include_str!("../../lua/lib.lua"))
@@ -205,6 +229,7 @@ mod tests {
             ("progress", include_str!("../../lua/progress.lua"), super::progress::SCRIPT.script()),
             ("renew", include_str!("../../lua/renew.lua"), super::renew::SCRIPT.script()),
             ("schedule", include_str!("../../lua/schedule.lua"), super::schedule::SCRIPT.script()),
+            ("settle", include_str!("../../lua/settle.lua"), super::settle::SCRIPT.script()),
             ("step", include_str!("../../lua/step.lua"), super::step::SCRIPT.script()),
             ("update", include_str!("../../lua/update.lua"), super::update::SCRIPT.script()),
         ]
@@ -214,8 +239,10 @@ mod tests {
     }
 
     /// The names the queue's contracts give their constants.
-    const PREFIXES: [&str; 11] =
-        ["K_", "ARG_", "ACK_", "KIND_", "FLAG_", "REPLY_", "STATE_", "OP_", "SET_", "JOB_", "TAKEN_"];
+    const PREFIXES: [&str; 14] = [
+        "K_", "ARG_", "ACK_", "KIND_", "FLAG_", "REPLY_", "STATE_", "OP_", "SET_", "JOB_", "TAKEN_", "OUTCOME_",
+        "POLICY_", "SETTLED_",
+    ];
 
     #[test]
     fn every_name_a_script_uses_is_declared_by_its_contract() {

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use redtail_core::{Arg, Bytes, Script, Value};
 
-use super::{FIRST_OWN_ARG, QueueScript, groups_apart, lua_codes, lua_numbers, source};
+use super::{FIRST_OWN_ARG, QueueScript, listed_apart, lua_codes, lua_numbers, source};
 use crate::{Error, Groups, Result, Retention, queue::millis};
 
 pub(crate) static SCRIPT: QueueScript = QueueScript::new(|| {
@@ -49,9 +49,12 @@ lua_numbers! {
         /// The groups of the grouped jobs acknowledged: `<ack number, from 0> <group>` pairs
         /// separated by spaces, or empty (ungrouped acknowledgements carry nothing).
         AckGroups = 15 => "ARG_ACK_GROUPS",
+        /// The parents (`<queue>:<id>`) of the acknowledged jobs that are a flow's children,
+        /// listed the same way.
+        AckParents = 16 => "ARG_ACK_PARENTS",
         /// The number of acknowledgements; their fields follow (see [`AckField`]), then the
         /// number of jobs the lane still runs and their ids, or -1 (no reconciling).
-        Acks = 16 => "ARG_ACKS",
+        Acks = 17 => "ARG_ACKS",
     }
 }
 
@@ -159,6 +162,8 @@ pub(crate) struct Ack {
     pub(crate) tick: String,
     /// The job's group (empty: none).
     pub(crate) group: Arc<str>,
+    /// A flow's child: its parent, `<queue>:<id>`.
+    pub(crate) parent: Option<Arc<str>>,
 }
 
 impl Ack {
@@ -224,8 +229,9 @@ impl StepCall<'_> {
             (StepArg::GroupHold, Arg::from(if self.groups.hold_on_retry { "1" } else { "0" })),
             (
                 StepArg::AckGroups,
-                Arg::from(groups_apart(self.acks.iter().map(|ack| Some(&*ack.group).filter(|g| !g.is_empty())))),
+                Arg::from(listed_apart(self.acks.iter().map(|ack| Some(&*ack.group).filter(|g| !g.is_empty())))),
             ),
+            (StepArg::AckParents, Arg::from(listed_apart(self.acks.iter().map(|ack| ack.parent.as_deref())))),
             (StepArg::Acks, Arg::from(self.acks.len())),
         ];
         for (arg, value) in fixed {
@@ -346,8 +352,12 @@ mod tests {
             resend: false,
             tick: String::new(),
             group: Arc::from(""),
+            parent: None,
         };
-        let acks = [ack(AckKind::Failed, "7"), Ack { group: Arc::from("u1"), ..ack(AckKind::Kept, "8") }];
+        let acks = [
+            ack(AckKind::Failed, "7"),
+            Ack { group: Arc::from("u1"), parent: Some(Arc::from("up:3")), ..ack(AckKind::Kept, "8") },
+        ];
         let call = StepCall {
             token: "w-1:0",
             lease: Duration::from_secs(30),
@@ -372,6 +382,7 @@ mod tests {
         assert_eq!((at(StepArg::GroupConcurrency.at()), at(StepArg::GroupHold.at())), ("1", "1"));
         assert_eq!((at(StepArg::GroupRateMax.at()), at(StepArg::GroupRateWindowMs.at())), ("5", "2000"));
         assert_eq!(at(StepArg::AckGroups.at()), "1 u1", "only the grouped acknowledgement, by its number");
+        assert_eq!(at(StepArg::AckParents.at()), "1 up:3", "only the flow child's acknowledgement");
         let second = StepArg::Acks.at() + 1 + AckField::ALL.len();
         assert_eq!(at(second + AckField::Kind.at()), "k");
         assert_eq!(at(second + AckField::Id.at()), "8");
