@@ -121,14 +121,16 @@ async fn a_three_level_tree_completes_in_order_with_results_passed_up(target: Ta
         }
         let root = top.get(added.id.as_str()).await?.ok_or("the root is gone")?;
         assert_eq!(root.result, Some(serde_json::json!(1131)), "1000 + (100 + 10 + 20) + 1");
-        let l = ledger.lock().map_err(|_| "poisoned")?;
-        for (parent, children) in [("root", &["a", "b"][..]), ("a", &["a1", "a2"][..])] {
-            assert_eq!(l.runs[parent], 1, "{parent} ran once");
-            for child in children {
-                assert!(l.finished[*child] <= l.started[parent], "{child} finished before {parent} started");
+        {
+            let l = ledger.lock().map_err(|_| "poisoned")?;
+            for (parent, children) in [("root", &["a", "b"][..]), ("a", &["a1", "a2"][..])] {
+                assert_eq!(l.runs[parent], 1, "{parent} ran once");
+                for child in children {
+                    assert!(l.finished[*child] <= l.started[parent], "{child} finished before {parent} started");
+                }
             }
+            assert_eq!(l.runs.len(), 5);
         }
-        assert_eq!(l.runs.len(), 5);
         let tree = top.flow(added.id.as_str()).await?.ok_or("no tree")?;
         assert_eq!(tree.children.len(), 2);
         let a = tree.children.iter().find(|(_, t)| t.id == added.children[0].id).ok_or("a is not in the tree")?;

@@ -1089,6 +1089,70 @@ mod processes {
         Ok(())
     }
 
+    /// 100 flows of 5 children each: the children run in worker processes, one killed with
+    /// SIGKILL in the middle and replaced; the parents (in another queue, run here) each run
+    /// exactly once, after all 5 of their children, whatever notices the killed worker left in
+    /// its outbox or relayed twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flow_parents_run_once_through_a_sigkill_of_their_childrens_worker() -> TestResult {
+        let ctx = Ctx::new(redtail_tests::Deployment::Standalone).await;
+        let prefix = ctx.ns.prefix().to_owned();
+        let config = |name: &str| keep_all(QueueConfig::new(name).namespace(ctx.ns.clone()));
+        let parents = Queue::<serde_json::Value>::new(Arc::clone(&ctx.backend), config("flowparents"))?;
+        let kids = Queue::<serde_json::Value>::new(Arc::clone(&ctx.backend), config("flowkids"))?;
+        let mut ids = Vec::new();
+        for i in 0..100 {
+            let mut flow = redtail_queue::FlowJob::new(&parents, &serde_json::json!({ "flow": i }))?;
+            for c in 0..5 {
+                flow = flow.child(redtail_queue::FlowJob::new(&kids, &serde_json::json!({ "flow": i, "child": c }))?);
+            }
+            ids.push(flow.add().await?.id);
+        }
+        let runs = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, (u32, usize)>::new()));
+        let seen = Arc::clone(&runs);
+        let parent_worker = parents.worker(WorkerOptions::default().concurrency(10), move |job| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let done = job.children().await.map_err(|e| e.to_string())?;
+                let completed =
+                    done.iter().filter(|c| matches!(c.outcome, redtail_queue::ChildOutcome::Completed(_))).count();
+                let mut seen = seen.lock().map_err(|_| "poisoned")?;
+                let entry = seen.entry(job.id.to_string()).or_default();
+                *entry = (entry.0 + 1, completed);
+                Ok::<_, String>(())
+            }
+        })?;
+        let spawn = || queue_worker(ctx.servers.url(), &prefix, "flowkids", 10);
+        let mut doomed = spawn()?;
+        until("half the children are done", Duration::from_secs(60), || async {
+            Ok(kids.counts().await?.completed >= 250)
+        })
+        .await?;
+        doomed.kill()?;
+        doomed.wait()?;
+        let at_kill = kids.counts().await?;
+        assert!(at_kill.completed < 500, "the kill came mid-run: {at_kill:?}");
+        let mut survivor = spawn()?;
+        let finished = until("every parent completes", Duration::from_secs(90), || async {
+            Ok(parents.counts().await?.completed == 100)
+        })
+        .await;
+        survivor.kill()?;
+        survivor.wait()?;
+        parent_worker.shutdown().await;
+        finished?;
+        {
+            let runs = runs.lock().map_err(|_| "poisoned")?;
+            for id in &ids {
+                assert_eq!(runs.get(id.as_str()), Some(&(1, 5)), "parent {id} ran once, after its 5 children");
+            }
+        }
+        let counts = parents.counts().await?;
+        assert_eq!((counts.waiting_children, counts.waiting, counts.dead), (0, 0, 0), "{counts:?}");
+        println!("SIGKILL at {} children completed, {} active", at_kill.completed, at_kill.active);
+        Ok(())
+    }
+
     /// A scheduler with 8 workers in 4 processes, one killed with SIGKILL between ticks and
     /// replaced: one job per tick, each tick's job run (twice at most for the one the killed
     /// process held), and the scheduler ends at its limit.

@@ -54,7 +54,7 @@ function queueCard(queue) {
     onclick: () => attempt(async () => { await api('POST', `/queues/${enc(queue.name)}/${paused ? 'resume' : 'pause'}`); await refresh(); }),
   }, paused ? 'Resume' : 'Pause');
   const numbers = el('div', { class: 'counts' });
-  for (const state of ['waiting', 'active', 'delayed', 'completed', 'dead']) {
+  for (const state of ['waiting', 'waiting_children', 'active', 'delayed', 'completed', 'dead']) {
     numbers.append(el('span', { 'data-count': state }, el('b', {}, counts[state]), state));
   }
   const groups = queue.metrics.groups;
