@@ -106,6 +106,8 @@ fn three_levels(top: &Queue<Step>, middle: &Queue<Step>) -> Result<FlowJob, Erro
 async fn a_three_level_tree_completes_in_order_with_results_passed_up(target: Target) -> TestResult {
     let env = Env::new(target).await;
     let (top, middle) = (queue(&env, "top")?, queue(&env, "middle")?);
+    // Two slots: on the cluster every notice between them goes through an outbox relay.
+    assert_ne!(env.ns.tagged("top").key(["w"]).slot(), env.ns.tagged("middle").key(["w"]).slot());
     for across in [false, true] {
         let ledger = Shared::default();
         let flow = if across { three_levels(&top, &middle)? } else { three_levels(&top, &top)? };
@@ -236,6 +238,10 @@ async fn a_notice_delivered_twice_is_applied_once(target: Target) -> TestResult 
     for (child, outcome) in [(&added.children[0].id, "c\n999"), (&added.children[1].id, "f\nagain")] {
         let notice = format!("once:{} {child} {outcome}", added.id);
         env.backend.call(Cmd::new("RPUSH").key(&outbox).arg(notice)).await?;
+    }
+    // Notices no relay can apply are dropped rather than block the outbox.
+    for garbage in ["garbage", "no!queue:1 2 c\n1", "once:1 2 z\n1"] {
+        env.backend.call(Cmd::new("RPUSH").key(&outbox).arg(garbage)).await?;
     }
     let start = Instant::now();
     while env.backend.call(Cmd::new("LLEN").key(&outbox)).await?.as_int()? > 0 {

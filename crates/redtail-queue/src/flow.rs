@@ -448,38 +448,59 @@ fn read_tree(inner: Arc<Inner>, id: String, depth: usize) -> Pin<Box<dyn Future<
 }
 
 /// Relays `inner`'s outbox: each notice to its parent's queue (`lua/settle.lua`), then out of
-/// the outbox. A notice that cannot be read is dropped with a warning; a failed call leaves
-/// the rest for the next relay. Returns how many notices were relayed.
+/// the outbox. A notice that cannot be read (or names no valid queue) is dropped with a
+/// warning; one that the server refuses to apply (a parent's hash that is not a hash) is left
+/// with a warning, and the others are relayed; while Redis cannot be reached, the rest waits
+/// for the next relay. Returns how many notices were relayed.
 pub(crate) async fn relay(inner: &Arc<Inner>) -> Result<usize> {
     let outbox = inner.key(QueueKey::Outbox);
     let mut relayed = 0;
     loop {
         let notices = inner.backend.call(Cmd::new("LRANGE").key(outbox).arg(0).arg(RELAY_BATCH - 1)).await?;
         let notices = notices.into_array()?;
-        let full = notices.len() as i64 == RELAY_BATCH;
+        let (full, mut left) = (notices.len() as i64 == RELAY_BATCH, false);
         for notice in notices {
             let notice = notice.into_bytes()?;
-            match Notice::parse(&notice) {
-                Some(n) => {
-                    let parent = inner.sibling(n.parent_queue)?;
-                    let child = format!("{}:{}", inner.config.name, n.child);
-                    let args = SettleArg::ALL.iter().map(|arg| match arg {
-                        SettleArg::Parent => Arg::from(n.parent),
-                        SettleArg::Child => Arg::from(child.as_str()),
-                        SettleArg::Outcome => Arg::from(n.outcome),
-                        SettleArg::Payload => Arg::from(n.payload),
-                    });
-                    settle::SCRIPT.run(&parent, args).await?;
+            let applied = match Notice::parse(&notice) {
+                Some(n) => match inner.sibling(n.parent_queue) {
+                    Ok(parent) => settle(inner, &parent, &n).await,
+                    Err(e) => Err(e),
+                },
+                None => Err(Error::Reply("unreadable".to_owned())),
+            };
+            match applied {
+                Ok(()) => {}
+                Err(Error::Redis(e)) if e.is_unavailable() => return Err(Error::Redis(e)),
+                Err(Error::Redis(e)) => {
+                    tracing::warn!(queue = %inner.config.name, error = %e, "queue: a flow notice was refused; left in the outbox");
+                    left = true;
+                    continue;
                 }
-                None => tracing::warn!(queue = %inner.config.name, "queue: unreadable flow notice dropped"),
+                Err(e) => {
+                    tracing::warn!(queue = %inner.config.name, error = %e, "queue: a flow notice that cannot be relayed was dropped");
+                }
             }
             inner.backend.call(Cmd::new("LREM").key(outbox).arg(1).arg(notice)).await?;
             relayed += 1;
         }
-        if !full {
+        // (A batch with a notice left behind would be read again: the next relay goes on.)
+        if !full || left {
             return Ok(relayed);
         }
     }
+}
+
+/// Applies notice `n` of `inner`'s outbox to its parent, in queue `parent`.
+async fn settle(inner: &Inner, parent: &Inner, n: &Notice<'_>) -> Result<()> {
+    let child = format!("{}:{}", inner.config.name, n.child);
+    let args = SettleArg::ALL.iter().map(|arg| match arg {
+        SettleArg::Parent => Arg::from(n.parent),
+        SettleArg::Child => Arg::from(child.as_str()),
+        SettleArg::Outcome => Arg::from(n.outcome),
+        SettleArg::Payload => Arg::from(n.payload),
+    });
+    settle::SCRIPT.run(parent, args).await?;
+    Ok(())
 }
 
 /// A notice in an outbox: `<parent queue>:<parent id> <child id> <outcome>\n<payload>` (see

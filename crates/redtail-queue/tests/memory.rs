@@ -636,3 +636,35 @@ async fn schedulers_on_the_virtual_clock_through_both_daylight_saving_changes() 
     assert_eq!(runs, expected, "each tick once, at the times daylight saving gives");
     Ok(())
 }
+
+/// A flow over two queues whose producer stops midway (here: a child's id exists, so the second
+/// level's call is refused after the first was added) leaves its parent waiting for a child
+/// that never comes: a minute later (the server's clock) the parent is dead-lettered, saying
+/// so, rather than waiting forever, and its queue counts no parent waiting.
+#[tokio::test]
+async fn a_flow_not_fully_added_fails_its_parent_after_the_deadline() -> Result<()> {
+    let redis = MemoryBackend::with_clock(Clock::manual(SystemTime::now())).auditing_script_keys();
+    let clock = redis.clock().clone();
+    let (parents, children) = (queue(&redis, QueueConfig::new("p")), queue(&redis, QueueConfig::new("c")));
+    children.add_with(&download(0), JobOptions::default().id("taken")).await?;
+    let flow = redtail_queue::FlowJob::new(&parents, &download(1))?
+        .child(redtail_queue::FlowJob::new(&children, &download(2))?.options(JobOptions::default().id("taken")));
+    match flow.add().await {
+        Err(Error::InvalidInput(message)) => assert!(message.contains("c:taken already exists"), "{message}"),
+        other => panic!("the clash was not refused: {other:?}"),
+    }
+    let stuck = parents.list(JobState::WaitingChildren, 0, 10).await?;
+    assert_eq!(stuck.len(), 1, "the first level was added");
+    let worker = parents.worker(fast(), |_job| async { Ok::<_, String>(()) })?;
+    clock.advance(Duration::from_secs(59));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(parents.counts().await?.waiting_children, 1, "still within its deadline");
+    clock.advance(Duration::from_secs(2));
+    until("the parent fails", || async { parents.counts().await.is_ok_and(|c| c.dead == 1) }).await;
+    worker.shutdown().await;
+    let dead = parents.get(stuck[0].id.as_str()).await?.unwrap_or_else(|| panic!("parent gone"));
+    assert_eq!(dead.state, JobState::Dead);
+    assert!(dead.errors.iter().any(|(_, e)| e.contains("not fully added")), "{:?}", dead.errors);
+    assert_eq!(parents.counts().await?.waiting_children, 0);
+    Ok(())
+}
