@@ -11,7 +11,8 @@
 local n = tonumber(ARGV[ARG_COUNT])
 local job_groups = listed_apart(ARGV[ARG_COUNT + 1 + n * JOB_FIELDS])
 local flow = ARGV[ARG_COUNT + 2 + n * JOB_FIELDS] or ''
-local parents = {}
+-- (nil for the adds that are not a flow's, which then look nothing up per job.)
+local parents = nil
 if flow ~= '' then
   flow = cjson.decode(flow)
   parents = flow.p or {}
@@ -67,7 +68,7 @@ for i = 0, n - 1 do
     local delay, priority = tonumber(ARGV[b + JOB_DELAY_MS]), tonumber(ARGV[b + JOB_PRIORITY])
     local m = ARGV[b + JOB_ATTEMPTS] .. ' ' .. NOW_S .. ' ' .. ARGV[b + JOB_PRIORITY] .. ' ' .. ARGV[b + JOB_OPTIONS]
     local group = job_groups[i] or ''
-    local parent = parents[tostring(i)]
+    local parent = parents and parents[tostring(i)]
     if parent then
       -- A flow's parent (never delayed) waits for its children.
       write_job(id, ARGV[b + JOB_DATA], m, NOW, group)

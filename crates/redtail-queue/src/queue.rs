@@ -213,7 +213,6 @@ impl<T: Serialize> Queue<T> {
 
     /// [`Queue::encode`] for a job that has made `made` attempts elsewhere (an import).
     pub(crate) fn encode_made(&self, data: &T, options: &JobOptions, made: u32) -> Result<EncodedJob> {
-        options.validate()?;
         let data = serde_json::to_vec(data).map_err(Error::Encode)?;
         self.inner.encode(data, options, made, None)
     }
