@@ -68,12 +68,12 @@ end
 -- step only when it took no job itself, since then it wakes one anyway while work is left).
 local rejoined = false
 
--- The groups an argument lists apart from its items' fields (src/script/mod.rs, listed_apart):
--- item number (from 0) -> group.
+-- The values (groups, a flow's parents) an argument lists apart from its items' fields
+-- (src/script/mod.rs, listed_apart): item number (from 0) -> value.
 local function listed_apart(listed)
   local out = {}
   if listed ~= '' then
-    for i, group in string.gmatch(listed, '(%d+) (%S+)') do out[tonumber(i)] = group end
+    for i, value in string.gmatch(listed, '(%d+) (%S+)') do out[tonumber(i)] = value end
   end
   return out
 end
