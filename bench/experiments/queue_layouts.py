@@ -9,6 +9,9 @@ Layouts:
   one-hash       each job a field of one queue-wide hash, the list holds ids
   list-payload   the waiting list holds the job itself; a running job moves to a small hash
   list-index     list-payload plus a hash of waiting ids (to find a waiting job by id)
+  buckets        each job a field of a hash of 1,000 jobs numbered together (`b:<id div 1000>`),
+                 the list holds ids: found by id with one read, and the jobs taken one after
+                 another share a bucket that stays in the processor's caches
 
 Needs `pip install redis` and a server of its own, for example
   taskset -c 1 redis-server --port 6392 --save '' --appendonly no
@@ -20,7 +23,7 @@ import time
 
 import redis
 
-LAYOUTS = ("hash-per-job", "one-hash", "list-payload", "list-index")
+LAYOUTS = ("hash-per-job", "one-hash", "list-payload", "list-index", "buckets")
 JOBS, BATCH = 20_000, 50
 DATA = b"x" * 170
 
@@ -37,6 +40,8 @@ def main(port: int, layout: str, depth: int) -> None:
             pipe.hset(f"q:{{q}}:j:{i}", mapping={"d": DATA, "a": "0", "m": "3 1700000000 0 -"})
         elif layout == "one-hash":
             pipe.hset("q:{q}:jobs", str(i), b"3 1700000000 0 -\n" + DATA)
+        elif layout == "buckets":
+            pipe.hset(f"q:{{q}}:b:{i // 1000}", str(i), b"3 1700000000 0 -\n" + DATA)
         if layout == "list-index":
             pipe.hset("q:{q}:index", str(i), "w")
         pipe.rpush("q:{q}:wait", str(i).encode() + b" 3 1700000000 0 -\n" + DATA if in_list else str(i))
@@ -69,6 +74,10 @@ def main(port: int, layout: str, depth: int) -> None:
             elif layout == "one-hash":
                 pipe.hget("q:{q}:jobs", i)
                 pipe.hset("q:{q}:jobs", i, b"3 1700000000 1 -\n" + DATA)
+            elif layout == "buckets":
+                bucket = f"q:{{q}}:b:{int(i) // 1000}"
+                pipe.hget(bucket, i)
+                pipe.hset(bucket, i, b"3 1700000000 1 -\n" + DATA)
             else:
                 pipe.hset("q:{q}:jobs", i, b"3 1700000000 1 -\n" + DATA)
                 if layout == "list-index":
@@ -80,6 +89,8 @@ def main(port: int, layout: str, depth: int) -> None:
             pipe.hdel("q:{q}:run", i)
             if layout == "hash-per-job":
                 pipe.delete(f"q:{{q}}:j:{i}")
+            elif layout == "buckets":
+                pipe.hdel(f"q:{{q}}:b:{int(i) // 1000}", i)
             else:
                 pipe.hdel("q:{q}:jobs", i)
             pipe.incr("q:{q}:done")
