@@ -326,9 +326,7 @@ impl Stored {
     pub(crate) fn in_flow(&self) -> bool {
         self.parent.is_some() || self.has_children
     }
-}
 
-impl Stored {
     pub(crate) fn of(options: &JobOptions) -> Stored {
         Stored {
             backoff: options.backoff,

@@ -334,7 +334,7 @@ async fn add_part(flat: &[Flat], encoded: &[EncodedJob], part: &[usize], deadlin
             .iter()
             .map(|&c| [flat[c].reference(), PolicyCode::of(flat[c].on_failure).code().to_owned()])
             .collect();
-        let keep = Stored::of(&job.options).keep_failed;
+        let keep = job.options.keep_failed;
         let fk = format!("{} {} {}", millis(keep.age), keep.count, job.queue.config.events_cap);
         let t = deadline.map_or(0, millis);
         parents.insert(n.to_string(), serde_json::json!({ "d": deps, "k": fk, "t": t }));
@@ -418,8 +418,7 @@ impl<T> Queue<T> {
             let unfinished =
                 node.job.as_ref().is_some_and(|job| !matches!(job.state, JobState::Completed | JobState::Dead));
             if unfinished {
-                let queue: Queue<()> =
-                    Queue { inner: self.inner.sibling(&node.queue)?, _data: std::marker::PhantomData };
+                let queue: Queue<()> = Queue::of(self.inner.sibling(&node.queue)?);
                 match queue.delete(node.id.as_str()).await {
                     Ok(true) => removed += 1,
                     Ok(false) | Err(Error::Busy(_)) => {}
@@ -434,7 +433,7 @@ impl<T> Queue<T> {
 
 fn read_tree(inner: Arc<Inner>, id: String, depth: usize) -> Pin<Box<dyn Future<Output = Result<FlowTree>> + Send>> {
     Box::pin(async move {
-        let queue: Queue<()> = Queue { inner: Arc::clone(&inner), _data: std::marker::PhantomData };
+        let queue: Queue<()> = Queue::of(Arc::clone(&inner));
         let job = queue.get(&id).await?;
         let mut children = Vec::new();
         if job.is_some() && depth < MAX_FLOW_DEPTH {

@@ -28,12 +28,19 @@ const ADD_BATCH: usize = 1000;
 /// Cloning is cheap; clones share the backend and configuration.
 pub struct Queue<T> {
     pub(crate) inner: Arc<Inner>,
-    pub(crate) _data: PhantomData<fn() -> T>,
+    _data: PhantomData<fn() -> T>,
+}
+
+impl<T> Queue<T> {
+    /// A handle on the queue `inner` describes.
+    pub(crate) fn of(inner: Arc<Inner>) -> Self {
+        Queue { inner, _data: PhantomData }
+    }
 }
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        Queue { inner: Arc::clone(&self.inner), _data: PhantomData }
+        Queue::of(Arc::clone(&self.inner))
     }
 }
 
@@ -165,7 +172,7 @@ impl Inner {
 impl<T: Serialize> Queue<T> {
     /// A queue as `config` describes it; nothing is sent to Redis until it is used.
     pub fn new(backend: impl Into<Arc<dyn Backend>>, config: QueueConfig) -> Result<Self> {
-        Ok(Queue { inner: Arc::new(Inner::new(backend.into(), config)?), _data: PhantomData })
+        Ok(Queue::of(Arc::new(Inner::new(backend.into(), config)?)))
     }
 
     /// The queue's configuration.
