@@ -720,17 +720,48 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize, grou
 async fn queue_depth(backend: &Arc<dyn Backend>, depth: usize, jobs: usize, concurrency: usize) -> Result<(), Error> {
     let name = format!("depth-{}-{depth}", std::process::id());
     let queue = Queue::<serde_json::Value>::new(Arc::clone(backend), QueueConfig::new(name.as_str()))?;
-    let items: Vec<serde_json::Value> = (0..jobs + depth).map(job_data).collect();
-    for chunk in items.chunks(10_000) {
-        queue.add_bulk(chunk).await?;
-    }
+    let add = |from: usize, to: usize| {
+        let queue = queue.clone();
+        async move {
+            let items: Vec<serde_json::Value> = (from..to).map(job_data).collect();
+            for chunk in items.chunks(10_000) {
+                queue.add_bulk(chunk).await?;
+            }
+            Ok::<_, Error>(())
+        }
+    };
+    add(0, jobs + depth).await?;
     let later = JobOptions::default().delay(Duration::from_secs(3600));
-    let delayed: Vec<serde_json::Value> = (0..depth / 10).map(job_data).collect();
-    for chunk in delayed.chunks(10_000) {
+    for from in (0..depth / 10).step_by(10_000) {
+        let chunk: Vec<serde_json::Value> = (from..(from + 10_000).min(depth / 10)).map(job_data).collect();
         queue.add_bulk_with(chunk.iter().map(|d| (d, later.clone())).collect()).await?;
     }
-    // The bench's own copies of a million jobs would weigh on the worker beside them.
-    drop((items, delayed));
+    // Twice: at once, while the server may still be rehashing a keyspace the adds grew past a
+    // power of two (Redis moves its entries to the larger table over the next seconds, a step
+    // per command); then once that is over, with as many jobs added again so that as many wait
+    // behind. The second is the queue's steady rate at that depth.
+    let (fresh_rate, fresh_cpu) = process_jobs(backend, &queue, jobs, concurrency).await?;
+    let waited = settle(backend).await?;
+    add(jobs + depth, 2 * jobs + depth).await?;
+    let (rate, cpu) = process_jobs(backend, &queue, jobs, concurrency).await?;
+    println!(
+        "{}",
+        json!({"bench": "queue.depth", "impl": "redtail", "waiting_behind": depth, "delayed": depth / 10, "jobs": jobs,
+               "process_per_sec": rate, "process_server_cpu_us_per_job": cpu,
+               "fresh_process_per_sec": fresh_rate, "fresh_process_server_cpu_us_per_job": fresh_cpu,
+               "settle_ms": waited.as_millis() as u64})
+    );
+    queue.obliterate(true).await?;
+    Ok(())
+}
+
+/// Runs one worker until it has completed `jobs` jobs: its rate, and the server's CPU µs a job.
+async fn process_jobs(
+    backend: &Arc<dyn Backend>,
+    queue: &Queue<serde_json::Value>,
+    jobs: usize,
+    concurrency: usize,
+) -> Result<(f64, Option<f64>), Error> {
     let server_before = server_usec(backend).await?;
     let started = Instant::now();
     let worker = queue.worker(WorkerOptions::default().concurrency(concurrency), |job| async move {
@@ -740,14 +771,32 @@ async fn queue_depth(backend: &Arc<dyn Backend>, depth: usize, jobs: usize, conc
     let processed = started.elapsed();
     let done = worker.shutdown().await.completed as usize;
     let server = server_usec_since(backend, server_before).await?;
-    println!(
-        "{}",
-        json!({"bench": "queue.depth", "impl": "redtail", "waiting_behind": depth, "delayed": depth / 10, "jobs": jobs,
-               "process_per_sec": (jobs as f64 / processed.as_secs_f64()).round(),
-               "process_server_cpu_us_per_job": server.map(|usec| per_op(usec.cpu, done))})
-    );
-    queue.obliterate(true).await?;
-    Ok(())
+    Ok(((jobs as f64 / processed.as_secs_f64()).round(), server.map(|usec| per_op(usec.cpu, done))))
+}
+
+/// Waits until the server's keyspace is not rehashing (`DEBUG HTSTATS 0` names no rehashing
+/// target), at most 120 s; where `DEBUG` is refused (servers allow it only when started with
+/// `--enable-debug-command`), waits 30 s, which a keyspace of a million keys needed here.
+async fn settle(backend: &Arc<dyn Backend>) -> Result<Duration, Error> {
+    let started = Instant::now();
+    if backend.is_cluster() {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        return Ok(started.elapsed());
+    }
+    loop {
+        match backend.call(Cmd::new("DEBUG").arg("HTSTATS").arg("0")).await.map(|v| v.into_string()) {
+            Ok(Ok(stats)) if !stats.contains("rehashing") => return Ok(started.elapsed()),
+            Ok(Ok(_)) if started.elapsed() < Duration::from_secs(120) => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(Ok(_)) => return Err("the keyspace was still rehashing after 120 s".into()),
+            _ => {
+                eprintln!("redtail-bench: DEBUG HTSTATS refused, so waiting 30 s for the keyspace to settle");
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return Ok(started.elapsed());
+            }
+        }
+    }
 }
 
 /// A scheduler ticking every millisecond until it has made `jobs` jobs: what each scheduled job

@@ -148,6 +148,8 @@ async fn a_grouped_job_handed_back_at_shutdown_runs_first_in_its_group(target: T
     let options = WorkerOptions::default().concurrency(4).shutdown_deadline(Duration::ZERO);
     let first = hanging(&queue, options, &started)?;
     until_started(&started, 0).await?;
+    let g = queue.group("g").await?;
+    assert_eq!((g.waiting, g.active), (2, 1), "one running, the others waiting behind it: {g:?}");
     let stats = first.shutdown().await;
     assert_eq!(stats.released, 1, "{stats:?}");
     let g = queue.group("g").await?;
@@ -408,6 +410,8 @@ async fn bad_groups_and_group_settings_are_refused_naming_them(target: Target) -
     assert!(queue.delete(grouped.as_str()).await?);
     for (groups, setting) in [
         (Groups::default().concurrency(0), "concurrency"),
+        (Groups::default().concurrency(redtail_queue::MAX_GROUP_CONCURRENCY + 1), "concurrency"),
+        (Groups::default().concurrency(u32::MAX), "concurrency"),
         (Groups::default().rate_limit(0, Duration::from_secs(1)), "rate limit"),
         (Groups::default().rate_limit(1, Duration::ZERO), "rate limit"),
         (Groups::default().rate_limit(1, Duration::MAX), "rate-limit period"),

@@ -16,7 +16,7 @@ elseif op == OP_PAUSE_GROUP then
   redis.call('ZREM', K_GRING, ARGV[ARG_GROUP])
 else
   local group = ARGV[ARG_GROUP]
-  if redis.call('SREM', K_GPAUSED, group) == 1 and redis.call('HEXISTS', K_GWAIT, group) == 1 then
+  if redis.call('SREM', K_GPAUSED, group) == 1 and groups().waiting(group) then
     groups().offer(group)
     wake()
   end

@@ -15,13 +15,12 @@ consider(redis.call('ZRANGE', K_PRIO, 0, 0)[1])
 local first_group = redis.call('ZRANGE', K_GRING, 0, 0)[1]
 if first_group then consider(redis.call('LINDEX', groups().key(first_group), 0)) end
 -- Grouped jobs (one value per group with jobs waiting or running: a read for operators).
-local grouped_waiting, grouped_active = 0, 0
-for _, n in ipairs(redis.call('HVALS', K_GWAIT)) do grouped_waiting = grouped_waiting + tonumber(n) end
--- (A group with jobs waiting may keep a running count of 0: see leave in lib.lua.)
-local groups_running = 0
-for _, n in ipairs(redis.call('HVALS', K_GACTIVE)) do
-  grouped_active = grouped_active + tonumber(n)
-  if tonumber(n) > 0 then groups_running = groups_running + 1 end
+local grouped_waiting, grouped_active, groups_waiting, groups_running = 0, 0, 0, 0
+for _, value in ipairs(redis.call('HVALS', K_GCOUNT)) do
+  local waiting, running = group_counts(value)
+  grouped_waiting, grouped_active = grouped_waiting + waiting, grouped_active + running
+  if waiting > 0 then groups_waiting = groups_waiting + 1 end
+  if running > 0 then groups_running = groups_running + 1 end
 end
 local out = {}
 out[REPLY_WAITING] = redis.call('LLEN', K_WAIT) + redis.call('ZCARD', K_PRIO) + grouped_waiting
@@ -33,7 +32,7 @@ out[REPLY_WAITING_CHILDREN] = redis.call('ZCARD', K_WC)
 out[REPLY_PAUSED] = redis.call('EXISTS', K_PAUSED)
 out[REPLY_OLDEST] = oldest
 out[REPLY_NOW] = NOW
-out[REPLY_GROUPS_WAITING] = redis.call('HLEN', K_GWAIT)
+out[REPLY_GROUPS_WAITING] = groups_waiting
 out[REPLY_GROUPS_RUNNING] = groups_running
 out[REPLY_GROUPS_PAUSED] = redis.call('SCARD', K_GPAUSED)
 out[REPLY_GROUPED_WAITING] = grouped_waiting

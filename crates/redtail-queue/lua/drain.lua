@@ -15,16 +15,16 @@ local function take(ids)
 end
 local plain = redis.call('LPOP', K_WAIT, 1000)
 if plain then take(plain) end
-local waiting_groups = redis.call('HKEYS', K_GWAIT)
-for _, group in ipairs(waiting_groups) do
+local counts = redis.call('HGETALL', K_GCOUNT)
+for i = 1, #counts, 2 do
   if #removed >= 1000 then break end
-  local list = groups().key(group)
-  local ids = redis.call('LPOP', list, 1000 - #removed)
-  if ids then take(ids) end
-  if redis.call('EXISTS', list) == 0 then
-    groups().forget(group)
-  else
-    redis.call('HINCRBY', K_GWAIT, group, -#(ids or {}))
+  local group = counts[i]
+  if group_counts(counts[i + 1]) > 0 then
+    local ids = redis.call('LPOP', groups().key(group), 1000 - #removed)
+    if ids then
+      take(ids)
+      groups().remove(group, #ids)
+    end
   end
 end
 if #removed < 1000 then

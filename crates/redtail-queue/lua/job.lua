@@ -59,9 +59,7 @@ if job[1] == STATE_WAITING_CHILDREN then
   redis.call('ZREM', K_WC, id)
   redis.call('ZREM', K_DELAY, id)
 elseif job[1] == STATE_WAITING and group ~= '' then
-  if redis.call('LREM', groups().key(group), 1, id) > 0 and redis.call('HINCRBY', K_GWAIT, group, '-1') <= 0 then
-    groups().forget(group)
-  end
+  if redis.call('LREM', groups().key(group), 1, id) > 0 then groups().remove(group, 1) end
 elseif job[1] == STATE_WAITING then
   redis.call('LREM', K_WAIT, 1, id)
   redis.call('ZREM', K_PRIO, id)

@@ -55,18 +55,26 @@ local function wake(unpaused)
 end
 
 -- Groups (see docs/keys.md): a grouped job waits in its group's list `g:<group>`, first in
--- first out; K_GWAIT counts each group's waiting jobs and K_GACTIVE its running ones (and those
--- holding its place through a backoff). The ring K_GRING holds the groups that may start a job,
--- each once, scored by a sequence so that a group put back goes behind every other; K_GPAUSED
--- holds paused groups and K_GTIMED those waiting out their rate limit, by when. Whether a group
--- is under its concurrency is checked when the ring gives it (step.lua), so a group may be in
--- the ring and full: it then leaves the ring until one of its jobs finishes.
+-- first out. K_GCOUNT holds, per group, its jobs waiting and running (with those holding its
+-- place through a backoff) as one number, waiting * GROUP_SPAN + running, so that one HINCRBY
+-- both counts a change and answers with both counts; a group with neither has no field. The
+-- ring K_GRING holds the groups that may start a job, each once, scored by a sequence so that a
+-- group put back goes behind every other; K_GPAUSED holds paused groups and K_GTIMED those
+-- waiting out their rate limit, by when. Whether a group is under its concurrency is checked
+-- when the ring gives it (step.lua), so a group may be in the ring and full: it then leaves the
+-- ring until one of its jobs finishes.
 -- The helpers below are made by the first call to groups() in a script, not by every script:
 -- a closure costs each call that makes it (Lua walks the open upvalues for each it captures),
 -- and a queue without groups should pay nothing for them.
 -- Set when a group came back to the ring: the script then wakes a worker before it ends (the
 -- step only when it took no job itself, since then it wakes one anyway while work is left).
 local rejoined = false
+
+-- A group's jobs waiting and running, from its K_GCOUNT value (a number, a string or nil).
+local function group_counts(value)
+  local n = tonumber(value) or 0
+  return math.floor(n / GROUP_SPAN), n % GROUP_SPAN
+end
 
 -- The values (groups, a flow's parents) an argument lists apart from its items' fields
 -- (src/script/mod.rs, listed_apart): item number (from 0) -> value.
@@ -88,27 +96,66 @@ local function groups()
 
   function g.key(group) return PREFIX .. 'g:' .. group end
 
-  -- Puts `group` at the ring's tail: only if it is not in the ring when `nx`. Returns true
-  -- when it was put there.
-  function g.push(group, nx)
+  -- Changes to a group's counts (GROUP_SPAN: see GroupCounts in src/script/mod.rs), as strings
+  -- (see NOW_S): a job more waiting; a job taken (from waiting to running); one taken back.
+  g.added = string.format('%d', GROUP_SPAN)
+  g.taken, g.untaken = string.format('%d', 1 - GROUP_SPAN), string.format('%d', GROUP_SPAN - 1)
+
+  -- Adds `by` (a string) to `group`'s counts; returns its jobs waiting and running after, and
+  -- removes its field when both are 0.
+  function g.count(group, by)
+    local value = redis.call('HINCRBY', K_GCOUNT, group, by)
+    if value == 0 then redis.call('HDEL', K_GCOUNT, group) end
+    return group_counts(value)
+  end
+
+  -- Whether `group` has jobs waiting.
+  function g.waiting(group)
+    return (group_counts(redis.call('HGET', K_GCOUNT, group))) > 0
+  end
+
+  -- Puts `listed` (groups) at the ring's tail in order, a command per 1,000: with `nx`, only
+  -- those not in the ring already. Returns how many it put there.
+  function g.push(listed, nx)
+    if #listed == 0 then return 0 end
     if not ring_tail then ring_tail = tonumber(redis.call('ZRANGE', K_GRING, -1, -1, 'WITHSCORES')[2]) or 0 end
-    ring_tail = ring_tail + 1
-    local turn = string.format('%d', ring_tail)
-    if nx then return redis.call('ZADD', K_GRING, 'NX', turn, group) == 1 end
-    redis.call('ZADD', K_GRING, turn, group)
-    return true
+    local added, turns = 0, {}
+    for i, group in ipairs(listed) do
+      ring_tail = ring_tail + 1
+      turns[#turns + 1] = string.format('%d', ring_tail)
+      turns[#turns + 1] = group
+      if #turns == 2000 or i == #listed then
+        if nx then
+          added = added + redis.call('ZADD', K_GRING, 'NX', unpack(turns))
+        else
+          added = added + redis.call('ZADD', K_GRING, unpack(turns))
+        end
+        turns = {}
+      end
+    end
+    return added
+  end
+
+  -- Puts each of `offered` (groups) in the ring unless it is there, paused or waiting out its
+  -- rate limit. Returns how many it put there.
+  local function offer_all(offered)
+    if any_paused == nil then any_paused = redis.call('EXISTS', K_GPAUSED) == 1 end
+    if any_timed == nil then any_timed = redis.call('EXISTS', K_GTIMED) == 1 end
+    if not (any_paused or any_timed) then return g.push(offered, true) end
+    local open = {}
+    for _, group in ipairs(offered) do
+      if not ((any_paused and redis.call('SISMEMBER', K_GPAUSED, group) == 1)
+        or (any_timed and redis.call('ZSCORE', K_GTIMED, group))) then
+        open[#open + 1] = group
+      end
+    end
+    return g.push(open, true)
   end
 
   -- Puts `group` in the ring unless it is there, paused or waiting out its rate limit.
   -- Returns true when it was put there.
   function g.offer(group)
-    if any_paused == nil then any_paused = redis.call('EXISTS', K_GPAUSED) == 1 end
-    if any_timed == nil then any_timed = redis.call('EXISTS', K_GTIMED) == 1 end
-    if (any_paused and redis.call('SISMEMBER', K_GPAUSED, group) == 1)
-      or (any_timed and redis.call('ZSCORE', K_GTIMED, group)) then
-      return false
-    end
-    return g.push(group, true)
+    return offer_all({ group }) > 0
   end
 
   -- `group` reached its rate limit (counted at `rate_key`): out of the ring until its window ends.
@@ -117,24 +164,28 @@ local function groups()
     any_timed = true
   end
 
-  -- One job of `group` no longer runs or holds its place: the group may start another. A
-  -- group with jobs waiting keeps its count at 0 (its next job counts there again, one write
-  -- less); the scripts that empty a group's list remove a 0 left behind (g.forget).
-  function g.leave(group)
-    local active = redis.call('HINCRBY', K_GACTIVE, group, '-1')
-    if redis.call('HEXISTS', K_GWAIT, group) == 1 then
-      if g.offer(group) then rejoined = true end
-    elseif active <= 0 then
-      redis.call('HDEL', K_GACTIVE, group)
+  -- One job of `group` no longer runs or holds its place: the group may start another. When
+  -- `later`, its offer waits for g.offer_pending(), which makes the offers of a step's
+  -- acknowledgements in one command.
+  local pending = {}
+  function g.leave(group, later)
+    if g.count(group, '-1') <= 0 then return end
+    if later then
+      pending[#pending + 1] = group
+    elseif g.offer(group) then
+      rejoined = true
     end
   end
 
-  -- `group` has no job waiting any more: it leaves the ring and the waiting counts, and its
-  -- running count when that is 0.
-  function g.forget(group)
-    redis.call('HDEL', K_GWAIT, group)
-    redis.call('ZREM', K_GRING, group)
-    if redis.call('HGET', K_GACTIVE, group) == '0' then redis.call('HDEL', K_GACTIVE, group) end
+  function g.offer_pending()
+    if #pending > 0 and offer_all(pending) > 0 then rejoined = true end
+    pending = {}
+  end
+
+  -- `n` jobs left `group`'s list without running (deleted or drained): when none is left
+  -- waiting, the group leaves the ring.
+  function g.remove(group, n)
+    if g.count(group, string.format('%d', -n * GROUP_SPAN)) <= 0 then redis.call('ZREM', K_GRING, group) end
   end
 
   group_helpers = g
@@ -148,7 +199,7 @@ local function enqueue(id, priority, front, group)
   if group and group ~= '' then
     local g = groups()
     redis.call(front and 'LPUSH' or 'RPUSH', g.key(group), id)
-    redis.call('HINCRBY', K_GWAIT, group, '1')
+    g.count(group, g.added)
     g.offer(group)
     return
   end

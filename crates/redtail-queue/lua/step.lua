@@ -99,7 +99,7 @@ for i = 0, n_acks - 1 do
       end
       done_ids[#done_ids + 1] = id
       completed = completed + 1
-      if group ~= '' then groups().leave(group) end
+      if group ~= '' then groups().leave(group, true) end
       if ack_parents[i] then flows().tell(ack_parents[i], id, OUTCOME_COMPLETED, payload) end
     elseif kind == KIND_FAILED then
       failed = failed + 1
@@ -108,12 +108,12 @@ for i = 0, n_acks - 1 do
         redis.call('HSET', key, 's', STATE_DELAYED, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
         redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
         if group ~= '' then
-          if hold then redis.call('HSET', key, 'gh', '1') else groups().leave(group) end
+          if hold then redis.call('HSET', key, 'gh', '1') else groups().leave(group, true) end
         end
       else
         redis.call('HSET', key, 'a', attempt, 'l', token, 'st', started, 'e' .. attempt, payload)
         enqueue(id, (placement(key)), hold, group)
-        if group ~= '' then groups().leave(group) end
+        if group ~= '' then groups().leave(group, true) end
         wake()
       end
       emit('retrying', id, delay)
@@ -121,7 +121,7 @@ for i = 0, n_acks - 1 do
       failed = failed + 1
       redis.call('HSET', key, 's', STATE_DEAD, 'a', attempt, 'l', token, 'st', started, 'f', NOW_S, 'e' .. attempt, payload)
       retire(K_DEAD, key, id, keep, keep_count, has_log)
-      if group ~= '' then groups().leave(group) end
+      if group ~= '' then groups().leave(group, true) end
       emit('failed', id, payload)
       emit('dead', id)
       if ack_parents[i] then flows().tell(ack_parents[i], id, OUTCOME_FAILED, payload) end
@@ -131,17 +131,19 @@ for i = 0, n_acks - 1 do
       redis.call('HSET', key, 's', STATE_DELAYED, 'a', tonumber(attempt) - 1, 'l', token, 'st', started)
       redis.call('ZADD', K_DELAY, NOW + tonumber(delay), id)
       if group ~= '' then
-        if hold then redis.call('HSET', key, 'gh', '1') else groups().leave(group) end
+        if hold then redis.call('HSET', key, 'gh', '1') else groups().leave(group, true) end
       end
       emit('retrying', id, delay)
     elseif kind == KIND_RELEASED then
       -- Handed back unstarted: the attempt does not count.
       enqueue(id, (placement(key)), true, group)
-      if group ~= '' then groups().leave(group) end
+      if group ~= '' then groups().leave(group, true) end
       wake()
     end
   end
 end
+-- (The groups the acknowledgements freed go back to the ring together.)
+if group_helpers then group_helpers.offer_pending() end
 if #finished > 0 then redis.call('HDEL', K_RUN, unpack(finished)) end
 flush_retired()
 
@@ -259,7 +261,7 @@ if want > 0 then
     if #timed > 0 then
       redis.call('ZREM', K_GTIMED, unpack(timed))
       for _, group in ipairs(timed) do
-        if redis.call('HEXISTS', K_GWAIT, group) == 1 then groups().offer(group) end
+        if groups().waiting(group) then groups().offer(group) end
       end
     end
     with_groups = redis.call('EXISTS', K_GRING) == 1
@@ -282,24 +284,25 @@ if want > 0 then
           if rate_key and tonumber(redis.call('GET', rate_key) or '0') >= group_rate_max then
             g.time_out(group, rate_key)
           else
-            -- Counted first, and taken back when over the concurrency (the group then stays out of
-            -- the ring until one of its jobs ends) or when the group has nothing left.
-            local active = redis.call('HINCRBY', K_GACTIVE, group, '1')
-            local id = active <= group_concurrency and redis.call('LPOP', g.key(group))
+            -- Counted first (one fewer waiting, one more running), and taken back when over the
+            -- concurrency (the group then stays out of the ring until one of its jobs ends) or
+            -- when the group has nothing left.
+            local left, active = g.count(group, g.taken)
+            local under = left >= 0 and active <= group_concurrency
+            local id = under and redis.call('LPOP', g.key(group))
             if not id then
-              if redis.call('HINCRBY', K_GACTIVE, group, '-1') <= 0 then redis.call('HDEL', K_GACTIVE, group) end
+              -- (A list found empty although counted: its waiting count is set right, to 0.)
+              g.count(group, under and string.format('%d', -left * GROUP_SPAN - 1) or g.untaken)
             else
               ids[#ids + 1] = id
               grouped[id] = group
               got = got + 1
-              local left = redis.call('HINCRBY', K_GWAIT, group, '-1')
-              -- (Its running count is at least 1 now, and the ring gave it up.)
-              if left <= 0 then redis.call('HDEL', K_GWAIT, group) end
               local used = 0
               if rate_key then
                 used = redis.call('INCR', rate_key)
                 if used == 1 then redis.call('PEXPIRE', rate_key, group_rate_window) end
               end
+              -- (A group with nothing left waiting leaves the ring; its next job offers it again.)
               if left > 0 then
                 if rate_key and used >= group_rate_max then
                   g.time_out(group, rate_key)
@@ -311,7 +314,7 @@ if want > 0 then
           end
         end
         if #back == 0 then return end
-        for _, group in ipairs(back) do g.push(group) end
+        g.push(back)
       end
     end
   end

@@ -12,6 +12,9 @@ use crate::{Error, Result};
 /// years ([`redtail_core::MAX_TTL`]); longer ones are refused with an error naming the setting.
 pub const MAX_DURATION: Duration = redtail_core::MAX_TTL;
 
+/// The most jobs of one group that may run at once ([`Groups::concurrency`]): a million.
+pub const MAX_GROUP_CONCURRENCY: u32 = 1_000_000;
+
 /// Fails with an error naming `setting` when `value` is longer than [`MAX_DURATION`].
 pub(crate) fn at_most_max(setting: &str, value: Duration) -> Result<()> {
     redtail_core::check_ttl(setting, value).map_err(Error::InvalidInput)
@@ -381,7 +384,7 @@ pub struct RateLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Groups {
-    /// Jobs of one group running at once, across all workers (at least 1).
+    /// Jobs of one group running at once, across all workers (1 to [`MAX_GROUP_CONCURRENCY`]).
     pub concurrency: u32,
     /// Jobs of one group started per window, across all workers.
     pub rate_limit: Option<RateLimit>,
@@ -520,8 +523,11 @@ impl QueueConfig {
             }
             at_most_max(&format!("the {which}'s rate-limit period"), limit.period)?;
         }
-        if self.groups.concurrency == 0 {
-            return Err(Error::InvalidInput("a group's concurrency must be at least 1".to_owned()));
+        if !(1..=MAX_GROUP_CONCURRENCY).contains(&self.groups.concurrency) {
+            return Err(Error::InvalidInput(format!(
+                "a group's concurrency must be 1 to {MAX_GROUP_CONCURRENCY}, not {}",
+                self.groups.concurrency
+            )));
         }
         if self.max_log_lines == 0 {
             return Err(Error::InvalidInput("max_log_lines must be at least 1".to_owned()));

@@ -14,7 +14,10 @@ mod script;
 mod types;
 mod worker;
 
-pub use config::{Backoff, Dedup, DedupMode, Groups, JobOptions, MAX_DURATION, QueueConfig, RateLimit, Retention};
+pub use config::{
+    Backoff, Dedup, DedupMode, Groups, JobOptions, MAX_DURATION, MAX_GROUP_CONCURRENCY, QueueConfig, RateLimit,
+    Retention,
+};
 pub use error::{Error, Result};
 pub use events::{EventKind, QueueEvent, QueueEvents, Start};
 pub use flow::{Child, ChildFailure, ChildOutcome, FlowJob, FlowNode, FlowTree, MAX_FLOW_DEPTH, MAX_FLOW_JOBS};

@@ -11,7 +11,7 @@ use crate::{
     events::{QueueEvents, Start},
     record::{self, Record, RunningEntry},
     script::{
-        Common, QueueKey,
+        Common, GroupCounts, QueueKey,
         add::{self, EncodedJob},
         clean::{self, CleanArg, SetCode},
         control::{self, ControlArg, ControlOp},
@@ -445,25 +445,17 @@ impl<T> Queue<T> {
         crate::config::validate_name("a group", group)?;
         let inner = &self.inner;
         let cmds = vec![
-            Cmd::new("HGET").key(inner.key(QueueKey::GroupWaiting)).arg(group),
-            Cmd::new("HGET").key(inner.key(QueueKey::GroupActive)).arg(group),
+            Cmd::new("HGET").key(inner.key(QueueKey::GroupCounts)).arg(group),
             Cmd::new("SISMEMBER").key(inner.key(QueueKey::GroupPaused)).arg(group),
         ];
         let replies = inner.backend.transaction(cmds).await?;
-        let [waiting, active, paused] = <[Value; 3]>::try_from(replies)
-            .map_err(|r| Error::Reply(format!("{} replies to a group's three reads", r.len())))?;
-        let count = |v: Value| -> Result<u64> {
-            match v {
-                Value::Nil => Ok(0),
-                v => Ok(u64::try_from(v.as_int()?).unwrap_or(0)),
-            }
+        let [counts, paused] = <[Value; 2]>::try_from(replies)
+            .map_err(|r| Error::Reply(format!("{} replies to a group's two reads", r.len())))?;
+        let (waiting, active) = match counts {
+            Value::Nil => (0, 0),
+            v => GroupCounts::split(v.as_int()?),
         };
-        Ok(GroupInfo {
-            name: group.to_owned(),
-            waiting: count(waiting)?,
-            active: count(active)?,
-            paused: paused.as_int()? == 1,
-        })
+        Ok(GroupInfo { name: group.to_owned(), waiting, active, paused: paused.as_int()? == 1 })
     }
 
     /// Groups with jobs waiting or running, or paused, by name, at most `limit` of them after
@@ -472,25 +464,21 @@ impl<T> Queue<T> {
     pub async fn groups(&self, after: Option<&str>, limit: usize) -> Result<Vec<GroupInfo>> {
         let inner = &self.inner;
         let cmds = vec![
-            Cmd::new("HGETALL").key(inner.key(QueueKey::GroupWaiting)),
-            Cmd::new("HGETALL").key(inner.key(QueueKey::GroupActive)),
+            Cmd::new("HGETALL").key(inner.key(QueueKey::GroupCounts)),
             Cmd::new("SMEMBERS").key(inner.key(QueueKey::GroupPaused)),
         ];
         let replies = inner.backend.transaction(cmds).await?;
-        let [waiting, active, paused] = <[Value; 3]>::try_from(replies)
-            .map_err(|r| Error::Reply(format!("{} replies to the groups' three reads", r.len())))?;
+        let [counts, paused] = <[Value; 2]>::try_from(replies)
+            .map_err(|r| Error::Reply(format!("{} replies to the groups' two reads", r.len())))?;
         let mut groups = std::collections::BTreeMap::<String, GroupInfo>::new();
         fn entry(groups: &mut std::collections::BTreeMap<String, GroupInfo>, name: String) -> &mut GroupInfo {
             groups.entry(name.clone()).or_insert(GroupInfo { name, waiting: 0, active: 0, paused: false })
         }
-        for (hash, active) in [(waiting, false), (active, true)] {
-            for pair in hash.into_array()?.chunks(2) {
-                let [name, n] = pair else { return Err(Error::Reply("a group hash of odd length".to_owned())) };
-                let n =
-                    n.clone().into_string()?.parse::<u64>().map_err(|e| Error::Reply(format!("a group count: {e}")))?;
-                let info = entry(&mut groups, name.clone().into_string()?);
-                if active { info.active = n } else { info.waiting = n }
-            }
+        for pair in counts.into_array()?.chunks(2) {
+            let [name, n] = pair else { return Err(Error::Reply("a group hash of odd length".to_owned())) };
+            let n = n.clone().into_string()?.parse::<i64>().map_err(|e| Error::Reply(format!("a group count: {e}")))?;
+            let info = entry(&mut groups, name.clone().into_string()?);
+            (info.waiting, info.active) = GroupCounts::split(n);
         }
         for name in paused.into_array()? {
             entry(&mut groups, name.into_string()?).paused = true;

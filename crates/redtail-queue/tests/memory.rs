@@ -668,3 +668,34 @@ async fn a_flow_not_fully_added_fails_its_parent_after_the_deadline() -> Result<
     assert_eq!(parents.counts().await?.waiting_children, 0);
     Ok(())
 }
+
+/// A step that takes and acknowledges thousands of grouped jobs at once (its groups go back to
+/// the ring in commands of 1,000): every job runs once, and the groups' counts end at nothing.
+#[tokio::test]
+async fn thousands_of_groups_taken_and_freed_in_one_step_each_run_every_job_once() -> Result<()> {
+    let redis = MemoryBackend::new().auditing_script_keys();
+    let queue = queue(&redis, QueueConfig::new("wide"));
+    let jobs: Vec<(Download, JobOptions)> =
+        (0..6000).map(|i| (download(i), JobOptions::default().group(format!("g{}", i % 3000)))).collect();
+    for chunk in jobs.chunks(1000) {
+        queue.add_bulk_with(chunk.iter().map(|(d, o)| (d, o.clone())).collect()).await?;
+    }
+    let seen = Arc::new(Mutex::new(std::collections::HashMap::<String, u32>::new()));
+    let ran = Arc::clone(&seen);
+    let worker = queue.worker(fast().concurrency(10_000), move |job| {
+        let ran = Arc::clone(&ran);
+        async move {
+            *ran.lock().map_err(|_| Error::Reply("poisoned".to_owned()))?.entry(job.id.to_string()).or_default() += 1;
+            Ok::<_, Error>(())
+        }
+    })?;
+    until("6,000 grouped jobs complete", || async { worker.stats().completed == 6000 }).await;
+    worker.shutdown().await;
+    let runs: Vec<u32> = seen.lock().map_err(|_| Error::Reply("poisoned".to_owned()))?.values().copied().collect();
+    assert_eq!(runs.len(), 6000);
+    assert!(runs.iter().all(|&n| n == 1), "a job ran twice");
+    assert!(queue.groups(None, 10).await?.is_empty(), "no group is left counted");
+    let totals = queue.metrics(1).await?.groups;
+    assert_eq!((totals.jobs_waiting, totals.jobs_active, totals.waiting, totals.running), (0, 0, 0, 0), "{totals:?}");
+    Ok(())
+}

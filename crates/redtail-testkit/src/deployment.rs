@@ -136,7 +136,9 @@ impl TestRedis {
             if persistent { &["--appendonly", "yes", "--appendfsync", "always", "--save", ""] } else { NOT_PERSISTENT };
         let started = match kind {
             Deployment::Standalone => {
-                this.servers.push(Process::start_with(&root, "standalone", persistence, None, detached)?);
+                // DEBUG from loopback: the bench reads whether the keyspace is rehashing.
+                let args = [persistence, &["--enable-debug-command", "local"]].concat();
+                this.servers.push(Process::start_with(&root, "standalone", &args, None, detached)?);
                 this.url = format!("redis://127.0.0.1:{}", this.servers[0].port);
                 Ok(())
             }

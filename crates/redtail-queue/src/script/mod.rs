@@ -70,19 +70,18 @@ lua_numbers! {
         Guard = 16 => "K_GUARD",
         /// Sorted set, the ring of groups that may start a job: group -> its turn.
         GroupRing = 17 => "K_GRING",
-        /// Hash: group -> jobs waiting in it.
-        GroupWaiting = 18 => "K_GWAIT",
-        /// Hash: group -> jobs running in it (and holding its place through a backoff).
-        GroupActive = 19 => "K_GACTIVE",
+        /// Hash: group -> its jobs waiting and running (and holding its place through a
+        /// backoff), as one number (see [`GroupCounts`]).
+        GroupCounts = 18 => "K_GCOUNT",
         /// Set of paused groups.
-        GroupPaused = 20 => "K_GPAUSED",
+        GroupPaused = 19 => "K_GPAUSED",
         /// Sorted set: a group at its rate limit -> when its window ends.
-        GroupTimed = 21 => "K_GTIMED",
+        GroupTimed = 20 => "K_GTIMED",
         /// Sorted set of parents waiting for their children (flows): id -> when added.
-        WaitingChildren = 22 => "K_WC",
+        WaitingChildren = 21 => "K_WC",
         /// List of flow notices for parents, each a child's outcome to relay to its parent's
         /// queue (see `flow.rs`).
-        Outbox = 23 => "K_OUTBOX",
+        Outbox = 22 => "K_OUTBOX",
     }
 }
 
@@ -107,8 +106,7 @@ impl QueueKey {
             QueueKey::Ticks => "sn",
             QueueKey::Guard => redtail_core::contract::SLOT_GUARD,
             QueueKey::GroupRing => "gr",
-            QueueKey::GroupWaiting => "gw",
-            QueueKey::GroupActive => "ga",
+            QueueKey::GroupCounts => "gn",
             QueueKey::GroupPaused => "gp",
             QueueKey::GroupTimed => "gt",
             QueueKey::WaitingChildren => "wc",
@@ -148,6 +146,26 @@ pub(crate) fn listed_apart<'a>(values: impl IntoIterator<Item = Option<&'a str>>
         }
     }
     out
+}
+
+lua_numbers! {
+    /// How one number in `:gn` holds a group's two counts: `waiting * SPAN + running`, so that
+    /// one `HINCRBY` both changes them and answers with both. A group's running jobs stay under
+    /// `SPAN` ([`Groups::concurrency`](crate::Groups::concurrency) is at most
+    /// [`MAX_GROUP_CONCURRENCY`](crate::MAX_GROUP_CONCURRENCY)), and a Lua number holds the sum
+    /// exactly while fewer than 2^29 jobs wait in one group.
+    GroupCounts {
+        /// The factor of the waiting count.
+        Span = 16777216 => "GROUP_SPAN",
+    }
+}
+
+impl GroupCounts {
+    /// A group's jobs waiting and running, from its value in `:gn`.
+    pub(crate) fn split(value: i64) -> (u64, u64) {
+        let span = GroupCounts::Span.at() as i64;
+        (u64::try_from(value.div_euclid(span)).unwrap_or(0), u64::try_from(value.rem_euclid(span)).unwrap_or(0))
+    }
 }
 
 lua_codes! {
@@ -190,7 +208,8 @@ pub(crate) fn source(consts: &[(&'static str, String)], body: &str) -> String {
         .map(|(name, at)| (name, format!("KEYS[{at}]")))
         .chain(Common::consts())
         .chain(StateCode::consts())
-        .chain(OutcomeCode::consts());
+        .chain(OutcomeCode::consts())
+        .chain(GroupCounts::consts());
     let prelude =
         redtail_core::contract::prelude("crates/redtail-queue/src/script/", shared.chain(consts.iter().cloned()));
     format!("{prelude}{}{body}", include_str!("../../lua/lib.lua"))
@@ -239,9 +258,9 @@ mod tests {
     }
 
     /// The names the queue's contracts give their constants.
-    const PREFIXES: [&str; 14] = [
+    const PREFIXES: [&str; 15] = [
         "K_", "ARG_", "ACK_", "KIND_", "FLAG_", "REPLY_", "STATE_", "OP_", "SET_", "JOB_", "TAKEN_", "OUTCOME_",
-        "POLICY_", "SETTLED_",
+        "POLICY_", "SETTLED_", "GROUP_",
     ];
 
     #[test]
