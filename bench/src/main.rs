@@ -5,8 +5,9 @@
 //! `redtail-bench [raw] [ratelimit] [session] [cache] [queue] [queue-grouped] [queue-soak] [queue-depth] [scheduler] [cache-tiers] [--n N] [--c C] [--jobs J] [--qc C] [--depth D] [--pool CONNECTIONS]`
 //!
 //! `queue-grouped` is the `queue` workload with its jobs spread round-robin over 1,000 groups
-//! (`--groups G`), one job at a time per group. `queue-depth` measures the curve (0, 10,000, 100,000 and 1,000,000 waiting); `--depth D`
-//! measures one depth of it.
+//! (`--groups G`), one job at a time per group. `queue-depth` measures the curve (0, 10,000,
+//! 100,000 and 1,000,000 waiting), each depth at once and again once the server has finished
+//! rehashing its keyspace; `--depth D` measures one depth of it.
 
 use std::{
     sync::{

@@ -82,7 +82,7 @@ for i = 0, n - 1 do
       if parent.t > 0 then redis.call('ZADD', K_DELAY, NOW + parent.t, id) end
     elseif write_job(id, ARGV[b + JOB_DATA], m, NOW + delay, group) then
       ready = true
-      if priority > 0 or group ~= '' then enqueue(id, priority, false, group) else plain[#plain + 1] = id end
+      if priority > 0 or group ~= '' then enqueue(id, priority, false, group, true) else plain[#plain + 1] = id end
     end
     if ARGV[b + JOB_ATTEMPTS_MADE] ~= '0' then redis.call('HSET', key, 'a', ARGV[b + JOB_ATTEMPTS_MADE]) end
     -- (Ids of 16 digits and more are never generated, and would not fit the counter exactly.)
@@ -94,6 +94,8 @@ for i = 0, n - 1 do
   end
 end
 if #plain > 0 then redis.call('RPUSH', K_WAIT, unpack(plain)) end
+-- (The groups of the jobs added go in the ring together.)
+if group_helpers then group_helpers.offer_pending() end
 emit('added', table.concat(added, ' '))
 if ready then wake() end
 if past > last then redis.call('SET', K_ID, string.format('%d', past)) end

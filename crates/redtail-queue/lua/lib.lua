@@ -164,22 +164,30 @@ local function groups()
     any_timed = true
   end
 
-  -- One job of `group` no longer runs or holds its place: the group may start another. When
-  -- `later`, its offer waits for g.offer_pending(), which makes the offers of a step's
-  -- acknowledgements in one command.
-  local pending = {}
-  function g.leave(group, later)
-    if g.count(group, '-1') <= 0 then return end
-    if later then
+  -- Offers held for g.offer_pending(), which makes them in one command: those of an add's
+  -- jobs, or of the groups a step's acknowledgements freed.
+  local pending, pending_set = {}, {}
+  function g.defer(group)
+    if not pending_set[group] then
+      pending_set[group] = true
       pending[#pending + 1] = group
-    elseif g.offer(group) then
-      rejoined = true
     end
   end
 
   function g.offer_pending()
     if #pending > 0 and offer_all(pending) > 0 then rejoined = true end
-    pending = {}
+    pending, pending_set = {}, {}
+  end
+
+  -- One job of `group` no longer runs or holds its place: the group may start another (offered
+  -- at once, or when `later` by g.offer_pending()).
+  function g.leave(group, later)
+    if g.count(group, '-1') <= 0 then return end
+    if later then
+      g.defer(group)
+    elseif g.offer(group) then
+      rejoined = true
+    end
   end
 
   -- `n` jobs left `group`'s list without running (deleted or drained): when none is left
@@ -193,14 +201,15 @@ local function groups()
 end
 
 -- Puts a job back in line: its group's list when it has a group (priorities do not apply
--- there), else the prioritized set when it has a priority, else the waiting list (at the
--- front when `front`, for jobs handed back unfinished).
-local function enqueue(id, priority, front, group)
+-- there; the group offered at once, or when `later` by g.offer_pending()), else the
+-- prioritized set when it has a priority, else the waiting list (at the front when `front`,
+-- for jobs handed back unfinished).
+local function enqueue(id, priority, front, group, later)
   if group and group ~= '' then
     local g = groups()
     redis.call(front and 'LPUSH' or 'RPUSH', g.key(group), id)
     g.count(group, g.added)
-    g.offer(group)
+    if later then g.defer(group) else g.offer(group) end
     return
   end
   local p = tonumber(priority) or 0
