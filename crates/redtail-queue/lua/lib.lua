@@ -139,8 +139,12 @@ local function groups()
   -- Puts each of `offered` (groups) in the ring unless it is there, paused or waiting out its
   -- rate limit. Returns how many it put there.
   local function offer_all(offered)
-    if any_paused == nil then any_paused = redis.call('EXISTS', K_GPAUSED) == 1 end
-    if any_timed == nil then any_timed = redis.call('EXISTS', K_GTIMED) == 1 end
+    if any_paused == nil then
+      -- (Neither, mostly: one command says so.)
+      local either = redis.call('EXISTS', K_GPAUSED, K_GTIMED) > 0
+      any_paused = either and redis.call('EXISTS', K_GPAUSED) == 1
+      any_timed = any_timed or (either and redis.call('EXISTS', K_GTIMED) == 1)
+    end
     if not (any_paused or any_timed) then return g.push(offered, true) end
     local open = {}
     for _, group in ipairs(offered) do

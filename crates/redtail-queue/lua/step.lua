@@ -249,6 +249,8 @@ if want > 0 and rate_max > 0 then
 end
 
 local jobs, ids, grouped, taken_groups = {}, {}, {}, {}
+-- Whether this call found groups in the queue (so that it looks at the ring first below).
+local saw_groups = false
 
 if want > 0 then
   local popped = redis.call('ZPOPMIN', K_PRIO, want)
@@ -263,8 +265,9 @@ if want > 0 then
       for _, group in ipairs(timed) do
         if groups().waiting(group) then groups().offer(group) end
       end
+      with_groups = redis.call('EXISTS', K_GRING) == 1
     end
-    with_groups = redis.call('EXISTS', K_GRING) == 1
+    saw_groups = true
   end
   local take_grouped = nil
   if with_groups then
@@ -356,8 +359,8 @@ if #taken > 0 then
     if redis.call('INCRBY', K_RATE, #taken) == #taken then redis.call('PEXPIRE', K_RATE, rate_window) end
   end
   -- More work left: wake another worker.
-  if paused == 0 and (redis.call('LLEN', K_WAIT) > 0 or redis.call('ZCARD', K_PRIO) > 0
-    or redis.call('EXISTS', K_GRING) == 1) then
+  if paused == 0 and ((saw_groups and redis.call('EXISTS', K_GRING) == 1) or redis.call('LLEN', K_WAIT) > 0
+    or redis.call('ZCARD', K_PRIO) > 0 or (not saw_groups and redis.call('EXISTS', K_GRING) == 1)) then
     wake(true)
   end
 elseif rejoined then
