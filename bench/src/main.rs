@@ -721,29 +721,27 @@ async fn queue(backend: &Arc<dyn Backend>, jobs: usize, concurrency: usize, grou
 async fn queue_depth(backend: &Arc<dyn Backend>, depth: usize, jobs: usize, concurrency: usize) -> Result<(), Error> {
     let name = format!("depth-{}-{depth}", std::process::id());
     let queue = Queue::<serde_json::Value>::new(Arc::clone(backend), QueueConfig::new(name.as_str()))?;
-    let add = |from: usize, to: usize| {
+    // Jobs `range` with `options`, 10,000 per call.
+    let add = |range: std::ops::Range<usize>, options: JobOptions| {
         let queue = queue.clone();
         async move {
-            let items: Vec<serde_json::Value> = (from..to).map(job_data).collect();
-            for chunk in items.chunks(10_000) {
-                queue.add_bulk(chunk).await?;
+            for from in range.clone().step_by(10_000) {
+                let chunk: Vec<serde_json::Value> = (from..(from + 10_000).min(range.end)).map(job_data).collect();
+                queue.add_bulk_with(chunk.iter().map(|d| (d, options.clone())).collect()).await?;
             }
             Ok::<_, Error>(())
         }
     };
-    add(0, jobs + depth).await?;
-    let later = JobOptions::default().delay(Duration::from_secs(3600));
-    for from in (0..depth / 10).step_by(10_000) {
-        let chunk: Vec<serde_json::Value> = (from..(from + 10_000).min(depth / 10)).map(job_data).collect();
-        queue.add_bulk_with(chunk.iter().map(|d| (d, later.clone())).collect()).await?;
-    }
+    let now = queue.config().defaults.clone();
+    add(0..jobs + depth, now.clone()).await?;
+    add(0..depth / 10, JobOptions::default().delay(Duration::from_secs(3600))).await?;
     // Twice: at once, while the server may still be rehashing a keyspace the adds grew past a
     // power of two (Redis moves its entries to the larger table over the next seconds, a step
     // per command); then once that is over, with as many jobs added again so that as many wait
     // behind. The second is the queue's steady rate at that depth.
     let (fresh_rate, fresh_cpu) = process_jobs(backend, &queue, jobs, concurrency).await?;
     let waited = settle(backend).await?;
-    add(jobs + depth, 2 * jobs + depth).await?;
+    add(jobs + depth..2 * jobs + depth, now).await?;
     let (rate, cpu) = process_jobs(backend, &queue, jobs, concurrency).await?;
     println!(
         "{}",

@@ -156,10 +156,24 @@ local function groups()
     return g.push(open, true)
   end
 
-  -- Puts `group` in the ring unless it is there, paused or waiting out its rate limit.
-  -- Returns true when it was put there.
-  function g.offer(group)
-    return offer_all({ group }) > 0
+  -- Offers held for g.offer_pending(), which makes them in one command: those of an add's
+  -- jobs, or of the groups a step's acknowledgements freed.
+  local pending, pending_set = {}, {}
+
+  -- Puts `group` in the ring unless it is there, paused or waiting out its rate limit: at
+  -- once, or when `later` by g.offer_pending(). Returns true when it was put there now.
+  function g.offer(group, later)
+    if not later then return offer_all({ group }) > 0 end
+    if not pending_set[group] then
+      pending_set[group] = true
+      pending[#pending + 1] = group
+    end
+    return false
+  end
+
+  function g.offer_pending()
+    if #pending > 0 and offer_all(pending) > 0 then rejoined = true end
+    pending, pending_set = {}, {}
   end
 
   -- `group` reached its rate limit (counted at `rate_key`): out of the ring until its window ends.
@@ -168,30 +182,10 @@ local function groups()
     any_timed = true
   end
 
-  -- Offers held for g.offer_pending(), which makes them in one command: those of an add's
-  -- jobs, or of the groups a step's acknowledgements freed.
-  local pending, pending_set = {}, {}
-  function g.defer(group)
-    if not pending_set[group] then
-      pending_set[group] = true
-      pending[#pending + 1] = group
-    end
-  end
-
-  function g.offer_pending()
-    if #pending > 0 and offer_all(pending) > 0 then rejoined = true end
-    pending, pending_set = {}, {}
-  end
-
   -- One job of `group` no longer runs or holds its place: the group may start another (offered
-  -- at once, or when `later` by g.offer_pending()).
+  -- as g.offer does).
   function g.leave(group, later)
-    if g.count(group, '-1') <= 0 then return end
-    if later then
-      g.defer(group)
-    elseif g.offer(group) then
-      rejoined = true
-    end
+    if g.count(group, '-1') > 0 and g.offer(group, later) then rejoined = true end
   end
 
   -- `n` jobs left `group`'s list without running (deleted or drained): when none is left
@@ -213,7 +207,7 @@ local function enqueue(id, priority, front, group, later)
     local g = groups()
     redis.call(front and 'LPUSH' or 'RPUSH', g.key(group), id)
     g.count(group, g.added)
-    if later then g.defer(group) else g.offer(group) end
+    g.offer(group, later)
     return
   end
   local p = tonumber(priority) or 0
